@@ -89,10 +89,10 @@ impl QueueConfig {
             gate_wait_delay: Duration::from_secs(5),
             poll_delay_accepted: Duration::from_secs(5),
             poll_delay_running: Duration::from_secs(2),
-            max_validation: Duration::from_secs(2 * 60 * 60),
+            max_validation: Duration::from_hours(2),
             culprit_finding: false,
             build: BuildConfig {
-                timeout: Duration::from_secs(30 * 60),
+                timeout: Duration::from_mins(30),
                 ..BuildConfig::default()
             },
             projects: Vec::new(),
@@ -127,7 +127,7 @@ mod tests {
         );
         assert_eq!(c.max_concurrent, 1);
         assert_eq!(c.gate_wait_delay, Duration::from_secs(5));
-        assert_eq!(c.max_validation, Duration::from_secs(7200));
+        assert_eq!(c.max_validation, Duration::from_hours(2));
         let json = serde_json::to_string(&c).unwrap();
         let back: QueueConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, c);

@@ -77,7 +77,7 @@ mod tests {
 
     #[test]
     fn fractions() {
-        assert_eq!(Degree::fraction(1, 4).value(), 0.25);
+        assert_eq!(Degree::fraction(1, 4), Degree::new(0.25).unwrap());
         assert!(Degree::fraction(0, 3).is_green());
         assert_eq!(Degree::fraction(0, 0), Degree::BROKEN);
     }

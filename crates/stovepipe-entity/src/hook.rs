@@ -117,7 +117,12 @@ impl HookReleaseSpec {
         // BTreeMap keys serialise in order, so the JSON is canonical.
         let canonical = serde_json::to_vec(self).unwrap_or_default();
         let hash = Sha256::digest(&canonical);
-        hash.iter().map(|b| format!("{b:02x}")).collect()
+        hash.iter().fold(String::with_capacity(64), |mut hex, b| {
+            use std::fmt::Write as _;
+            // Writing to a String cannot fail.
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
     }
 }
 

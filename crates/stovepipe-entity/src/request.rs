@@ -272,7 +272,7 @@ mod tests {
     }
 
     fn base() -> Option<Uri> {
-        Some(Uri::new("git://r/main/base").unwrap())
+        Uri::new("git://r/main/base").ok()
     }
 
     /// Runs `action` from every state; only `legal` states may succeed, and

@@ -1,0 +1,29 @@
+//! The change feed: the append-only change log, read in pages and tailed
+//! live (SSE, the hook dispatcher).
+
+use crate::error::{FeedError, StoreError};
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use stovepipe_entity::{ChangeEvent, NewChange};
+
+/// A live tail of the change log.
+pub type ChangeStream = BoxStream<'static, Result<ChangeEvent, FeedError>>;
+
+/// Contract (MUST):
+/// - sequence numbers are strictly increasing in commit order, starting at 1;
+///   `read_after(s, n)` returns at most `n` events with `seq > s`, ascending;
+/// - `subscribe` yields every event committed after the call, in order,
+///   until the subscriber falls behind its bounded buffer, when it yields
+///   `FeedError::Lagged` once and ends (never silently skips);
+/// - `append` commits the changes (for changes not tied to a store write).
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ChangeFeed: Send + Sync {
+    async fn append(&self, changes: Vec<NewChange>) -> Result<Vec<ChangeEvent>, StoreError>;
+    async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError>;
+    /// The highest sequence number committed so far (0 when empty).
+    async fn last_seq(&self) -> Result<u64, StoreError>;
+    /// The lowest sequence number still retained (None when empty).
+    async fn oldest_retained(&self) -> Result<Option<u64>, StoreError>;
+    fn subscribe(&self) -> ChangeStream;
+}

@@ -1,0 +1,234 @@
+//! Storage ports: key/value shaped stores bound to one queue, the counter,
+//! the read model (the query side) and the queue configuration store.
+//!
+//! Writes are pure conditional writes: the caller loads an entity, applies a
+//! transition (which bumps `version`), and calls `update(entity,
+//! expected_version)`. The store compares the stored version with
+//! `expected_version`; the caller does the arithmetic.
+//!
+//! Every write takes an [`Outbox`]: the change-log rows and next-hop messages
+//! that MUST commit with it (transactional outbox). On success all of them
+//! are written; on any error none is.
+
+use crate::error::StoreError;
+use crate::messaging::OutgoingMessage;
+use async_trait::async_trait;
+use std::sync::Arc;
+use stovepipe_entity::{
+    Build, BuildId, Fact, NewChange, ProjectName, Queue, QueueConfig, QueueName, Request,
+    RequestId, Uri,
+};
+
+/// Side effects that commit together with a store write.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outbox {
+    /// Appended to the change log, in order.
+    pub changes: Vec<NewChange>,
+    /// Published to the message queue (deduplicated as any publish).
+    pub messages: Vec<OutgoingMessage>,
+}
+
+impl Outbox {
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    #[must_use]
+    pub fn change(mut self, change: NewChange) -> Self {
+        self.changes.push(change);
+        self
+    }
+
+    #[must_use]
+    pub fn publish(mut self, message: OutgoingMessage) -> Self {
+        self.messages.push(message);
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.messages.is_empty()
+    }
+}
+
+/// Requests of one queue.
+///
+/// Contract (MUST):
+/// - `create` returns `AlreadyExists` when a request with the id exists, and
+///   writes nothing (not even the outbox);
+/// - `get` returns `Ok(None)` for an unknown id;
+/// - `update` returns `VersionMismatch` when the stored version differs from
+///   `expected_version` or the row does not exist, and writes nothing;
+/// - every method returns `WrongQueue` for a request of another queue.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait RequestStore: Send + Sync {
+    async fn create(&self, request: &Request, outbox: Outbox) -> Result<(), StoreError>;
+    async fn get(&self, id: &RequestId) -> Result<Option<Request>, StoreError>;
+    async fn update(
+        &self,
+        request: &Request,
+        expected_version: u64,
+        outbox: Outbox,
+    ) -> Result<(), StoreError>;
+}
+
+/// The `(queue, uri) → request id` dedup index.
+///
+/// Contract (MUST): `create` returns `AlreadyExists` when the URI is indexed
+/// (whatever the request id) and leaves the existing entry; `get` returns
+/// `Ok(None)` for an unindexed URI; a request id of another queue is
+/// `WrongQueue`.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait RequestUriStore: Send + Sync {
+    async fn create(&self, uri: &Uri, request_id: &RequestId) -> Result<(), StoreError>;
+    async fn get(&self, uri: &Uri) -> Result<Option<RequestId>, StoreError>;
+}
+
+/// The queue row (latest pointer, slots, bookmarks).
+///
+/// Contract (MUST): as [`RequestStore`]; `create` of an existing queue is
+/// `AlreadyExists`; a queue whose name differs from the bound queue is
+/// `WrongQueue`.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    async fn create(&self, queue: &Queue) -> Result<(), StoreError>;
+    async fn get(&self) -> Result<Option<Queue>, StoreError>;
+    async fn update(
+        &self,
+        queue: &Queue,
+        expected_version: u64,
+        outbox: Outbox,
+    ) -> Result<(), StoreError>;
+}
+
+/// Builds of one queue.
+///
+/// Contract (MUST): as [`RequestStore`]; `list_for_request` returns every
+/// build of the request (any project), oldest first, and an empty list for
+/// an unknown request.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait BuildStore: Send + Sync {
+    async fn create(&self, build: &Build, outbox: Outbox) -> Result<(), StoreError>;
+    async fn get(&self, id: &BuildId) -> Result<Option<Build>, StoreError>;
+    async fn update(
+        &self,
+        build: &Build,
+        expected_version: u64,
+        outbox: Outbox,
+    ) -> Result<(), StoreError>;
+    async fn list_for_request(&self, request_id: &RequestId) -> Result<Vec<Build>, StoreError>;
+}
+
+/// Facts of one queue: create-only.
+///
+/// Contract (MUST): `create` returns `AlreadyExists` when a fact with the
+/// same `(uri, project)` exists and never overwrites it (first writer wins);
+/// `get` returns `Ok(None)` when there is no fact.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait FactStore: Send + Sync {
+    async fn create(&self, fact: &Fact, outbox: Outbox) -> Result<(), StoreError>;
+    async fn get(&self, uri: &Uri, project: &ProjectName) -> Result<Option<Fact>, StoreError>;
+}
+
+/// The durable per-queue request counter.
+///
+/// Contract (MUST): `next` returns 1 on first use, then strictly increasing
+/// values; concurrent callers never receive the same value; a value, once
+/// returned, is never returned again (even if the caller does not use it).
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait Counter: Send + Sync {
+    async fn next(&self) -> Result<u64, StoreError>;
+}
+
+/// The stores of one queue, as the stages use them.
+#[derive(Clone)]
+pub struct Stores {
+    pub queue: QueueName,
+    pub requests: Arc<dyn RequestStore>,
+    pub request_uris: Arc<dyn RequestUriStore>,
+    pub queues: Arc<dyn QueueStore>,
+    pub builds: Arc<dyn BuildStore>,
+    pub facts: Arc<dyn FactStore>,
+    pub counter: Arc<dyn Counter>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hands out the stores bound to a queue.
+#[cfg_attr(feature = "mock", mockall::automock)]
+pub trait StoreFactory: Send + Sync {
+    fn for_queue(&self, queue: &QueueName) -> Stores;
+}
+
+/// The query side, for the API and the reconcile loop. Kept apart so the
+/// pipeline stays key/value shaped. Lists are bounded by `limit`.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ReadModel: Send + Sync {
+    /// Every queue row, by name.
+    async fn queues(&self) -> Result<Vec<Queue>, StoreError>;
+    /// Requests of `queue`, newest first, with number < `before` when given.
+    async fn requests(
+        &self,
+        queue: &QueueName,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Request>, StoreError>;
+    /// Requests of `queue` not yet terminal, oldest first.
+    async fn open_requests(
+        &self,
+        queue: &QueueName,
+        limit: usize,
+    ) -> Result<Vec<Request>, StoreError>;
+    /// Requests of `queue` that ended on a build verdict (succeeded or failed,
+    /// not failed closed) and have no whole-repository fact.
+    async fn requests_missing_fact(
+        &self,
+        queue: &QueueName,
+        limit: usize,
+    ) -> Result<Vec<Request>, StoreError>;
+    /// Every request of `queue` for any of `uris` (a URI has at most one).
+    async fn requests_for_uris(
+        &self,
+        queue: &QueueName,
+        uris: &[Uri],
+    ) -> Result<Vec<Request>, StoreError>;
+    /// Every fact (any project) of `queue` for any of `uris`.
+    async fn facts_for_uris(
+        &self,
+        queue: &QueueName,
+        uris: &[Uri],
+    ) -> Result<Vec<Fact>, StoreError>;
+    /// Every fact recorded by a request.
+    async fn facts_of_request(
+        &self,
+        queue: &QueueName,
+        request_id: &RequestId,
+    ) -> Result<Vec<Fact>, StoreError>;
+    /// A build by id, whatever its queue (runners mint ids unique per
+    /// installation).
+    async fn find_build(&self, id: &BuildId) -> Result<Option<Build>, StoreError>;
+}
+
+/// Operator configuration of queues.
+///
+/// Contract (MUST): `get` of an unknown queue is `Ok(None)`; `upsert`
+/// replaces the whole configuration; `list` is ordered by name.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait QueueConfigStore: Send + Sync {
+    async fn get(&self, queue: &QueueName) -> Result<Option<QueueConfig>, StoreError>;
+    async fn list(&self) -> Result<Vec<QueueConfig>, StoreError>;
+    async fn upsert(&self, config: &QueueConfig) -> Result<(), StoreError>;
+}
