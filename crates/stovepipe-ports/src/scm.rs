@@ -3,6 +3,7 @@
 use crate::error::ScmError;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::sync::Arc;
 use stovepipe_entity::{QueueConfig, Timestamp, Uri};
 
@@ -67,6 +68,11 @@ pub trait SourceControl: Send + Sync {
     async fn promote(&self, uri: &Uri) -> Result<PromoteOutcome, ScmError>;
     /// Moves an arbitrary ref (per-project promotion refs).
     async fn promote_to(&self, reference: &str, uri: &Uri) -> Result<PromoteOutcome, ScmError>;
+    /// A clean working tree of the commit, for runners that build locally.
+    /// The directory is reused across builds of the same queue (one per
+    /// concurrent slot) and safe under concurrent builds of different queues.
+    /// `NotFound` for an unknown URI.
+    async fn checkout(&self, uri: &Uri, slot: u32) -> Result<PathBuf, ScmError>;
 }
 
 /// Builds the `SourceControl` of a queue from its configuration.
