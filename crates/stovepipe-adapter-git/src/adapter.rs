@@ -1,0 +1,624 @@
+//! [`GitSourceControl`]: one queue's view of a repository branch, the
+//! `SourceControl` port over git2.
+//!
+//! Which commits a queue answers about:
+//! - `latest`, `history`, `resolve`, `promote` and `promote_to` are about the
+//!   branch: `resolve` answers `NotFound` for a commit that is not reachable
+//!   from the branch head (a feature-branch commit, a commit dropped by a
+//!   force push), and a promotion never moves to such a commit;
+//! - `is_ancestor`, `change_info`, `changed_paths`, `history_between` and
+//!   `checkout` take URIs this queue minted, which the pipeline stores and
+//!   which outlive a force push: they answer for any commit still in the
+//!   repository, so a rewrite makes `is_ancestor(old_green, new_head)` false
+//!   (a full build) rather than an error.
+//!
+//! Threading: git2's `Repository` is `Send` but not `Sync`, so each queue
+//! keeps one handle, with its ancestry index and suspended history walks,
+//! behind a `std::sync::Mutex`, and every call runs on tokio's blocking pool.
+//! A checkout locks it only to look the commit up; the tree is written with
+//! the slot's own repository.
+//!
+//! Remote repositories (see `location`) are fetched before `latest`, before
+//! `promote`, and when `resolve` does not know a revision yet.
+
+use crate::ancestry::FirstParentIndex;
+use crate::checkout;
+use crate::error::{ctx, git, invalid};
+use crate::history::{Cursor, Walk, WalkCache};
+use crate::location::Location;
+use crate::uri::{Foreign, UriScheme};
+use async_trait::async_trait;
+use git2::{ErrorCode, Oid, Repository, Sort};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use stovepipe_entity::{QueueConfig, QueueName, Timestamp, Uri};
+use stovepipe_ports::{ChangeInfo, HistoryPage, PromoteOutcome, ScmError, SourceControl};
+
+/// Settings of the adapter that a queue's configuration does not carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GitOptions {
+    /// Push the promotion ref to the remote after moving it in the mirror
+    /// (remote repositories only; a local repository's ref is written in
+    /// place). Off by default: the mirror's ref is the promotion.
+    pub push_promotions: bool,
+}
+
+/// The `SourceControl` of one queue. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct GitSourceControl {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for GitSourceControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitSourceControl")
+            .field("queue", &self.inner.queue)
+            .field("repo", &self.inner.repo_setting)
+            .field("branch", &self.inner.branch)
+            .field("promotion_ref", &self.inner.promotion_ref)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    queue: QueueName,
+    /// The configured repository string, for messages and URIs.
+    repo_setting: String,
+    branch: String,
+    /// `refs/heads/<branch>`.
+    branch_ref: String,
+    /// Full name of the promotion ref, when configured.
+    promotion_ref: Option<String>,
+    location: Location,
+    scheme: UriScheme,
+    data_dir: PathBuf,
+    options: GitOptions,
+    state: Mutex<State>,
+}
+
+struct State {
+    repo: Repository,
+    ancestry: FirstParentIndex,
+    walks: WalkCache,
+}
+
+/// `refs/heads/<name>` unless `name` is already a full ref name.
+fn full_ref(name: &str) -> String {
+    if name.starts_with("refs/") {
+        name.to_owned()
+    } else {
+        format!("refs/heads/{name}")
+    }
+}
+
+impl GitSourceControl {
+    /// Opens the queue's repository (cloning the mirror of a remote one under
+    /// `data_dir` and fetching its branch). Blocking: call it from a blocking
+    /// context (the factory does).
+    ///
+    /// `Invalid`, naming the value, for a missing repository, an unsupported
+    /// URL, a bad or unknown branch, or a bad promotion ref.
+    pub fn open(config: &QueueConfig, data_dir: &Path) -> Result<Self, ScmError> {
+        Self::open_with(config, data_dir, GitOptions::default())
+    }
+
+    /// [`open`](Self::open) with adapter options.
+    pub fn open_with(
+        config: &QueueConfig,
+        data_dir: &Path,
+        options: GitOptions,
+    ) -> Result<Self, ScmError> {
+        let branch = config.branch.clone();
+        let branch_ref = format!("refs/heads/{branch}");
+        if branch.is_empty() || !git2::Reference::is_valid_name(&branch_ref) {
+            return Err(invalid("branch", &branch, "a valid git branch name"));
+        }
+        let promotion_ref = match &config.promotion_ref {
+            None => None,
+            Some(name) => {
+                let full = full_ref(name);
+                if name.is_empty() || !git2::Reference::is_valid_name(&full) {
+                    return Err(invalid("promotion ref", name, "a valid git ref name"));
+                }
+                if full == branch_ref {
+                    return Err(invalid(
+                        "promotion ref",
+                        name,
+                        "a ref other than the queue's branch",
+                    ));
+                }
+                Some(full)
+            }
+        };
+        let scheme = UriScheme::new(&config.repo, &branch).map_err(ScmError::Invalid)?;
+        let location = Location::classify(&config.repo, data_dir)?;
+        let repo = location.open(&config.repo)?;
+        match location.fetch(&repo, &branch) {
+            Err(ScmError::NotFound(_)) => {
+                return Err(invalid(
+                    "branch",
+                    &branch,
+                    format!("a branch of repository {}", config.repo),
+                ));
+            }
+            other => other?,
+        }
+        if let Err(e) = repo.refname_to_id(&branch_ref) {
+            return Err(match e.code() {
+                ErrorCode::NotFound => invalid(
+                    "branch",
+                    &branch,
+                    format!("a branch of repository {}", config.repo),
+                ),
+                _ => git(format_args!("read {branch_ref}"), &e),
+            });
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                queue: config.name.clone(),
+                repo_setting: config.repo.clone(),
+                branch,
+                branch_ref,
+                promotion_ref,
+                location,
+                scheme,
+                data_dir: data_dir.to_owned(),
+                options,
+                state: Mutex::new(State {
+                    repo,
+                    ancestry: FirstParentIndex::default(),
+                    walks: WalkCache::default(),
+                }),
+            }),
+        })
+    }
+
+    /// The directory `checkout(_, slot)` fills.
+    pub fn checkout_dir(&self, slot: u32) -> PathBuf {
+        checkout::slot_dir(&self.inner.data_dir, &self.inner.queue, slot)
+    }
+
+    /// Runs `f` on the blocking pool with the queue's repository locked.
+    async fn with_state<T, F>(&self, f: F) -> Result<T, ScmError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner, &mut State) -> Result<T, ScmError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let mut state = inner.lock();
+            f(&inner, &mut state)
+        })
+        .await
+        .map_err(|e| ScmError::Backend(format!("git task failed: {e}")))?
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the repository handle
+        // half-written; the caches are rebuilt from the repository anyway.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn mint(&self, oid: Oid) -> Result<Uri, ScmError> {
+        self.scheme.mint(oid).map_err(ScmError::Invalid)
+    }
+
+    fn branch_head(&self, repo: &Repository) -> Result<Oid, ScmError> {
+        repo.refname_to_id(&self.branch_ref)
+            .map_err(|e| match e.code() {
+                ErrorCode::NotFound => ScmError::NotFound(format!(
+                    "branch {} not found in repository {}",
+                    self.branch, self.repo_setting
+                )),
+                _ => git(format_args!("read {}", self.branch_ref), &e),
+            })
+    }
+
+    /// The commit of a URI of this queue that exists in the repository.
+    fn commit_of(&self, repo: &Repository, uri: &Uri) -> Result<Oid, ScmError> {
+        let oid = self.scheme.parse(uri.as_str()).map_err(|why| match why {
+            Foreign::Malformed => ScmError::NotFound(format!(
+                "{uri} is not a git URI of queue {} (git://<repo>/<branch>/<sha>)",
+                self.queue
+            )),
+            Foreign::Other { repo: r, branch } => ScmError::NotFound(format!(
+                "{uri} belongs to repository {r} branch {branch}, not to queue {} \
+                 (repository {} branch {})",
+                self.queue, self.repo_setting, self.branch
+            )),
+        })?;
+        repo.find_commit(oid)
+            .map_err(ctx(format_args!("commit {oid} of {uri}")))?;
+        Ok(oid)
+    }
+
+    /// Whether `oid` is reachable from the branch head.
+    fn on_branch(&self, state: &mut State, oid: Oid) -> Result<bool, ScmError> {
+        let head = self.branch_head(&state.repo)?;
+        state
+            .ancestry
+            .update(&state.repo, head)
+            .map_err(ctx(format_args!("index first parents of {head}")))?;
+        if state.ancestry.position(oid).is_some() {
+            return Ok(true);
+        }
+        Ok(oid == head
+            || state
+                .repo
+                .graph_descendant_of(head, oid)
+                .map_err(ctx(format_args!("is {oid} on {}", self.branch)))?)
+    }
+
+    fn is_ancestor(
+        &self,
+        state: &mut State,
+        ancestor: Oid,
+        descendant: Oid,
+    ) -> Result<bool, ScmError> {
+        if ancestor == descendant {
+            return Ok(true);
+        }
+        // The index follows the branch head; without a head (branch deleted)
+        // every question goes to git2.
+        if let Ok(head) = self.branch_head(&state.repo) {
+            state
+                .ancestry
+                .update(&state.repo, head)
+                .map_err(ctx(format_args!("index first parents of {head}")))?;
+            if let Some(answer) = state.ancestry.is_ancestor(ancestor, descendant) {
+                return Ok(answer);
+            }
+        }
+        state
+            .repo
+            .graph_descendant_of(descendant, ancestor)
+            .map_err(ctx(format_args!(
+                "is {ancestor} an ancestor of {descendant}"
+            )))
+    }
+
+    fn change_info(&self, repo: &Repository, oid: Oid) -> Result<ChangeInfo, ScmError> {
+        let commit = repo
+            .find_commit(oid)
+            .map_err(ctx(format_args!("commit {oid}")))?;
+        let author = String::from_utf8_lossy(commit.author().name_bytes()).into_owned();
+        let message = String::from_utf8_lossy(commit.message_bytes());
+        let title = message
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_end()
+            .to_owned();
+        // Commit times are seconds; a commit dated at or before the epoch
+        // still gets a positive time, as the port promises.
+        let millis = commit.time().seconds().saturating_mul(1000).max(1);
+        Ok(ChangeInfo {
+            uri: self.mint(oid)?,
+            commit: oid.to_string(),
+            author,
+            title,
+            created_at: Timestamp::from_millis(millis),
+        })
+    }
+
+    /// Resolves a revision (sha, abbreviated sha, ref name) or a URI of this
+    /// queue to a commit of the repository, without the branch check.
+    fn lookup(&self, repo: &Repository, rev: &str) -> Result<Oid, ScmError> {
+        if rev.starts_with("git://") {
+            let uri = Uri::new(rev).map_err(|_| {
+                ScmError::NotFound(format!("{rev:?} is not a URI of queue {}", self.queue))
+            })?;
+            return self.commit_of(repo, &uri);
+        }
+        // Only single revisions: no ranges, no whitespace, no option-like
+        // input that revparse would read as something else.
+        if rev.is_empty()
+            || rev.starts_with('-')
+            || rev.contains("..")
+            || rev.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ScmError::NotFound(format!(
+                "revision {rev:?}: not a commit id, ref name or URI of queue {}",
+                self.queue
+            )));
+        }
+        let object = repo.revparse_single(rev).map_err(|e| match e.code() {
+            ErrorCode::Ambiguous => git(rev, &e),
+            _ => ScmError::NotFound(format!(
+                "revision {rev:?} not found in repository {}: {}",
+                self.repo_setting,
+                e.message()
+            )),
+        })?;
+        let commit = object
+            .peel_to_commit()
+            .map_err(|_| ScmError::NotFound(format!("revision {rev:?} does not name a commit")))?;
+        Ok(commit.id())
+    }
+
+    fn resolve(&self, state: &mut State, rev: &str) -> Result<Uri, ScmError> {
+        let oid = match self.lookup(&state.repo, rev) {
+            Err(ScmError::NotFound(_)) if matches!(self.location, Location::Mirror { .. }) => {
+                // A webhook may name a commit pushed after our last fetch.
+                self.location.fetch(&state.repo, &self.branch)?;
+                self.lookup(&state.repo, rev)?
+            }
+            other => other?,
+        };
+        if !self.on_branch(state, oid)? {
+            return Err(ScmError::NotFound(format!(
+                "revision {rev:?} ({oid}) is not on branch {} of {}",
+                self.branch, self.repo_setting
+            )));
+        }
+        self.mint(oid)
+    }
+
+    fn history(
+        &self,
+        state: &mut State,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<HistoryPage, ScmError> {
+        if limit == 0 {
+            return Err(invalid("history limit", "0", "a limit of at least 1"));
+        }
+        let (head, mut walk) = match cursor {
+            Some(text) => {
+                let cursor = Cursor::parse(text)?;
+                (cursor.head, state.walks.resume(&state.repo, cursor)?)
+            }
+            None => {
+                let head = self.branch_head(&state.repo)?;
+                (head, Walk::new(&state.repo, head)?)
+            }
+        };
+        let mut items = Vec::with_capacity(limit.min(1024));
+        while items.len() < limit {
+            match walk.next(&state.repo)? {
+                Some(oid) => items.push(self.change_info(&state.repo, oid)?),
+                None => break,
+            }
+        }
+        let next_cursor = if walk.is_done() {
+            None
+        } else {
+            let next = Cursor {
+                head,
+                offset: WalkCache::emitted(&walk),
+            };
+            state.walks.suspend(next, walk);
+            Some(next.render())
+        };
+        Ok(HistoryPage { items, next_cursor })
+    }
+
+    fn history_between(
+        &self,
+        repo: &Repository,
+        base: Option<&Uri>,
+        head: &Uri,
+    ) -> Result<Vec<Uri>, ScmError> {
+        let head = self.commit_of(repo, head)?;
+        let base = base.map(|b| self.commit_of(repo, b)).transpose()?;
+        let mut walk = repo.revwalk().map_err(ctx("revwalk"))?;
+        walk.set_sorting(Sort::TIME).map_err(ctx("revwalk"))?;
+        walk.push(head)
+            .map_err(ctx(format_args!("walk from {head}")))?;
+        if let Some(base) = base {
+            walk.hide(base).map_err(ctx(format_args!("hide {base}")))?;
+        }
+        walk.map(|oid| {
+            oid.map_err(ctx(format_args!("walk {head}")))
+                .and_then(|oid| self.mint(oid))
+        })
+        .collect()
+    }
+
+    fn changed_paths(
+        &self,
+        repo: &Repository,
+        base: Option<&Uri>,
+        head: &Uri,
+    ) -> Result<Vec<String>, ScmError> {
+        let head = self.commit_of(repo, head)?;
+        let base = base.map(|b| self.commit_of(repo, b)).transpose()?;
+        let tree_of = |oid: Oid| {
+            repo.find_commit(oid)
+                .and_then(|c| c.tree())
+                .map_err(ctx(format_args!("tree of {oid}")))
+        };
+        let head_tree = tree_of(head)?;
+        let mut paths = BTreeSet::new();
+        match base {
+            Some(base) => {
+                let base_tree = tree_of(base)?;
+                let diff = repo
+                    .diff_tree_to_tree(Some(&base_tree), Some(&head_tree), None)
+                    .map_err(ctx(format_args!("diff {base}..{head}")))?;
+                for delta in diff.deltas() {
+                    // A deletion names the old path, an addition the new one;
+                    // both, for a type change or a rename.
+                    for file in [delta.old_file(), delta.new_file()] {
+                        if let Some(path) = file.path() {
+                            paths.insert(path.to_string_lossy().into_owned());
+                        }
+                    }
+                }
+            }
+            None => {
+                head_tree
+                    .walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+                        if entry.kind() != Some(git2::ObjectType::Tree) {
+                            let name = String::from_utf8_lossy(entry.name_bytes());
+                            paths.insert(format!("{dir}{name}"));
+                        }
+                        git2::TreeWalkResult::Ok
+                    })
+                    .map_err(ctx(format_args!("list tree of {head}")))?;
+            }
+        }
+        Ok(paths.into_iter().collect())
+    }
+
+    /// Moves `reference` (full name) to the commit of `uri`, which must be on
+    /// the branch.
+    fn promote_to(
+        &self,
+        state: &mut State,
+        reference: &str,
+        uri: &Uri,
+    ) -> Result<PromoteOutcome, ScmError> {
+        // A remote branch may have been rewritten since the last fetch:
+        // decide "on the branch" against the freshest head.
+        self.location.fetch(&state.repo, &self.branch)?;
+        let oid = self.commit_of(&state.repo, uri)?;
+        if !self.on_branch(state, oid)? {
+            return Err(ScmError::NotFound(format!(
+                "{uri} is no longer on branch {} of {}",
+                self.branch, self.repo_setting
+            )));
+        }
+        let repo = &state.repo;
+        let current = match repo.find_reference(reference) {
+            Ok(r) => Some(r.target().ok_or_else(|| {
+                invalid(
+                    "reference",
+                    reference,
+                    "a direct ref (this one is symbolic)",
+                )
+            })?),
+            Err(e) if e.code() == ErrorCode::NotFound => None,
+            Err(e) => return Err(git(format_args!("read {reference}"), &e)),
+        };
+        let message = format!("stovepipe: promote {oid} of queue {}", self.queue);
+        let outcome = match current {
+            Some(at) if at == oid => PromoteOutcome::AlreadyThere,
+            // Conditional writes: a concurrent mover makes ours fail
+            // (`Modified`/`Exists`, classified retryable) instead of being
+            // silently overwritten.
+            Some(at) => {
+                repo.reference_matching(reference, oid, true, at, &message)
+                    .map_err(ctx(format_args!("move {reference} from {at} to {oid}")))?;
+                PromoteOutcome::Moved
+            }
+            None => {
+                repo.reference(reference, oid, false, &message)
+                    .map_err(ctx(format_args!("create {reference} at {oid}")))?;
+                PromoteOutcome::Moved
+            }
+        };
+        // Pushed even when already there locally, so a retry after a failed
+        // push heals the remote.
+        if self.options.push_promotions {
+            self.location.push(repo, reference)?;
+        }
+        tracing::info!(queue = %self.queue, reference, commit = %oid, ?outcome, "promotion");
+        Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl SourceControl for GitSourceControl {
+    async fn latest(&self) -> Result<Uri, ScmError> {
+        self.with_state(|inner, state| {
+            inner.location.fetch(&state.repo, &inner.branch)?;
+            let head = inner.branch_head(&state.repo)?;
+            inner.mint(head)
+        })
+        .await
+    }
+
+    async fn resolve(&self, rev: &str) -> Result<Uri, ScmError> {
+        let rev = rev.to_owned();
+        self.with_state(move |inner, state| inner.resolve(state, &rev))
+            .await
+    }
+
+    async fn is_ancestor(&self, ancestor: &Uri, descendant: &Uri) -> Result<bool, ScmError> {
+        let (ancestor, descendant) = (ancestor.clone(), descendant.clone());
+        self.with_state(move |inner, state| {
+            let a = inner.commit_of(&state.repo, &ancestor)?;
+            let d = inner.commit_of(&state.repo, &descendant)?;
+            inner.is_ancestor(state, a, d)
+        })
+        .await
+    }
+
+    async fn history(&self, cursor: Option<String>, limit: usize) -> Result<HistoryPage, ScmError> {
+        self.with_state(move |inner, state| inner.history(state, cursor.as_deref(), limit))
+            .await
+    }
+
+    async fn history_between(&self, base: Option<Uri>, head: &Uri) -> Result<Vec<Uri>, ScmError> {
+        let head = head.clone();
+        self.with_state(move |inner, state| {
+            inner.history_between(&state.repo, base.as_ref(), &head)
+        })
+        .await
+    }
+
+    async fn change_info(&self, uri: &Uri) -> Result<ChangeInfo, ScmError> {
+        let uri = uri.clone();
+        self.with_state(move |inner, state| {
+            let oid = inner.commit_of(&state.repo, &uri)?;
+            inner.change_info(&state.repo, oid)
+        })
+        .await
+    }
+
+    async fn changed_paths(&self, base: Option<Uri>, head: &Uri) -> Result<Vec<String>, ScmError> {
+        let head = head.clone();
+        self.with_state(move |inner, state| inner.changed_paths(&state.repo, base.as_ref(), &head))
+            .await
+    }
+
+    async fn promote(&self, uri: &Uri) -> Result<PromoteOutcome, ScmError> {
+        let Some(reference) = self.inner.promotion_ref.clone() else {
+            return Ok(PromoteOutcome::NotConfigured);
+        };
+        let uri = uri.clone();
+        self.with_state(move |inner, state| inner.promote_to(state, &reference, &uri))
+            .await
+    }
+
+    async fn promote_to(&self, reference: &str, uri: &Uri) -> Result<PromoteOutcome, ScmError> {
+        let full = full_ref(reference);
+        if reference.is_empty() || !git2::Reference::is_valid_name(&full) {
+            return Err(invalid("reference", reference, "a valid git ref name"));
+        }
+        if full == self.inner.branch_ref {
+            return Err(invalid(
+                "reference",
+                reference,
+                "a ref other than the queue's own branch",
+            ));
+        }
+        let uri = uri.clone();
+        self.with_state(move |inner, state| inner.promote_to(state, &full, &uri))
+            .await
+    }
+
+    async fn checkout(&self, uri: &Uri, slot: u32) -> Result<PathBuf, ScmError> {
+        let uri = uri.clone();
+        let dir = self.checkout_dir(slot);
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let (oid, objects) = {
+                let state = inner.lock();
+                let oid = inner.commit_of(&state.repo, &uri)?;
+                (oid, state.repo.commondir().join("objects"))
+            };
+            let objects = objects.canonicalize().map_err(|e| {
+                ScmError::Backend(format!("objects of {}: {e}", inner.repo_setting))
+            })?;
+            checkout::checkout(&objects, &dir, oid)?;
+            Ok(dir)
+        })
+        .await
+        .map_err(|e| ScmError::Backend(format!("git task failed: {e}")))?
+    }
+}

@@ -1,0 +1,75 @@
+//! A first-parent index of the branch: commit id → position on the chain
+//! of first parents from the root to the branch head.
+//!
+//! Why: `is_ancestor` is asked on every admission, mostly about commits of
+//! the branch itself, and git2's `graph_descendant_of` walks the graph (a
+//! full walk for a far ancestor of a big repository). On the first-parent
+//! chain, `a` is an ancestor of `d` exactly when `pos(a) <= pos(d)`: a commit
+//! later on the chain is a descendant of an earlier one, and both directions
+//! at once would be a cycle. So commits on the chain answer in O(1), and the
+//! adapter falls back to git2 only for commits off the chain (second parents
+//! of merges, rewritten history).
+//!
+//! The index is built once (one walk of the chain) and then follows the
+//! head: a head that moved forward extends it by the new commits only; a
+//! rewritten head truncates it to the point where the new chain meets the
+//! old one and extends from there.
+
+use git2::{Oid, Repository};
+use std::collections::HashMap;
+
+#[derive(Debug, Default)]
+pub(crate) struct FirstParentIndex {
+    /// Root first, head last.
+    chain: Vec<Oid>,
+    position: HashMap<Oid, usize>,
+}
+
+impl FirstParentIndex {
+    pub(crate) fn head(&self) -> Option<Oid> {
+        self.chain.last().copied()
+    }
+
+    /// Position of `oid` on the chain, root = 0.
+    pub(crate) fn position(&self, oid: Oid) -> Option<usize> {
+        self.position.get(&oid).copied()
+    }
+
+    /// Brings the index to `head`, walking only the first parents not yet
+    /// indexed.
+    pub(crate) fn update(&mut self, repo: &Repository, head: Oid) -> Result<(), git2::Error> {
+        if self.head() == Some(head) {
+            return Ok(());
+        }
+        let mut fresh = Vec::new();
+        let mut next = Some(head);
+        let mut meets_at = None;
+        while let Some(oid) = next {
+            if let Some(at) = self.position(oid) {
+                meets_at = Some(at);
+                break;
+            }
+            fresh.push(oid);
+            next = repo.find_commit(oid)?.parent_ids().next();
+        }
+        // Drop what the new head no longer reaches by first parents (all of
+        // it when the chains share no commit).
+        let keep = meets_at.map_or(0, |at| at + 1);
+        for gone in self.chain.drain(keep..) {
+            self.position.remove(&gone);
+        }
+        self.chain.reserve(fresh.len());
+        self.position.reserve(fresh.len());
+        for oid in fresh.into_iter().rev() {
+            self.position.insert(oid, self.chain.len());
+            self.chain.push(oid);
+        }
+        Ok(())
+    }
+
+    /// `Some(answer)` when both commits are on the chain, `None` when the
+    /// index cannot tell.
+    pub(crate) fn is_ancestor(&self, ancestor: Oid, descendant: Oid) -> Option<bool> {
+        Some(self.position(ancestor)? <= self.position(descendant)?)
+    }
+}
