@@ -1,0 +1,363 @@
+//! The six queue-bound stores (`StoreFactory::for_queue`) and the queue
+//! configuration store.
+//!
+//! Owns: per-queue rows, the conditional-write rule (a stored version must
+//! equal the expected one; a missing row is a mismatch), queue binding
+//! (`WrongQueue`), and committing each write's [`Outbox`] under the same lock.
+//! Does not own: listing/query logic (see `read_model`) or any transition
+//! rule (entities bump their own versions).
+
+use super::{MemoryBackend, Shared, State};
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use stovepipe_entity::{
+    Build, BuildId, Fact, ProjectName, Queue, QueueConfig, QueueName, Request, RequestId,
+    Timestamp, Uri,
+};
+use stovepipe_ports::{
+    BuildStore, Counter, FactStore, Outbox, QueueConfigStore, QueueStore, RequestStore,
+    RequestUriStore, StoreError, StoreFactory, Stores,
+};
+
+/// Everything stored for one queue.
+#[derive(Default)]
+pub(crate) struct QueueData {
+    pub(crate) row: Option<Queue>,
+    /// By request number: ids of one queue differ only by number.
+    pub(crate) requests: BTreeMap<u64, Request>,
+    pub(crate) uris: HashMap<Uri, RequestId>,
+    /// With an insertion sequence, to list oldest first on equal timestamps.
+    pub(crate) builds: HashMap<BuildId, (u64, Build)>,
+    pub(crate) facts: BTreeMap<(Uri, ProjectName), Fact>,
+    pub(crate) counter: u64,
+}
+
+impl State {
+    pub(crate) fn queue_mut(&mut self, queue: &QueueName) -> &mut QueueData {
+        self.queues.entry(queue.clone()).or_default()
+    }
+
+    /// Commits an outbox: change-log rows in order, then messages (deduplicated
+    /// as any publish).
+    pub(crate) fn apply_outbox(&mut self, outbox: Outbox, now: Timestamp) {
+        self.append_changes(outbox.changes, now);
+        for message in outbox.messages {
+            self.publish(message, now);
+        }
+    }
+}
+
+/// A store handle bound to one queue.
+#[derive(Clone)]
+struct Bound {
+    shared: Arc<Shared>,
+    queue: QueueName,
+}
+
+impl Bound {
+    fn check(&self, entity: &'static str, got: &str) -> Result<(), StoreError> {
+        if got == self.queue.as_str() {
+            Ok(())
+        } else {
+            Err(StoreError::WrongQueue {
+                entity,
+                bound: self.queue.to_string(),
+                got: got.to_owned(),
+            })
+        }
+    }
+
+    fn check_request_id(&self, entity: &'static str, id: &RequestId) -> Result<(), StoreError> {
+        self.check(entity, id.queue_str())
+    }
+}
+
+fn mismatch(entity: &'static str, key: &impl ToString, expected: u64) -> StoreError {
+    StoreError::VersionMismatch {
+        entity,
+        key: key.to_string(),
+        expected,
+    }
+}
+
+fn exists(entity: &'static str, key: &impl ToString) -> StoreError {
+    StoreError::AlreadyExists {
+        entity,
+        key: key.to_string(),
+    }
+}
+
+struct Requests(Bound);
+struct RequestUris(Bound);
+struct Queues(Bound);
+struct Builds(Bound);
+struct Facts(Bound);
+struct QueueCounter(Bound);
+
+const REQUEST: &str = "request";
+const REQUEST_URI: &str = "request uri";
+const QUEUE: &str = "queue";
+const BUILD: &str = "build";
+const FACT: &str = "fact";
+
+impl Requests {
+    fn check(&self, request: &Request) -> Result<(), StoreError> {
+        self.0.check(REQUEST, request.queue.as_str())?;
+        self.0.check_request_id(REQUEST, &request.id)
+    }
+}
+
+#[async_trait]
+impl RequestStore for Requests {
+    async fn create(&self, request: &Request, outbox: Outbox) -> Result<(), StoreError> {
+        self.check(request)?;
+        self.0.shared.write(|st, now| {
+            let q = st.queue_mut(&self.0.queue);
+            if q.requests.contains_key(&request.id.number()) {
+                return Err(exists(REQUEST, &request.id));
+            }
+            q.requests.insert(request.id.number(), request.clone());
+            st.apply_outbox(outbox, now);
+            Ok(())
+        })
+    }
+
+    async fn get(&self, id: &RequestId) -> Result<Option<Request>, StoreError> {
+        self.0.check_request_id(REQUEST, id)?;
+        Ok(self.0.shared.read(|st| {
+            st.queues
+                .get(&self.0.queue)
+                .and_then(|q| q.requests.get(&id.number()).cloned())
+        }))
+    }
+
+    async fn update(
+        &self,
+        request: &Request,
+        expected_version: u64,
+        outbox: Outbox,
+    ) -> Result<(), StoreError> {
+        self.check(request)?;
+        self.0.shared.write(|st, now| {
+            let q = st.queue_mut(&self.0.queue);
+            match q.requests.get_mut(&request.id.number()) {
+                Some(stored) if stored.version == expected_version => {
+                    *stored = request.clone();
+                }
+                _ => return Err(mismatch(REQUEST, &request.id, expected_version)),
+            }
+            st.apply_outbox(outbox, now);
+            Ok(())
+        })
+    }
+}
+
+#[async_trait]
+impl RequestUriStore for RequestUris {
+    async fn create(&self, uri: &Uri, request_id: &RequestId) -> Result<(), StoreError> {
+        self.0.check_request_id(REQUEST_URI, request_id)?;
+        self.0.shared.write(|st, _| {
+            let q = st.queue_mut(&self.0.queue);
+            if q.uris.contains_key(uri) {
+                return Err(exists(REQUEST_URI, uri));
+            }
+            q.uris.insert(uri.clone(), request_id.clone());
+            Ok(())
+        })
+    }
+
+    async fn get(&self, uri: &Uri) -> Result<Option<RequestId>, StoreError> {
+        Ok(self.0.shared.read(|st| {
+            st.queues
+                .get(&self.0.queue)
+                .and_then(|q| q.uris.get(uri).cloned())
+        }))
+    }
+}
+
+#[async_trait]
+impl QueueStore for Queues {
+    async fn create(&self, queue: &Queue) -> Result<(), StoreError> {
+        self.0.check(QUEUE, queue.name.as_str())?;
+        self.0.shared.write(|st, _| {
+            let q = st.queue_mut(&self.0.queue);
+            if q.row.is_some() {
+                return Err(exists(QUEUE, &queue.name));
+            }
+            q.row = Some(queue.clone());
+            Ok(())
+        })
+    }
+
+    async fn get(&self) -> Result<Option<Queue>, StoreError> {
+        Ok(self
+            .0
+            .shared
+            .read(|st| st.queues.get(&self.0.queue).and_then(|q| q.row.clone())))
+    }
+
+    async fn update(
+        &self,
+        queue: &Queue,
+        expected_version: u64,
+        outbox: Outbox,
+    ) -> Result<(), StoreError> {
+        self.0.check(QUEUE, queue.name.as_str())?;
+        self.0.shared.write(|st, now| {
+            let q = st.queue_mut(&self.0.queue);
+            match q.row.as_mut() {
+                Some(stored) if stored.version == expected_version => *stored = queue.clone(),
+                _ => return Err(mismatch(QUEUE, &queue.name, expected_version)),
+            }
+            st.apply_outbox(outbox, now);
+            Ok(())
+        })
+    }
+}
+
+impl Builds {
+    fn check(&self, build: &Build) -> Result<(), StoreError> {
+        self.0.check(BUILD, build.queue.as_str())?;
+        self.0.check_request_id(BUILD, &build.request_id)
+    }
+}
+
+#[async_trait]
+impl BuildStore for Builds {
+    async fn create(&self, build: &Build, outbox: Outbox) -> Result<(), StoreError> {
+        self.check(build)?;
+        self.0.shared.write(|st, now| {
+            let q = st.queue_mut(&self.0.queue);
+            if q.builds.contains_key(&build.id) {
+                return Err(exists(BUILD, &build.id));
+            }
+            let seq = q.builds.len() as u64;
+            q.builds.insert(build.id.clone(), (seq, build.clone()));
+            st.apply_outbox(outbox, now);
+            Ok(())
+        })
+    }
+
+    async fn get(&self, id: &BuildId) -> Result<Option<Build>, StoreError> {
+        Ok(self.0.shared.read(|st| {
+            st.queues
+                .get(&self.0.queue)
+                .and_then(|q| q.builds.get(id).map(|(_, b)| b.clone()))
+        }))
+    }
+
+    async fn update(
+        &self,
+        build: &Build,
+        expected_version: u64,
+        outbox: Outbox,
+    ) -> Result<(), StoreError> {
+        self.check(build)?;
+        self.0.shared.write(|st, now| {
+            let q = st.queue_mut(&self.0.queue);
+            match q.builds.get_mut(&build.id) {
+                Some((_, stored)) if stored.version == expected_version => {
+                    *stored = build.clone();
+                }
+                _ => return Err(mismatch(BUILD, &build.id, expected_version)),
+            }
+            st.apply_outbox(outbox, now);
+            Ok(())
+        })
+    }
+
+    async fn list_for_request(&self, request_id: &RequestId) -> Result<Vec<Build>, StoreError> {
+        self.0.check_request_id(BUILD, request_id)?;
+        Ok(self.0.shared.read(|st| {
+            let Some(q) = st.queues.get(&self.0.queue) else {
+                return Vec::new();
+            };
+            let mut found: Vec<_> = q
+                .builds
+                .values()
+                .filter(|(_, b)| &b.request_id == request_id)
+                .collect();
+            found.sort_by_key(|(seq, b)| (b.created_at, *seq));
+            found.into_iter().map(|(_, b)| b.clone()).collect()
+        }))
+    }
+}
+
+#[async_trait]
+impl FactStore for Facts {
+    async fn create(&self, fact: &Fact, outbox: Outbox) -> Result<(), StoreError> {
+        self.0.check(FACT, fact.queue.as_str())?;
+        self.0.check_request_id(FACT, &fact.request_id)?;
+        self.0.shared.write(|st, now| {
+            let q = st.queue_mut(&self.0.queue);
+            let key = (fact.uri.clone(), fact.project.clone());
+            if q.facts.contains_key(&key) {
+                return Err(exists(
+                    FACT,
+                    &format!("{} {:?}", fact.uri, fact.project.as_str()),
+                ));
+            }
+            q.facts.insert(key, fact.clone());
+            st.apply_outbox(outbox, now);
+            Ok(())
+        })
+    }
+
+    async fn get(&self, uri: &Uri, project: &ProjectName) -> Result<Option<Fact>, StoreError> {
+        Ok(self.0.shared.read(|st| {
+            st.queues
+                .get(&self.0.queue)
+                .and_then(|q| q.facts.get(&(uri.clone(), project.clone())).cloned())
+        }))
+    }
+}
+
+#[async_trait]
+impl Counter for QueueCounter {
+    async fn next(&self) -> Result<u64, StoreError> {
+        self.0.shared.write(|st, _| {
+            let q = st.queue_mut(&self.0.queue);
+            q.counter += 1;
+            Ok(q.counter)
+        })
+    }
+}
+
+impl StoreFactory for MemoryBackend {
+    fn for_queue(&self, queue: &QueueName) -> Stores {
+        let bound = Bound {
+            shared: self.shared.clone(),
+            queue: queue.clone(),
+        };
+        Stores {
+            queue: queue.clone(),
+            requests: Arc::new(Requests(bound.clone())),
+            request_uris: Arc::new(RequestUris(bound.clone())),
+            queues: Arc::new(Queues(bound.clone())),
+            builds: Arc::new(Builds(bound.clone())),
+            facts: Arc::new(Facts(bound.clone())),
+            counter: Arc::new(QueueCounter(bound)),
+        }
+    }
+}
+
+#[async_trait]
+impl QueueConfigStore for MemoryBackend {
+    async fn get(&self, queue: &QueueName) -> Result<Option<QueueConfig>, StoreError> {
+        Ok(self.shared.read(|st| st.configs.get(queue).cloned()))
+    }
+
+    async fn list(&self) -> Result<Vec<QueueConfig>, StoreError> {
+        Ok(self
+            .shared
+            .read(|st| st.configs.values().cloned().collect()))
+    }
+
+    async fn upsert(&self, config: &QueueConfig) -> Result<(), StoreError> {
+        self.shared.write(|st, _| {
+            st.configs.insert(config.name.clone(), config.clone());
+            Ok(())
+        })
+    }
+}
