@@ -1,0 +1,108 @@
+//! The ports a stage needs, bundled. Built once by whoever wires the
+//! application (the server, a test, an embedder).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stovepipe_entity::{Queue, QueueConfig, QueueName, Timestamp};
+use stovepipe_ports::{
+    BuildRunner, BuildRunnerFactory, ChangeFeed, Clock, MessageQueue, Outbox, QueueConfigStore,
+    ReadModel, SourceControl, SourceControlFactory, StoreError, StoreFactory, Stores,
+};
+
+use crate::error::StageError;
+
+/// How many times a compare-and-swap loop reloads after a version conflict
+/// before giving the delivery back as retryable.
+const CAS_ATTEMPTS: usize = 16;
+
+#[derive(Clone)]
+pub struct Deps {
+    pub stores: Arc<dyn StoreFactory>,
+    pub configs: Arc<dyn QueueConfigStore>,
+    pub read: Arc<dyn ReadModel>,
+    pub scm: Arc<dyn SourceControlFactory>,
+    pub runners: Arc<dyn BuildRunnerFactory>,
+    pub mq: Arc<dyn MessageQueue>,
+    pub feed: Arc<dyn ChangeFeed>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Deps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deps").finish_non_exhaustive()
+    }
+}
+
+impl Deps {
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn stores(&self, queue: &QueueName) -> Stores {
+        self.stores.for_queue(queue)
+    }
+
+    /// The queue's configuration. A queue with work in flight but no
+    /// configuration cannot be served: permanent (its requests fail closed).
+    pub async fn config(&self, queue: &QueueName) -> Result<QueueConfig, StageError> {
+        self.configs
+            .get(queue)
+            .await?
+            .ok_or_else(|| StageError::permanent(format!("queue {queue} is not configured")))
+    }
+
+    pub async fn source_control(
+        &self,
+        config: &QueueConfig,
+    ) -> Result<Arc<dyn SourceControl>, StageError> {
+        Ok(self.scm.for_queue(config).await?)
+    }
+
+    pub async fn runner(&self, config: &QueueConfig) -> Result<Arc<dyn BuildRunner>, StageError> {
+        Ok(self.runners.for_queue(config).await?)
+    }
+}
+
+/// Loads the queue row; a missing row means ingest has not run for it, which
+/// a hop can only observe through an inconsistency: retryable.
+pub async fn load_queue(stores: &Stores) -> Result<Queue, StageError> {
+    stores.queues.get().await?.ok_or_else(|| {
+        StageError::retryable(format!("queue row {} does not exist yet", stores.queue))
+    })
+}
+
+/// Compare-and-swap loop on the queue row: `change` mutates a freshly loaded
+/// queue and returns its result plus the outbox when a write is needed
+/// (`None`: nothing changed, no write). Conflicts reload and re-run `change`.
+pub async fn update_queue<R>(
+    stores: &Stores,
+    mut change: impl FnMut(&mut Queue) -> Result<(R, Option<Outbox>), StageError>,
+) -> Result<(R, Queue), StageError> {
+    for _ in 0..CAS_ATTEMPTS {
+        let mut queue = load_queue(stores).await?;
+        let expected = queue.version;
+        let (result, outbox) = change(&mut queue)?;
+        let Some(outbox) = outbox else {
+            return Ok((result, queue));
+        };
+        match stores.queues.update(&queue, expected, outbox).await {
+            Ok(()) => return Ok((result, queue)),
+            Err(StoreError::VersionMismatch { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StageError::retryable(format!(
+        "queue {}: still conflicting after {CAS_ATTEMPTS} attempts",
+        stores.queue
+    )))
+}
+
+/// The buildsignal poll delay for a build status.
+pub fn poll_delay(config: &QueueConfig, running: bool) -> Duration {
+    if running {
+        config.poll_delay_running
+    } else {
+        config.poll_delay_accepted
+    }
+}

@@ -1,0 +1,233 @@
+//! Ingest: the synchronous entry point. A poller, webhook or API caller says
+//! "queue Q moved"; ingest resolves the head, dedups on `(queue, uri)`, mints
+//! or reuses a request, advances the queue's latest pointer and publishes
+//! `process`.
+//!
+//! Correct on a key/value backend without transactions: every step is
+//! idempotent and a crash between two of them is repaired by the next
+//! ingest of the same head (or by the reconcile loop).
+
+use serde::Serialize;
+use std::sync::Arc;
+use stovepipe_entity::{
+    InvalidValue, Origin, Queue, QueueName, Request, RequestId, RequestState, Uri,
+};
+use stovepipe_ports::{Classify, Outbox, ScmError, StoreError, Stores};
+use thiserror::Error;
+use tracing::info;
+
+use crate::deps::{Deps, update_queue};
+use crate::error::StageError;
+use crate::events;
+use crate::hops::ProcessHop;
+use crate::metrics;
+
+/// What ingest answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IngestOutcome {
+    pub request_id: RequestId,
+    pub uri: Uri,
+    pub state: RequestState,
+    /// True when this call minted the request; false when deduplicated.
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum IngestError {
+    /// The queue name does not parse (400).
+    #[error(transparent)]
+    InvalidQueue(InvalidValue),
+    /// No such queue is configured (404).
+    #[error("unknown queue {0:?}")]
+    UnknownQueue(String),
+    /// The revision does not resolve on the queue's branch (400).
+    #[error("unknown revision {rev:?} for queue {queue}: {detail}")]
+    UnknownRevision {
+        queue: String,
+        rev: String,
+        detail: String,
+    },
+    /// A dependency is unavailable; the caller may retry (503).
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (500).
+    #[error("ingest failed: {0}")]
+    Internal(String),
+}
+
+impl From<StageError> for IngestError {
+    fn from(e: StageError) -> Self {
+        match e {
+            StageError::Retryable(m) => Self::Unavailable(m),
+            StageError::Permanent(m) => Self::Internal(m),
+        }
+    }
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(store_error)`
+fn store_error(e: StoreError) -> IngestError {
+    if e.is_retryable() {
+        IngestError::Unavailable(e.to_string())
+    } else {
+        IngestError::Internal(e.to_string())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestService {
+    deps: Arc<Deps>,
+}
+
+impl IngestService {
+    pub fn new(deps: Arc<Deps>) -> Self {
+        Self { deps }
+    }
+
+    /// Ingests the head of `queue`, or `rev` (a commit, ref or URI) when
+    /// given.
+    pub async fn ingest(
+        &self,
+        queue: &str,
+        rev: Option<&str>,
+    ) -> Result<IngestOutcome, IngestError> {
+        let queue_name = QueueName::new(queue).map_err(IngestError::InvalidQueue)?;
+        let config = self
+            .deps
+            .configs
+            .get(&queue_name)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| IngestError::UnknownQueue(queue.to_owned()))?;
+        let scm = self.deps.source_control(&config).await?;
+        let resolved = match rev {
+            Some(rev) => scm.resolve(rev).await,
+            None => scm.latest().await,
+        };
+        let uri = resolved.map_err(|e| match e {
+            ScmError::NotFound(detail)
+            | ScmError::Invalid(InvalidValue {
+                expected: detail, ..
+            }) => IngestError::UnknownRevision {
+                queue: queue.to_owned(),
+                rev: rev.unwrap_or("HEAD").to_owned(),
+                detail,
+            },
+            other => IngestError::from(StageError::from(other)),
+        })?;
+        self.ingest_uri(&queue_name, uri).await
+    }
+
+    /// Ingests a resolved URI of `queue` (steps 3–7 of ingest).
+    pub async fn ingest_uri(
+        &self,
+        queue: &QueueName,
+        uri: Uri,
+    ) -> Result<IngestOutcome, IngestError> {
+        let stores = self.deps.stores(queue);
+        let (request_id, created) = self.dedup(&stores, &uri).await?;
+        let request = self.ensure_request(&stores, &request_id, &uri).await?;
+        self.advance_latest(&stores, &request_id).await?;
+        if request.state == RequestState::Accepted {
+            let hop = ProcessHop {
+                request_id: request_id.clone(),
+                queue: queue.clone(),
+            };
+            self.deps
+                .mq
+                .publish(hop.message())
+                .await
+                .map_err(|e| IngestError::from(StageError::from(e)))?;
+        }
+        metrics::ingested(queue, created);
+        if created {
+            info!(queue = %queue, request = %request_id, uri = %uri, "request created");
+        }
+        Ok(IngestOutcome {
+            request_id,
+            uri,
+            state: request.state,
+            created,
+        })
+    }
+
+    /// Reuses the request indexed for `uri`, or mints one. Losing the race to
+    /// index the URI adopts the winner (the counter value is simply spent).
+    async fn dedup(&self, stores: &Stores, uri: &Uri) -> Result<(RequestId, bool), IngestError> {
+        if let Some(id) = stores.request_uris.get(uri).await.map_err(store_error)? {
+            return Ok((id, false));
+        }
+        let n = stores.counter.next().await.map_err(store_error)?;
+        let id =
+            RequestId::new(&stores.queue, n).map_err(|e| IngestError::Internal(e.to_string()))?;
+        match stores.request_uris.create(uri, &id).await {
+            Ok(()) => Ok((id, true)),
+            Err(StoreError::AlreadyExists { .. }) => {
+                let winner = stores
+                    .request_uris
+                    .get(uri)
+                    .await
+                    .map_err(store_error)?
+                    .ok_or_else(|| {
+                        IngestError::Unavailable(format!(
+                            "uri index entry for {uri} exists but cannot be read"
+                        ))
+                    })?;
+                Ok((winner, false))
+            }
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    /// Makes sure the request row exists; this also repairs an index entry
+    /// written without its row.
+    async fn ensure_request(
+        &self,
+        stores: &Stores,
+        id: &RequestId,
+        uri: &Uri,
+    ) -> Result<Request, IngestError> {
+        if let Some(existing) = stores.requests.get(id).await.map_err(store_error)? {
+            return Ok(existing);
+        }
+        let request = Request::accepted(
+            id.clone(),
+            stores.queue.clone(),
+            uri.clone(),
+            Origin::Ingest,
+            self.deps.now(),
+        );
+        let outbox = Outbox::none().change(events::request_created(&request));
+        match stores.requests.create(&request, outbox).await {
+            Ok(()) => Ok(request),
+            Err(StoreError::AlreadyExists { .. }) => stores
+                .requests
+                .get(id)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| {
+                    IngestError::Unavailable(format!("request {id} exists but cannot be read"))
+                }),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    /// Get-or-creates the queue row and moves its latest pointer forward.
+    async fn advance_latest(&self, stores: &Stores, id: &RequestId) -> Result<(), IngestError> {
+        let now = self.deps.now();
+        if stores.queues.get().await.map_err(store_error)?.is_none() {
+            match stores
+                .queues
+                .create(&Queue::new(stores.queue.clone(), now))
+                .await
+            {
+                Ok(()) | Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        update_queue(stores, |q| {
+            Ok(((), q.advance_latest(id, now)?.then(Outbox::none)))
+        })
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! Stovepipe's application layer: the greenness pipeline of
+//! `shared/design/pipeline.md`.
+//!
+//! Owns: ingest ([`IngestService`]), the stages (`process`, `build`,
+//! `buildsignal`, `record`) and their dead-letter reconcilers
+//! ([`stages`]), the reconcile loop ([`Reconciler`]), the consumer runtime
+//! ([`runtime`]), the change events and metrics they emit.
+//!
+//! Depends only on `stovepipe-entity` and `stovepipe-ports`: it never names
+//! a database, git, HTTP or a concrete adapter. Whoever wires the
+//! application builds a [`Deps`] from adapters and calls [`Pipeline::new`].
+
+pub mod deps;
+pub mod error;
+pub mod events;
+pub mod fail_closed;
+pub mod hops;
+pub mod ingest;
+pub mod metrics;
+pub mod reconcile;
+pub mod runtime;
+pub mod stages;
+
+use std::sync::Arc;
+
+pub use deps::Deps;
+pub use error::StageError;
+pub use ingest::{IngestError, IngestOutcome, IngestService};
+pub use reconcile::{Reconciler, Repairs};
+pub use runtime::{ConsumerSettings, Pump, RetryPolicy, Settlement};
+pub use stages::{Handler, Outcome};
+
+use stages::build::BuildStage;
+use stages::buildsignal::BuildSignalStage;
+use stages::dead_letter::DeadLetterReconciler;
+use stages::process::ProcessStage;
+use stages::record::RecordStage;
+use stovepipe_ports::Topic;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The assembled pipeline: every handler plus ingest and the reconciler.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    deps: Arc<Deps>,
+}
+
+impl Pipeline {
+    pub fn new(deps: Deps) -> Self {
+        Self {
+            deps: Arc::new(deps),
+        }
+    }
+
+    pub fn deps(&self) -> &Arc<Deps> {
+        &self.deps
+    }
+
+    pub fn ingest(&self) -> IngestService {
+        IngestService::new(self.deps.clone())
+    }
+
+    pub fn reconciler(&self) -> Reconciler {
+        Reconciler::new(self.deps.clone())
+    }
+
+    /// Every stage handler and dead-letter reconciler, in pipeline order.
+    pub fn handlers(&self) -> Vec<Arc<dyn Handler>> {
+        let d = &self.deps;
+        vec![
+            Arc::new(ProcessStage::new(d.clone())),
+            Arc::new(BuildStage::new(d.clone())),
+            Arc::new(BuildSignalStage::new(d.clone())),
+            Arc::new(RecordStage::new(d.clone())),
+            Arc::new(DeadLetterReconciler::new(d.clone(), Topic::process())),
+            Arc::new(DeadLetterReconciler::new(d.clone(), Topic::build())),
+            Arc::new(DeadLetterReconciler::new(d.clone(), Topic::buildsignal())),
+            Arc::new(DeadLetterReconciler::new(d.clone(), Topic::record())),
+        ]
+    }
+
+    /// A synchronous driver over every handler.
+    pub fn pump(&self, policy: RetryPolicy) -> Pump {
+        Pump::new(self.handlers(), self.deps.mq.clone(), policy)
+    }
+
+    /// Spawns one consumer per topic; they run until `cancel` fires and
+    /// then drain. Await the returned set to know they are done.
+    pub fn spawn_consumers(
+        &self,
+        policy: &RetryPolicy,
+        settings: &ConsumerSettings,
+        cancel: &CancellationToken,
+    ) -> JoinSet<()> {
+        let mut set = JoinSet::new();
+        for handler in self.handlers() {
+            let mut s = settings.clone();
+            s.consumer_id = format!("{}/{}", settings.consumer_id, handler.topic());
+            set.spawn(runtime::run_consumer(
+                handler,
+                self.deps.mq.clone(),
+                policy.clone(),
+                s,
+                cancel.clone(),
+            ));
+        }
+        set
+    }
+}

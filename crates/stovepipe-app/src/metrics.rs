@@ -1,0 +1,93 @@
+//! Metric names and the one place that records them. Operators scrape them
+//! through the server's `/metrics`.
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `stovepipe_ingest_total` | counter | queue, created |
+//! | `stovepipe_stage_deliveries_total` | counter | topic, outcome (ack, hold, retry, dead_letter, lease_lost) |
+//! | `stovepipe_gate_holds_total` | counter | queue |
+//! | `stovepipe_superseded_total` | counter | queue |
+//! | `stovepipe_admitted_total` | counter | queue, strategy |
+//! | `stovepipe_last_green_unknown_total` | counter | queue |
+//! | `stovepipe_failed_closed_total` | counter | queue |
+//! | `stovepipe_facts_total` | counter | queue, green |
+//! | `last_green_timestamp_seconds` | gauge | queue |
+//! | `failure_detection_latency_seconds` | histogram | queue, strategy |
+//! | `pipeline_latency_seconds` | histogram | queue (ingest → fact) |
+//! | `stovepipe_promotions_total` / `stovepipe_promotions_skipped_total` | counter | queue |
+//! | `stovepipe_dead_letters_reconciled_total` | counter | topic |
+//! | `stovepipe_reconcile_repairs_total` | counter | queue, repair |
+
+use metrics::{counter, gauge, histogram};
+use stovepipe_entity::{BuildStrategy, Fact, QueueName, Request, Timestamp};
+use stovepipe_ports::Topic;
+
+pub fn ingested(queue: &QueueName, created: bool) {
+    counter!("stovepipe_ingest_total", "queue" => queue.to_string(), "created" => created.to_string())
+        .increment(1);
+}
+
+pub fn delivery(topic: &Topic, outcome: &'static str) {
+    counter!("stovepipe_stage_deliveries_total", "topic" => topic.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
+pub fn gate_held(queue: &QueueName) {
+    counter!("stovepipe_gate_holds_total", "queue" => queue.to_string()).increment(1);
+}
+
+pub fn superseded(queue: &QueueName) {
+    counter!("stovepipe_superseded_total", "queue" => queue.to_string()).increment(1);
+}
+
+pub fn admitted(queue: &QueueName, strategy: BuildStrategy) {
+    counter!("stovepipe_admitted_total", "queue" => queue.to_string(), "strategy" => strategy.as_str())
+        .increment(1);
+}
+
+pub fn last_green_unknown(queue: &QueueName) {
+    counter!("stovepipe_last_green_unknown_total", "queue" => queue.to_string()).increment(1);
+}
+
+pub fn failed_closed(queue: &QueueName) {
+    counter!("stovepipe_failed_closed_total", "queue" => queue.to_string()).increment(1);
+}
+
+/// Reported only by the delivery that created the fact, so redeliveries
+/// never double-count latency.
+pub fn fact_recorded(request: &Request, fact: &Fact, now: Timestamp) {
+    let queue = request.queue.to_string();
+    counter!("stovepipe_facts_total", "queue" => queue.clone(), "green" => fact.is_green().to_string())
+        .increment(1);
+    let latency = now.since(request.created_at).as_secs_f64();
+    histogram!("pipeline_latency_seconds", "queue" => queue.clone()).record(latency);
+    if !fact.is_green() {
+        let strategy = request
+            .build_strategy
+            .map_or("unknown", BuildStrategy::as_str);
+        histogram!("failure_detection_latency_seconds", "queue" => queue, "strategy" => strategy)
+            .record(latency);
+    }
+}
+
+pub fn last_green_advanced(queue: &QueueName, now: Timestamp) {
+    gauge!("last_green_timestamp_seconds", "queue" => queue.to_string())
+        .set(now.as_millis() as f64 / 1000.0);
+}
+
+pub fn promoted(queue: &QueueName) {
+    counter!("stovepipe_promotions_total", "queue" => queue.to_string()).increment(1);
+}
+
+pub fn promotion_skipped(queue: &QueueName) {
+    counter!("stovepipe_promotions_skipped_total", "queue" => queue.to_string()).increment(1);
+}
+
+pub fn dead_letter_reconciled(topic: &Topic) {
+    counter!("stovepipe_dead_letters_reconciled_total", "topic" => topic.to_string()).increment(1);
+}
+
+pub fn repaired(queue: &QueueName, repair: &'static str) {
+    counter!("stovepipe_reconcile_repairs_total", "queue" => queue.to_string(), "repair" => repair)
+        .increment(1);
+}

@@ -1,0 +1,357 @@
+//! The consumer runtime: drives a [`Handler`] over its topic.
+//!
+//! It owns everything about a delivery except the business decision:
+//! turning the handler's result into ack / hold / retry with exponential
+//! backoff / dead-letter ([`settle`]), renewing the lease while the handler
+//! runs, running different partitions concurrently, and draining in-flight
+//! deliveries on shutdown through a cancellation token.
+//!
+//! [`Pump`] is the same settlement logic driven synchronously, for tests and
+//! embedders that want deterministic, single-threaded progress under a
+//! manual clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stovepipe_entity::Timestamp;
+use stovepipe_ports::{Delivery, MessageQueue, MqError, Topic};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info_span, warn};
+
+use crate::error::StageError;
+use crate::metrics;
+use crate::stages::{Handler, Outcome};
+
+/// Attempts and backoff for retryable errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts before a retryable error dead-letters (the first delivery
+    /// counts as attempt 1).
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Backoff after failed attempt `attempt` (1-based): initial × 2^(n−1),
+    /// capped.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+/// What the runtime did with a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    Acked,
+    Held(Duration),
+    Retried(Duration),
+    DeadLettered,
+    /// The lease expired under us; another consumer owns the message now.
+    LeaseLost,
+}
+
+/// Applies a handler result to a delivery.
+pub async fn settle(
+    mq: &dyn MessageQueue,
+    policy: &RetryPolicy,
+    delivery: &Delivery,
+    result: Result<Outcome, StageError>,
+) -> Result<Settlement, MqError> {
+    let settled = match result {
+        Ok(Outcome::Ack) => mq.ack(delivery).await.map(|()| Settlement::Acked),
+        Ok(Outcome::Hold(delay)) => mq
+            .hold(delivery, delay)
+            .await
+            .map(|()| Settlement::Held(delay)),
+        Err(StageError::Retryable(msg)) if delivery.attempt < policy.max_attempts => {
+            let delay = policy.backoff(delivery.attempt);
+            debug!(error = %msg, attempt = delivery.attempt, ?delay, "retrying");
+            mq.retry(delivery, delay, &msg)
+                .await
+                .map(|()| Settlement::Retried(delay))
+        }
+        Err(StageError::Retryable(msg)) => {
+            warn!(error = %msg, attempts = delivery.attempt, "attempts exhausted: dead-lettering");
+            let why = format!("after {} attempts: {msg}", delivery.attempt);
+            mq.reject(delivery, &why)
+                .await
+                .map(|_| Settlement::DeadLettered)
+        }
+        Err(StageError::Permanent(msg)) => {
+            warn!(error = %msg, "permanent error: dead-lettering");
+            mq.reject(delivery, &msg)
+                .await
+                .map(|_| Settlement::DeadLettered)
+        }
+    };
+    let settled = match settled {
+        Err(MqError::LeaseLost(_)) => Ok(Settlement::LeaseLost),
+        other => other,
+    };
+    if let Ok(s) = &settled {
+        metrics::delivery(
+            &delivery.topic,
+            match s {
+                Settlement::Acked => "ack",
+                Settlement::Held(_) => "hold",
+                Settlement::Retried(_) => "retry",
+                Settlement::DeadLettered => "dead_letter",
+                Settlement::LeaseLost => "lease_lost",
+            },
+        );
+    }
+    settled
+}
+
+/// The tracing span of one delivery: topic, queue, subject, attempt.
+fn delivery_span(delivery: &Delivery) -> tracing::Span {
+    let field = |name: &str| {
+        delivery
+            .payload
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    info_span!(
+        "delivery",
+        topic = %delivery.topic,
+        queue = %field("queue"),
+        request_id = %field("request_id"),
+        build_id = %field("build_id"),
+        attempt = delivery.attempt,
+    )
+}
+
+/// Runs the handler on one delivery and settles it.
+pub async fn deliver(
+    handler: &dyn Handler,
+    mq: &dyn MessageQueue,
+    policy: &RetryPolicy,
+    delivery: &Delivery,
+) -> Result<Settlement, MqError> {
+    let span = delivery_span(delivery);
+    async {
+        let result = handler.handle(delivery).await;
+        settle(mq, policy, delivery, result).await
+    }
+    .instrument(span)
+    .await
+}
+
+/// How a consumer polls and leases.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// Identifies this consumer in leases (unique per process and topic).
+    pub consumer_id: String,
+    /// Deliveries (partitions) handled concurrently.
+    pub max_in_flight: usize,
+    /// Lease length; renewed every third of it while the handler runs.
+    pub lease: Duration,
+    /// Fallback poll when no wake-up arrives.
+    pub idle_poll: Duration,
+    /// How long shutdown waits for in-flight deliveries.
+    pub drain_timeout: Duration,
+}
+
+impl ConsumerSettings {
+    pub fn new(consumer_id: impl Into<String>) -> Self {
+        Self {
+            consumer_id: consumer_id.into(),
+            max_in_flight: 16,
+            lease: Duration::from_secs(30),
+            idle_poll: Duration::from_millis(250),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Consumes `handler`'s topic until `cancel` fires, then drains.
+pub async fn run_consumer(
+    handler: Arc<dyn Handler>,
+    mq: Arc<dyn MessageQueue>,
+    policy: RetryPolicy,
+    settings: ConsumerSettings,
+    cancel: CancellationToken,
+) {
+    let topic = handler.topic();
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    while !cancel.is_cancelled() {
+        let free = settings.max_in_flight.saturating_sub(tasks.len());
+        let mut received = 0;
+        if free > 0 {
+            match mq
+                .receive(&topic, &settings.consumer_id, free, settings.lease)
+                .await
+            {
+                Ok(deliveries) => {
+                    received = deliveries.len();
+                    for delivery in deliveries {
+                        tasks.spawn(handle_with_renewal(
+                            handler.clone(),
+                            mq.clone(),
+                            policy.clone(),
+                            settings.lease,
+                            delivery,
+                        ));
+                    }
+                }
+                Err(e) => warn!(%topic, error = %e, "receive failed"),
+            }
+        }
+        if received == 0 {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                () = mq.wait(&topic, settings.idle_poll) => {}
+            }
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    let drained = tokio::time::timeout(settings.drain_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(%topic, left = tasks.len(), "drain timed out; aborting in-flight deliveries (their leases will expire and they will be redelivered)");
+        tasks.abort_all();
+    }
+}
+
+async fn handle_with_renewal(
+    handler: Arc<dyn Handler>,
+    mq: Arc<dyn MessageQueue>,
+    policy: RetryPolicy,
+    lease: Duration,
+    delivery: Delivery,
+) {
+    let renew = async {
+        let mut tick = tokio::time::interval(lease / 3);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = mq.renew(&delivery, lease).await {
+                warn!(topic = %delivery.topic, error = %e, "lease renewal failed");
+                // Keep the handler running; settlement will report the loss.
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let work = deliver(handler.as_ref(), mq.as_ref(), &policy, &delivery);
+    tokio::select! {
+        settled = work => {
+            if let Err(e) = settled {
+                error!(topic = %delivery.topic, error = %e, "settling a delivery failed; it will be redelivered after its lease");
+            }
+        }
+        () = renew => {}
+    }
+}
+
+/// Synchronous driving of handlers, for deterministic tests and embedders.
+pub struct Pump {
+    handlers: Vec<Arc<dyn Handler>>,
+    mq: Arc<dyn MessageQueue>,
+    policy: RetryPolicy,
+}
+
+impl std::fmt::Debug for Pump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pump")
+            .field(
+                "topics",
+                &self.handlers.iter().map(|h| h.topic()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Lease used by the pump; settlement always happens well within it.
+const PUMP_LEASE: Duration = Duration::from_hours(1);
+
+impl Pump {
+    pub fn new(
+        handlers: Vec<Arc<dyn Handler>>,
+        mq: Arc<dyn MessageQueue>,
+        policy: RetryPolicy,
+    ) -> Self {
+        Self {
+            handlers,
+            mq,
+            policy,
+        }
+    }
+
+    /// Handles every delivery that is visible now, topic by topic, until
+    /// none is. Returns how many deliveries were handled.
+    pub async fn run_ready(&self) -> Result<usize, MqError> {
+        let mut handled = 0;
+        loop {
+            let mut round = 0;
+            for handler in &self.handlers {
+                let topic = handler.topic();
+                for delivery in self.mq.receive(&topic, "pump", 64, PUMP_LEASE).await? {
+                    deliver(handler.as_ref(), self.mq.as_ref(), &self.policy, &delivery).await?;
+                    round += 1;
+                }
+            }
+            if round == 0 {
+                return Ok(handled);
+            }
+            handled += round;
+        }
+    }
+
+    /// The earliest instant a message of any pumped topic becomes visible.
+    pub async fn next_due(&self) -> Result<Option<Timestamp>, MqError> {
+        let mut due: Option<Timestamp> = None;
+        for handler in &self.handlers {
+            if let Some(t) = self.mq.next_visible_at(&handler.topic()).await? {
+                due = Some(due.map_or(t, |d| d.min(t)));
+            }
+        }
+        Ok(due)
+    }
+
+    /// Runs until no message is pending at all, moving time forward with
+    /// `advance_to` whenever only future messages remain. Stops after
+    /// `max_rounds` time jumps (a pipeline that never settles is a bug the
+    /// caller should see). Returns the deliveries handled.
+    pub async fn run_until_idle(
+        &self,
+        max_rounds: usize,
+        mut advance_to: impl FnMut(Timestamp),
+    ) -> Result<usize, MqError> {
+        let mut handled = self.run_ready().await?;
+        for _ in 0..max_rounds {
+            let Some(due) = self.next_due().await? else {
+                return Ok(handled);
+            };
+            advance_to(due);
+            handled += self.run_ready().await?;
+        }
+        Err(MqError::Backend(format!(
+            "pipeline did not settle within {max_rounds} time jumps"
+        )))
+    }
+
+    /// The topics this pump drives.
+    pub fn topics(&self) -> Vec<Topic> {
+        self.handlers.iter().map(|h| h.topic()).collect()
+    }
+}

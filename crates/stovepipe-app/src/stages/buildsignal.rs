@@ -1,0 +1,185 @@
+//! `buildsignal`: one poll chain per build. Asks the runner for the status
+//! (or reads the stored one for runners that are told), folds it into the
+//! build (terminal is write-once), stamps the request's outcome when the
+//! build is terminal, and holds for the poll delay otherwise. A build still
+//! not terminal `max_validation` after admission is cancelled (best effort)
+//! and its request failed closed, so a slot can never leak forever.
+//!
+//! The slot stays claimed until `record` has moved the bookmark, so the next
+//! admitted head always builds from the freshest last green.
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use stovepipe_entity::{Build, BuildStatus, BuildUpdate, Request, RequestState};
+use stovepipe_ports::{Delivery, Outbox, StoreError, Stores, Topic};
+use tracing::{info, warn};
+
+use super::{Handler, Outcome};
+use crate::deps::{Deps, load_queue, poll_delay};
+use crate::error::StageError;
+use crate::events;
+use crate::fail_closed::fail_closed;
+use crate::hops::{BuildSignalHop, RecordHop, decode};
+
+#[derive(Debug)]
+pub struct BuildSignalStage {
+    deps: Arc<Deps>,
+}
+
+impl BuildSignalStage {
+    pub fn new(deps: Arc<Deps>) -> Self {
+        Self { deps }
+    }
+
+    pub async fn run(&self, hop: &BuildSignalHop) -> Result<Outcome, StageError> {
+        let stores = self.deps.stores(&hop.queue);
+        let mut build = stores.builds.get(&hop.build_id).await?.ok_or_else(|| {
+            StageError::permanent(format!("build {} does not exist", hop.build_id))
+        })?;
+        let request = stores
+            .requests
+            .get(&build.request_id)
+            .await?
+            .ok_or_else(|| {
+                StageError::permanent(format!("request {} does not exist", build.request_id))
+            })?;
+        if request.state != RequestState::Processing && !request.state.has_build_outcome() {
+            // Never admitted (or superseded): no slot to guard, nothing to poll.
+            return Ok(Outcome::Ack);
+        }
+        let config = self.deps.config(&hop.queue).await?;
+
+        if !build.status.is_terminal() {
+            let runner = self.deps.runner(&config).await?;
+            if !runner.reports_via_api() {
+                let report = runner
+                    .status(&build.id)
+                    .await
+                    .map_err(|e| StageError::from(e).context("status"))?;
+                build = self.reconcile(&stores, build, &report).await?;
+            }
+        }
+
+        if build.status.is_terminal() {
+            return self.stamp_outcome(&stores, &build, request).await;
+        }
+
+        if request.state == RequestState::Processing {
+            let admitted_at = load_queue(&stores)
+                .await?
+                .in_flight
+                .iter()
+                .find(|s| s.request_id == request.id)
+                .map_or(build.created_at, |s| s.admitted_at);
+            let now = self.deps.now();
+            if now.since(admitted_at) >= config.max_validation {
+                return self.time_out(&stores, &config, &build, &request).await;
+            }
+        }
+        Ok(Outcome::Hold(poll_delay(
+            &config,
+            build.status == BuildStatus::Running,
+        )))
+    }
+
+    /// Folds a runner report into the stored build. Unchanged → no write; a
+    /// different terminal status than stored → keep the stored one.
+    async fn reconcile(
+        &self,
+        stores: &Stores,
+        current: Build,
+        report: &stovepipe_entity::BuildReport,
+    ) -> Result<Build, StageError> {
+        let mut updated = current.clone();
+        match updated.apply_report(report, self.deps.now()) {
+            Ok(BuildUpdate::Unchanged) => Ok(current),
+            Ok(BuildUpdate::Changed) => {
+                let mut outbox = Outbox::none().change(events::build_status(&updated));
+                if updated.status.is_terminal() {
+                    outbox = outbox.change(events::build_finished(&updated));
+                }
+                stores
+                    .builds
+                    .update(&updated, current.version, outbox)
+                    .await?;
+                Ok(updated)
+            }
+            Err(refused) => {
+                warn!(build = %current.id, %refused, "runner contradicts a terminal status; keeping the stored one");
+                Ok(current)
+            }
+        }
+    }
+
+    /// A terminal build: stamp the request's outcome (first writer wins) with
+    /// `record` in the same write; a request already carrying an outcome just
+    /// gets `record` again (deduplicated).
+    async fn stamp_outcome(
+        &self,
+        stores: &Stores,
+        build: &Build,
+        mut request: Request,
+    ) -> Result<Outcome, StageError> {
+        let hop = RecordHop {
+            request_id: request.id.clone(),
+            queue: request.queue.clone(),
+            project: build.project.clone(),
+        };
+        if request.state.has_build_outcome() || !build.project.is_whole_repo() {
+            self.deps.mq.publish(hop.message()).await?;
+            return Ok(Outcome::Ack);
+        }
+        let expected = request.version;
+        request.record_outcome(build.status, self.deps.now())?;
+        let outbox = Outbox::none()
+            .change(events::request_changed(&request))
+            .publish(hop.message());
+        match stores.requests.update(&request, expected, outbox).await {
+            Ok(()) => {
+                info!(request = %request.id, build = %build.id, outcome = %request.state, "build outcome stamped");
+                Ok(Outcome::Ack)
+            }
+            // Someone else stamped or failed it meanwhile: the redelivery
+            // reloads and republishes record.
+            Err(StoreError::VersionMismatch { .. }) => Err(StageError::retryable(format!(
+                "request {} changed while stamping its outcome",
+                request.id
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn time_out(
+        &self,
+        stores: &Stores,
+        config: &stovepipe_entity::QueueConfig,
+        build: &Build,
+        request: &Request,
+    ) -> Result<Outcome, StageError> {
+        if let Ok(runner) = self.deps.runner(config).await {
+            // Best effort: the request fails closed whether or not the CI
+            // listens.
+            if let Err(e) = runner.cancel(&build.id).await {
+                warn!(build = %build.id, error = %e, "cancel after max_validation failed");
+            }
+        }
+        let reason = format!(
+            "buildsignal: build {} not terminal after max_validation ({}s)",
+            build.id,
+            config.max_validation.as_secs()
+        );
+        fail_closed(&self.deps, stores, &request.id, &reason).await?;
+        Ok(Outcome::Ack)
+    }
+}
+
+#[async_trait]
+impl Handler for BuildSignalStage {
+    fn topic(&self) -> Topic {
+        Topic::buildsignal()
+    }
+
+    async fn handle(&self, delivery: &Delivery) -> Result<Outcome, StageError> {
+        self.run(&decode(delivery)?).await
+    }
+}

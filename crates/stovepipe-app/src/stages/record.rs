@@ -1,0 +1,235 @@
+//! `record`: turn a build outcome into an immutable fact, advance the
+//! last-green bookmark (never backwards), move the promotion ref, release
+//! the request's slot, and emit the events.
+//!
+//! Every decision after the fact is written uses the **stored** fact, never
+//! the value computed in this delivery: a redelivery, or a racing delivery,
+//! must reach the same conclusion.
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use stovepipe_entity::{
+    BookmarkMove, Degree, Fact, ProjectName, Queue, QueueConfig, Request, RequestState,
+};
+use stovepipe_ports::{Delivery, Outbox, PromoteOutcome, ScmError, StoreError, Stores, Topic};
+use tracing::{info, warn};
+
+use super::{Handler, Outcome};
+use crate::deps::{Deps, update_queue};
+use crate::error::StageError;
+use crate::events;
+use crate::hops::{RecordHop, decode};
+use crate::metrics;
+
+/// How many times promotion chases a bookmark that moved while promoting.
+const PROMOTE_CHASES: usize = 4;
+
+#[derive(Debug)]
+pub struct RecordStage {
+    deps: Arc<Deps>,
+}
+
+impl RecordStage {
+    pub fn new(deps: Arc<Deps>) -> Self {
+        Self { deps }
+    }
+
+    pub async fn run(&self, hop: &RecordHop) -> Result<Outcome, StageError> {
+        let stores = self.deps.stores(&hop.queue);
+        let request = stores.requests.get(&hop.request_id).await?.ok_or_else(|| {
+            StageError::permanent(format!("request {} does not exist", hop.request_id))
+        })?;
+        let degree = match request.state {
+            RequestState::Succeeded => Degree::GREEN,
+            RequestState::Failed if !request.failed_closed => Degree::BROKEN,
+            RequestState::Failed => {
+                // Failed closed: no fact (unknown is never green, and it is
+                // not broken code either). `validation.error` went out with
+                // the write that failed it.
+                self.release(&stores, &request).await?;
+                return Ok(Outcome::Ack);
+            }
+            RequestState::Cancelled => {
+                self.release(&stores, &request).await?;
+                return Ok(Outcome::Ack);
+            }
+            RequestState::Superseded => return Ok(Outcome::Ack),
+            RequestState::Accepted | RequestState::Processing => {
+                return Err(StageError::permanent(format!(
+                    "invariant: record for request {} which is {}",
+                    request.id, request.state
+                )));
+            }
+        };
+        if !hop.project.is_whole_repo() {
+            return Err(StageError::permanent(format!(
+                "project-scoped record for {} ({}) needs per-project greenness, which is not enabled in this build",
+                request.id, hop.project
+            )));
+        }
+
+        let (fact, created) = self.create_fact(&stores, &request, degree).await?;
+        let config = self.deps.config(&hop.queue).await?;
+        if created {
+            metrics::fact_recorded(&request, &fact, self.deps.now());
+        }
+
+        if fact.is_green() {
+            let (moved, queue) = self.advance_bookmark(&stores, &request).await?;
+            if moved.holds() {
+                self.promote(&stores, &config, &request, &queue).await?;
+            }
+        }
+        self.release(&stores, &request).await?;
+        Ok(Outcome::Ack)
+    }
+
+    /// Creates the fact, or adopts the stored one written by an earlier
+    /// delivery of the same request. A fact of another request for the same
+    /// commit is an invariant violation, never overwritten.
+    async fn create_fact(
+        &self,
+        stores: &Stores,
+        request: &Request,
+        degree: Degree,
+    ) -> Result<(Fact, bool), StageError> {
+        let project = ProjectName::whole_repo();
+        let build_id = stores
+            .builds
+            .list_for_request(&request.id)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|b| b.project == project && b.status.is_terminal())
+            .map(|b| b.id);
+        let fact = Fact {
+            queue: request.queue.clone(),
+            uri: request.uri.clone(),
+            project: project.clone(),
+            degree,
+            request_id: request.id.clone(),
+            build_id,
+            created_at: self.deps.now(),
+        };
+        let outbox = Outbox::none().change(events::validation_recorded(&fact));
+        match stores.facts.create(&fact, outbox).await {
+            Ok(()) => {
+                info!(request = %request.id, uri = %fact.uri, green = fact.is_green(), "fact recorded");
+                Ok((fact, true))
+            }
+            Err(StoreError::AlreadyExists { .. }) => {
+                let existing = stores
+                    .facts
+                    .get(&fact.uri, &project)
+                    .await?
+                    .ok_or_else(|| {
+                        StageError::retryable(format!(
+                            "fact for {} exists but cannot be read",
+                            fact.uri
+                        ))
+                    })?;
+                if existing.request_id != request.id {
+                    return Err(StageError::permanent(format!(
+                        "invariant: fact for {} belongs to {}, not {}",
+                        fact.uri, existing.request_id, request.id
+                    )));
+                }
+                Ok((existing, false))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn advance_bookmark(
+        &self,
+        stores: &Stores,
+        request: &Request,
+    ) -> Result<(BookmarkMove, Queue), StageError> {
+        let now = self.deps.now();
+        let whole = ProjectName::whole_repo();
+        let (moved, queue) = update_queue(stores, |q| {
+            let previous = q.last_green.clone();
+            let moved = q.advance_last_green(&whole, &request.uri, &request.id, now)?;
+            let outbox = (moved == BookmarkMove::Advanced).then(|| {
+                Outbox::none().change(events::last_green_advanced(
+                    request,
+                    &whole,
+                    previous.as_ref(),
+                ))
+            });
+            Ok((moved, outbox))
+        })
+        .await?;
+        if moved == BookmarkMove::Advanced {
+            info!(queue = %queue.name, request = %request.id, uri = %request.uri, "last green advanced");
+            metrics::last_green_advanced(&queue.name, now);
+        }
+        Ok((moved, queue))
+    }
+
+    /// Moves the promotion ref to the bookmark. If the bookmark moved on
+    /// while promoting (several slots recording at once), promote the newer
+    /// holder so the ref ends on the bookmark, never behind it.
+    async fn promote(
+        &self,
+        stores: &Stores,
+        config: &QueueConfig,
+        request: &Request,
+        queue: &Queue,
+    ) -> Result<(), StageError> {
+        if config.promotion_ref.is_none() {
+            return Ok(());
+        }
+        let scm = self.deps.source_control(config).await?;
+        let mut target = queue.last_green.clone();
+        for _ in 0..PROMOTE_CHASES {
+            let Some(mark) = target else { return Ok(()) };
+            match scm.promote(&mark.uri).await {
+                Ok(PromoteOutcome::Moved) => {
+                    self.deps
+                        .feed
+                        .append(vec![events::promoted(
+                            &request.queue,
+                            &mark,
+                            config.promotion_ref.as_deref(),
+                        )])
+                        .await?;
+                    metrics::promoted(&config.name);
+                }
+                Ok(PromoteOutcome::AlreadyThere | PromoteOutcome::NotConfigured) => {}
+                Err(ScmError::NotFound(what)) => {
+                    warn!(queue = %config.name, uri = %mark.uri, %what, "promotion skipped: commit left the branch");
+                    metrics::promotion_skipped(&config.name);
+                }
+                Err(e) => return Err(StageError::from(e).context("promote")),
+            }
+            let now_holder = stores.queues.get().await?.and_then(|q| q.last_green);
+            if now_holder.as_ref().map(|b| &b.request_id) == Some(&mark.request_id) {
+                return Ok(());
+            }
+            target = now_holder;
+        }
+        Ok(())
+    }
+
+    /// Releases the request's slot (absent = already released).
+    async fn release(&self, stores: &Stores, request: &Request) -> Result<(), StageError> {
+        let now = self.deps.now();
+        update_queue(stores, |q| {
+            Ok(((), q.release_slot(&request.id, now).then(Outbox::none)))
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Handler for RecordStage {
+    fn topic(&self) -> Topic {
+        Topic::record()
+    }
+
+    async fn handle(&self, delivery: &Delivery) -> Result<Outcome, StageError> {
+        self.run(&decode(delivery)?).await
+    }
+}
