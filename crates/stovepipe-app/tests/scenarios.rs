@@ -1,0 +1,324 @@
+//! Scenario tests (quality.md layer 3): the whole pipeline on the memory
+//! adapters with a manual clock.
+
+mod support;
+
+use stovepipe_entity::{BuildStatus, BuildStrategy, ChangeKind, Degree, RequestState};
+use stovepipe_ports::{MessageQueue, RunnerError, Topic};
+use support::{World, secs};
+
+/// Heads A→F with max_concurrent = 1: A is in flight while B, C, D arrive;
+/// D is in flight while E, F arrive. A, D, F are validated; B, C, E are
+/// superseded; the slot set ends empty.
+#[tokio::test]
+async fn coalescing_walk_a_to_f() {
+    let w = World::new(|_| {}).await;
+    w.runner.set_polls_before_finish(1);
+
+    w.push_and_ingest("A").await;
+    w.until("A processing", async |w| {
+        w.request(&w.id(1)).await.state == RequestState::Processing
+    })
+    .await;
+    for c in ["B", "C", "D"] {
+        w.push_and_ingest(c).await;
+    }
+    w.until("D processing", async |w| {
+        w.request(&w.id(4)).await.state == RequestState::Processing
+    })
+    .await;
+    assert_eq!(w.request(&w.id(2)).await.state, RequestState::Superseded);
+    assert_eq!(w.request(&w.id(3)).await.state, RequestState::Superseded);
+    assert_eq!(w.request(&w.id(1)).await.state, RequestState::Succeeded);
+    for c in ["E", "F"] {
+        w.push_and_ingest(c).await;
+    }
+    w.settle().await;
+
+    let mut states = Vec::new();
+    for n in 1..=6 {
+        states.push(w.request(&w.id(n)).await.state);
+    }
+    use RequestState::{Succeeded as S, Superseded as X};
+    assert_eq!(states, [S, X, X, S, X, S]);
+    assert_eq!(
+        w.runner.triggers().len(),
+        3,
+        "exactly one build per validated head"
+    );
+
+    let d = w.request(&w.id(4)).await;
+    assert_eq!(d.build_strategy, Some(BuildStrategy::IncrementalSinceGreen));
+    assert_eq!(
+        d.base_uri,
+        Some(w.uri("A")),
+        "D builds since the freshest green, A"
+    );
+    let f = w.request(&w.id(6)).await;
+    assert_eq!(f.base_uri, Some(w.uri("D")));
+
+    let q = w.queue_row().await;
+    assert_eq!(q.in_flight_count(), 0);
+    assert_eq!(q.last_green.as_ref().unwrap().uri, w.uri("F"));
+    assert_eq!(w.repo.promoted(), Some(w.uri("F")));
+    for c in ["A", "D", "F"] {
+        assert!(w.fact(&w.uri(c)).await.unwrap().is_green(), "{c} green");
+    }
+    for c in ["B", "C", "E"] {
+        assert!(w.fact(&w.uri(c)).await.is_none(), "{c} skipped, no fact");
+    }
+    assert_eq!(w.change_count(ChangeKind::ValidationRecorded), 3);
+    assert_eq!(w.change_count(ChangeKind::LastGreenAdvanced), 3);
+}
+
+#[tokio::test]
+async fn first_request_builds_in_full_then_incrementally() {
+    let w = World::new(|_| {}).await;
+    w.push_and_ingest("A").await;
+    w.settle().await;
+    w.push_and_ingest("B").await;
+    w.settle().await;
+    let a = w.request(&w.id(1)).await;
+    assert_eq!(
+        (a.build_strategy, a.base_uri),
+        (Some(BuildStrategy::Full), None)
+    );
+    let triggers = w.runner.triggers();
+    assert_eq!(triggers[0].base, None);
+    assert_eq!(triggers[1].base, Some(w.uri("A")));
+    assert_eq!(triggers[1].head, w.uri("B"));
+}
+
+#[tokio::test]
+async fn history_rewrite_forces_a_full_build() {
+    let w = World::new(|_| {}).await;
+    w.push("root");
+    w.push_and_ingest("A").await;
+    w.settle().await;
+    // Force-push: A2 replaces A on top of root; A is no longer an ancestor.
+    w.repo.commit("A2", &["root"]);
+    w.repo.set_head("A2");
+    w.ingest().await;
+    w.settle().await;
+    let r = w.request(&w.id(2)).await;
+    assert_eq!(r.state, RequestState::Succeeded);
+    assert_eq!(
+        (r.build_strategy, r.base_uri),
+        (Some(BuildStrategy::Full), None)
+    );
+    assert_eq!(w.runner.triggers()[1].base, None);
+    assert_eq!(w.queue_row().await.last_green.unwrap().uri, w.uri("A2"));
+    assert_eq!(w.repo.promoted(), Some(w.uri("A2")));
+}
+
+#[tokio::test]
+async fn failure_keeps_last_green() {
+    let w = World::new(|_| {}).await;
+    w.push_and_ingest("A").await;
+    w.settle().await;
+    let b = w.push("B");
+    w.runner.set_outcome(&b, BuildStatus::Failed);
+    w.ingest().await;
+    w.settle().await;
+    let fact = w.fact(&b).await.unwrap();
+    assert_eq!(fact.degree, Degree::BROKEN);
+    assert_eq!(w.request(&w.id(2)).await.state, RequestState::Failed);
+    assert!(!w.request(&w.id(2)).await.failed_closed);
+    let q = w.queue_row().await;
+    assert_eq!(q.last_green.as_ref().unwrap().uri, w.uri("A"));
+    assert_eq!(q.in_flight_count(), 0);
+    assert_eq!(w.repo.promoted(), Some(w.uri("A")));
+    // The next head still builds since A, the last green.
+    w.push_and_ingest("C").await;
+    w.settle().await;
+    assert_eq!(w.request(&w.id(3)).await.base_uri, Some(w.uri("A")));
+}
+
+/// With two slots, B (newer) goes green before A (older): the bookmark and
+/// the promotion ref stay on B when A's green arrives late.
+#[tokio::test]
+async fn late_older_green_never_moves_the_bookmark_back() {
+    let w = World::new(|c| c.max_concurrent = 2).await;
+    let a = w.push("A");
+    w.runner.set_never_finishes(&a);
+    w.ingest().await;
+    w.step().await;
+    w.push_and_ingest("B").await;
+    w.until("B recorded", async |w| w.fact(&w.uri("B")).await.is_some())
+        .await;
+    assert_eq!(w.request(&w.id(1)).await.state, RequestState::Processing);
+    assert_eq!(w.queue_row().await.last_green.unwrap().uri, w.uri("B"));
+
+    w.runner.set_outcome(&a, BuildStatus::Succeeded);
+    w.settle().await;
+    assert!(
+        w.fact(&a).await.unwrap().is_green(),
+        "A's fact is still recorded"
+    );
+    let q = w.queue_row().await;
+    assert_eq!(
+        q.last_green.as_ref().unwrap().uri,
+        w.uri("B"),
+        "bookmark never moves back"
+    );
+    assert_eq!(
+        w.repo.promoted(),
+        Some(w.uri("B")),
+        "promotion only by the holder"
+    );
+    assert_eq!(q.in_flight_count(), 0);
+    assert_eq!(w.change_count(ChangeKind::LastGreenAdvanced), 1);
+}
+
+#[tokio::test]
+async fn promotion_is_skipped_when_the_commit_left_the_branch() {
+    let w = World::new(|_| {}).await;
+    w.push("root");
+    w.push_and_ingest("A").await;
+    w.settle().await;
+    w.runner.set_polls_before_finish(1);
+    w.push_and_ingest("B").await;
+    w.until("B building", async |w| {
+        w.request(&w.id(2)).await.state == RequestState::Processing
+    })
+    .await;
+    // B is force-pushed away while its build runs.
+    w.repo.commit("B2", &["root"]);
+    w.repo.set_head("B2");
+    w.settle().await;
+    assert!(w.fact(&w.uri("B")).await.unwrap().is_green());
+    assert_eq!(w.queue_row().await.last_green.unwrap().uri, w.uri("B"));
+    assert_eq!(
+        w.repo.promoted(),
+        Some(w.uri("A")),
+        "the ref never points off the branch"
+    );
+    assert_eq!(w.queue_row().await.in_flight_count(), 0);
+}
+
+#[tokio::test]
+async fn hung_build_fails_closed_after_max_validation() {
+    let w = World::new(|c| c.max_validation = secs(600)).await;
+    w.runner.set_default_never_finishes();
+    w.push_and_ingest("A").await;
+    w.settle().await;
+    let r = w.request(&w.id(1)).await;
+    assert_eq!(r.state, RequestState::Failed);
+    assert!(r.failed_closed);
+    assert!(
+        r.failure_reason
+            .as_deref()
+            .unwrap()
+            .contains("max_validation"),
+        "{r:?}"
+    );
+    assert_eq!(w.runner.cancels().len(), 1, "the hung build is cancelled");
+    assert!(
+        w.fact(&w.uri("A")).await.is_none(),
+        "no fact: unknown is never green nor broken"
+    );
+    assert_eq!(w.queue_row().await.in_flight_count(), 0);
+    assert_eq!(w.change_count(ChangeKind::ValidationError), 1);
+    // The queue keeps working.
+    w.runner.set_default_outcome(BuildStatus::Succeeded);
+    w.push_and_ingest("B").await;
+    w.settle().await;
+    assert_eq!(w.queue_row().await.last_green.unwrap().uri, w.uri("B"));
+}
+
+#[tokio::test]
+async fn a_build_that_cannot_be_triggered_fails_closed_through_the_dead_letter_reconciler() {
+    let w = World::new(|_| {}).await;
+    w.runner
+        .fail_trigger_with(RunnerError::Rejected("401 bad credentials".into()));
+    w.push_and_ingest("A").await;
+    w.settle().await;
+    let r = w.request(&w.id(1)).await;
+    assert_eq!(r.state, RequestState::Failed);
+    assert!(r.failed_closed);
+    assert!(
+        r.failure_reason
+            .as_deref()
+            .unwrap()
+            .contains("build dead-lettered"),
+        "{r:?}"
+    );
+    assert!(
+        r.failure_reason.as_deref().unwrap().contains("401"),
+        "{r:?}"
+    );
+    assert!(w.fact(&w.uri("A")).await.is_none());
+    assert_eq!(w.queue_row().await.in_flight_count(), 0);
+    let dead = w
+        .backend
+        .dead_letters(Some(Topic::build()), 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+}
+
+#[tokio::test]
+async fn retryable_failures_are_retried_then_dead_lettered() {
+    let w = World::new(|_| {}).await;
+    for _ in 0..5 {
+        w.runner
+            .fail_trigger_with(RunnerError::Unavailable("503".into()));
+    }
+    w.push_and_ingest("A").await;
+    w.settle().await;
+    let r = w.request(&w.id(1)).await;
+    assert!(r.failed_closed, "{r:?}");
+    assert!(
+        r.failure_reason
+            .as_deref()
+            .unwrap()
+            .contains("after 5 attempts"),
+        "{r:?}"
+    );
+
+    // Four transient failures are absorbed by retries.
+    let w = World::new(|_| {}).await;
+    for _ in 0..4 {
+        w.runner
+            .fail_trigger_with(RunnerError::Unavailable("503".into()));
+    }
+    w.push_and_ingest("A").await;
+    w.settle().await;
+    assert_eq!(w.request(&w.id(1)).await.state, RequestState::Succeeded);
+}
+
+#[tokio::test]
+async fn redelivered_ingest_is_deduplicated() {
+    let w = World::new(|_| {}).await;
+    w.push("A");
+    let first = w.ingest().await;
+    let second = w.ingest().await;
+    assert!(first.created && !second.created);
+    assert_eq!(first.request_id, second.request_id);
+    w.settle().await;
+    let third = w.ingest().await;
+    assert_eq!(third.state, RequestState::Succeeded);
+    assert_eq!(w.runner.triggers().len(), 1);
+}
+
+/// The external-runner style: statuses are told, not polled; buildsignal
+/// reads the stored build and holds until a report lands.
+#[tokio::test]
+async fn reported_builds_wait_for_their_report() {
+    let w = World::new(|_| {}).await;
+    w.runner.set_reports_via_api(true);
+    w.push_and_ingest("A").await;
+    w.step().await;
+    for _ in 0..5 {
+        w.tick().await;
+    }
+    assert_eq!(w.request(&w.id(1)).await.state, RequestState::Processing);
+    assert!(
+        w.backend
+            .next_visible_at(&Topic::buildsignal())
+            .await
+            .unwrap()
+            .is_some(),
+        "poll chain held"
+    );
+}
