@@ -2,6 +2,7 @@
 //! CLI for cross-checks.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod fast_import;
 
 use git2::{Oid, Repository, Signature, Time};
