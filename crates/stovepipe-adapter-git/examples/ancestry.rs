@@ -5,8 +5,12 @@
 //!
 //! `cargo run --release -p stovepipe-adapter-git --example ancestry [commits]`
 
+// The measurement code is the test's: a benchmark tool may panic on a
+// broken fixture, as a test does.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 #[path = "../tests/common/bench.rs"]
 mod bench;
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 #[path = "../tests/common/fast_import.rs"]
 mod fast_import;
 
@@ -18,7 +22,11 @@ async fn main() {
         .unwrap_or(200_000);
     let started = std::time::Instant::now();
     let repo = fast_import::linear_repo(n);
-    println!("repository {} ready in {:.1} s", repo.display(), started.elapsed().as_secs_f64());
+    println!(
+        "repository {} ready in {:.1} s",
+        repo.display(),
+        started.elapsed().as_secs_f64()
+    );
     let rows = bench::measure(&repo, 5).await;
     bench::print(n, &rows);
 }

@@ -366,15 +366,12 @@ impl Inner {
         if limit == 0 {
             return Err(invalid("history limit", "0", "a limit of at least 1"));
         }
-        let (head, mut walk) = match cursor {
-            Some(text) => {
-                let cursor = Cursor::parse(text)?;
-                (cursor.head, state.walks.resume(&state.repo, cursor)?)
-            }
-            None => {
-                let head = self.branch_head(&state.repo)?;
-                (head, Walk::new(&state.repo, head)?)
-            }
+        let (head, mut walk) = if let Some(text) = cursor {
+            let cursor = Cursor::parse(text)?;
+            (cursor.head, state.walks.resume(&state.repo, cursor)?)
+        } else {
+            let head = self.branch_head(&state.repo)?;
+            (head, Walk::new(&state.repo, head)?)
         };
         let mut items = Vec::with_capacity(limit.min(1024));
         while items.len() < limit {

@@ -71,10 +71,10 @@ impl GitScmFactory {
         let mut adapters = self.adapters.lock().unwrap_or_else(PoisonError::into_inner);
         // Another caller may have opened the same queue meanwhile: keep the
         // first so every caller shares one adapter.
-        if let Some((b, existing)) = adapters.get(&config.name) {
-            if *b == binding {
-                return Ok(Arc::clone(existing));
-            }
+        if let Some((b, existing)) = adapters.get(&config.name)
+            && *b == binding
+        {
+            return Ok(Arc::clone(existing));
         }
         let opened = Arc::new(opened);
         adapters.insert(config.name.clone(), (binding, Arc::clone(&opened)));

@@ -115,10 +115,10 @@ pub(crate) struct WalkCache {
 impl WalkCache {
     /// The walk positioned at `cursor`: from the cache, or recomputed.
     pub(crate) fn resume(&mut self, repo: &Repository, cursor: Cursor) -> Result<Walk, ScmError> {
-        if let Some(i) = self.walks.iter().position(|(c, _)| *c == cursor) {
-            if let Some((_, walk)) = self.walks.remove(i) {
-                return Ok(walk);
-            }
+        if let Some(i) = self.walks.iter().position(|(c, _)| *c == cursor)
+            && let Some((_, walk)) = self.walks.remove(i)
+        {
+            return Ok(walk);
         }
         let mut walk = match Walk::new(repo, cursor.head) {
             Err(ScmError::NotFound(m)) => {

@@ -63,25 +63,23 @@ impl Location {
                 )
             }),
             Self::Mirror { url, mirror } => {
-                if let Some(source) = file_url_path(url) {
-                    if !source.exists() {
-                        return Err(invalid(
-                            "repository",
-                            repo_setting,
-                            "a file:// URL of an existing repository",
-                        ));
-                    }
+                if let Some(source) = file_url_path(url)
+                    && !source.exists()
+                {
+                    return Err(invalid(
+                        "repository",
+                        repo_setting,
+                        "a file:// URL of an existing repository",
+                    ));
                 }
-                match Repository::open_bare(mirror) {
-                    Ok(repo) => Ok(repo),
-                    Err(_) => {
-                        std::fs::create_dir_all(mirror).map_err(|e| {
-                            ScmError::Backend(format!("create mirror {}: {e}", mirror.display()))
-                        })?;
-                        Repository::init_bare(mirror)
-                            .map_err(ctx(format_args!("create mirror {}", mirror.display())))
-                    }
+                if let Ok(repo) = Repository::open_bare(mirror) {
+                    return Ok(repo);
                 }
+                std::fs::create_dir_all(mirror).map_err(|e| {
+                    ScmError::Backend(format!("create mirror {}: {e}", mirror.display()))
+                })?;
+                Repository::init_bare(mirror)
+                    .map_err(ctx(format_args!("create mirror {}", mirror.display())))
             }
         }
     }

@@ -2,6 +2,9 @@
 //! across builds, different queues checking out concurrently, a locked slot
 //! answering `Unavailable`.
 
+// Fixtures panic on a broken setup, as the tests do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{TestRepo, data_dir, paths_of, queue};

@@ -2,6 +2,9 @@
 //! fetched before `latest`, promotion pushed only when configured, and URLs
 //! this build cannot serve refused clearly.
 
+// Fixtures panic on a broken setup, as the tests do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{TestRepo, data_dir, git_output, queue, sha};

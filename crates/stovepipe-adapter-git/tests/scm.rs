@@ -3,6 +3,9 @@
 //! pagination (cross-checked with `git rev-list`), promotion (checked with
 //! `git rev-parse`) and the factory's configuration errors.
 
+// Fixtures panic on a broken setup, as the tests do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{TestRepo, data_dir, queue, sha};
@@ -240,10 +243,10 @@ async fn ambiguous_abbreviation_is_invalid() {
     let repo = TestRepo::new();
     // Enough commits that two share a 4-hex prefix (birthday bound).
     let commits = repo.linear("main", 600);
-    let mut seen = std::collections::HashMap::new();
+    let mut seen = std::collections::HashSet::new();
     let prefix = commits.iter().find_map(|c| {
         let p = c.to_string()[..4].to_owned();
-        seen.insert(p.clone(), ()).map(|()| p)
+        (!seen.insert(p.clone())).then_some(p)
     });
     // Commit times and contents are fixed, so the ids (and this collision)
     // are the same on every run.
@@ -259,6 +262,7 @@ async fn ambiguous_abbreviation_is_invalid() {
 ///        \         /
 ///         f1 - f2 -
 #[tokio::test]
+#[allow(clippy::many_single_char_names)] // the names of the diagram
 async fn merges_are_walked_through_the_second_parent() {
     let repo = TestRepo::new();
     let a = repo.commit_on("main", &[("a", Some("a"))], "a\n");

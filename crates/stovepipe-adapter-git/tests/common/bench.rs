@@ -30,8 +30,16 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 fn git(repo: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("git").arg("-C").arg(repo).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8(out.stdout).unwrap().trim().to_owned())
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+    )
 }
 
 fn git_median(repo: &Path, args: &[&str], runs: usize, expect_success: bool) -> Duration {
@@ -77,11 +85,22 @@ pub async fn measure(repo: &Path, git_runs: usize) -> Vec<Row> {
     let head_sha = head.as_str().rsplit('/').next().unwrap().to_owned();
     // Built by hand (no resolve) so the first is_ancestor below is the
     // adapter's very first look at the history.
-    let uri_of = |sha: &str| Uri::new(format!("{}{sha}", &head.as_str()[..head.as_str().len() - 40])).unwrap();
+    let uri_of = |sha: &str| {
+        Uri::new(format!(
+            "{}{sha}",
+            &head.as_str()[..head.as_str().len() - 40]
+        ))
+        .unwrap()
+    };
     let (root_uri, near_uri) = (uri_of(&root), uri_of(&near));
 
     let mut rows = Vec::new();
-    let git_far = git_median(repo, &["merge-base", "--is-ancestor", &root, &head_sha], git_runs, true);
+    let git_far = git_median(
+        repo,
+        &["merge-base", "--is-ancestor", &root, &head_sha],
+        git_runs,
+        true,
+    );
     let start = Instant::now();
     assert!(scm.is_ancestor(&root_uri, &head).await.unwrap());
     rows.push(Row {
@@ -103,7 +122,12 @@ pub async fn measure(repo: &Path, git_runs: usize) -> Vec<Row> {
             assert!(scm.is_ancestor(&near_uri, &head).await.unwrap());
         })
         .await,
-        git: git_median(repo, &["merge-base", "--is-ancestor", &near, &head_sha], git_runs, true),
+        git: git_median(
+            repo,
+            &["merge-base", "--is-ancestor", &near, &head_sha],
+            git_runs,
+            true,
+        ),
     });
     rows.push(Row {
         what: "is_ancestor(head, root) = false, warm",
@@ -111,7 +135,12 @@ pub async fn measure(repo: &Path, git_runs: usize) -> Vec<Row> {
             assert!(!scm.is_ancestor(&head, &root_uri).await.unwrap());
         })
         .await,
-        git: git_median(repo, &["merge-base", "--is-ancestor", &head_sha, &root], git_runs, false),
+        git: git_median(
+            repo,
+            &["merge-base", "--is-ancestor", &head_sha, &root],
+            git_runs,
+            false,
+        ),
     });
     rows.push(Row {
         what: "history first page (50 commits)",
@@ -119,7 +148,12 @@ pub async fn measure(repo: &Path, git_runs: usize) -> Vec<Row> {
             assert_eq!(scm.history(None, 50).await.unwrap().items.len(), 50);
         })
         .await,
-        git: git_median(repo, &["log", "-n", "50", "--format=%H %an %ct %s", "main"], git_runs, true),
+        git: git_median(
+            repo,
+            &["log", "-n", "50", "--format=%H %an %ct %s", "main"],
+            git_runs,
+            true,
+        ),
     });
     rows
 }

@@ -59,13 +59,8 @@ impl TestRepo {
             let parts: Vec<&str> = path.split('/').collect();
             tree = put(&self.repo, tree, &parts, *content);
         }
-        let tree = match tree {
-            Some(t) => self.repo.find_tree(t).unwrap(),
-            None => {
-                let empty = self.repo.treebuilder(None).unwrap().write().unwrap();
-                self.repo.find_tree(empty).unwrap()
-            }
-        };
+        let tree = tree.unwrap_or_else(|| self.repo.treebuilder(None).unwrap().write().unwrap());
+        let tree = self.repo.find_tree(tree).unwrap();
         let now = self.clock.get() + 60;
         self.clock.set(now);
         let sig = Signature::new(author, "dev@example.com", &Time::new(now, 0)).unwrap();
