@@ -1,0 +1,211 @@
+//! Contract of `RequestStore`: create/get, duplicates, conditional updates
+//! (a stale version and a missing row are both `VersionMismatch`), the
+//! transactional outbox, and queue binding.
+//!
+//! Does not own: listing requests (see `read_model`).
+
+use crate::fixtures::{
+    StoreFixture, change, deliverable_ids, logged_subjects, message, outbox_topic, queue_a,
+    queue_b, request, request_for, uri,
+};
+use std::sync::Arc;
+use stovepipe_entity::Timestamp;
+use stovepipe_ports::{Outbox, StoreError};
+
+crate::suite!($, request_store, request_store_tests, StoreFixture, [
+    create_then_get_round_trips,
+    get_unknown_is_none,
+    duplicate_create_is_already_exists_and_keeps_the_first,
+    update_with_expected_version_replaces_the_row,
+    update_with_stale_version_is_mismatch_and_changes_nothing,
+    update_of_missing_row_is_mismatch,
+    successful_writes_commit_their_outbox,
+    failed_writes_commit_no_outbox,
+    entity_of_another_queue_is_wrong_queue,
+    queues_are_isolated,
+    concurrent_updates_from_one_version_have_one_winner,
+]);
+
+fn outbox(subject: &str) -> Outbox {
+    Outbox::none()
+        .change(change(&queue_a(), subject))
+        .publish(message(&outbox_topic(), "p", subject))
+}
+
+async fn create_then_get_round_trips(fx: StoreFixture) {
+    let s = fx.stores.for_queue(&queue_a());
+    let r = request(&queue_a(), 1);
+    s.requests.create(&r, Outbox::none()).await.unwrap();
+    assert_eq!(s.requests.get(&r.id).await.unwrap(), Some(r));
+}
+
+async fn get_unknown_is_none(fx: StoreFixture) {
+    let s = fx.stores.for_queue(&queue_a());
+    assert_eq!(
+        s.requests.get(&request(&queue_a(), 7).id).await.unwrap(),
+        None
+    );
+}
+
+async fn duplicate_create_is_already_exists_and_keeps_the_first(fx: StoreFixture) {
+    let s = fx.stores.for_queue(&queue_a());
+    let first = request(&queue_a(), 1);
+    s.requests.create(&first, Outbox::none()).await.unwrap();
+    let second = request_for(&queue_a(), 1, &uri("other"));
+    let err = s
+        .requests
+        .create(&second, Outbox::none())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::AlreadyExists { .. }),
+        "duplicate create must be AlreadyExists, got {err:?}"
+    );
+    assert_eq!(s.requests.get(&first.id).await.unwrap(), Some(first));
+}
+
+async fn update_with_expected_version_replaces_the_row(fx: StoreFixture) {
+    let s = fx.stores.for_queue(&queue_a());
+    let mut r = request(&queue_a(), 1);
+    s.requests.create(&r, Outbox::none()).await.unwrap();
+    r.supersede(Timestamp(5)).unwrap();
+    s.requests.update(&r, 1, Outbox::none()).await.unwrap();
+    assert_eq!(s.requests.get(&r.id).await.unwrap(), Some(r.clone()));
+    // And again from the new version.
+    let mut again = r.clone();
+    again.failure_reason = Some("second write".into());
+    again.version = 3;
+    s.requests.update(&again, 2, Outbox::none()).await.unwrap();
+    assert_eq!(s.requests.get(&r.id).await.unwrap(), Some(again));
+}
+
+async fn update_with_stale_version_is_mismatch_and_changes_nothing(fx: StoreFixture) {
+    let s = fx.stores.for_queue(&queue_a());
+    let original = request(&queue_a(), 1);
+    s.requests.create(&original, Outbox::none()).await.unwrap();
+    let mut moved = original.clone();
+    moved.supersede(Timestamp(5)).unwrap();
+    // A CAS that ignores the expected version would accept this.
+    for stale in [0, 2, 7] {
+        let err = s
+            .requests
+            .update(&moved, stale, Outbox::none())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::VersionMismatch { expected, .. } if expected == stale),
+            "update expecting version {stale} of a row at version 1 must be VersionMismatch, got {err:?}"
+        );
+    }
+    assert_eq!(s.requests.get(&original.id).await.unwrap(), Some(original));
+}
+
+async fn update_of_missing_row_is_mismatch(fx: StoreFixture) {
+    let s = fx.stores.for_queue(&queue_a());
+    let mut r = request(&queue_a(), 3);
+    r.supersede(Timestamp(5)).unwrap();
+    let err = s.requests.update(&r, 1, outbox("ghost")).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::VersionMismatch { .. }),
+        "update of a never-created request must be VersionMismatch, got {err:?}"
+    );
+    assert_eq!(
+        s.requests.get(&r.id).await.unwrap(),
+        None,
+        "update must not upsert"
+    );
+    assert!(logged_subjects(&fx.feed).await.is_empty());
+}
+
+async fn successful_writes_commit_their_outbox(fx: StoreFixture) {
+    let s = fx.stores.for_queue(&queue_a());
+    let mut r = request(&queue_a(), 1);
+    s.requests.create(&r, outbox("created")).await.unwrap();
+    r.supersede(Timestamp(5)).unwrap();
+    let two_changes = outbox("updated").change(change(&queue_a(), "updated-2"));
+    s.requests.update(&r, 1, two_changes).await.unwrap();
+    assert_eq!(
+        logged_subjects(&fx.feed).await,
+        ["created", "updated", "updated-2"],
+        "change rows are appended with the write, in order"
+    );
+    assert_eq!(
+        deliverable_ids(&fx.messages, &outbox_topic()).await,
+        ["created"],
+        "the partition head is the first outbox message"
+    );
+}
+
+async fn failed_writes_commit_no_outbox(fx: StoreFixture) {
+    let s = fx.stores.for_queue(&queue_a());
+    let r = request(&queue_a(), 1);
+    s.requests.create(&r, Outbox::none()).await.unwrap();
+    s.requests
+        .create(&r, outbox("dup-create"))
+        .await
+        .unwrap_err();
+    s.requests
+        .update(&r, 9, outbox("stale-update"))
+        .await
+        .unwrap_err();
+    assert!(
+        logged_subjects(&fx.feed).await.is_empty(),
+        "a failed write must not append its changes"
+    );
+    assert!(
+        deliverable_ids(&fx.messages, &outbox_topic())
+            .await
+            .is_empty(),
+        "a failed write must not publish its messages"
+    );
+}
+
+async fn entity_of_another_queue_is_wrong_queue(fx: StoreFixture) {
+    let a = fx.stores.for_queue(&queue_a());
+    let of_b = request(&queue_b(), 1);
+    let wrong = |r: Result<_, StoreError>| matches!(r, Err(StoreError::WrongQueue { .. }));
+    assert!(wrong(a.requests.create(&of_b, outbox("x")).await));
+    assert!(wrong(a.requests.get(&of_b.id).await.map(|_| ())));
+    assert!(wrong(a.requests.update(&of_b, 1, outbox("y")).await));
+    // A request whose queue field and id disagree is refused too.
+    let mut mixed = request(&queue_a(), 2);
+    mixed.queue = queue_b();
+    assert!(wrong(a.requests.create(&mixed, Outbox::none()).await));
+    assert!(logged_subjects(&fx.feed).await.is_empty());
+}
+
+async fn queues_are_isolated(fx: StoreFixture) {
+    let a = fx.stores.for_queue(&queue_a());
+    let b = fx.stores.for_queue(&queue_b());
+    let ra = request_for(&queue_a(), 1, &uri("same"));
+    let rb = request_for(&queue_b(), 1, &uri("same"));
+    a.requests.create(&ra, Outbox::none()).await.unwrap();
+    // Same number in another queue is another request.
+    b.requests.create(&rb, Outbox::none()).await.unwrap();
+    assert_eq!(a.requests.get(&ra.id).await.unwrap(), Some(ra));
+    assert_eq!(b.requests.get(&rb.id).await.unwrap(), Some(rb));
+}
+
+async fn concurrent_updates_from_one_version_have_one_winner(fx: StoreFixture) {
+    let s = fx.stores.for_queue(&queue_a());
+    let r = request(&queue_a(), 1);
+    s.requests.create(&r, Outbox::none()).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = Arc::clone(&s.requests);
+            let mut mine = r.clone();
+            mine.failure_reason = Some(format!("writer {i}"));
+            mine.version = 2;
+            tokio::spawn(async move { store.update(&mine, 1, Outbox::none()).await })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => wins += 1,
+            Err(StoreError::VersionMismatch { .. }) => {}
+            Err(e) => panic!("a losing writer must see VersionMismatch, got {e:?}"),
+        }
+    }
+    assert_eq!(wins, 1, "exactly one of 8 concurrent CAS writers wins");
+}
