@@ -281,8 +281,9 @@ impl std::fmt::Debug for Pump {
     }
 }
 
-/// Lease used by the pump; settlement always happens well within it.
-const PUMP_LEASE: Duration = Duration::from_hours(1);
+/// Lease used by the pump. Settlement happens well within it; a delivery
+/// whose settlement failed comes back when it expires, like after a crash.
+const PUMP_LEASE: Duration = Duration::from_mins(5);
 
 impl Pump {
     pub fn new(
@@ -306,7 +307,13 @@ impl Pump {
             for handler in &self.handlers {
                 let topic = handler.topic();
                 for delivery in self.mq.receive(&topic, "pump", 64, PUMP_LEASE).await? {
-                    deliver(handler.as_ref(), self.mq.as_ref(), &self.policy, &delivery).await?;
+                    if let Err(e) =
+                        deliver(handler.as_ref(), self.mq.as_ref(), &self.policy, &delivery).await
+                    {
+                        // As in the runtime: the message stays leased and is
+                        // redelivered when the lease expires.
+                        warn!(%topic, error = %e, "settling failed; redelivery after the lease");
+                    }
                     round += 1;
                 }
             }

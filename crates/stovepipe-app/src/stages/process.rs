@@ -65,7 +65,9 @@ impl ProcessStage {
                             queue.name, request.id
                         )));
                     }
-                    Some(Ordering::Less) => return self.supersede(&stores, &mut request).await,
+                    Some(Ordering::Less) => {
+                        return self.supersede(&stores, &queue, &mut request).await;
+                    }
                     Some(_) => {}
                 }
             }
@@ -94,11 +96,24 @@ impl ProcessStage {
         }
     }
 
+    /// CAS the request to `superseded`. A slot it claimed before a crash
+    /// (claim written, admit not) is released first, so a crash between the
+    /// two writes leaves an accepted request that the redelivery supersedes,
+    /// never a superseded request owning a slot.
     async fn supersede(
         &self,
         stores: &Stores,
+        queue: &Queue,
         request: &mut Request,
     ) -> Result<Outcome, StageError> {
+        if queue.holds_slot(&request.id) {
+            let now = self.deps.now();
+            let id = request.id.clone();
+            update_queue(stores, |q| {
+                Ok(((), q.release_slot(&id, now).then(Outbox::none)))
+            })
+            .await?;
+        }
         let expected = request.version;
         request.supersede(self.deps.now())?;
         let outbox = Outbox::none().change(events::request_changed(request));

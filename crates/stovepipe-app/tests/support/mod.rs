@@ -2,6 +2,7 @@
 //! manual clock, driven deterministically through [`Pump`].
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failure is a test failure
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,10 +123,20 @@ impl World {
     /// Runs until no message is pending at all.
     pub async fn settle(&self) {
         let clock = self.clock.clone();
-        self.pump
-            .run_until_idle(2000, |t| clock.set(t))
-            .await
-            .unwrap();
+        if let Err(e) = self.pump.run_until_idle(2000, |t| clock.set(t)).await {
+            let pending: Vec<_> = self
+                .pump
+                .topics()
+                .into_iter()
+                .map(|t| (t.to_string(), self.backend.pending_messages(&t)))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            panic!(
+                "{e}\npending: {pending:?}\nqueue: {:#?}\nrequests: {:#?}",
+                self.backend.for_queue(&self.queue).queues.get().await,
+                self.backend.all_requests(&self.queue)
+            );
+        }
     }
 
     pub fn id(&self, n: u64) -> RequestId {
