@@ -17,6 +17,9 @@
 //! A terminal state is written only after the log and targets report, so a
 //! reader that sees `succeeded` can read the whole log at once.
 //!
+//! One server process per data directory: a runner treats a queue's running
+//! builds that no task of *this* process owns as lost.
+//!
 //! Does not own: checkouts (the queue's `SourceControl`), what an exit code
 //! means for greenness beyond succeeded/failed (the pipeline).
 
