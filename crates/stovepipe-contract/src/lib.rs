@@ -13,14 +13,14 @@
 //!
 //! Run a whole suite (panics listing every failed case):
 //!
-//! ```ignore
+//! ```text
 //! stovepipe_contract::request_store::run(|| async { my_store_fixture() }).await;
 //! ```
 //!
 //! or generate one `#[tokio::test]` per case (the crate using it needs
 //! `tokio` with the `macros` and `rt-multi-thread` features):
 //!
-//! ```ignore
+//! ```text
 //! stovepipe_contract::contract_tests!(request_store, || async { my_store_fixture() });
 //! ```
 //!

@@ -1,0 +1,403 @@
+//! The contract suites must catch subtly wrong adapters: each test wraps
+//! the memory backend in one deliberate bug and checks the suite fails.
+//! A suite that passes a broken adapter proves nothing.
+
+use async_trait::async_trait;
+use futures::{FutureExt, StreamExt};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+use stovepipe_adapter_memory::{ManualClock, MemoryBackend};
+use stovepipe_contract::{FeedFixture, HookFixture, MqFixture, StoreFixture};
+use stovepipe_entity::{
+    Build, BuildId, ChangeEvent, EventType, Fact, Hook, HookContract, HookName, HookRelease,
+    HookReleaseSpec, HookRun, NewChange, Queue, QueueName, Request, RequestId, Timestamp, Uri,
+};
+use stovepipe_ports::{
+    ChangeFeed, ChangeStream, Counter, DeadLetter, Delivery, HookError, HookRegistry, MessageQueue,
+    MqError, Outbox, OutgoingMessage, ReadModel, ReleaseOutcome, RequestStore, StoreError,
+    StoreFactory, Stores, Topic, UpsertOutcome,
+};
+
+/// Runs a whole suite and checks that it fails, naming `case` among the
+/// failed cases.
+async fn assert_suite_fails(suite: &str, case: &str, run: impl Future<Output = ()>) {
+    let Err(panic) = AssertUnwindSafe(run).catch_unwind().await else {
+        panic!("the {suite} suite passed a deliberately broken adapter");
+    };
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains(&format!("{suite}::{case}:")),
+        "expected {suite}::{case} among the failures, got:\n{message}"
+    );
+}
+
+fn backend() -> (Arc<MemoryBackend>, ManualClock) {
+    let clock = ManualClock::default();
+    (
+        MemoryBackend::with_feed_buffer(Arc::new(clock.clone()), 8),
+        clock,
+    )
+}
+
+// --- a CAS that ignores the expected version -------------------------------
+
+struct CasIgnoring(Arc<dyn RequestStore>);
+
+#[async_trait]
+impl RequestStore for CasIgnoring {
+    async fn create(&self, r: &Request, o: Outbox) -> Result<(), StoreError> {
+        self.0.create(r, o).await
+    }
+    async fn get(&self, id: &RequestId) -> Result<Option<Request>, StoreError> {
+        self.0.get(id).await
+    }
+    async fn update(&self, r: &Request, expected: u64, o: Outbox) -> Result<(), StoreError> {
+        // The bug: write over whatever version is stored.
+        match self.0.get(&r.id).await? {
+            Some(stored) => self.0.update(r, stored.version, o).await,
+            None => Err(StoreError::VersionMismatch {
+                entity: "request",
+                key: r.id.to_string(),
+                expected,
+            }),
+        }
+    }
+}
+
+/// Stores whose request store or counter is swapped for a broken one.
+struct Swapped {
+    inner: Arc<MemoryBackend>,
+    requests: bool,
+    counter: bool,
+}
+
+impl StoreFactory for Swapped {
+    fn for_queue(&self, queue: &QueueName) -> Stores {
+        let mut s = self.inner.for_queue(queue);
+        if self.requests {
+            s.requests = Arc::new(CasIgnoring(s.requests.clone()));
+        }
+        if self.counter {
+            s.counter = Arc::new(RacyCounter(s.counter.clone()));
+        }
+        s
+    }
+}
+
+fn swapped(requests: bool, counter: bool) -> StoreFixture {
+    let (b, _) = backend();
+    StoreFixture {
+        stores: Arc::new(Swapped {
+            inner: b.clone(),
+            requests,
+            counter,
+        }),
+        read_model: b.clone(),
+        feed: b.clone(),
+        messages: b,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_store_suite_catches_a_cas_that_ignores_the_version() {
+    assert_suite_fails(
+        "request_store",
+        "update_with_stale_version_is_mismatch_and_changes_nothing",
+        stovepipe_contract::request_store::run(|| async { swapped(true, false) }),
+    )
+    .await;
+}
+
+// --- a counter that reads, then writes --------------------------------------
+
+/// Derives its values lossily from the real counter, as a read-then-write
+/// race would: values repeat once several callers interleave.
+struct RacyCounter(Arc<dyn Counter>);
+
+#[async_trait]
+impl Counter for RacyCounter {
+    async fn next(&self) -> Result<u64, StoreError> {
+        let seen = self.0.next().await?;
+        tokio::task::yield_now().await;
+        // The bug: 1, 2, 2, 3, 3, … instead of 1, 2, 3, 4, 5, …
+        Ok(seen / 2 + 1)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_suite_catches_duplicate_values() {
+    assert_suite_fails(
+        "counter",
+        "concurrent_callers_get_unique_increasing_values",
+        stovepipe_contract::counter::run(|| async { swapped(false, true) }),
+    )
+    .await;
+}
+
+// --- a read model that orders request ids as text ---------------------------
+
+struct TextualOrder(Arc<MemoryBackend>);
+
+#[async_trait]
+impl ReadModel for TextualOrder {
+    async fn queues(&self) -> Result<Vec<Queue>, StoreError> {
+        self.0.queues().await
+    }
+    async fn requests(
+        &self,
+        queue: &QueueName,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Request>, StoreError> {
+        let mut all = self.0.requests(queue, None, usize::MAX).await?;
+        // The bug: "request/q/9" > "request/q/10" as text.
+        all.sort_by(|a, b| b.id.as_str().cmp(a.id.as_str()));
+        Ok(all
+            .into_iter()
+            .filter(|r| before.is_none_or(|b| r.id.number() < b))
+            .take(limit)
+            .collect())
+    }
+    async fn open_requests(&self, q: &QueueName, l: usize) -> Result<Vec<Request>, StoreError> {
+        self.0.open_requests(q, l).await
+    }
+    async fn requests_missing_fact(
+        &self,
+        q: &QueueName,
+        l: usize,
+    ) -> Result<Vec<Request>, StoreError> {
+        self.0.requests_missing_fact(q, l).await
+    }
+    async fn requests_for_uris(
+        &self,
+        q: &QueueName,
+        u: &[Uri],
+    ) -> Result<Vec<Request>, StoreError> {
+        self.0.requests_for_uris(q, u).await
+    }
+    async fn facts_for_uris(&self, q: &QueueName, u: &[Uri]) -> Result<Vec<Fact>, StoreError> {
+        self.0.facts_for_uris(q, u).await
+    }
+    async fn facts_of_request(
+        &self,
+        q: &QueueName,
+        r: &RequestId,
+    ) -> Result<Vec<Fact>, StoreError> {
+        self.0.facts_of_request(q, r).await
+    }
+    async fn find_build(&self, id: &BuildId) -> Result<Option<Build>, StoreError> {
+        self.0.find_build(id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_model_suite_catches_textual_id_order() {
+    assert_suite_fails(
+        "read_model",
+        "requests_are_newest_first_by_number",
+        stovepipe_contract::read_model::run(|| async {
+            let (b, _) = backend();
+            StoreFixture {
+                stores: b.clone(),
+                read_model: Arc::new(TextualOrder(b.clone())),
+                feed: b.clone(),
+                messages: b,
+            }
+        }),
+    )
+    .await;
+}
+
+// --- a queue whose hold lets the partition's next message through -----------
+
+struct LeakyHold(Arc<MemoryBackend>);
+
+#[async_trait]
+impl MessageQueue for LeakyHold {
+    async fn publish(&self, m: OutgoingMessage) -> Result<bool, MqError> {
+        self.0.publish(m).await
+    }
+    async fn receive(
+        &self,
+        t: &Topic,
+        c: &str,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, MqError> {
+        self.0.receive(t, c, max, lease).await
+    }
+    async fn ack(&self, d: &Delivery) -> Result<(), MqError> {
+        self.0.ack(d).await
+    }
+    async fn hold(&self, d: &Delivery, _delay: Duration) -> Result<(), MqError> {
+        // The bug: "hold" by moving the message to the back of its partition.
+        self.0.ack(d).await?;
+        let again = OutgoingMessage::new(
+            d.topic.clone(),
+            d.partition_key.clone(),
+            d.message_id.clone(),
+            d.payload.clone(),
+        );
+        self.0.publish(again).await.map(|_| ())
+    }
+    async fn retry(&self, d: &Delivery, delay: Duration, e: &str) -> Result<(), MqError> {
+        self.0.retry(d, delay, e).await
+    }
+    async fn reject(&self, d: &Delivery, e: &str) -> Result<DeadLetter, MqError> {
+        self.0.reject(d, e).await
+    }
+    async fn renew(&self, d: &Delivery, lease: Duration) -> Result<(), MqError> {
+        self.0.renew(d, lease).await
+    }
+    async fn wake(&self, t: &Topic, k: &str) -> Result<bool, MqError> {
+        self.0.wake(t, k).await
+    }
+    async fn wait(&self, t: &Topic, timeout: Duration) {
+        self.0.wait(t, timeout).await;
+    }
+    async fn next_visible_at(&self, t: &Topic) -> Result<Option<Timestamp>, MqError> {
+        self.0.next_visible_at(t).await
+    }
+    async fn dead_letters(&self, t: Option<Topic>, l: usize) -> Result<Vec<DeadLetter>, MqError> {
+        self.0.dead_letters(t, l).await
+    }
+    async fn requeue_dead_letter(&self, id: u64) -> Result<(), MqError> {
+        self.0.requeue_dead_letter(id).await
+    }
+    async fn purge_dead_letter(&self, id: u64) -> Result<(), MqError> {
+        self.0.purge_dead_letter(id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_queue_suite_catches_a_hold_that_is_no_barrier() {
+    assert_suite_fails(
+        "message_queue",
+        "hold_is_a_barrier_and_does_not_count_an_attempt",
+        stovepipe_contract::message_queue::run(|| async {
+            let (b, clock) = backend();
+            MqFixture {
+                queue: Arc::new(LeakyHold(b)),
+                advance: Arc::new(move |d| clock.advance(d)),
+            }
+        }),
+    )
+    .await;
+}
+
+// --- a feed whose slow subscribers silently skip ----------------------------
+
+struct SilentSkip(Arc<MemoryBackend>);
+
+#[async_trait]
+impl ChangeFeed for SilentSkip {
+    async fn append(&self, c: Vec<NewChange>) -> Result<Vec<ChangeEvent>, StoreError> {
+        self.0.append(c).await
+    }
+    async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
+        self.0.read_after(after, limit).await
+    }
+    async fn last_seq(&self) -> Result<u64, StoreError> {
+        self.0.last_seq().await
+    }
+    async fn oldest_retained(&self) -> Result<Option<u64>, StoreError> {
+        self.0.oldest_retained().await
+    }
+    fn subscribe(&self) -> ChangeStream {
+        // The bug: drop the Lagged signal.
+        self.0
+            .subscribe()
+            .filter(|item| futures::future::ready(item.is_ok()))
+            .boxed()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_feed_suite_catches_silent_skipping() {
+    assert_suite_fails(
+        "change_feed",
+        "slow_subscriber_gets_lagged_instead_of_a_gap",
+        stovepipe_contract::change_feed::run(|| async {
+            let (b, _) = backend();
+            FeedFixture {
+                feed: Arc::new(SilentSkip(b)),
+                live_buffer: 8,
+            }
+        }),
+    )
+    .await;
+}
+
+// --- a registry that decides `created` outside the insert --------------------
+
+struct AlwaysCreated(Arc<MemoryBackend>);
+
+#[async_trait]
+impl HookRegistry for AlwaysCreated {
+    async fn upsert_hook(
+        &self,
+        n: &HookName,
+        c: &HookContract,
+        now: Timestamp,
+    ) -> Result<(Hook, UpsertOutcome), HookError> {
+        self.0.upsert_hook(n, c, now).await
+    }
+    async fn create_release(
+        &self,
+        n: &HookName,
+        s: &HookReleaseSpec,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<ReleaseOutcome, HookError> {
+        // The bug: every caller believes it minted the release.
+        let mut outcome = self.0.create_release(n, s, by, now).await?;
+        outcome.created = true;
+        Ok(outcome)
+    }
+    async fn set_live(&self, n: &HookName, v: u32) -> Result<Hook, HookError> {
+        self.0.set_live(n, v).await
+    }
+    async fn get(&self, n: &HookName) -> Result<Option<Hook>, HookError> {
+        HookRegistry::get(&*self.0, n).await
+    }
+    async fn list(&self) -> Result<Vec<Hook>, HookError> {
+        HookRegistry::list(&*self.0).await
+    }
+    async fn list_releases(&self, n: &HookName) -> Result<Vec<HookRelease>, HookError> {
+        self.0.list_releases(n).await
+    }
+    async fn get_release(&self, n: &HookName, v: u32) -> Result<Option<HookRelease>, HookError> {
+        self.0.get_release(n, v).await
+    }
+    async fn resolve_live(
+        &self,
+        e: EventType,
+        q: Option<QueueName>,
+    ) -> Result<Vec<(Hook, HookRelease)>, HookError> {
+        self.0.resolve_live(e, q).await
+    }
+    async fn record_run(&self, r: &HookRun) -> Result<bool, HookError> {
+        self.0.record_run(r).await
+    }
+    async fn list_runs(&self, n: &HookName, l: usize) -> Result<Vec<HookRun>, HookError> {
+        self.0.list_runs(n, l).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hook_registry_suite_catches_a_racy_created_flag() {
+    assert_suite_fails(
+        "hook_registry",
+        "concurrent_identical_releases_mint_one_version",
+        stovepipe_contract::hook_registry::run(|| async {
+            let (b, _) = backend();
+            HookFixture {
+                hooks: Arc::new(AlwaysCreated(b.clone())),
+                feed: b,
+            }
+        }),
+    )
+    .await;
+}
