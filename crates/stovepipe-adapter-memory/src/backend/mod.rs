@@ -49,6 +49,8 @@ pub const DEFAULT_FEED_BUFFER: usize = 1024;
 ///
 /// [`writes_performed`](Self::writes_performed) counts the calls that passed
 /// the gate (whatever their logical result: a duplicate `create` counts).
+/// Calls refused before touching state (`WrongQueue`, an invalid release
+/// spec) never reach the gate: they are neither counted nor failed.
 /// After [`fail_writes_after(n)`](Self::fail_writes_after), the next `n`
 /// mutating calls pass and the `(n+1)`-th returns `Unavailable`
 /// (`StoreError`, `MqError`, or `HookError::Store`) having written nothing;
