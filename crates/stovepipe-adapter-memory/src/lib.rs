@@ -25,5 +25,5 @@ mod sink;
 pub use backend::{DEFAULT_FEED_BUFFER, MemoryBackend};
 pub use clock::ManualClock;
 pub use runner::{ScriptedBuildRunner, ScriptedRunnerFactory};
-pub use scm::{CommitSpec, ScriptedRepo, ScriptedScmFactory};
+pub use scm::{CommitSpec, DEFAULT_PROMOTION_REF, ScriptedRepo, ScriptedScmFactory};
 pub use sink::RecordingHookSink;
