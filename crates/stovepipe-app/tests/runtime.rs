@@ -1,0 +1,191 @@
+//! The consumer runtime under real time: consumers pick work up through
+//! wake-ups, renew leases while a slow handler runs, and drain on shutdown.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use stovepipe_adapter_memory::{
+    MemoryBackend, ScriptedBuildRunner, ScriptedRepo, ScriptedRunnerFactory, ScriptedScmFactory,
+};
+use stovepipe_app::runtime::run_consumer;
+use stovepipe_app::{ConsumerSettings, Deps, Handler, Outcome, Pipeline, RetryPolicy, StageError};
+use stovepipe_entity::{ProjectName, QueueConfig, QueueName};
+use stovepipe_ports::{
+    Delivery, MessageQueue, OutgoingMessage, QueueConfigStore, StoreFactory, SystemClock, Topic,
+};
+use tokio_util::sync::CancellationToken;
+
+fn fast_settings(id: &str) -> ConsumerSettings {
+    let mut s = ConsumerSettings::new(id);
+    s.idle_poll = Duration::from_millis(50);
+    s.lease = Duration::from_millis(300);
+    s.drain_timeout = Duration::from_secs(5);
+    s
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_run_the_pipeline_and_drain_on_shutdown() {
+    let clock = Arc::new(SystemClock::default());
+    let backend = MemoryBackend::new(clock.clone());
+    let queue = QueueName::new("q").unwrap();
+    let repo = ScriptedRepo::new(queue.clone());
+    let runner = ScriptedBuildRunner::new();
+    runner.set_polls_before_finish(2);
+    let mut config = QueueConfig::new(queue.clone(), "mem", "main");
+    config.poll_delay_accepted = Duration::from_millis(20);
+    config.poll_delay_running = Duration::from_millis(20);
+    config.gate_wait_delay = Duration::from_millis(20);
+    backend.upsert(&config).await.unwrap();
+    let pipeline = Pipeline::new(Deps {
+        stores: backend.clone(),
+        configs: backend.clone(),
+        read: backend.clone(),
+        scm: Arc::new(ScriptedScmFactory::new().with(repo.clone())),
+        runners: Arc::new(ScriptedRunnerFactory::new(runner.clone())),
+        mq: backend.clone(),
+        feed: backend.clone(),
+        clock,
+    });
+    let cancel = CancellationToken::new();
+    let mut consumers =
+        pipeline.spawn_consumers(&RetryPolicy::default(), &fast_settings("t"), &cancel);
+
+    for c in ["A", "B", "C"] {
+        repo.push(c);
+        pipeline.ingest().ingest("q", None).await.unwrap();
+    }
+    let stores = backend.for_queue(&queue);
+    eventually("C recorded green", async || {
+        stores
+            .facts
+            .get(&repo.uri("C"), &ProjectName::whole_repo())
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    let q = stores.queues.get().await.unwrap().unwrap();
+    assert_eq!(q.last_green.as_ref().unwrap().uri, repo.uri("C"));
+    assert_eq!(q.in_flight_count(), 0);
+
+    cancel.cancel();
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while consumers.join_next().await.is_some() {}
+    })
+    .await;
+    assert!(drained.is_ok(), "every consumer stops after cancel");
+}
+
+/// A handler slower than the lease: renewal keeps the partition with its
+/// consumer, so a second consumer never handles the same message.
+struct Slow {
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl Handler for Slow {
+    fn topic(&self) -> Topic {
+        Topic::new("slow")
+    }
+    async fn handle(&self, _: &Delivery) -> Result<Outcome, StageError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        Ok(Outcome::Ack)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_renewed_while_a_slow_handler_runs() {
+    let backend = MemoryBackend::new(Arc::new(SystemClock::default()));
+    let mq: Arc<dyn MessageQueue> = backend.clone();
+    let slow = Arc::new(Slow {
+        calls: AtomicUsize::new(0),
+    });
+    let cancel = CancellationToken::new();
+    let a = tokio::spawn(run_consumer(
+        slow.clone(),
+        mq.clone(),
+        RetryPolicy::default(),
+        fast_settings("a"),
+        cancel.clone(),
+    ));
+    let b = tokio::spawn(run_consumer(
+        slow.clone(),
+        mq.clone(),
+        RetryPolicy::default(),
+        fast_settings("b"),
+        cancel.clone(),
+    ));
+    mq.publish(OutgoingMessage::new(
+        Topic::new("slow"),
+        "p",
+        "m1",
+        serde_json::json!({}),
+    ))
+    .await
+    .unwrap();
+    eventually("the message is acked", async || {
+        backend.pending_messages(&Topic::new("slow")) == 0
+    })
+    .await;
+    assert_eq!(
+        slow.calls.load(Ordering::SeqCst),
+        1,
+        "handled exactly once despite a 300 ms lease"
+    );
+    cancel.cancel();
+    a.await.unwrap();
+    b.await.unwrap();
+}
+
+/// Shutdown waits for an in-flight delivery to finish and settle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_deliveries() {
+    let backend = MemoryBackend::new(Arc::new(SystemClock::default()));
+    let mq: Arc<dyn MessageQueue> = backend.clone();
+    let slow = Arc::new(Slow {
+        calls: AtomicUsize::new(0),
+    });
+    let cancel = CancellationToken::new();
+    let consumer = tokio::spawn(run_consumer(
+        slow.clone(),
+        mq.clone(),
+        RetryPolicy::default(),
+        fast_settings("a"),
+        cancel.clone(),
+    ));
+    mq.publish(OutgoingMessage::new(
+        Topic::new("slow"),
+        "p",
+        "m1",
+        serde_json::json!({}),
+    ))
+    .await
+    .unwrap();
+    eventually("the handler started", async || {
+        slow.calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    cancel.cancel();
+    consumer.await.unwrap();
+    assert_eq!(
+        backend.pending_messages(&Topic::new("slow")),
+        0,
+        "the in-flight delivery was acked before the consumer stopped"
+    );
+}
