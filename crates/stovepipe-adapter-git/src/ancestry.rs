@@ -41,6 +41,7 @@ impl FirstParentIndex {
         if self.head() == Some(head) {
             return Ok(());
         }
+        let odb = repo.odb()?;
         let mut fresh = Vec::new();
         let mut next = Some(head);
         let mut meets_at = None;
@@ -50,7 +51,7 @@ impl FirstParentIndex {
                 break;
             }
             fresh.push(oid);
-            next = repo.find_commit(oid)?.parent_ids().next();
+            next = first_parent(&odb, oid)?;
         }
         // Drop what the new head no longer reaches by first parents (all of
         // it when the chains share no commit).
@@ -72,4 +73,31 @@ impl FirstParentIndex {
     pub(crate) fn is_ancestor(&self, ancestor: Oid, descendant: Oid) -> Option<bool> {
         Some(self.position(ancestor)? <= self.position(descendant)?)
     }
+}
+
+/// The first parent of commit `oid`, read from the raw object: the index
+/// walks every commit of the branch once, and skipping git2's full commit
+/// parse (and its object cache) makes that walk markedly faster.
+fn first_parent(odb: &git2::Odb<'_>, oid: Oid) -> Result<Option<Oid>, git2::Error> {
+    let object = odb.read(oid)?;
+    if object.kind() != git2::ObjectType::Commit {
+        return Err(git2::Error::from_str(&format!("{oid} is not a commit")));
+    }
+    // A commit's header is `tree <hex>`, then zero or more `parent <hex>`
+    // lines in order, then the rest; the header ends at the first blank line.
+    for line in object.data().split(|b| *b == b'\n') {
+        if line.is_empty() {
+            break;
+        }
+        if let Some(hex) = line.strip_prefix(b"parent ") {
+            let hex = std::str::from_utf8(hex)
+                .map_err(|_| git2::Error::from_str(&format!("commit {oid}: bad parent line")))?;
+            return Oid::from_str(hex).map(Some);
+        }
+        if !line.starts_with(b"tree ") {
+            // Parents come right after the tree: past them, there are none.
+            break;
+        }
+    }
+    Ok(None)
 }

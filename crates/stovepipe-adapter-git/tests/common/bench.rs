@@ -164,7 +164,7 @@ pub fn print(n: usize, rows: &[Row]) {
     println!("|---|---:|---:|---:|");
     for r in rows {
         println!(
-            "| {} | {:.3} ms | {:.3} ms | {:.4} |",
+            "| {} | {:.3} ms | {:.3} ms | {:.2e} |",
             r.what,
             r.ours.as_secs_f64() * 1e3,
             r.git.as_secs_f64() * 1e3,
