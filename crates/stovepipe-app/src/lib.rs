@@ -17,7 +17,9 @@ pub mod fail_closed;
 pub mod hops;
 pub mod ingest;
 pub mod metrics;
+pub mod query;
 pub mod reconcile;
+pub mod reports;
 pub mod runtime;
 pub mod stages;
 
@@ -26,7 +28,9 @@ use std::sync::Arc;
 pub use deps::Deps;
 pub use error::StageError;
 pub use ingest::{IngestError, IngestOutcome, IngestService};
+pub use query::{CommitStatus, QueryError, QueryService};
 pub use reconcile::{Reconciler, Repairs};
+pub use reports::{ReportError, ReportService};
 pub use runtime::{ConsumerSettings, Pump, RetryPolicy, Settlement};
 pub use stages::{Handler, Outcome};
 
@@ -58,6 +62,14 @@ impl Pipeline {
 
     pub fn ingest(&self) -> IngestService {
         IngestService::new(self.deps.clone())
+    }
+
+    pub fn query(&self) -> QueryService {
+        QueryService::new(self.deps.clone())
+    }
+
+    pub fn reports(&self) -> ReportService {
+        ReportService::new(self.deps.clone())
     }
 
     pub fn reconciler(&self) -> Reconciler {

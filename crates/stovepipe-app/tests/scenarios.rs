@@ -4,7 +4,7 @@
 mod support;
 
 use stovepipe_entity::{BuildStatus, BuildStrategy, ChangeKind, Degree, RequestState};
-use stovepipe_ports::{MessageQueue, RunnerError, Topic};
+use stovepipe_ports::{MessageQueue, RunnerError, StoreFactory, Topic};
 use support::{World, secs};
 
 /// Heads A→F with max_concurrent = 1: A is in flight while B, C, D arrive;
@@ -321,4 +321,114 @@ async fn reported_builds_wait_for_their_report() {
             .is_some(),
         "poll chain held"
     );
+}
+
+/// The commit timeline tells every status apart, and only a green fact is
+/// green.
+#[tokio::test]
+async fn commit_statuses_tell_green_broken_skipped_error_pending_and_not_validated() {
+    use stovepipe_app::CommitStatus as S;
+    let w = World::new(|_| {}).await;
+    w.runner.set_polls_before_finish(1);
+    w.push_and_ingest("green").await; // validated green
+    w.step().await;
+    w.push_and_ingest("skipped").await; // superseded by "broken"
+    let broken = w.push("broken");
+    w.runner.set_outcome(&broken, BuildStatus::Failed);
+    w.ingest().await;
+    w.settle().await;
+    let error = w.push("error");
+    w.runner
+        .fail_trigger_with(RunnerError::Rejected("403".into()));
+    w.ingest().await;
+    w.settle().await;
+    w.push("unseen"); // never ingested
+    let pending = w.push("pending");
+    w.runner.set_never_finishes(&pending);
+    w.ingest().await;
+    w.step().await;
+
+    let page = w
+        .pipeline
+        .query()
+        .commits(w.queue.as_str(), None, 50)
+        .await
+        .unwrap();
+    let got: Vec<_> = page
+        .items
+        .iter()
+        .map(|c| (c.uri.clone(), c.status))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (pending.clone(), S::Pending),
+            (w.uri("unseen"), S::NotValidated),
+            (error, S::Error),
+            (broken.clone(), S::Broken),
+            (w.uri("skipped"), S::Skipped),
+            (w.uri("green"), S::Green),
+        ]
+    );
+    let g = w
+        .pipeline
+        .query()
+        .greenness(w.queue.as_str(), None, Some(broken.as_str()), None)
+        .await
+        .unwrap();
+    assert_eq!((g.status, g.degree), (S::Broken, Some(Degree::BROKEN)));
+    let g = w
+        .pipeline
+        .query()
+        .greenness(w.queue.as_str(), None, Some(pending.as_str()), None)
+        .await
+        .unwrap();
+    assert_eq!((g.status, g.degree), (S::Pending, None));
+    let last = w
+        .pipeline
+        .query()
+        .last_green(w.queue.as_str(), None)
+        .await
+        .unwrap();
+    assert_eq!(last.uri, w.uri("green"));
+    assert!(matches!(
+        w.pipeline.query().last_green("other/queue", None).await,
+        Err(stovepipe_app::QueryError::UnknownQueue(_))
+    ));
+}
+
+/// An outside CI reports through the report service: the report wakes the
+/// held poll chain, a contradicting report on a terminal build conflicts.
+#[tokio::test]
+async fn external_reports_drive_the_pipeline() {
+    let w = World::new(|_| {}).await;
+    w.runner.set_reports_via_api(true);
+    w.push_and_ingest("A").await;
+    w.step().await;
+    let build = w
+        .backend
+        .for_queue(&w.queue)
+        .builds
+        .list_for_request(&w.id(1))
+        .await
+        .unwrap()
+        .remove(0);
+    let reports = w.pipeline.reports();
+    let succeeded = stovepipe_entity::BuildReport::with_status(BuildStatus::Succeeded);
+    reports.report(&build.id, &succeeded).await.unwrap();
+    // No time passes: the wake-up alone moves the pipeline.
+    w.step().await;
+    assert!(w.fact(&w.uri("A")).await.unwrap().is_green());
+    // The same report again is fine; another terminal status conflicts.
+    reports.report(&build.id, &succeeded).await.unwrap();
+    let failed = stovepipe_entity::BuildReport::with_status(BuildStatus::Failed);
+    assert!(matches!(
+        reports.report(&build.id, &failed).await,
+        Err(stovepipe_app::ReportError::Conflict(_))
+    ));
+    let unknown = stovepipe_entity::BuildId::new("nope").unwrap();
+    assert!(matches!(
+        reports.report(&unknown, &succeeded).await,
+        Err(stovepipe_app::ReportError::NotFound(_))
+    ));
 }

@@ -1,0 +1,85 @@
+//! Build status reports from an outside CI (the `external` runner): the CI
+//! tells Stovepipe a build's status through the API; the report is folded
+//! into the stored build (terminal is write-once) and wakes the build's
+//! held poll chain so the pipeline moves at once instead of at the next poll.
+
+use std::sync::Arc;
+use stovepipe_entity::{Build, BuildId, BuildReport, BuildUpdate};
+use stovepipe_ports::{Classify, Outbox, StoreError, Topic};
+use thiserror::Error;
+
+use crate::deps::Deps;
+use crate::events;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReportError {
+    #[error("build {0} not found")]
+    NotFound(String),
+    /// The build is terminal already with another status (409).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+    #[error("report failed: {0}")]
+    Internal(String),
+}
+
+fn store_error(e: &StoreError) -> ReportError {
+    if e.is_retryable() {
+        ReportError::Unavailable(e.to_string())
+    } else {
+        ReportError::Internal(e.to_string())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReportService {
+    deps: Arc<Deps>,
+}
+
+impl ReportService {
+    pub fn new(deps: Arc<Deps>) -> Self {
+        Self { deps }
+    }
+
+    /// Applies `report` to build `id`; returns the stored build afterwards.
+    pub async fn report(&self, id: &BuildId, report: &BuildReport) -> Result<Build, ReportError> {
+        for _ in 0..8 {
+            let mut build = self
+                .deps
+                .read
+                .find_build(id)
+                .await
+                .map_err(|e| store_error(&e))?
+                .ok_or_else(|| ReportError::NotFound(id.to_string()))?;
+            let expected = build.version;
+            match build.apply_report(report, self.deps.now()) {
+                Ok(BuildUpdate::Unchanged) => return Ok(build),
+                Ok(BuildUpdate::Changed) => {}
+                Err(refused) => return Err(ReportError::Conflict(refused.to_string())),
+            }
+            let mut outbox = Outbox::none().change(events::build_status(&build));
+            if build.status.is_terminal() {
+                outbox = outbox.change(events::build_finished(&build));
+            }
+            let stores = self.deps.stores(&build.queue);
+            match stores.builds.update(&build, expected, outbox).await {
+                Ok(()) => {
+                    // Best effort: the held poll chain also wakes at its own
+                    // delay if this wake-up is lost.
+                    let _ = self
+                        .deps
+                        .mq
+                        .wake(&Topic::buildsignal(), build.id.as_str())
+                        .await;
+                    return Ok(build);
+                }
+                Err(StoreError::VersionMismatch { .. }) => {}
+                Err(e) => return Err(store_error(&e)),
+            }
+        }
+        Err(ReportError::Unavailable(format!(
+            "build {id}: conflicting concurrent reports"
+        )))
+    }
+}
