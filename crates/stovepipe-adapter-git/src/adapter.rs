@@ -167,7 +167,11 @@ impl GitSourceControl {
                 options,
                 state: Mutex::new(State {
                     repo,
-                    ancestry: FirstParentIndex::default(),
+                    ancestry: FirstParentIndex::saved_in(
+                        data_dir
+                            .join("ancestry")
+                            .join(format!("{}.fpi", config.name.as_str().replace('/', "%2F"))),
+                    ),
                     walks: WalkCache::default(),
                 }),
             }),

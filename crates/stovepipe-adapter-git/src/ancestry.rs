@@ -14,18 +14,43 @@
 //! head: a head that moved forward extends it by the new commits only; a
 //! rewritten head truncates it to the point where the new chain meets the
 //! old one and extends from there.
+//!
+//! Building it walks every commit of the branch (as `git merge-base` does
+//! for a far ancestor), so the chain is also saved under the data directory
+//! (`<data_dir>/ancestry/<queue>.fpi`) after any walk of many commits, and a
+//! restarted process starts from the saved chain and walks only what is new.
+//! The file is a cache: a missing, unreadable or stale one (its head gone
+//! from the repository) is ignored and rebuilt, and a saved chain the branch
+//! has since rewritten is truncated like any other.
 
 use git2::{Oid, Repository};
 use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Save the chain after a walk of at least this many commits.
+const SAVE_AFTER: usize = 1024;
+const MAGIC: &[u8] = b"stovepipe first-parent index v1\n";
 
 #[derive(Debug, Default)]
 pub(crate) struct FirstParentIndex {
     /// Root first, head last.
     chain: Vec<Oid>,
     position: HashMap<Oid, usize>,
+    /// Where the chain is saved, if anywhere.
+    file: Option<PathBuf>,
+    /// Whether the saved chain was read (once, on first use).
+    loaded: bool,
 }
 
 impl FirstParentIndex {
+    /// An index saved in and restored from `file`.
+    pub(crate) fn saved_in(file: PathBuf) -> Self {
+        Self {
+            file: Some(file),
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn head(&self) -> Option<Oid> {
         self.chain.last().copied()
     }
@@ -38,6 +63,10 @@ impl FirstParentIndex {
     /// Brings the index to `head`, walking only the first parents not yet
     /// indexed.
     pub(crate) fn update(&mut self, repo: &Repository, head: Oid) -> Result<(), git2::Error> {
+        if !self.loaded {
+            self.loaded = true;
+            self.load(repo);
+        }
         if self.head() == Some(head) {
             return Ok(());
         }
@@ -61,11 +90,69 @@ impl FirstParentIndex {
         }
         self.chain.reserve(fresh.len());
         self.position.reserve(fresh.len());
+        let walked = fresh.len();
         for oid in fresh.into_iter().rev() {
             self.position.insert(oid, self.chain.len());
             self.chain.push(oid);
         }
+        if walked >= SAVE_AFTER {
+            self.save();
+        }
         Ok(())
+    }
+
+    /// Restores the saved chain when it is readable and its head is still a
+    /// commit of `repo` whose first parent is the saved one; otherwise
+    /// starts empty. Never fails: the file is only a cache.
+    fn load(&mut self, repo: &Repository) {
+        let Some(file) = &self.file else { return };
+        let Ok(bytes) = std::fs::read(file) else {
+            return;
+        };
+        let Some(body) = bytes.strip_prefix(MAGIC) else {
+            tracing::warn!(file = %file.display(), "ignoring an unreadable first-parent index");
+            return;
+        };
+        if body.is_empty() || body.len() % 20 != 0 {
+            tracing::warn!(file = %file.display(), "ignoring a truncated first-parent index");
+            return;
+        }
+        let chain: Vec<Oid> = body
+            .chunks_exact(20)
+            .filter_map(|c| Oid::from_bytes(c).ok())
+            .collect();
+        let (Some(&head), Ok(odb)) = (chain.last(), repo.odb()) else {
+            return;
+        };
+        let expected_parent = chain.len().checked_sub(2).map(|i| chain[i]);
+        let consistent = matches!(first_parent(&odb, head), Ok(p) if p == expected_parent);
+        if !consistent {
+            tracing::info!(file = %file.display(), "saved first-parent index is stale; rebuilding");
+            return;
+        }
+        self.position = chain.iter().enumerate().map(|(i, oid)| (*oid, i)).collect();
+        self.chain = chain;
+    }
+
+    /// Saves the chain (write to a temporary file, then rename, so a reader
+    /// never sees half a file). Failures are logged: the file is a cache.
+    fn save(&self) {
+        let Some(file) = &self.file else { return };
+        let mut bytes = Vec::with_capacity(MAGIC.len() + self.chain.len() * 20);
+        bytes.extend_from_slice(MAGIC);
+        for oid in &self.chain {
+            bytes.extend_from_slice(oid.as_bytes());
+        }
+        let tmp = file.with_extension(format!("fpi.{}.tmp", std::process::id()));
+        let written = file
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&tmp, &bytes))
+            .and_then(|()| std::fs::rename(&tmp, file));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(file = %file.display(), error = %e, "could not save the first-parent index");
+        }
     }
 
     /// `Some(answer)` when both commits are on the chain, `None` when the

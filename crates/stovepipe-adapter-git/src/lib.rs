@@ -15,7 +15,9 @@
 //!
 //! Data directory layout:
 //! - `<data_dir>/mirrors/<sanitised-url>`: bare mirrors of remote repositories;
-//! - `<data_dir>/checkouts/<queue with / as %2F>/<slot>`: reusable checkouts.
+//! - `<data_dir>/checkouts/<queue with / as %2F>/<slot>`: reusable checkouts;
+//! - `<data_dir>/ancestry/<queue with / as %2F>.fpi`: the saved first-parent
+//!   index of the queue's branch (a cache; see the `ancestry` module).
 
 mod adapter;
 mod ancestry;

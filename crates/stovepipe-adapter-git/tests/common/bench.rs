@@ -108,6 +108,16 @@ pub async fn measure(repo: &Path, git_runs: usize) -> Vec<Row> {
         ours: start.elapsed(),
         git: git_far,
     });
+    // A restarted process: a new adapter on the same data directory starts
+    // from the saved first-parent index.
+    let restarted = GitSourceControl::open(&config, data.path()).unwrap();
+    let start = Instant::now();
+    assert!(restarted.is_ancestor(&root_uri, &head).await.unwrap());
+    rows.push(Row {
+        what: "is_ancestor(root, head), first call after a restart (saved index)",
+        ours: start.elapsed(),
+        git: git_far,
+    });
     rows.push(Row {
         what: "is_ancestor(root, head), warm",
         ours: ours_median(101, || async {

@@ -3,7 +3,7 @@
 //! system temp dir keyed by size so repeated runs reuse it.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The path of a bare repository whose `main` is a linear chain of `n`
@@ -20,15 +20,26 @@ pub fn linear_repo(n: usize) -> PathBuf {
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&building);
+    generate(&building, n);
+    std::fs::write(building.join("stovepipe-complete"), b"").unwrap();
+    if std::fs::rename(&building, &dir).is_err() {
+        // Another run finished first; use its repository.
+        let _ = std::fs::remove_dir_all(&building);
+    }
+    dir
+}
+
+/// Creates at `dir` a bare repository whose `main` is `n` linear commits.
+pub fn generate(dir: &Path, n: usize) {
     let status = Command::new("git")
         .args(["init", "--quiet", "--bare", "--initial-branch=main"])
-        .arg(&building)
+        .arg(dir)
         .status()
         .unwrap();
     assert!(status.success());
     let mut child = Command::new("git")
         .arg("-C")
-        .arg(&building)
+        .arg(dir)
         .args(["fast-import", "--quiet", "--depth=10"])
         .stdin(Stdio::piped())
         .spawn()
@@ -60,10 +71,4 @@ pub fn linear_repo(n: usize) -> PathBuf {
         stdin.flush().unwrap();
     }
     assert!(child.wait().unwrap().success(), "git fast-import failed");
-    std::fs::write(building.join("stovepipe-complete"), b"").unwrap();
-    if std::fs::rename(&building, &dir).is_err() {
-        // Another run finished first; use its repository.
-        let _ = std::fs::remove_dir_all(&building);
-    }
-    dir
 }
