@@ -1,0 +1,1 @@
+//! Authentication and authorisation (placeholder; being written).

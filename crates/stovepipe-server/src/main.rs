@@ -1,0 +1,3 @@
+//! The `stovepipe` binary.
+
+fn main() {}
