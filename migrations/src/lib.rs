@@ -1,0 +1,58 @@
+//! Stovepipe's SQL schema, for Postgres and SQLite, as sea-orm migrations.
+//!
+//! Owns: every table, key and index of the SQL adapter, one migration per
+//! file, applied in file-name order by [`Migrator`]. Does not own: any query
+//! (the `stovepipe-adapter-sql` crate is the only code that reads or writes
+//! these tables).
+//!
+//! Layout rules:
+//! - every primary key leads with the `queue` column where the table has
+//!   one, so the data can be sharded by queue;
+//! - instants are `BIGINT` milliseconds since the Unix epoch (the adapter's
+//!   injected clock hands them out), never database `now()`;
+//! - structured values (slots, bookmarks, metadata, configuration, payloads)
+//!   are JSON (`jsonb` on Postgres, text on SQLite);
+//! - the change log, the message queue and the dead letters use an
+//!   auto-incremented `BIGINT` key (`bigserial` on Postgres) for order.
+
+pub use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::prelude::*;
+
+mod m20250101_000001_queues;
+mod m20250101_000002_requests;
+mod m20250101_000003_request_uris;
+mod m20250101_000004_counters;
+mod m20250101_000005_builds;
+mod m20250101_000006_facts;
+mod m20250101_000007_queue_configs;
+mod m20250101_000008_messages;
+mod m20250101_000009_dead_letters;
+mod m20250101_000010_change_log;
+mod m20250101_000011_hooks;
+mod m20250101_000012_hook_releases;
+mod m20250101_000013_hook_runs;
+
+/// Every migration, oldest first.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20250101_000001_queues::Migration),
+            Box::new(m20250101_000002_requests::Migration),
+            Box::new(m20250101_000003_request_uris::Migration),
+            Box::new(m20250101_000004_counters::Migration),
+            Box::new(m20250101_000005_builds::Migration),
+            Box::new(m20250101_000006_facts::Migration),
+            Box::new(m20250101_000007_queue_configs::Migration),
+            Box::new(m20250101_000008_messages::Migration),
+            Box::new(m20250101_000009_dead_letters::Migration),
+            Box::new(m20250101_000010_change_log::Migration),
+            Box::new(m20250101_000011_hooks::Migration),
+            Box::new(m20250101_000012_hook_releases::Migration),
+            Box::new(m20250101_000013_hook_runs::Migration),
+        ]
+    }
+}
