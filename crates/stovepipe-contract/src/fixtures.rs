@@ -8,11 +8,12 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use stovepipe_entity::{
-    Build, BuildId, ChangeKind, Degree, Fact, NewChange, Origin, ProjectName, QueueName, Request,
-    RequestId, Timestamp, Uri,
+    Build, BuildId, BuildStatus, ChangeKind, Degree, EventEnvelope, Fact, NewChange, Origin,
+    ProjectName, QueueName, Request, RequestId, Timestamp, Uri,
 };
 use stovepipe_ports::{
-    ChangeFeed, HookRegistry, MessageQueue, OutgoingMessage, ReadModel, StoreFactory, Topic,
+    BuildRunner, ChangeFeed, HookRegistry, HookSink, MessageQueue, OutgoingMessage, ReadModel,
+    SourceControl, StoreFactory, Topic, TriggerRequest,
 };
 
 /// Moves the adapter's clock forward (holds, retries and leases are
@@ -195,4 +196,98 @@ pub async fn deliverable_ids(mq: &Arc<dyn MessageQueue>, topic: &Topic) -> Vec<S
 /// The topic store-suite outboxes publish to.
 pub fn outbox_topic() -> Topic {
     Topic::new("contract_outbox")
+}
+
+/// What a source-control adapter supports beyond the port's minimum, so
+/// the suite skips only what an adapter declares it cannot do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScmCapabilities {
+    /// `resolve` accepts an unambiguous prefix of a commit id.
+    pub abbreviated_ids: bool,
+}
+
+impl Default for ScmCapabilities {
+    fn default() -> Self {
+        Self {
+            abbreviated_ids: true,
+        }
+    }
+}
+
+/// A repository the `source_control` suite can script, and the adapter
+/// under test reading it.
+///
+/// Commits are named by the suite; the fixture maps names to the adapter's
+/// commit ids. Commit times MUST increase with every `commit` call (so
+/// "newest first" is unambiguous). The adapter MUST serve the branch that
+/// `set_head` moves, with the promotion ref of `promotion_target`.
+#[async_trait::async_trait]
+pub trait ScmFixture: Send + Sync {
+    fn capabilities(&self) -> ScmCapabilities {
+        ScmCapabilities::default()
+    }
+
+    /// Adds commit `name` with `parents` (a root when empty); its tree is
+    /// the first parent's with `files` (path → content) written on top. The
+    /// branch does not move. Every commit has a non-empty title and author.
+    async fn commit(&self, name: &str, parents: &[&str], files: &[(&str, &str)]);
+
+    /// Moves the queue's branch to `name` (a force-push when it does not
+    /// descend from the current head).
+    async fn set_head(&self, name: &str);
+
+    /// The commit id of `name` as users know it (`ChangeInfo::commit`).
+    fn id(&self, name: &str) -> String;
+
+    /// The adapter under test, configured with a promotion ref. Called
+    /// after the first `set_head`.
+    async fn source_control(&self) -> Arc<dyn SourceControl>;
+
+    /// The name of the commit the promotion ref points at, read without
+    /// the adapter.
+    async fn promotion_target(&self) -> Option<String>;
+
+    /// The name of the commit `reference` (a full ref name) points at, read
+    /// without the adapter.
+    async fn ref_target(&self, reference: &str) -> Option<String>;
+}
+
+/// A build runner, and builds whose outcome the fixture decides.
+#[async_trait::async_trait]
+pub trait RunnerFixture: Send + Sync {
+    /// The runner under test.
+    fn runner(&self) -> Arc<dyn BuildRunner>;
+
+    /// A trigger whose build ends with `outcome` (`Succeeded` or `Failed`)
+    /// within seconds.
+    async fn head(&self, outcome: BuildStatus) -> TriggerRequest;
+
+    /// A trigger whose build runs far longer than a case (until cancelled).
+    async fn slow_head(&self) -> TriggerRequest;
+}
+
+/// A hook sink, and receivers whose answers the fixture scripts.
+#[async_trait::async_trait]
+pub trait SinkFixture: Send + Sync {
+    /// The sink under test.
+    fn sink(&self) -> Arc<dyn HookSink>;
+
+    /// A fresh release URL whose successive deliveries are answered with
+    /// `statuses`, in order (HTTP status codes).
+    async fn url_answering(&self, statuses: &[u16]) -> String;
+
+    /// Every envelope the receiver of `url` got, in order of arrival.
+    async fn received(&self, url: &str) -> Vec<EventEnvelope>;
+}
+
+/// A trigger for `head` of queue `contract/a`, request 1, whole repository.
+pub fn trigger(head: Uri) -> TriggerRequest {
+    TriggerRequest {
+        queue: queue_a(),
+        request_id: request_id(&queue_a(), 1),
+        project: ProjectName::whole_repo(),
+        base: None,
+        head,
+        metadata: std::collections::BTreeMap::new(),
+    }
 }

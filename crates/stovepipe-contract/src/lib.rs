@@ -33,20 +33,26 @@
 
 pub mod fixtures;
 
+pub mod build_runner;
 pub mod build_store;
 pub mod change_feed;
 pub mod clock;
 pub mod counter;
 pub mod fact_store;
 pub mod hook_registry;
+pub mod hook_sink;
 pub mod message_queue;
 pub mod queue_config;
 pub mod queue_store;
 pub mod read_model;
 pub mod request_store;
+pub mod source_control;
 pub mod uri_store;
 
-pub use fixtures::{Advance, FeedFixture, HookFixture, MqFixture, StoreFixture};
+pub use fixtures::{
+    Advance, FeedFixture, HookFixture, MqFixture, RunnerFixture, ScmCapabilities, ScmFixture,
+    SinkFixture, StoreFixture,
+};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -212,5 +218,14 @@ macro_rules! contract_tests {
     };
     (clock, $factory:expr) => {
         $crate::clock_tests!($factory);
+    };
+    (source_control, $factory:expr) => {
+        $crate::source_control_tests!($factory);
+    };
+    (build_runner, $factory:expr) => {
+        $crate::build_runner_tests!($factory);
+    };
+    (hook_sink, $factory:expr) => {
+        $crate::hook_sink_tests!($factory);
     };
 }
