@@ -5,7 +5,9 @@
 //! (`mem://<queue>/<commit>`), and scripted failures. Reachability is
 //! computed from the head, so a force-push is `set_head` to a commit that
 //! does not descend from the old head, and the old commits drop off the
-//! branch. Does not own: real git (see `stovepipe-adapter-git`).
+//! branch. `checkout` writes a commit's scripted files (its first parent's,
+//! then its own) and a `STOVEPIPE_COMMIT` file holding its id. Does not
+//! own: real git (see `stovepipe-adapter-git`).
 
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -33,6 +35,10 @@ pub struct CommitSpec {
     pub created_at: Option<Timestamp>,
     /// Paths this commit changes (for `changed_paths`).
     pub paths: Vec<String>,
+    /// Files this commit writes, `(path, content)`, on top of its first
+    /// parent's files: `checkout` writes the result. Their paths count as
+    /// changed too.
+    pub files: Vec<(String, String)>,
 }
 
 impl CommitSpec {
@@ -40,6 +46,17 @@ impl CommitSpec {
     pub fn paths(paths: &[&str]) -> Self {
         Self {
             paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// A commit that writes `files` (`(path, content)`).
+    pub fn files(files: &[(&str, &str)]) -> Self {
+        Self {
+            files: files
+                .iter()
+                .map(|(p, c)| ((*p).to_owned(), (*c).to_owned()))
+                .collect(),
             ..Self::default()
         }
     }
@@ -52,6 +69,8 @@ struct Commit {
     title: String,
     created_at: Timestamp,
     paths: Vec<String>,
+    /// Every file of the commit's tree: the first parent's, then its own.
+    tree: BTreeMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -154,6 +173,25 @@ impl ScriptedRepo {
             );
         }
         let ordinal = st.commits.len() as i64 + 1;
+        let mut tree = parents
+            .first()
+            .and_then(|p| st.commits.get(*p))
+            .map(|c| c.tree.clone())
+            .unwrap_or_default();
+        let mut paths = spec.paths;
+        for (path, content) in spec.files {
+            assert!(
+                !path.is_empty()
+                    && !std::path::Path::new(&path).is_absolute()
+                    && !path.split('/').any(|part| part == ".." || part.is_empty()),
+                "scripted repo {}: file path {path:?} of {id:?} must be relative and plain",
+                self.queue
+            );
+            if !paths.contains(&path) {
+                paths.push(path.clone());
+            }
+            tree.insert(path, content);
+        }
         st.commits.insert(
             id.to_owned(),
             Commit {
@@ -161,7 +199,8 @@ impl ScriptedRepo {
                 author: spec.author.unwrap_or_else(|| "Scripted Author".to_owned()),
                 title: spec.title.unwrap_or_else(|| id.to_owned()),
                 created_at: spec.created_at.unwrap_or(Timestamp(1000 * ordinal)),
-                paths: spec.paths,
+                paths,
+                tree,
             },
         );
         uri
@@ -479,9 +518,15 @@ impl SourceControl for ScriptedRepo {
     }
 
     async fn checkout(&self, uri: &Uri, slot: u32) -> Result<PathBuf, ScmError> {
-        let id = {
+        let (id, tree) = {
             let st = self.serve()?;
-            self.known(&st, uri)?
+            let id = self.known(&st, uri)?;
+            let tree = st
+                .commits
+                .get(&id)
+                .map(|c| c.tree.clone())
+                .unwrap_or_default();
+            (id, tree)
         };
         let queue_dir: String = self
             .queue
@@ -500,6 +545,13 @@ impl SourceControl for ScriptedRepo {
         }
         std::fs::create_dir_all(&dir).map_err(io)?;
         std::fs::write(dir.join("STOVEPIPE_COMMIT"), &id).map_err(io)?;
+        for (path, content) in &tree {
+            let file = dir.join(path);
+            if let Some(parent) = file.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            std::fs::write(file, content).map_err(io)?;
+        }
         Ok(dir)
     }
 }

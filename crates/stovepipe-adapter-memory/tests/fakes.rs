@@ -195,6 +195,7 @@ async fn resolve_change_info_and_changed_paths() {
             title: Some("fix".into()),
             created_at: Some(Timestamp(42)),
             paths: vec!["src/b.rs".into(), "src/a.rs".into()],
+            ..CommitSpec::default()
         },
     );
     assert_eq!(r.resolve("abc123").await.unwrap(), r.uri("abc123"));
