@@ -10,6 +10,20 @@
 //! without https/ssh (no OpenSSL), so repositories are local paths or
 //! `file://` URLs, and other URLs are refused with a clear `Invalid` error.
 //!
+//! URIs: `git://<repo>/<branch>/<sha>`, `<repo>` the configured repository
+//! string as written (a path or a `file://` URL), `<branch>` the branch name,
+//! `<sha>` the full 40-hex commit id. Both names are percent-encoded outside
+//! `[A-Za-z0-9-._~:@+=,]` (plus `/` in the repository part only), so a URI
+//! never holds whitespace and splits unambiguously at its last two `/`:
+//! `git:///srv/git/mono.git/release%2F1.x/<sha>`.
+//!
+//! Decisions the port leaves open (details in each module):
+//! - `resolve` and promotion only accept commits reachable from the branch
+//!   head; the other calls take any commit still in the repository, so URIs
+//!   stored before a force push stay describable;
+//! - history cursors pin the head of their first page: paging is stable
+//!   while the branch moves; a new first page sees the new head.
+//!
 //! Entry points: [`GitScmFactory`] (the `SourceControlFactory`, one cached
 //! adapter per queue) and [`GitSourceControl::open`].
 //!
