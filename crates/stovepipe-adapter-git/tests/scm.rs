@@ -591,3 +591,19 @@ async fn factory_caches_per_queue_and_names_bad_configuration() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_locked_ref_is_unavailable_and_a_retry_succeeds() {
+    let repo = TestRepo::new();
+    let c = repo.linear("main", 2);
+    let (scm, _data) = open(&repo, Some("verified-main"));
+    let head = uri(&scm, c[1]).await;
+    // Another git process is updating the ref (it holds the lock file).
+    let lock = repo.path().join("refs/heads/verified-main.lock");
+    std::fs::write(&lock, "").unwrap();
+    let err = scm.promote(&head).await.unwrap_err();
+    assert!(matches!(err, ScmError::Unavailable(_)), "{err}");
+    std::fs::remove_file(&lock).unwrap();
+    assert_eq!(scm.promote(&head).await.unwrap(), PromoteOutcome::Moved);
+    assert_eq!(repo.git(&["rev-parse", "verified-main"]), c[1].to_string());
+}
