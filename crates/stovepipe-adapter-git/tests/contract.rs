@@ -115,12 +115,11 @@ impl ScmFixture for GitRepo {
                 st.repo.find_commit(*oid).unwrap()
             })
             .collect();
-        let base = match parents.first() {
-            Some(p) => p.tree().unwrap(),
-            None => {
-                let empty = st.repo.treebuilder(None).unwrap().write().unwrap();
-                st.repo.find_tree(empty).unwrap()
-            }
+        let base = if let Some(p) = parents.first() {
+            p.tree().unwrap()
+        } else {
+            let empty = st.repo.treebuilder(None).unwrap().write().unwrap();
+            st.repo.find_tree(empty).unwrap()
         };
         let mut update = TreeUpdateBuilder::new();
         for (path, content) in files {
