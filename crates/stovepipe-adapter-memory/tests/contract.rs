@@ -80,6 +80,10 @@ async fn system_clock_and_whole_suite_runner() {
 
 // --- source control, build runner, hook sink --------------------------------
 
+#[allow(
+    clippy::expect_used,
+    reason = "fixture set-up panics on a broken setup, as the tests do"
+)]
 mod scm {
     use async_trait::async_trait;
     use std::sync::Arc;
