@@ -1,1 +1,385 @@
-//! ingest
+//! Ingest (pipeline.md, "ingest"): validate, resolve, dedup, ensure the
+//! row, advance latest, publish process.
+
+use stovepipe_app::{IngestError, IngestOutcome, IngestService};
+use stovepipe_entity::{ChangeKind, Origin, Queue, Request, RequestState};
+use stovepipe_ports::{ScmError, StoreError};
+
+use crate::mocks::{
+    Fixture, Journal, NOW, QUEUE_VERSION, T0, changes, process_message, queue, queue_name, request,
+    rid, uri,
+};
+
+async fn ingest(
+    f: Fixture,
+    queue: &str,
+    rev: Option<&str>,
+) -> (Result<IngestOutcome, IngestError>, Journal) {
+    let (deps, log) = f.deps();
+    let out = IngestService::new(deps).ingest(queue, rev).await;
+    (out, log)
+}
+
+/// The branch head is commit `n`.
+fn head_is(f: &mut Fixture, n: u64) {
+    f.scm.expect_latest().times(1).returning(move || Ok(uri(n)));
+}
+
+#[tokio::test]
+async fn invalid_queue_name_is_rejected_before_any_call() {
+    let long = "x".repeat(201);
+    for bad in ["", "/main", "main/", "a//b", "a b", long.as_str()] {
+        let (out, log) = ingest(Fixture::new(), bad, None).await;
+        assert!(
+            matches!(out, Err(IngestError::InvalidQueue(_))),
+            "{bad:?}: {out:?}"
+        );
+        assert!(log.writes().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn unknown_queue_is_reported() {
+    let (out, log) = ingest(Fixture::new(), "other/main", None).await;
+    assert_eq!(out, Err(IngestError::UnknownQueue("other/main".into())));
+    assert!(log.writes().is_empty());
+}
+
+#[tokio::test]
+async fn unknown_revision_is_reported() {
+    let mut f = Fixture::new();
+    f.scm
+        .expect_resolve()
+        .withf(|rev| rev == "deadbeef")
+        .times(1)
+        .returning(|_| Err(ScmError::NotFound("no commit deadbeef".into())));
+    let (out, log) = ingest(f, "monorepo/main", Some("deadbeef")).await;
+    assert_eq!(
+        out,
+        Err(IngestError::UnknownRevision {
+            queue: "monorepo/main".into(),
+            rev: "deadbeef".into(),
+            detail: "no commit deadbeef".into(),
+        })
+    );
+    assert!(log.writes().is_empty());
+}
+
+#[tokio::test]
+async fn source_control_unavailable_is_unavailable() {
+    let mut f = Fixture::new();
+    f.scm
+        .expect_latest()
+        .times(1)
+        .returning(|| Err(ScmError::Unavailable("fetch".into())));
+    let (out, log) = ingest(f, "monorepo/main", None).await;
+    assert!(matches!(out, Err(IngestError::Unavailable(_))), "{out:?}");
+    assert!(log.writes().is_empty());
+}
+
+#[tokio::test]
+async fn new_head_mints_indexes_creates_advances_and_publishes() {
+    let mut f = Fixture::new();
+    head_is(&mut f, 1);
+    f.expect_counter(1);
+    f.expect_uri_index();
+    f.expect_request_create(Ok(()));
+    f.expect_queue_create();
+    f.expect_queue_update();
+    f.expect_publish();
+    let (out, log) = ingest(f, "monorepo/main", None).await;
+    assert_eq!(
+        out,
+        Ok(IngestOutcome {
+            request_id: rid(1),
+            uri: uri(1),
+            state: RequestState::Accepted,
+            created: true,
+        })
+    );
+    let w = log.writes();
+    assert_eq!(
+        log.names(),
+        [
+            "counter.next",
+            "request_uris.create",
+            "requests.create",
+            "queues.create",
+            "queues.update",
+            "mq.publish"
+        ]
+    );
+    assert_eq!(
+        w[1],
+        crate::mocks::Write::UriIndex {
+            uri: uri(1),
+            id: rid(1)
+        }
+    );
+    let (r, outbox) = w[2].request_create();
+    assert_eq!(
+        r,
+        &Request::accepted(rid(1), queue_name(), uri(1), Origin::Ingest, NOW)
+    );
+    assert_eq!(r.version, 1);
+    assert_eq!(
+        changes(outbox),
+        [(ChangeKind::RequestCreated, rid(1).to_string())]
+    );
+    assert!(
+        outbox.messages.is_empty(),
+        "process is published after latest moved"
+    );
+
+    let crate::mocks::Write::QueueCreate { queue: created } = &w[3] else {
+        panic!("{w:#?}")
+    };
+    assert_eq!(created, &Queue::new(queue_name(), NOW));
+    let (q, expected, outbox) = w[4].queue_update();
+    assert_eq!(expected, 1);
+    assert_eq!(q.latest_request_id, Some(rid(1)));
+    assert_eq!(q.version, 2);
+    assert!(outbox.is_empty());
+
+    let m = w[5].published();
+    assert_eq!(m, &process_message(1));
+    assert_eq!(m.partition_key, "monorepo/main", "partition = queue");
+    assert_eq!(
+        m.message_id, "request/monorepo/main/1",
+        "message id = request id"
+    );
+}
+
+#[tokio::test]
+async fn new_head_on_an_existing_queue_only_moves_latest() {
+    let mut f = Fixture::new().with_queue(queue(Some(3), &[3], Some(1)));
+    head_is(&mut f, 4);
+    f.expect_counter(4);
+    f.expect_uri_index();
+    f.expect_request_create(Ok(()));
+    f.expect_queue_update();
+    f.expect_publish();
+    let (out, log) = ingest(f, "monorepo/main", None).await;
+    assert!(out.unwrap().created);
+    let w = log.writes();
+    assert_eq!(
+        log.names(),
+        [
+            "counter.next",
+            "request_uris.create",
+            "requests.create",
+            "queues.update",
+            "mq.publish"
+        ]
+    );
+    let (q, expected, _) = w[3].queue_update();
+    assert_eq!(expected, QUEUE_VERSION);
+    let mut want = queue(Some(4), &[3], Some(1));
+    want.version = QUEUE_VERSION + 1;
+    want.updated_at = NOW;
+    assert_eq!(q, &want);
+    assert_eq!(w[4].published(), &process_message(4));
+}
+
+#[tokio::test]
+async fn explicit_revision_is_resolved_instead_of_latest() {
+    let mut f = Fixture::new().with_queue(queue(Some(1), &[], None));
+    f.scm
+        .expect_resolve()
+        .withf(|rev| rev == "abc123")
+        .times(1)
+        .returning(|_| Ok(uri(2)));
+    f.expect_counter(2);
+    f.expect_uri_index();
+    f.expect_request_create(Ok(()));
+    f.expect_queue_update();
+    f.expect_publish();
+    let (out, _) = ingest(f, "monorepo/main", Some("abc123")).await;
+    let out = out.unwrap();
+    assert_eq!((out.request_id, out.uri), (rid(2), uri(2)));
+}
+
+#[tokio::test]
+async fn dedup_hit_reuses_the_request_without_counter() {
+    let mut f = Fixture::new()
+        .with_uri_indexed(rid(3))
+        .with_request(request(3, RequestState::Accepted))
+        .with_queue(queue(Some(3), &[], None));
+    head_is(&mut f, 3);
+    f.expect_publish();
+    let (out, log) = ingest(f, "monorepo/main", None).await;
+    assert_eq!(
+        out,
+        Ok(IngestOutcome {
+            request_id: rid(3),
+            uri: uri(3),
+            state: RequestState::Accepted,
+            created: false,
+        })
+    );
+    assert_eq!(
+        log.names(),
+        ["mq.publish"],
+        "no counter, no index, no row, latest already there; process again (deduplicated by the queue)"
+    );
+    assert_eq!(log.writes()[0].published(), &process_message(3));
+}
+
+#[tokio::test]
+async fn dedup_hit_past_accepted_does_not_publish_process() {
+    let mut f = Fixture::new()
+        .with_uri_indexed(rid(3))
+        .with_request(request(3, RequestState::Processing))
+        .with_queue(queue(Some(3), &[3], None));
+    head_is(&mut f, 3);
+    let (out, log) = ingest(f, "monorepo/main", None).await;
+    let out = out.unwrap();
+    assert_eq!((out.state, out.created), (RequestState::Processing, false));
+    assert!(log.writes().is_empty());
+}
+
+#[tokio::test]
+async fn lost_race_on_the_uri_index_adopts_the_winner() {
+    let winner = Request::accepted(rid(6), queue_name(), uri(7), Origin::Ingest, T0);
+    let mut f = Fixture::new()
+        .with_request(winner)
+        .with_queue(queue(Some(6), &[], None));
+    head_is(&mut f, 7);
+    f.expect_counter(7);
+    f.expect_uri_index_lost_to(rid(6));
+    f.expect_publish();
+    let (out, log) = ingest(f, "monorepo/main", None).await;
+    assert_eq!(
+        out,
+        Ok(IngestOutcome {
+            request_id: rid(6),
+            uri: uri(7),
+            state: RequestState::Accepted,
+            created: false,
+        })
+    );
+    let w = log.writes();
+    assert_eq!(
+        log.names(),
+        ["counter.next", "request_uris.create", "mq.publish"],
+        "counter value 7 is spent; no second row"
+    );
+    assert_eq!(
+        w[1],
+        crate::mocks::Write::UriIndex {
+            uri: uri(7),
+            id: rid(7)
+        }
+    );
+    assert_eq!(w[2].published(), &process_message(6));
+}
+
+/// An index entry written without its row (crash between the two) is
+/// repaired by the next ingest of the same head.
+#[tokio::test]
+async fn indexed_uri_without_a_row_gets_its_row() {
+    let mut f = Fixture::new()
+        .with_uri_indexed(rid(4))
+        .with_queue(queue(Some(3), &[], None));
+    head_is(&mut f, 4);
+    f.expect_request_create(Ok(()));
+    f.expect_queue_update();
+    f.expect_publish();
+    let (out, log) = ingest(f, "monorepo/main", None).await;
+    let out = out.unwrap();
+    assert_eq!((out.request_id, out.created), (rid(4), false));
+    assert_eq!(
+        log.names(),
+        ["requests.create", "queues.update", "mq.publish"]
+    );
+}
+
+#[tokio::test]
+async fn request_row_created_concurrently_is_reread() {
+    let mut f = Fixture::new().with_queue(queue(Some(4), &[], None));
+    head_is(&mut f, 4);
+    f.expect_counter(4);
+    f.expect_uri_index();
+    // The row appears between our get and our create.
+    let stored = request(4, RequestState::Processing);
+    let mut first_get = true;
+    f.requests.expect_get().returning(move |_| {
+        let seen = if first_get {
+            None
+        } else {
+            Some(stored.clone())
+        };
+        first_get = false;
+        Ok(seen)
+    });
+    f.expect_request_create(Err(StoreError::AlreadyExists {
+        entity: "request",
+        key: rid(4).to_string(),
+    }));
+    let (out, log) = ingest(f, "monorepo/main", None).await;
+    let out = out.unwrap();
+    assert_eq!(
+        (out.request_id, out.state, out.created),
+        (rid(4), RequestState::Processing, true)
+    );
+    assert_eq!(
+        log.names(),
+        ["counter.next", "request_uris.create", "requests.create"],
+        "processing already: no process hop"
+    );
+}
+
+#[tokio::test]
+async fn older_head_does_not_move_latest_back() {
+    let mut f = Fixture::new()
+        .with_uri_indexed(rid(2))
+        .with_request(request(2, RequestState::Accepted))
+        .with_queue(queue(Some(5), &[], None));
+    head_is(&mut f, 2);
+    f.expect_publish();
+    let (out, log) = ingest(f, "monorepo/main", None).await;
+    assert_eq!(out.unwrap().request_id, rid(2));
+    assert_eq!(log.names(), ["mq.publish"], "no queue write");
+}
+
+#[tokio::test]
+async fn store_unavailable_is_unavailable() {
+    let mut f = Fixture::new();
+    head_is(&mut f, 1);
+    f.uris
+        .expect_get()
+        .times(1)
+        .returning(|_| Err(StoreError::Unavailable("connection refused".into())));
+    let (out, log) = ingest(f, "monorepo/main", None).await;
+    assert!(
+        matches!(&out, Err(IngestError::Unavailable(m)) if m.contains("connection refused")),
+        "{out:?}"
+    );
+    assert!(log.writes().is_empty());
+}
+
+#[tokio::test]
+async fn counter_unavailable_is_unavailable() {
+    let mut f = Fixture::new();
+    head_is(&mut f, 1);
+    f.counter
+        .expect_next()
+        .times(1)
+        .returning(|| Err(StoreError::Unavailable("busy".into())));
+    let (out, log) = ingest(f, "monorepo/main", None).await;
+    assert!(matches!(out, Err(IngestError::Unavailable(_))), "{out:?}");
+    assert!(log.writes().is_empty());
+}
+
+#[tokio::test]
+async fn backend_error_is_internal() {
+    let mut f = Fixture::new();
+    head_is(&mut f, 1);
+    f.expect_counter(1);
+    f.uris
+        .expect_create()
+        .times(1)
+        .returning(|_, _| Err(StoreError::Backend("disk full".into())));
+    let (out, _) = ingest(f, "monorepo/main", None).await;
+    assert!(matches!(out, Err(IngestError::Internal(_))), "{out:?}");
+}

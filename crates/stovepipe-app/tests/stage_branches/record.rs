@@ -1,1 +1,438 @@
-//! record
+//! `record`: fact, bookmark, promotion, slot release (pipeline.md,
+//! "record").
+
+use serde_json::json;
+use stovepipe_app::stages::record::RecordStage;
+use stovepipe_app::{Outcome, StageError};
+use stovepipe_entity::{
+    Bookmark, BuildStatus, ChangeKind, Degree, Fact, ProjectName, RequestState,
+};
+use stovepipe_ports::{PromoteOutcome, ScmError, StoreError};
+
+use crate::mocks::{
+    Fixture, Journal, NOW, QUEUE_VERSION, Write, bid, build, changes, config, fact,
+    failed_closed_request, queue, queue_name, record_hop, released, request, rid, uri,
+};
+
+async fn run(f: Fixture) -> (Result<Outcome, StageError>, Journal) {
+    let (deps, log) = f.deps();
+    let out = RecordStage::new(deps).run(&record_hop(3)).await;
+    (out, log)
+}
+
+/// Request 3 ended `state` on build b-1, holds its slot; the bookmark is on
+/// request 1.
+fn recording(state: RequestState) -> Fixture {
+    let status = match state {
+        RequestState::Failed => BuildStatus::Failed,
+        RequestState::Cancelled => BuildStatus::Cancelled,
+        _ => BuildStatus::Succeeded,
+    };
+    Fixture::new()
+        .with_request(request(3, state))
+        .with_queue(queue(Some(3), &[3], Some(1)))
+        .with_builds_of_request(vec![
+            build("b-0", 3, BuildStatus::Cancelled),
+            build("b-1", 3, status),
+        ])
+}
+
+fn already_exists() -> StoreError {
+    StoreError::AlreadyExists {
+        entity: "fact",
+        key: uri(3).to_string(),
+    }
+}
+
+/// The fact request 3 must write.
+fn expected_fact(degree: Degree) -> Fact {
+    Fact {
+        queue: queue_name(),
+        uri: uri(3),
+        project: ProjectName::whole_repo(),
+        degree,
+        request_id: rid(3),
+        build_id: Some(bid("b-1")),
+        created_at: NOW,
+    }
+}
+
+fn assert_fact_written(w: &Write, degree: Degree) {
+    let (f, outbox) = w.fact_create();
+    assert_eq!(f, &expected_fact(degree));
+    assert_eq!(
+        changes(outbox),
+        [(ChangeKind::ValidationRecorded, rid(3).to_string())]
+    );
+    assert_eq!(outbox.changes[0].data["green"], json!(degree.is_green()));
+    assert!(outbox.messages.is_empty());
+}
+
+/// The last queue write releases request 3's slot and nothing else.
+fn assert_released(w: &Write, expected_version: u64) {
+    let (q, expected, outbox) = w.queue_update();
+    assert_eq!(expected, expected_version);
+    assert!(!q.holds_slot(&rid(3)));
+    assert_eq!(q.in_flight_count(), 0);
+    assert_eq!(q.version, expected_version + 1);
+    assert!(outbox.is_empty());
+}
+
+#[tokio::test]
+async fn superseded_is_acked_without_writes() {
+    let f = Fixture::new()
+        .with_request(request(3, RequestState::Superseded))
+        .with_queue(queue(Some(4), &[], Some(1)));
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    assert!(log.writes().is_empty());
+}
+
+#[tokio::test]
+async fn cancelled_releases_the_slot_and_records_no_fact() {
+    let before = queue(Some(3), &[3], Some(1));
+    let mut f = recording(RequestState::Cancelled).with_queue(before.clone());
+    f.expect_queue_update();
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    let w = log.writes();
+    assert_eq!(log.names(), ["queues.update"]);
+    assert_released(&w[0], QUEUE_VERSION);
+    assert_eq!(w[0].queue_update().0, &released(before, 3));
+}
+
+#[tokio::test]
+async fn cancelled_with_slot_already_released_writes_nothing() {
+    let f = recording(RequestState::Cancelled).with_queue(queue(Some(3), &[], Some(1)));
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    assert!(log.writes().is_empty());
+}
+
+#[tokio::test]
+async fn failed_closed_releases_the_slot_and_records_no_fact() {
+    let mut f = recording(RequestState::Failed).with_request(failed_closed_request(3));
+    f.expect_queue_update();
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    let w = log.writes();
+    assert_eq!(
+        log.names(),
+        ["queues.update"],
+        "no fact for a failed-closed request"
+    );
+    assert_released(&w[0], QUEUE_VERSION);
+    assert_eq!(
+        w[0].queue_update().0.last_green,
+        Some(crate::mocks::bookmark(1))
+    );
+}
+
+#[tokio::test]
+async fn record_before_an_outcome_is_permanent() {
+    for state in [RequestState::Accepted, RequestState::Processing] {
+        let f = recording(state);
+        let (out, log) = run(f).await;
+        assert!(
+            matches!(&out, Err(StageError::Permanent(m)) if m.contains("invariant")),
+            "{state}: {out:?}"
+        );
+        assert!(log.writes().is_empty(), "{state}");
+    }
+}
+
+#[tokio::test]
+async fn missing_request_is_permanent() {
+    let (out, log) = run(Fixture::new()).await;
+    assert!(matches!(out, Err(StageError::Permanent(_))), "{out:?}");
+    assert!(log.writes().is_empty());
+}
+
+#[tokio::test]
+async fn succeeded_records_green_advances_bookmark_promotes_and_releases() {
+    let mut f = recording(RequestState::Succeeded);
+    f.expect_fact_create(Ok(()));
+    f.expect_queue_update();
+    f.expect_promote(Ok(PromoteOutcome::Moved));
+    f.expect_feed_append();
+    f.expect_queue_update();
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    let w = log.writes();
+    assert_eq!(
+        log.names(),
+        [
+            "facts.create",
+            "queues.update",
+            "scm.promote",
+            "feed.append",
+            "queues.update"
+        ]
+    );
+    assert_fact_written(&w[0], Degree::GREEN);
+
+    let (q, expected, outbox) = w[1].queue_update();
+    assert_eq!(expected, QUEUE_VERSION);
+    assert_eq!(
+        q.last_green,
+        Some(Bookmark {
+            uri: uri(3),
+            request_id: rid(3),
+            recorded_at: NOW
+        })
+    );
+    assert!(q.holds_slot(&rid(3)), "the bookmark write does not release");
+    assert_eq!(
+        changes(outbox),
+        [(ChangeKind::LastGreenAdvanced, rid(3).to_string())]
+    );
+    assert_eq!(outbox.changes[0].data["previous_uri"], json!(uri(1)));
+    assert!(outbox.messages.is_empty());
+
+    assert_eq!(w[2], Write::Promote(uri(3)));
+    let Write::FeedAppend(promoted) = &w[3] else {
+        panic!("{w:#?}")
+    };
+    assert_eq!(
+        promoted
+            .iter()
+            .map(|c| (c.kind, c.subject.clone()))
+            .collect::<Vec<_>>(),
+        [(ChangeKind::Promoted, rid(3).to_string())]
+    );
+    assert_released(&w[4], QUEUE_VERSION + 1);
+    assert_eq!(
+        w[4].queue_update()
+            .0
+            .last_green
+            .as_ref()
+            .unwrap()
+            .request_id,
+        rid(3)
+    );
+}
+
+#[tokio::test]
+async fn first_green_advances_an_empty_bookmark() {
+    let mut f = recording(RequestState::Succeeded)
+        .with_queue(queue(Some(3), &[3], None))
+        .with_config({
+            let mut c = config();
+            c.promotion_ref = None;
+            c
+        });
+    f.expect_fact_create(Ok(()));
+    f.expect_queue_update();
+    f.expect_queue_update();
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    let w = log.writes();
+    let (q, _, outbox) = w[1].queue_update();
+    assert_eq!(q.last_green.as_ref().unwrap().request_id, rid(3));
+    assert_eq!(outbox.changes[0].data["previous_uri"], json!(null));
+}
+
+#[tokio::test]
+async fn fact_of_the_same_request_already_stored_is_adopted() {
+    let mut f = recording(RequestState::Succeeded).with_fact(fact(3, 3, Degree::GREEN));
+    f.expect_fact_create(Err(already_exists()));
+    f.expect_queue_update();
+    f.expect_promote(Ok(PromoteOutcome::AlreadyThere));
+    f.expect_queue_update();
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    assert_eq!(
+        log.names(),
+        [
+            "facts.create",
+            "queues.update",
+            "scm.promote",
+            "queues.update"
+        ],
+        "adopted: the bookmark still moves; AlreadyThere appends no promoted event"
+    );
+    assert_eq!(
+        log.writes()[1]
+            .queue_update()
+            .0
+            .last_green
+            .as_ref()
+            .unwrap()
+            .request_id,
+        rid(3)
+    );
+}
+
+/// Redelivery after the bookmark moved and the slot was released: the
+/// bookmark is already held (no write), promotion is re-asserted
+/// (idempotent), nothing to release.
+#[tokio::test]
+async fn redelivery_with_bookmark_already_held_writes_nothing_but_promotes() {
+    let mut f = recording(RequestState::Succeeded)
+        .with_fact(fact(3, 3, Degree::GREEN))
+        .with_queue(queue(Some(3), &[], Some(3)));
+    f.expect_fact_create(Err(already_exists()));
+    f.expect_promote(Ok(PromoteOutcome::AlreadyThere));
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    assert_eq!(log.names(), ["facts.create", "scm.promote"]);
+}
+
+#[tokio::test]
+async fn fact_of_another_request_is_permanent_and_nothing_else_moves() {
+    let mut f = recording(RequestState::Succeeded).with_fact(fact(3, 2, Degree::BROKEN));
+    f.expect_fact_create(Err(already_exists()));
+    let (out, log) = run(f).await;
+    assert!(
+        matches!(&out, Err(StageError::Permanent(m)) if m.contains("invariant")),
+        "{out:?}"
+    );
+    assert_eq!(log.names(), ["facts.create"]);
+}
+
+#[tokio::test]
+async fn fact_store_unavailable_is_retryable() {
+    let mut f = recording(RequestState::Succeeded);
+    f.expect_fact_create(Err(StoreError::Unavailable("pool".into())));
+    let (out, log) = run(f).await;
+    assert!(matches!(out, Err(StageError::Retryable(_))), "{out:?}");
+    assert_eq!(log.names(), ["facts.create"]);
+}
+
+#[tokio::test]
+async fn failed_records_broken_keeps_the_bookmark_and_does_not_promote() {
+    let before = queue(Some(3), &[3], Some(1));
+    let mut f = recording(RequestState::Failed).with_queue(before.clone());
+    f.expect_fact_create(Ok(()));
+    f.expect_queue_update();
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    let w = log.writes();
+    assert_eq!(log.names(), ["facts.create", "queues.update"]);
+    assert_fact_written(&w[0], Degree::BROKEN);
+    assert_released(&w[1], QUEUE_VERSION);
+    assert_eq!(w[1].queue_update().0, &released(before, 3));
+}
+
+#[tokio::test]
+async fn newer_bookmark_holder_is_not_overwritten_and_not_promoted() {
+    let before = queue(Some(5), &[3], Some(5));
+    let mut f = recording(RequestState::Succeeded).with_queue(before.clone());
+    f.expect_fact_create(Ok(()));
+    f.expect_queue_update();
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    let w = log.writes();
+    assert_eq!(
+        log.names(),
+        ["facts.create", "queues.update"],
+        "only the release: no bookmark write, no promote"
+    );
+    assert_fact_written(&w[0], Degree::GREEN);
+    assert_eq!(w[1].queue_update().0, &released(before, 3));
+}
+
+#[tokio::test]
+async fn promote_not_found_still_releases() {
+    let mut f = recording(RequestState::Succeeded);
+    f.expect_fact_create(Ok(()));
+    f.expect_queue_update();
+    f.expect_promote(Err(ScmError::NotFound("c3 left the branch".into())));
+    f.expect_queue_update();
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    let w = log.writes();
+    assert_eq!(
+        log.names(),
+        [
+            "facts.create",
+            "queues.update",
+            "scm.promote",
+            "queues.update"
+        ],
+        "no promoted event"
+    );
+    assert_released(&w[3], QUEUE_VERSION + 1);
+}
+
+#[tokio::test]
+async fn promote_unavailable_is_retryable_and_keeps_the_slot() {
+    let mut f = recording(RequestState::Succeeded);
+    f.expect_fact_create(Ok(()));
+    f.expect_queue_update();
+    f.expect_promote(Err(ScmError::Unavailable("push timed out".into())));
+    let (out, log) = run(f).await;
+    assert!(
+        matches!(&out, Err(StageError::Retryable(m)) if m.contains("promote")),
+        "{out:?}"
+    );
+    assert_eq!(
+        log.names(),
+        ["facts.create", "queues.update", "scm.promote"]
+    );
+}
+
+#[tokio::test]
+async fn no_promotion_ref_never_calls_promote() {
+    let mut cfg = config();
+    cfg.promotion_ref = None;
+    let mut f = recording(RequestState::Succeeded).with_config(cfg);
+    f.expect_fact_create(Ok(()));
+    f.expect_queue_update();
+    f.expect_queue_update();
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    let w = log.writes();
+    assert_eq!(
+        log.names(),
+        ["facts.create", "queues.update", "queues.update"]
+    );
+    assert_eq!(
+        w[1].queue_update()
+            .0
+            .last_green
+            .as_ref()
+            .unwrap()
+            .request_id,
+        rid(3)
+    );
+    assert_released(&w[2], QUEUE_VERSION + 1);
+}
+
+#[tokio::test]
+async fn bookmark_cas_conflict_reloads_and_retries() {
+    let mut cfg = config();
+    cfg.promotion_ref = None;
+    let mut concurrent = queue(Some(4), &[3], Some(1));
+    concurrent.version = QUEUE_VERSION + 1;
+    let mut f = recording(RequestState::Succeeded).with_config(cfg);
+    f.expect_fact_create(Ok(()));
+    f.expect_queue_update_conflict(concurrent);
+    f.expect_queue_update();
+    f.expect_queue_update();
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    let w = log.writes();
+    assert_eq!(
+        log.names(),
+        [
+            "facts.create",
+            "queues.update",
+            "queues.update",
+            "queues.update"
+        ]
+    );
+    let (q, expected, outbox) = w[2].queue_update();
+    assert_eq!(expected, QUEUE_VERSION + 1);
+    assert_eq!(
+        q.latest_request_id,
+        Some(rid(4)),
+        "rebased on the reloaded row"
+    );
+    assert_eq!(q.last_green.as_ref().unwrap().request_id, rid(3));
+    assert_eq!(
+        changes(outbox),
+        [(ChangeKind::LastGreenAdvanced, rid(3).to_string())]
+    );
+    assert_released(&w[3], QUEUE_VERSION + 2);
+}
