@@ -39,7 +39,8 @@ fn runner_says(f: &mut Fixture, status: BuildStatus) {
 /// A queue whose slot for request 3 was admitted `ago_ms` before [`NOW`].
 fn admitted_ago(ago_ms: i64) -> Queue {
     let mut q = queue(Some(3), &[], None);
-    q.claim_slot(&rid(3), Timestamp(NOW.0 - ago_ms)).unwrap();
+    let claimed = q.claim_slot(&rid(3), Timestamp(NOW.0 - ago_ms));
+    assert_eq!(claimed, Ok(true));
     q
 }
 

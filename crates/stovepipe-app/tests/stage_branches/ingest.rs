@@ -27,8 +27,8 @@ fn head_is(f: &mut Fixture, n: u64) {
 
 #[tokio::test]
 async fn invalid_queue_name_is_rejected_before_any_call() {
-    let long = "x".repeat(201);
-    for bad in ["", "/main", "main/", "a//b", "a b", long.as_str()] {
+    let too_long = "x".repeat(201);
+    for bad in ["", "/main", "main/", "a//b", "a b", too_long.as_str()] {
         let (out, log) = ingest(Fixture::new(), bad, None).await;
         assert!(
             matches!(out, Err(IngestError::InvalidQueue(_))),
@@ -135,17 +135,17 @@ async fn new_head_mints_indexes_creates_advances_and_publishes() {
         panic!("{w:#?}")
     };
     assert_eq!(created, &Queue::new(queue_name(), NOW));
-    let (q, expected, outbox) = w[4].queue_update();
+    let (advanced, expected, outbox) = w[4].queue_update();
     assert_eq!(expected, 1);
-    assert_eq!(q.latest_request_id, Some(rid(1)));
-    assert_eq!(q.version, 2);
+    assert_eq!(advanced.latest_request_id, Some(rid(1)));
+    assert_eq!(advanced.version, 2);
     assert!(outbox.is_empty());
 
-    let m = w[5].published();
-    assert_eq!(m, &process_message(1));
-    assert_eq!(m.partition_key, "monorepo/main", "partition = queue");
+    let message = w[5].published();
+    assert_eq!(message, &process_message(1));
+    assert_eq!(message.partition_key, "monorepo/main", "partition = queue");
     assert_eq!(
-        m.message_id, "request/monorepo/main/1",
+        message.message_id, "request/monorepo/main/1",
         "message id = request id"
     );
 }
