@@ -17,6 +17,7 @@ pub mod fail_closed;
 pub mod hops;
 pub mod ingest;
 pub mod metrics;
+pub mod poller;
 pub mod query;
 pub mod reconcile;
 pub mod reports;

@@ -1,0 +1,197 @@
+//! The change log over HTTP: JSON pages (`/v1/changes`) and Server-Sent
+//! Events (`/v1/events`).
+//!
+//! SSE delivers each event exactly once and in order: subscribe to the live
+//! feed first, replay the log after the client's cursor, then drain the live
+//! buffer, dropping what replay already sent (by `seq`). A client too slow
+//! for the live buffer is disconnected (the feed reports `Lagged`); it
+//! reconnects with `Last-Event-ID` and replays. A cursor older than the
+//! retained log gets a `resync` event first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{self, BoxStream, StreamExt};
+use poem::web::Data;
+use poem::web::sse::Event;
+use poem_openapi::param::{Header, Query};
+use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::types::ToJSON;
+use poem_openapi::{Object, OpenApi};
+use stovepipe_ports::{ChangeFeed, ChangeStream};
+
+use super::problem::ApiError;
+use super::views::{ChangePage, ChangeView};
+use super::{ApiTags, AppState, BearerAuth};
+use crate::auth::Scope;
+
+/// Events replayed per log read.
+const REPLAY_PAGE: usize = 500;
+
+/// One SSE event: a change, or a `resync` marker.
+#[derive(Debug, Object)]
+pub struct StreamItem {
+    pub seq: u64,
+    #[oai(rename = "type")]
+    pub kind: String,
+    pub change: Option<ChangeView>,
+}
+
+#[derive(Debug)]
+pub struct EventsApi;
+
+#[OpenApi(prefix_path = "/v1", tag = "ApiTags::Events")]
+impl EventsApi {
+    /// The change log as JSON pages, oldest first.
+    #[oai(path = "/changes", method = "get", operation_id = "listChanges")]
+    async fn changes(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+        /// Return changes with `seq` greater than this.
+        after: Query<Option<u64>>,
+        /// Page size (1..=1000, default 100).
+        limit: Query<Option<u32>>,
+    ) -> Result<Json<ChangePage>, ApiError> {
+        state.gate(&auth, Scope::Read)?;
+        let limit = match limit.0.unwrap_or(100) {
+            n @ 1..=1000 => n as usize,
+            n => {
+                return Err(ApiError::bad_request(format!(
+                    "limit {n}: expected 1..=1000"
+                )));
+            }
+        };
+        let after = after.0.unwrap_or(0);
+        let feed = state.wired.backend.feed();
+        let items = feed
+            .read_after(after, limit)
+            .await
+            .map_err(ApiError::internal)?;
+        let last_seq = items.last().map_or(after, |c| c.seq);
+        Ok(Json(ChangePage {
+            items: items.iter().map(Into::into).collect(),
+            last_seq,
+        }))
+    }
+
+    /// Live events (Server-Sent Events): `id: <seq>`, `event: <type>`,
+    /// `data: <json>`. Resume with `Last-Event-ID` or `?after=`.
+    #[oai(path = "/events", method = "get", operation_id = "streamEvents")]
+    async fn events(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+        after: Query<Option<u64>>,
+        #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<String>>,
+    ) -> Result<EventStream<BoxStream<'static, StreamItem>>, ApiError> {
+        state.gate(&auth, Scope::Read)?;
+        let after = match (last_event_id.0, after.0) {
+            (Some(id), _) => id.trim().parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("Last-Event-ID {id:?}: expected a sequence number"))
+            })?,
+            (None, Some(a)) => a,
+            (None, None) => state
+                .wired
+                .backend
+                .feed()
+                .last_seq()
+                .await
+                .map_err(ApiError::internal)?,
+        };
+        let stream = change_stream(state.wired.backend.feed(), after).await?;
+        Ok(EventStream::new(stream)
+            .keep_alive(Duration::from_secs(15))
+            .to_event(to_event))
+    }
+}
+
+#[allow(clippy::needless_pass_by_value)] // poem's to_event hands items over by value
+fn to_event(item: StreamItem) -> Event {
+    let data = item.change.as_ref().map_or_else(
+        || serde_json::json!({ "seq": item.seq }).to_string(),
+        ToJSON::to_json_string,
+    );
+    // Kinds are a fixed vocabulary; still, never let a newline or colon
+    // reach the wire's `event:` field.
+    let name: String = item
+        .kind
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .collect();
+    Event::message(data)
+        .event_type(name)
+        .id(item.seq.to_string())
+}
+
+enum Phase {
+    Replay,
+    Live,
+}
+
+struct Cursor {
+    feed: Arc<dyn ChangeFeed>,
+    live: ChangeStream,
+    last: u64,
+    phase: Phase,
+}
+
+/// Subscribe, then replay after `after`, then drain the live feed.
+async fn change_stream(
+    feed: Arc<dyn ChangeFeed>,
+    after: u64,
+) -> Result<BoxStream<'static, StreamItem>, ApiError> {
+    let live = feed.subscribe();
+    let oldest = feed.oldest_retained().await.map_err(ApiError::internal)?;
+    let resync = oldest
+        .filter(|o| *o > after.saturating_add(1))
+        .map(|o| StreamItem {
+            seq: o.saturating_sub(1),
+            kind: "resync".into(),
+            change: None,
+        });
+    let cursor = Cursor {
+        feed,
+        live,
+        last: after,
+        phase: Phase::Replay,
+    };
+    let changes = stream::unfold(cursor, |mut c| async move {
+        loop {
+            match c.phase {
+                Phase::Replay => match c.feed.read_after(c.last, REPLAY_PAGE).await {
+                    Ok(page) if page.is_empty() => c.phase = Phase::Live,
+                    Ok(page) => {
+                        c.last = page.last().map_or(c.last, |e| e.seq);
+                        let items: Vec<StreamItem> = page.iter().map(item).collect();
+                        return Some((items, c));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event stream: replay failed; closing");
+                        return None;
+                    }
+                },
+                Phase::Live => match c.live.next().await {
+                    Some(Ok(ev)) if ev.seq > c.last => {
+                        c.last = ev.seq;
+                        return Some((vec![item(&ev)], c));
+                    }
+                    Some(Ok(_)) => {}
+                    // Lagged (or the feed ended): disconnect; the client
+                    // resumes from its last id and replays.
+                    Some(Err(_)) | None => return None,
+                },
+            }
+        }
+    })
+    .flat_map(stream::iter);
+    Ok(stream::iter(resync).chain(changes).boxed())
+}
+
+fn item(ev: &stovepipe_entity::ChangeEvent) -> StreamItem {
+    StreamItem {
+        seq: ev.seq,
+        kind: ev.kind.as_str().to_owned(),
+        change: Some(ev.into()),
+    }
+}

@@ -1,0 +1,154 @@
+//! `stovepipe serve`: the API, the built-in poller, the reconcile loop and
+//! one consumer per topic in one process, with a graceful shutdown on every
+//! exit path: stop accepting, cancel the consumers, wait for in-flight
+//! deliveries (bounded by `server.drain_timeout`), then close.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context as _;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use poem::listener::{Acceptor, Listener, TcpListener};
+use stovepipe_app::poller::run_poller;
+use stovepipe_app::{ConsumerSettings, RetryPolicy};
+use stovepipe_ports::Clock;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::api::{self, AppState};
+use crate::auth::Authenticator;
+use crate::config::Settings;
+use crate::wiring::{Wired, wire};
+
+/// The process-wide Prometheus recorder (installed once).
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                warn!(error = %e, "metrics recorder not installed");
+                None
+            }
+        })
+        .clone()
+}
+
+/// A running server, for the demo and tests.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub wired: Wired,
+    cancel: CancellationToken,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Shuts down gracefully and waits for it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.cancel.cancel();
+        self.done.await.context("server task panicked")?
+    }
+}
+
+/// Starts everything and returns once the listener is bound.
+pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
+    let auth = Authenticator::new(&settings.auth).map_err(|e| anyhow::anyhow!(e))?;
+    if auth.dev_mode() {
+        warn!(
+            listen = %settings.listen,
+            "DEV MODE: no auth.hs256_secret configured; every caller is an admin. Allowed only on loopback."
+        );
+    }
+    let wired = wire(&settings, clock.clone()).await?;
+    let state = Arc::new(AppState {
+        wired: wired.clone(),
+        auth,
+        clock,
+        metrics: metrics_handle(),
+    });
+    let acceptor = TcpListener::bind(settings.listen)
+        .into_acceptor()
+        .await
+        .with_context(|| format!("server.listen {}: cannot bind", settings.listen))?;
+    let addr = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .context("listener has no socket address")?;
+    info!(%addr, "listening on http://{addr}");
+
+    let cancel = CancellationToken::new();
+    let pipeline = wired.pipeline.clone();
+    let mut consumer_settings = ConsumerSettings::new(format!("stovepipe-{}", std::process::id()));
+    consumer_settings.drain_timeout = settings.drain_timeout;
+    let mut consumers =
+        pipeline.spawn_consumers(&RetryPolicy::default(), &consumer_settings, &cancel);
+    let reconciler = tokio::spawn(
+        pipeline
+            .reconciler()
+            .run(settings.reconcile_interval, cancel.clone()),
+    );
+    let poller = tokio::spawn(run_poller(
+        pipeline.ingest(),
+        settings.queues.clone(),
+        cancel.clone(),
+    ));
+
+    let app = api::app(state);
+    let http_cancel = cancel.clone();
+    let drain = settings.drain_timeout;
+    let done = tokio::spawn(async move {
+        let served = poem::Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(app, http_cancel.clone().cancelled_owned(), Some(drain))
+            .await;
+        // Whatever ended the HTTP server ends the workers too.
+        http_cancel.cancel();
+        while consumers.join_next().await.is_some() {}
+        let _ = reconciler.await;
+        let _ = poller.await;
+        info!("stopped");
+        served.context("HTTP server failed")
+    });
+    Ok(Running {
+        addr,
+        wired,
+        cancel,
+        done,
+    })
+}
+
+/// Runs until `shutdown` resolves (a signal), then stops gracefully.
+pub async fn serve(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let running = start(settings, clock).await?;
+    shutdown.await;
+    info!("shutting down: draining in-flight work");
+    running.stop().await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            let _ = ctrl_c.await;
+            return;
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
