@@ -817,6 +817,21 @@ impl Fixture {
         });
     }
 
+    /// One `scm.promote` answering `result`, during which another record
+    /// moves the bookmark: the queue row becomes `moved_on`.
+    pub fn expect_promote_while_bookmark_moves(
+        &mut self,
+        result: Result<PromoteOutcome, ScmError>,
+        moved_on: Queue,
+    ) {
+        let (log, cell) = (self.log.clone(), self.queue_row.clone());
+        self.scm.expect_promote().times(1).returning(move |u| {
+            log.push(Write::Promote(u.clone()));
+            *cell.lock().unwrap() = Some(moved_on.clone());
+            result.clone()
+        });
+    }
+
     /// One `feed.append`.
     pub fn expect_feed_append(&mut self) {
         let log = self.log.clone();

@@ -332,6 +332,42 @@ async fn newer_bookmark_holder_is_not_overwritten_and_not_promoted() {
     assert_eq!(w[1].queue_update().0, &released(before, 3));
 }
 
+/// Several slots recording at once: the bookmark moved on while promoting,
+/// so the newer holder is promoted too and the ref ends on the bookmark.
+#[tokio::test]
+async fn promotion_chases_a_bookmark_that_moved_meanwhile() {
+    let mut moved_on = queue(Some(4), &[3], Some(4));
+    moved_on.version = QUEUE_VERSION + 2;
+    let mut f = recording(RequestState::Succeeded);
+    f.expect_fact_create(Ok(()));
+    f.expect_queue_update();
+    f.expect_promote_while_bookmark_moves(Ok(PromoteOutcome::Moved), moved_on.clone());
+    f.expect_feed_append();
+    f.expect_promote(Ok(PromoteOutcome::Moved));
+    f.expect_feed_append();
+    f.expect_queue_update();
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    let w = log.writes();
+    assert_eq!(
+        log.names(),
+        [
+            "facts.create",
+            "queues.update",
+            "scm.promote",
+            "feed.append",
+            "scm.promote",
+            "feed.append",
+            "queues.update"
+        ]
+    );
+    assert_eq!(w[2], Write::Promote(uri(3)));
+    assert_eq!(w[4], Write::Promote(uri(4)));
+    let (q, expected, _) = w[6].queue_update();
+    assert_eq!(expected, QUEUE_VERSION + 2);
+    assert_eq!(q, &released(moved_on, 3));
+}
+
 #[tokio::test]
 async fn promote_not_found_still_releases() {
     let mut f = recording(RequestState::Succeeded);
