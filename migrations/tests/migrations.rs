@@ -2,6 +2,9 @@
 //! and on Postgres when `STOVEPIPE_TEST_POSTGRES_URL` is set (each run in a
 //! database of its own, dropped afterwards).
 
+// Test helpers: a failed setup step must panic naming what failed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use std::collections::HashSet;

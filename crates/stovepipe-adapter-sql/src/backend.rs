@@ -1,0 +1,658 @@
+//! Connections, transactions and wake-ups: the plumbing every port shares.
+//!
+//! Owns: connecting (SQLite writer + reader pools, or one Postgres pool),
+//! running the migrations, the dialect differences (placeholders, row
+//! locks, advisory locks, NOTIFY), the [`Tx`] every write goes through —
+//! which commits the outbox with the write and runs the after-commit
+//! effects (local wake-ups, the change-feed tail) — and the Postgres
+//! listener that brings other replicas' commits in.
+//!
+//! Does not own: any query of a port (see the port modules).
+
+use crate::error;
+use crate::feed::FeedHub;
+use crate::validate;
+use sea_orm::sqlx::postgres::PgListener;
+use sea_orm::sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, DbErr, QueryResult, SqlxSqliteConnector, Statement, TransactionTrait,
+    Value,
+};
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+use stovepipe_entity::{ChangeEvent, NewChange, Timestamp};
+use stovepipe_migrations::{Migrator, MigratorTrait};
+use stovepipe_ports::{Clock, Outbox, OutgoingMessage, StoreError, SystemClock, Topic};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// Live buffer of each change-feed subscriber when none is given.
+pub const DEFAULT_FEED_BUFFER: usize = 1024;
+
+/// NOTIFY channel carrying a topic name: something was published or woken.
+pub(crate) const MQ_CHANNEL: &str = "stovepipe_mq";
+/// NOTIFY channel: change-log rows were committed.
+pub(crate) const FEED_CHANNEL: &str = "stovepipe_feed";
+/// Advisory lock serialising change-log appends on Postgres, so `seq`
+/// order is commit order and a tail reading "after the last seen seq"
+/// never skips a row that commits late ("stovepipe" in ASCII).
+const FEED_LOCK: i64 = 0x0073_746f_7665_7069;
+
+/// How to connect.
+#[derive(Clone)]
+pub struct SqlOptions {
+    /// Stamps rows and measures holds, retries and leases.
+    pub clock: Arc<dyn Clock>,
+    /// Live buffer of each change-feed subscriber (at least 1).
+    pub feed_buffer: usize,
+    /// Connections of the Postgres pool, or of the SQLite reader pool.
+    pub pool_size: u32,
+    /// How long a caller waits for a connection before `Unavailable`.
+    pub acquire_timeout: Duration,
+    /// How long SQLite waits on a lock held by another process.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqlOptions {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock::default()),
+            feed_buffer: DEFAULT_FEED_BUFFER,
+            pool_size: 8,
+            acquire_timeout: Duration::from_secs(10),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl fmt::Debug for SqlOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlOptions")
+            .field("feed_buffer", &self.feed_buffer)
+            .field("pool_size", &self.pool_size)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("busy_timeout", &self.busy_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One SQL database behind every storage-like port.
+///
+/// Use it as `Arc<SqlBackend>` and coerce to the port you need; the trait
+/// methods share names (`get`, `list`…), so call them through the trait
+/// object. Call [`migrate`](Self::migrate) once before use on a new
+/// database.
+pub struct SqlBackend {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) dialect: Dialect,
+    /// SQLite: the single writer connection. Postgres: the pool.
+    writer: DatabaseConnection,
+    /// SQLite: read-only connections. Postgres: the same pool.
+    reader: DatabaseConnection,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) feed: FeedHub,
+    wakers: Mutex<HashMap<Topic, Arc<Notify>>>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// The SQL differences between the two backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    fn backend(self) -> DatabaseBackend {
+        match self {
+            Self::Postgres => DatabaseBackend::Postgres,
+            Self::Sqlite => DatabaseBackend::Sqlite,
+        }
+    }
+
+    /// A statement written with `$n` placeholders (SQLite spells them `?n`).
+    pub(crate) fn stmt(self, sql: &str, values: Vec<Value>) -> Statement {
+        let sql = match self {
+            Self::Postgres => sql.to_owned(),
+            // No SQL here contains a literal `$`, so this only touches
+            // placeholders.
+            Self::Sqlite => sql.replace('$', "?"),
+        };
+        Statement::from_sql_and_values(self.backend(), sql, values)
+    }
+
+    /// `FOR UPDATE` on Postgres; nothing on SQLite, whose single writer
+    /// connection already serialises every write transaction.
+    pub(crate) fn for_update(self) -> &'static str {
+        match self {
+            Self::Postgres => " FOR UPDATE",
+            Self::Sqlite => "",
+        }
+    }
+
+    /// Byte-order comparison of text, as the memory adapter sorts names.
+    pub(crate) fn bytewise(self) -> &'static str {
+        match self {
+            Self::Postgres => " COLLATE \"C\"",
+            Self::Sqlite => "",
+        }
+    }
+}
+
+/// Builds a `Vec<sea_orm::Value>` from expressions.
+macro_rules! values {
+    ($($v:expr),* $(,)?) => { vec![$(::sea_orm::Value::from($v)),*] };
+}
+pub(crate) use values;
+
+pub(crate) fn json_value(v: serde_json::Value) -> Value {
+    Value::Json(Some(Box::new(v)))
+}
+
+/// Milliseconds and counts as the `BIGINT` the schema stores.
+pub(crate) fn big(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl SqlBackend {
+    /// Connects with the system clock and default options. The URL picks
+    /// the backend: `postgres://…` or `sqlite://path?mode=rwc`
+    /// (`sqlite::memory:` works for one process).
+    pub async fn connect(url: &str) -> Result<Arc<Self>, StoreError> {
+        Self::connect_with(url, SqlOptions::default()).await
+    }
+
+    /// Connects with `clock` (tests use a manual clock to move holds,
+    /// leases and timestamps).
+    pub async fn connect_with_clock(
+        url: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, StoreError> {
+        Self::connect_with(
+            url,
+            SqlOptions {
+                clock,
+                ..SqlOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// Connects with every option spelled out.
+    pub async fn connect_with(url: &str, options: SqlOptions) -> Result<Arc<Self>, StoreError> {
+        let (dialect, writer, reader) =
+            if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+                let mut opts = ConnectOptions::new(url.to_owned());
+                opts.max_connections(options.pool_size.max(2))
+                    .min_connections(0)
+                    .acquire_timeout(options.acquire_timeout)
+                    .connect_timeout(options.acquire_timeout)
+                    .sqlx_logging(false);
+                let pool = Database::connect(opts).await.map_err(error::store)?;
+                (Dialect::Postgres, pool.clone(), pool)
+            } else if url.starts_with("sqlite:") {
+                let (writer, reader) = connect_sqlite(url, &options).await?;
+                (Dialect::Sqlite, writer, reader)
+            } else {
+                return Err(StoreError::Backend(format!(
+                    "unsupported database URL (expected postgres:// or sqlite:): {}",
+                    url.split('@').next_back().unwrap_or_default()
+                )));
+            };
+        let shared = Arc::new(Shared {
+            dialect,
+            writer,
+            reader,
+            clock: options.clock,
+            feed: FeedHub::new(options.feed_buffer),
+            wakers: Mutex::new(HashMap::new()),
+            listener: Mutex::new(None),
+        });
+        // A database not yet migrated has no change log: nothing to tail.
+        shared
+            .feed
+            .start_at(shared.last_seq().await.unwrap_or(0))
+            .await;
+        if dialect == Dialect::Postgres {
+            let task = spawn_listener(&shared).await.map_err(error::store)?;
+            *shared
+                .listener
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(task);
+        }
+        Ok(Arc::new(Self { shared }))
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        Migrator::up(&self.shared.writer, None)
+            .await
+            .map_err(error::store)?;
+        let last = self.shared.last_seq().await.map_err(error::store)?;
+        self.shared.feed.start_at(last).await;
+        Ok(())
+    }
+
+    /// True on Postgres, false on SQLite.
+    pub fn is_postgres(&self) -> bool {
+        self.shared.dialect == Dialect::Postgres
+    }
+
+    /// The clock the backend stamps rows and measures leases with.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.shared.clock.clone()
+    }
+
+    /// Closes the pools (and stops the Postgres listener). Further calls
+    /// fail with `Unavailable`.
+    pub async fn close(&self) {
+        if let Some(task) = self
+            .shared
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+        // Closing an already closed pool is a no-op; errors say nothing new.
+        let _ = self.shared.writer.clone().close().await;
+        if self.shared.dialect == Dialect::Sqlite {
+            let _ = self.shared.reader.clone().close().await;
+        }
+    }
+}
+
+impl fmt::Debug for SqlBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlBackend")
+            .field("dialect", &self.shared.dialect)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn connect_sqlite(
+    url: &str,
+    options: &SqlOptions,
+) -> Result<(DatabaseConnection, DatabaseConnection), StoreError> {
+    let base = SqliteConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Backend(format!("bad SQLite URL: {e}")))?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(options.busy_timeout)
+        .foreign_keys(true);
+    let unavailable = |e: sea_orm::sqlx::Error| StoreError::Unavailable(e.to_string());
+    // One writer: every write transaction queues for this connection
+    // instead of racing for the database lock.
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(base.clone())
+        .await
+        .map_err(unavailable)?;
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let writer = SqlxSqliteConnector::from_sqlx_sqlite_pool(writer);
+    if in_memory {
+        // A private in-memory database exists only on its one connection.
+        return Ok((writer.clone(), writer));
+    }
+    let reader = SqlitePoolOptions::new()
+        .max_connections(options.pool_size.max(1))
+        .min_connections(0)
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(base.read_only(true).create_if_missing(false))
+        .await
+        .map_err(unavailable)?;
+    Ok((writer, SqlxSqliteConnector::from_sqlx_sqlite_pool(reader)))
+}
+
+/// Listens for other replicas' commits: a topic on [`MQ_CHANNEL`] wakes
+/// that topic's waiters; [`FEED_CHANNEL`] makes the change feed read the
+/// rows after the last one it broadcast. After a reconnect (notifications
+/// may have been lost) it does both for everything.
+async fn spawn_listener(shared: &Arc<Shared>) -> Result<JoinHandle<()>, DbErr> {
+    let pool = shared.writer.get_postgres_connection_pool();
+    let sql = |e: sea_orm::sqlx::Error| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e));
+    let mut listener = PgListener::connect_with(pool).await.map_err(sql)?;
+    listener
+        .listen_all([MQ_CHANNEL, FEED_CHANNEL])
+        .await
+        .map_err(sql)?;
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    Ok(tokio::spawn(async move {
+        loop {
+            let next = listener.try_recv().await;
+            let Some(shared) = weak.upgrade() else { return };
+            match next {
+                Ok(Some(n)) if n.channel() == MQ_CHANNEL => {
+                    shared.wake_local(&Topic::new(n.payload()));
+                }
+                Ok(Some(_)) => shared.feed.catch_up(&shared).await,
+                // The connection dropped and was re-established: whatever
+                // was notified meanwhile is lost, so catch up on all of it.
+                Ok(None) => {
+                    shared.wake_all_local();
+                    shared.feed.catch_up(&shared).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "change listener: reconnecting");
+                    drop(shared);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }))
+}
+
+impl Shared {
+    /// Runs a read on the reader.
+    pub(crate) async fn query_all(
+        &self,
+        sql: &str,
+        values: Vec<Value>,
+    ) -> Result<Vec<QueryResult>, DbErr> {
+        self.reader.query_all(self.dialect.stmt(sql, values)).await
+    }
+
+    pub(crate) async fn query_one(
+        &self,
+        sql: &str,
+        values: Vec<Value>,
+    ) -> Result<Option<QueryResult>, DbErr> {
+        self.reader.query_one(self.dialect.stmt(sql, values)).await
+    }
+
+    pub(crate) async fn last_seq(&self) -> Result<u64, DbErr> {
+        let row = self
+            .query_one(
+                "SELECT COALESCE(MAX(seq), 0) AS seq FROM change_log",
+                vec![],
+            )
+            .await?;
+        let seq: i64 = match row {
+            Some(r) => r.try_get("", "seq")?,
+            None => 0,
+        };
+        Ok(u64::try_from(seq).unwrap_or(0))
+    }
+
+    /// Starts a write transaction on the writer.
+    pub(crate) async fn begin(self: &Arc<Self>) -> Result<Tx, DbErr> {
+        let txn = self.writer.begin().await?;
+        Ok(Tx {
+            shared: self.clone(),
+            txn,
+            woken: BTreeSet::new(),
+            changed: false,
+            feed_locked: false,
+        })
+    }
+
+    pub(crate) fn waker(&self, topic: &Topic) -> Arc<Notify> {
+        self.wakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(topic.clone())
+            .or_default()
+            .clone()
+    }
+
+    pub(crate) fn wake_local(&self, topic: &Topic) {
+        let n = self.waker(topic);
+        n.notify_waiters();
+        // Also leave a permit, so a consumer between its empty receive and
+        // its wait does not sleep through this wake-up (a spurious wake-up
+        // is allowed, a lost one is not).
+        n.notify_one();
+    }
+
+    fn wake_all_local(&self) {
+        let all: Vec<Arc<Notify>> = self
+            .wakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for n in all {
+            n.notify_waiters();
+            n.notify_one();
+        }
+    }
+}
+
+/// One write transaction. Dropping it without [`commit`](Self::commit)
+/// rolls back; committing runs the after-commit effects.
+pub(crate) struct Tx {
+    shared: Arc<Shared>,
+    txn: DatabaseTransaction,
+    /// Topics to wake once committed.
+    woken: BTreeSet<Topic>,
+    /// Change-log rows were appended.
+    changed: bool,
+    feed_locked: bool,
+}
+
+impl Tx {
+    pub(crate) fn dialect(&self) -> Dialect {
+        self.shared.dialect
+    }
+
+    pub(crate) async fn exec(&self, sql: &str, values: Vec<Value>) -> Result<u64, DbErr> {
+        let result = self.txn.execute(self.dialect().stmt(sql, values)).await?;
+        Ok(result.rows_affected())
+    }
+
+    pub(crate) async fn one(
+        &self,
+        sql: &str,
+        values: Vec<Value>,
+    ) -> Result<Option<QueryResult>, DbErr> {
+        self.txn.query_one(self.dialect().stmt(sql, values)).await
+    }
+
+    pub(crate) async fn all(
+        &self,
+        sql: &str,
+        values: Vec<Value>,
+    ) -> Result<Vec<QueryResult>, DbErr> {
+        self.txn.query_all(self.dialect().stmt(sql, values)).await
+    }
+
+    /// Wakes `topic`'s waiters after the commit.
+    pub(crate) fn wake(&mut self, topic: &Topic) {
+        self.woken.insert(topic.clone());
+    }
+
+    /// Commits the outbox: messages first (their partition locks are taken
+    /// before the change-log lock, always in that order, so two writers
+    /// cannot deadlock on them), then the change rows.
+    pub(crate) async fn outbox(&mut self, outbox: Outbox, now: Timestamp) -> Result<(), DbErr> {
+        self.lock_partitions(&outbox.messages).await?;
+        for m in outbox.messages {
+            self.insert_message(&m, None, now).await?;
+        }
+        self.append(outbox.changes, now).await?;
+        Ok(())
+    }
+
+    /// Serialises publishers of each partition on Postgres until commit, so
+    /// within a partition `id` order is commit order: a consumer can never
+    /// lease a message while an older one of its partition is still
+    /// uncommitted. Keys are locked in sorted order (no lock cycles).
+    pub(crate) async fn lock_partitions(&self, messages: &[OutgoingMessage]) -> Result<(), DbErr> {
+        if self.dialect() != Dialect::Postgres {
+            return Ok(());
+        }
+        let keys: BTreeSet<(&str, &str)> = messages
+            .iter()
+            .map(|m| (m.topic.as_str(), m.partition_key.as_str()))
+            .collect();
+        for (topic, key) in keys {
+            self.exec(
+                "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))",
+                values![topic, key],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Inserts a message unless its dedup key is pending; true when
+    /// inserted. Callers lock its partition first.
+    pub(crate) async fn insert_message(
+        &mut self,
+        m: &OutgoingMessage,
+        last_error: Option<String>,
+        now: Timestamp,
+    ) -> Result<bool, DbErr> {
+        let inserted = self
+            .exec(
+                "INSERT INTO messages (topic, partition_key, message_id, payload, attempt, \
+                 last_error, visible_at, lease_owner, lease_expires, published_at) \
+                 VALUES ($1, $2, $3, $4, 1, $5, $6, NULL, NULL, $6) \
+                 ON CONFLICT (topic, partition_key, message_id) DO NOTHING",
+                vec![
+                    m.topic.as_str().into(),
+                    m.partition_key.as_str().into(),
+                    m.message_id.as_str().into(),
+                    json_value(m.payload.clone()),
+                    last_error.into(),
+                    now.as_millis().into(),
+                ],
+            )
+            .await?;
+        if inserted > 0 {
+            self.wake(&m.topic);
+        }
+        Ok(inserted > 0)
+    }
+
+    /// Appends change rows; returns them with their sequence numbers.
+    pub(crate) async fn append(
+        &mut self,
+        changes: Vec<NewChange>,
+        now: Timestamp,
+    ) -> Result<Vec<ChangeEvent>, DbErr> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.dialect() == Dialect::Postgres && !self.feed_locked {
+            self.exec("SELECT pg_advisory_xact_lock($1)", values![FEED_LOCK])
+                .await?;
+            self.feed_locked = true;
+        }
+        let mut out = Vec::with_capacity(changes.len());
+        for c in changes {
+            let row = self
+                .one(
+                    "INSERT INTO change_log (queue, kind, subject, data, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+                    vec![
+                        c.queue.as_ref().map(|q| q.as_str().to_owned()).into(),
+                        c.kind.as_str().into(),
+                        c.subject.as_str().into(),
+                        json_value(c.data.clone()),
+                        now.as_millis().into(),
+                    ],
+                )
+                .await?
+                .ok_or_else(|| DbErr::Custom("INSERT … RETURNING seq returned no row".into()))?;
+            let seq: i64 = row.try_get("", "seq")?;
+            out.push(ChangeEvent {
+                seq: u64::try_from(seq).unwrap_or(0),
+                queue: c.queue,
+                kind: c.kind,
+                subject: c.subject,
+                data: c.data,
+                created_at: now,
+            });
+        }
+        self.changed = true;
+        Ok(out)
+    }
+
+    /// Commits, then wakes local waiters and feeds the change-feed tail. On
+    /// Postgres the NOTIFYs ride in the transaction, so other replicas hear
+    /// of it exactly when it commits.
+    pub(crate) async fn commit(self) -> Result<(), DbErr> {
+        if self.dialect() == Dialect::Postgres {
+            for topic in &self.woken {
+                self.exec(
+                    "SELECT pg_notify($1, $2)",
+                    values![MQ_CHANNEL, topic.as_str()],
+                )
+                .await?;
+            }
+            if self.changed {
+                self.exec("SELECT pg_notify($1, '')", values![FEED_CHANNEL])
+                    .await?;
+            }
+        }
+        let Self {
+            shared,
+            txn,
+            woken,
+            changed,
+            ..
+        } = self;
+        txn.commit().await?;
+        for topic in &woken {
+            shared.wake_local(topic);
+        }
+        if changed {
+            shared.feed.catch_up(&shared).await;
+        }
+        Ok(())
+    }
+}
+
+/// Validates an outbox before its write starts.
+pub(crate) fn check_outbox(outbox: &Outbox) -> Result<(), stovepipe_entity::InvalidValue> {
+    for m in &outbox.messages {
+        check_message(m)?;
+    }
+    check_changes(&outbox.changes)
+}
+
+pub(crate) fn check_message(m: &OutgoingMessage) -> Result<(), stovepipe_entity::InvalidValue> {
+    validate::text("topic", m.topic.as_str(), validate::MAX_KEY_BYTES)?;
+    validate::text("partition key", &m.partition_key, validate::MAX_KEY_BYTES)?;
+    validate::text("message id", &m.message_id, validate::MAX_KEY_BYTES)?;
+    validate::check_json("message payload", &m.payload)
+}
+
+pub(crate) fn check_changes(changes: &[NewChange]) -> Result<(), stovepipe_entity::InvalidValue> {
+    for c in changes {
+        validate::text("change subject", &c.subject, validate::MAX_TEXT_BYTES)?;
+        validate::check_json("change data", &c.data)?;
+    }
+    Ok(())
+}

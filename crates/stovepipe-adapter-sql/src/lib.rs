@@ -1,0 +1,34 @@
+//! Stovepipe's SQL adapters on sea-orm: Postgres and SQLite.
+//!
+//! Owns: [`SqlBackend`], one database behind every storage-like port —
+//! the queue-bound stores ([`StoreFactory`](stovepipe_ports::StoreFactory))
+//! and the counter, the read model, the queue configuration store, the
+//! message queue, the change feed and the hook registry — with every store
+//! write committing its outbox (change-log rows and messages) in the same
+//! transaction. The schema lives in the `stovepipe-migrations` crate;
+//! [`SqlBackend::migrate`] applies it.
+//!
+//! Does not own: any pipeline rule, and no SQL leaves this crate.
+//!
+//! Concurrency model:
+//! - **SQLite**: WAL, `busy_timeout`, foreign keys on; one writer connection
+//!   (a pool of one) serialises every write, a reader pool serves reads, so
+//!   callers never see `SQLITE_BUSY`.
+//! - **Postgres**: one pool; conditional writes are single `UPDATE … WHERE
+//!   version = ?` statements; message-queue heads are leased with
+//!   `FOR UPDATE SKIP LOCKED` and a lease column; hook releases are minted
+//!   under a `FOR UPDATE` row lock on the hook; LISTEN/NOTIFY carries
+//!   wake-ups and change-feed tails between replicas.
+
+mod backend;
+mod error;
+mod feed;
+mod hooks;
+mod mq;
+mod read_model;
+mod rows;
+mod stores;
+mod validate;
+
+pub use backend::{DEFAULT_FEED_BUFFER, SqlBackend, SqlOptions};
+pub use validate::{MAX_JSON_BYTES, MAX_KEY_BYTES, MAX_TEXT_BYTES};

@@ -1,0 +1,422 @@
+//! The SQL message queue.
+//!
+//! Owns: partitions as the rows of `(topic, partition_key)` in `id` order,
+//! whose lowest id (the head) is the only deliverable message; leases as
+//! `lease_owner` (the delivery id) until `lease_expires`, measured by the
+//! backend's clock; attempts, dead letters, dedup and wake-ups.
+//! Does not own: the consumer loop, backoff or when to dead-letter (the
+//! consumer runtime in `stovepipe-app` decides; this only obeys).
+//!
+//! - **Dedup scope**: acknowledged and rejected messages are deleted, so a
+//!   `(topic, partition_key, message_id)` is deduplicated only while the
+//!   message is pending (published and not yet acked or rejected, leased and
+//!   held included) — the least the port promises. Publishing the same id
+//!   after its ack delivers it again.
+//! - **Cross-process safety (Postgres)**: `receive` locks candidate heads
+//!   with `FOR UPDATE SKIP LOCKED` and sets the lease in the same
+//!   transaction, so two consumers never lease one head; publishers of a
+//!   partition are serialised by an advisory lock until commit, so `id`
+//!   order is commit order and no older message can appear behind a leased
+//!   head. Every settle (`ack`, `hold`, `retry`, `reject`, `renew`) is one
+//!   conditional statement on `lease_owner` and an unexpired
+//!   `lease_expires`; zero rows is `LeaseLost`.
+//! - **SQLite**: the single writer connection serialises all of it.
+//! - **Wake-ups**: a local `Notify` per topic after each commit, and on
+//!   Postgres a NOTIFY in the same transaction for the other replicas.
+
+use crate::backend::{Dialect, Tx, big, check_message, limit, values};
+use crate::rows::{self, DEAD_LETTER_COLUMNS};
+use crate::{SqlBackend, error, validate};
+use async_trait::async_trait;
+use sea_orm::DbErr;
+use std::time::Duration;
+use stovepipe_entity::Timestamp;
+use stovepipe_ports::{DeadLetter, Delivery, MessageQueue, MqError, OutgoingMessage, Topic};
+
+/// "No older message of the same partition": `m` is its partition's head.
+const IS_HEAD: &str = "NOT EXISTS (SELECT 1 FROM messages o WHERE o.topic = m.topic \
+    AND o.partition_key = m.partition_key AND o.id < m.id)";
+
+/// The message row a delivery leased: its id is the prefix of the
+/// delivery id (`<row id>.<uuid>`). A malformed id cannot hold a lease.
+fn leased_row(d: &Delivery) -> Result<i64, MqError> {
+    d.delivery_id
+        .split_once('.')
+        .and_then(|(id, _)| id.parse().ok())
+        .ok_or_else(|| MqError::LeaseLost(d.delivery_id.clone()))
+}
+
+fn attempt(n: i32) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
+impl SqlBackend {
+    /// Runs `f` in one write transaction, mapping database errors.
+    async fn mq_write<T, F>(&self, f: F) -> Result<T, MqError>
+    where
+        F: for<'t> FnOnce(
+            &'t mut Tx,
+            Timestamp,
+        )
+            -> futures::future::BoxFuture<'t, Result<Result<T, MqError>, DbErr>>,
+    {
+        let now = self.shared.clock.now();
+        let mut tx = self.shared.begin().await.map_err(error::mq)?;
+        match f(&mut tx, now).await.map_err(error::mq)? {
+            Ok(out) => {
+                tx.commit().await.map_err(error::mq)?;
+                Ok(out)
+            }
+            // Dropping the transaction rolls it back.
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One conditional statement on the delivery's lease; `LeaseLost` when
+    /// it matched nothing (settled, expired or taken over).
+    async fn on_lease(
+        &self,
+        d: &Delivery,
+        set: &'static str,
+        extra: Vec<sea_orm::Value>,
+        wake: bool,
+    ) -> Result<(), MqError> {
+        let id = leased_row(d)?;
+        let lost = d.delivery_id.clone();
+        let owner = d.delivery_id.clone();
+        let topic = d.topic.clone();
+        self.mq_write(move |tx, now| {
+            Box::pin(async move {
+                let mut v = values![id, owner, now.as_millis()];
+                v.extend(extra);
+                let sql =
+                    format!("{set} WHERE id = $1 AND lease_owner = $2 AND lease_expires > $3");
+                if tx.exec(&sql, v).await? == 0 {
+                    return Ok(Err(MqError::LeaseLost(lost)));
+                }
+                if wake {
+                    tx.wake(&topic);
+                }
+                Ok(Ok(()))
+            })
+        })
+        .await
+    }
+}
+
+/// Publishes inside `tx` with its partition locked.
+async fn publish_in(
+    tx: &mut Tx,
+    message: &OutgoingMessage,
+    last_error: Option<String>,
+    now: Timestamp,
+) -> Result<bool, DbErr> {
+    tx.lock_partitions(std::slice::from_ref(message)).await?;
+    tx.insert_message(message, last_error, now).await
+}
+
+#[async_trait]
+impl MessageQueue for SqlBackend {
+    async fn publish(&self, message: OutgoingMessage) -> Result<bool, MqError> {
+        check_message(&message)?;
+        self.mq_write(move |tx, now| {
+            Box::pin(async move { Ok(Ok(publish_in(tx, &message, None, now).await?)) })
+        })
+        .await
+    }
+
+    async fn receive(
+        &self,
+        topic: &Topic,
+        _consumer: &str,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, MqError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let topic = topic.clone();
+        self.mq_write(move |tx, now| {
+            Box::pin(async move {
+                let lock = match tx.dialect() {
+                    Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+                    Dialect::Sqlite => "",
+                };
+                // Visible heads: never leased and due, or whose lease ran out.
+                let heads = tx
+                    .all(
+                        &format!(
+                            "SELECT id, partition_key, message_id, payload, attempt, last_error, \
+                             published_at, lease_expires FROM messages m \
+                             WHERE m.topic = $1 AND {IS_HEAD} AND \
+                             ((m.lease_expires IS NULL AND m.visible_at <= $2) \
+                              OR m.lease_expires <= $2) \
+                             ORDER BY m.id LIMIT $3{lock}"
+                        ),
+                        values![topic.as_str(), now.as_millis(), limit(max)],
+                    )
+                    .await?;
+                let expires = now.saturating_add(lease).as_millis();
+                let mut out = Vec::with_capacity(heads.len());
+                for row in heads {
+                    let id: i64 = rows::get(&row, "id")?;
+                    let previous: Option<i64> = rows::get(&row, "lease_expires")?;
+                    // A holder that neither settled nor renewed in time used
+                    // up an attempt.
+                    let n = rows::get::<i32>(&row, "attempt")? + i32::from(previous.is_some());
+                    let delivery_id = format!("{id}.{}", uuid::Uuid::new_v4().simple());
+                    tx.exec(
+                        "UPDATE messages SET lease_owner = $2, lease_expires = $3, attempt = $4 \
+                         WHERE id = $1",
+                        values![id, delivery_id.as_str(), expires, n],
+                    )
+                    .await?;
+                    out.push(Delivery {
+                        delivery_id,
+                        topic: topic.clone(),
+                        partition_key: rows::get(&row, "partition_key")?,
+                        message_id: rows::get(&row, "message_id")?,
+                        payload: rows::get(&row, "payload")?,
+                        attempt: attempt(n),
+                        last_error: rows::get(&row, "last_error")?,
+                        published_at: Timestamp(rows::get(&row, "published_at")?),
+                    });
+                }
+                Ok(Ok(out))
+            })
+        })
+        .await
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> Result<(), MqError> {
+        // The partition's next message is deliverable now: wake.
+        self.on_lease(delivery, "DELETE FROM messages", vec![], true)
+            .await
+    }
+
+    async fn hold(&self, delivery: &Delivery, delay: Duration) -> Result<(), MqError> {
+        let until = self.shared.clock.now().saturating_add(delay).as_millis();
+        self.on_lease(
+            delivery,
+            "UPDATE messages SET lease_owner = NULL, lease_expires = NULL, visible_at = $4",
+            values![until],
+            delay.is_zero(),
+        )
+        .await
+    }
+
+    async fn retry(
+        &self,
+        delivery: &Delivery,
+        delay: Duration,
+        error: &str,
+    ) -> Result<(), MqError> {
+        let until = self.shared.clock.now().saturating_add(delay).as_millis();
+        self.on_lease(
+            delivery,
+            "UPDATE messages SET lease_owner = NULL, lease_expires = NULL, visible_at = $4, \
+             attempt = attempt + 1, last_error = $5",
+            values![until, validate::diagnostic(error)],
+            delay.is_zero(),
+        )
+        .await
+    }
+
+    async fn reject(&self, delivery: &Delivery, error: &str) -> Result<DeadLetter, MqError> {
+        let id = leased_row(delivery)?;
+        let d = delivery.clone();
+        let error = validate::diagnostic(error);
+        self.mq_write(move |tx, now| {
+            Box::pin(async move {
+                let row = tx
+                    .one(
+                        "DELETE FROM messages \
+                         WHERE id = $1 AND lease_owner = $2 AND lease_expires > $3 \
+                         RETURNING message_id, payload, attempt, published_at",
+                        values![id, d.delivery_id.as_str(), now.as_millis()],
+                    )
+                    .await?;
+                let Some(row) = row else {
+                    return Ok(Err(MqError::LeaseLost(d.delivery_id.clone())));
+                };
+                let message_id: String = rows::get(&row, "message_id")?;
+                let payload: serde_json::Value = rows::get(&row, "payload")?;
+                let attempts: i32 = rows::get(&row, "attempt")?;
+                let published_at: i64 = rows::get(&row, "published_at")?;
+                let dead = tx
+                    .one(
+                        &format!(
+                            "INSERT INTO dead_letters (topic, partition_key, message_id, payload, \
+                             attempts, last_error, published_at, dead_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                             RETURNING {DEAD_LETTER_COLUMNS}"
+                        ),
+                        vec![
+                            d.topic.as_str().into(),
+                            d.partition_key.as_str().into(),
+                            message_id.as_str().into(),
+                            crate::backend::json_value(payload.clone()),
+                            attempts.into(),
+                            error.as_str().into(),
+                            published_at.into(),
+                            now.as_millis().into(),
+                        ],
+                    )
+                    .await?
+                    .ok_or_else(|| DbErr::Custom("dead letter insert returned no row".into()))?;
+                let dead = rows::dead_letter(&dead)?;
+                // A dead-letter topic's own rejects are only parked, or a
+                // failing reconciler would feed itself forever.
+                if !d.topic.is_dlq() {
+                    let copy =
+                        OutgoingMessage::new(d.topic.dlq(), d.partition_key, message_id, payload);
+                    publish_in(tx, &copy, Some(error), now).await?;
+                }
+                // The partition's next message is deliverable now.
+                tx.wake(&d.topic);
+                Ok(Ok(dead))
+            })
+        })
+        .await
+    }
+
+    async fn renew(&self, delivery: &Delivery, lease: Duration) -> Result<(), MqError> {
+        let until = self.shared.clock.now().saturating_add(lease).as_millis();
+        self.on_lease(
+            delivery,
+            "UPDATE messages SET lease_expires = $4",
+            values![until],
+            false,
+        )
+        .await
+    }
+
+    async fn wake(&self, topic: &Topic, partition_key: &str) -> Result<bool, MqError> {
+        let topic = topic.clone();
+        let key = partition_key.to_owned();
+        self.mq_write(move |tx, now| {
+            Box::pin(async move {
+                let woken = tx
+                    .exec(
+                        "UPDATE messages SET visible_at = $3 \
+                         WHERE topic = $1 AND partition_key = $2 AND lease_owner IS NULL \
+                         AND visible_at > $3 AND id = (SELECT MIN(id) FROM messages \
+                           WHERE topic = $1 AND partition_key = $2)",
+                        values![topic.as_str(), key.as_str(), now.as_millis()],
+                    )
+                    .await?;
+                if woken > 0 {
+                    tx.wake(&topic);
+                }
+                Ok(Ok(woken > 0))
+            })
+        })
+        .await
+    }
+
+    async fn wait(&self, topic: &Topic, timeout: Duration) {
+        let notify = self.shared.waker(topic);
+        // Spurious returns are allowed; the caller receives again either way.
+        let _ = tokio::time::timeout(timeout, notify.notified()).await;
+    }
+
+    async fn next_visible_at(&self, topic: &Topic) -> Result<Option<Timestamp>, MqError> {
+        let row = self
+            .shared
+            .query_one(
+                &format!(
+                    "SELECT MIN(COALESCE(m.lease_expires, m.visible_at)) AS at FROM messages m \
+                     WHERE m.topic = $1 AND {IS_HEAD}"
+                ),
+                values![topic.as_str()],
+            )
+            .await
+            .map_err(error::mq)?;
+        let at: Option<i64> = match row {
+            Some(r) => rows::get(&r, "at").map_err(error::mq)?,
+            None => None,
+        };
+        Ok(at.map(Timestamp))
+    }
+
+    async fn dead_letters(
+        &self,
+        topic: Option<Topic>,
+        limit_: usize,
+    ) -> Result<Vec<DeadLetter>, MqError> {
+        let found = match topic {
+            Some(t) => {
+                self.shared
+                    .query_all(
+                        &format!(
+                            "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE topic = $1 \
+                             ORDER BY id LIMIT $2"
+                        ),
+                        values![t.as_str(), limit(limit_)],
+                    )
+                    .await
+            }
+            None => {
+                self.shared
+                    .query_all(
+                        &format!(
+                            "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters ORDER BY id LIMIT $1"
+                        ),
+                        values![limit(limit_)],
+                    )
+                    .await
+            }
+        }
+        .map_err(error::mq)?;
+        found
+            .iter()
+            .map(rows::dead_letter)
+            .collect::<Result<_, _>>()
+            .map_err(error::mq)
+    }
+
+    async fn requeue_dead_letter(&self, id: u64) -> Result<(), MqError> {
+        self.mq_write(move |tx, now| {
+            Box::pin(async move {
+                let row = tx
+                    .one(
+                        &format!(
+                            "DELETE FROM dead_letters WHERE id = $1 RETURNING {DEAD_LETTER_COLUMNS}"
+                        ),
+                        values![big(id)],
+                    )
+                    .await?;
+                let Some(row) = row else {
+                    return Ok(Err(MqError::NotFound(format!("dead letter {id}"))));
+                };
+                let dead = rows::dead_letter(&row)?;
+                let message = OutgoingMessage::new(
+                    dead.topic,
+                    dead.partition_key,
+                    dead.message_id,
+                    dead.payload,
+                );
+                // Attempts start again at 1; the reason it died stays visible.
+                publish_in(tx, &message, Some(dead.last_error), now).await?;
+                Ok(Ok(()))
+            })
+        })
+        .await
+    }
+
+    async fn purge_dead_letter(&self, id: u64) -> Result<(), MqError> {
+        self.mq_write(move |tx, _| {
+            Box::pin(async move {
+                if tx
+                    .exec("DELETE FROM dead_letters WHERE id = $1", values![big(id)])
+                    .await?
+                    == 0
+                {
+                    return Ok(Err(MqError::NotFound(format!("dead letter {id}"))));
+                }
+                Ok(Ok(()))
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,183 @@
+//! The query side.
+//!
+//! Owns: the listings of `ReadModel` — requests ordered by their number
+//! column (never by id text), facts by queue, builds across queues — each
+//! bounded by its limit and kept inside its queue. Does not own: any write.
+
+use crate::backend::{big, limit, values};
+use crate::rows::{self, BUILD_COLUMNS, FACT_COLUMNS, QUEUE_COLUMNS, REQUEST_COLUMNS};
+use crate::{SqlBackend, error};
+use async_trait::async_trait;
+use sea_orm::{DbErr, QueryResult, Value};
+use stovepipe_entity::{Build, BuildId, Fact, Queue, QueueName, Request, RequestId, Uri};
+use stovepipe_ports::{ReadModel, StoreError};
+
+/// URIs per `IN (…)` list, well under every backend's parameter limit.
+const URI_CHUNK: usize = 500;
+
+impl SqlBackend {
+    async fn list<T>(
+        &self,
+        sql: &str,
+        values: Vec<Value>,
+        decode: fn(&QueryResult) -> Result<T, DbErr>,
+    ) -> Result<Vec<T>, StoreError> {
+        let found = self
+            .shared
+            .query_all(sql, values)
+            .await
+            .map_err(error::store)?;
+        found
+            .iter()
+            .map(decode)
+            .collect::<Result<_, _>>()
+            .map_err(error::store)
+    }
+
+    /// Runs `sql` (whose `{in}` is replaced by a placeholder list after the
+    /// queue's `$1`) once per chunk of `uris`.
+    async fn by_uris<T>(
+        &self,
+        queue: &QueueName,
+        uris: &[Uri],
+        sql: &str,
+        decode: fn(&QueryResult) -> Result<T, DbErr>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in uris.chunks(URI_CHUNK) {
+            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let mut v = values![queue.as_str()];
+            v.extend(chunk.iter().map(|u| Value::from(u.as_str())));
+            let sql = sql.replace("{in}", &list.join(", "));
+            out.extend(self.list(&sql, v, decode).await?);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ReadModel for SqlBackend {
+    async fn queues(&self) -> Result<Vec<Queue>, StoreError> {
+        let sql = format!(
+            "SELECT {QUEUE_COLUMNS} FROM queues ORDER BY name{}",
+            self.shared.dialect.bytewise()
+        );
+        self.list(&sql, vec![], rows::queue).await
+    }
+
+    async fn requests(
+        &self,
+        queue: &QueueName,
+        before: Option<u64>,
+        limit_: usize,
+    ) -> Result<Vec<Request>, StoreError> {
+        let before = before.map_or(i64::MAX, big);
+        self.list(
+            &format!(
+                "SELECT {REQUEST_COLUMNS} FROM requests WHERE queue = $1 AND number < $2 \
+                 ORDER BY number DESC LIMIT $3"
+            ),
+            values![queue.as_str(), before, limit(limit_)],
+            rows::request,
+        )
+        .await
+    }
+
+    async fn open_requests(
+        &self,
+        queue: &QueueName,
+        limit_: usize,
+    ) -> Result<Vec<Request>, StoreError> {
+        self.list(
+            &format!(
+                "SELECT {REQUEST_COLUMNS} FROM requests \
+                 WHERE queue = $1 AND state IN ('accepted', 'processing') \
+                 ORDER BY number LIMIT $2"
+            ),
+            values![queue.as_str(), limit(limit_)],
+            rows::request,
+        )
+        .await
+    }
+
+    async fn requests_missing_fact(
+        &self,
+        queue: &QueueName,
+        limit_: usize,
+    ) -> Result<Vec<Request>, StoreError> {
+        self.list(
+            &format!(
+                "SELECT {REQUEST_COLUMNS} FROM requests r \
+                 WHERE r.queue = $1 AND r.state IN ('succeeded', 'failed') \
+                 AND r.failed_closed = $2 \
+                 AND NOT EXISTS (SELECT 1 FROM facts f \
+                   WHERE f.queue = r.queue AND f.uri = r.uri AND f.project = '') \
+                 ORDER BY r.number LIMIT $3"
+            ),
+            values![queue.as_str(), false, limit(limit_)],
+            rows::request,
+        )
+        .await
+    }
+
+    async fn requests_for_uris(
+        &self,
+        queue: &QueueName,
+        uris: &[Uri],
+    ) -> Result<Vec<Request>, StoreError> {
+        self.by_uris(
+            queue,
+            uris,
+            &format!(
+                "SELECT {REQUEST_COLUMNS} FROM requests WHERE queue = $1 AND uri IN ({{in}}) \
+                 ORDER BY number"
+            ),
+            rows::request,
+        )
+        .await
+    }
+
+    async fn facts_for_uris(
+        &self,
+        queue: &QueueName,
+        uris: &[Uri],
+    ) -> Result<Vec<Fact>, StoreError> {
+        self.by_uris(
+            queue,
+            uris,
+            &format!(
+                "SELECT {FACT_COLUMNS} FROM facts WHERE queue = $1 AND uri IN ({{in}}) \
+                 ORDER BY uri, project"
+            ),
+            rows::fact,
+        )
+        .await
+    }
+
+    async fn facts_of_request(
+        &self,
+        queue: &QueueName,
+        request_id: &RequestId,
+    ) -> Result<Vec<Fact>, StoreError> {
+        self.list(
+            &format!(
+                "SELECT {FACT_COLUMNS} FROM facts WHERE queue = $1 AND request_id = $2 \
+                 ORDER BY uri, project"
+            ),
+            values![queue.as_str(), request_id.as_str()],
+            rows::fact,
+        )
+        .await
+    }
+
+    async fn find_build(&self, id: &BuildId) -> Result<Option<Build>, StoreError> {
+        let mut found = self
+            .list(
+                &format!("SELECT {BUILD_COLUMNS} FROM builds WHERE build_id = $1 LIMIT 1"),
+                values![id.as_str()],
+                rows::build,
+            )
+            .await?;
+        Ok(found.pop())
+    }
+}

@@ -1,0 +1,595 @@
+//! The six queue-bound stores (`StoreFactory::for_queue`) and the queue
+//! configuration store.
+//!
+//! Owns: queue binding (`WrongQueue` before any SQL runs), conditional
+//! writes as one `UPDATE … WHERE queue = ? AND key = ? AND version = ?`
+//! (zero rows — stale version or no row — is `VersionMismatch`), creates as
+//! `INSERT … ON CONFLICT DO NOTHING` (zero rows is `AlreadyExists`), and
+//! each write's outbox committed in the same transaction. Does not own:
+//! listings (see `read_model`) or transition rules (entities bump their
+//! own versions).
+
+use crate::backend::{Shared, Tx, big, check_outbox, json_value, values};
+use crate::rows::{self, BUILD_COLUMNS, FACT_COLUMNS, QUEUE_COLUMNS, REQUEST_COLUMNS};
+use crate::{SqlBackend, error, validate};
+use async_trait::async_trait;
+use sea_orm::{DbErr, Value};
+use std::sync::Arc;
+use stovepipe_entity::{
+    Build, BuildId, Fact, ProjectName, Queue, QueueConfig, QueueName, Request, RequestId, Uri,
+};
+use stovepipe_ports::{
+    BuildStore, Counter, FactStore, Outbox, QueueConfigStore, QueueStore, RequestStore,
+    RequestUriStore, StoreError, StoreFactory, Stores,
+};
+
+const REQUEST: &str = "request";
+const REQUEST_URI: &str = "request uri";
+const QUEUE: &str = "queue";
+const BUILD: &str = "build";
+const FACT: &str = "fact";
+
+/// A store handle bound to one queue.
+#[derive(Clone)]
+struct Bound {
+    shared: Arc<Shared>,
+    queue: QueueName,
+}
+
+/// What a write's one statement found.
+enum Miss {
+    /// `INSERT … ON CONFLICT DO NOTHING` inserted nothing.
+    Exists,
+    /// `UPDATE … WHERE version = ?` updated nothing.
+    Mismatch(u64),
+}
+
+impl Bound {
+    fn check(&self, entity: &'static str, got: &str) -> Result<(), StoreError> {
+        if got == self.queue.as_str() {
+            Ok(())
+        } else {
+            Err(StoreError::WrongQueue {
+                entity,
+                bound: self.queue.to_string(),
+                got: got.to_owned(),
+            })
+        }
+    }
+
+    fn check_request_id(&self, entity: &'static str, id: &RequestId) -> Result<(), StoreError> {
+        self.check(entity, id.queue_str())
+    }
+
+    fn q(&self) -> Value {
+        self.queue.as_str().into()
+    }
+
+    /// Runs one statement and, when it touched a row, the outbox, in one
+    /// transaction; when it touched none, rolls back and reports `miss`.
+    async fn write(
+        &self,
+        entity: &'static str,
+        key: &str,
+        sql: &str,
+        values: Vec<Value>,
+        outbox: Outbox,
+        miss: Miss,
+    ) -> Result<(), StoreError> {
+        check_outbox(&outbox)?;
+        let now = self.shared.clock.now();
+        let run = async {
+            let mut tx: Tx = self.shared.begin().await?;
+            if tx.exec(sql, values).await? == 0 {
+                return Ok(false);
+            }
+            tx.outbox(outbox, now).await?;
+            tx.commit().await?;
+            Ok::<_, DbErr>(true)
+        };
+        if run.await.map_err(error::store)? {
+            return Ok(());
+        }
+        Err(match miss {
+            Miss::Exists => StoreError::AlreadyExists {
+                entity,
+                key: key.to_owned(),
+            },
+            Miss::Mismatch(expected) => StoreError::VersionMismatch {
+                entity,
+                key: key.to_owned(),
+                expected,
+            },
+        })
+    }
+}
+
+struct Requests(Bound);
+struct RequestUris(Bound);
+struct Queues(Bound);
+struct Builds(Bound);
+struct Facts(Bound);
+struct QueueCounter(Bound);
+
+impl Requests {
+    fn check(&self, r: &Request) -> Result<(), StoreError> {
+        self.0.check(REQUEST, r.queue.as_str())?;
+        self.0.check_request_id(REQUEST, &r.id)?;
+        validate::opt_text(
+            "failure reason",
+            r.failure_reason.as_deref(),
+            validate::MAX_TEXT_BYTES,
+        )?;
+        Ok(())
+    }
+
+    /// Every column but the key and version, in `REQUEST_WRITE` order.
+    fn columns(r: &Request) -> Vec<Value> {
+        values![
+            r.uri.as_str(),
+            r.state.as_str(),
+            r.build_strategy.map(|s| s.as_str().to_owned()),
+            r.base_uri.as_ref().map(|u| u.as_str().to_owned()),
+            r.origin.as_str(),
+            r.failed_closed,
+            r.failure_reason.clone(),
+            r.created_at.as_millis(),
+            r.updated_at.as_millis(),
+        ]
+    }
+}
+
+#[async_trait]
+impl RequestStore for Requests {
+    async fn create(&self, request: &Request, outbox: Outbox) -> Result<(), StoreError> {
+        self.check(request)?;
+        let mut v = values![
+            self.0.q(),
+            big(request.id.number()),
+            request.id.as_str(),
+            big(request.version)
+        ];
+        v.extend(Self::columns(request));
+        self.0
+            .write(
+                REQUEST,
+                request.id.as_str(),
+                "INSERT INTO requests (queue, number, id, version, uri, state, strategy, \
+                 base_uri, origin, failed_closed, failure_reason, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 ON CONFLICT (queue, number) DO NOTHING",
+                v,
+                outbox,
+                Miss::Exists,
+            )
+            .await
+    }
+
+    async fn get(&self, id: &RequestId) -> Result<Option<Request>, StoreError> {
+        self.0.check_request_id(REQUEST, id)?;
+        let row = self
+            .0
+            .shared
+            .query_one(
+                &format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE queue = $1 AND number = $2"),
+                values![self.0.q(), big(id.number())],
+            )
+            .await
+            .map_err(error::store)?;
+        row.as_ref()
+            .map(rows::request)
+            .transpose()
+            .map_err(error::store)
+    }
+
+    async fn update(
+        &self,
+        request: &Request,
+        expected_version: u64,
+        outbox: Outbox,
+    ) -> Result<(), StoreError> {
+        self.check(request)?;
+        let mut v = values![
+            self.0.q(),
+            big(request.id.number()),
+            big(expected_version),
+            big(request.version)
+        ];
+        v.extend(Self::columns(request));
+        self.0
+            .write(
+                REQUEST,
+                request.id.as_str(),
+                "UPDATE requests SET version = $4, uri = $5, state = $6, strategy = $7, \
+                 base_uri = $8, origin = $9, failed_closed = $10, failure_reason = $11, \
+                 created_at = $12, updated_at = $13 \
+                 WHERE queue = $1 AND number = $2 AND version = $3",
+                v,
+                outbox,
+                Miss::Mismatch(expected_version),
+            )
+            .await
+    }
+}
+
+#[async_trait]
+impl RequestUriStore for RequestUris {
+    async fn create(&self, uri: &Uri, request_id: &RequestId) -> Result<(), StoreError> {
+        self.0.check_request_id(REQUEST_URI, request_id)?;
+        self.0
+            .write(
+                REQUEST_URI,
+                uri.as_str(),
+                "INSERT INTO request_uris (queue, uri, request_id) VALUES ($1, $2, $3) \
+                 ON CONFLICT (queue, uri) DO NOTHING",
+                values![self.0.q(), uri.as_str(), request_id.as_str()],
+                Outbox::none(),
+                Miss::Exists,
+            )
+            .await
+    }
+
+    async fn get(&self, uri: &Uri) -> Result<Option<RequestId>, StoreError> {
+        let row = self
+            .0
+            .shared
+            .query_one(
+                "SELECT request_id FROM request_uris WHERE queue = $1 AND uri = $2",
+                values![self.0.q(), uri.as_str()],
+            )
+            .await
+            .map_err(error::store)?;
+        let Some(row) = row else { return Ok(None) };
+        let text: String = rows::get(&row, "request_id").map_err(error::store)?;
+        RequestId::parse(&text)
+            .map(Some)
+            .map_err(|e| error::store(error::corrupt("request_id", e)))
+    }
+}
+
+impl Queues {
+    fn columns(q: &Queue) -> Result<Vec<Value>, StoreError> {
+        let mark = q.last_green.as_ref();
+        Ok(vec![
+            mark.map(|b| b.uri.as_str().to_owned()).into(),
+            mark.map(|b| b.request_id.as_str().to_owned()).into(),
+            mark.map(|b| b.recorded_at.as_millis()).into(),
+            json_value(validate::json("queue slots", &q.in_flight)?),
+            json_value(validate::json(
+                "queue project bookmarks",
+                &q.project_last_green,
+            )?),
+            q.latest_request_id
+                .as_ref()
+                .map(|id| id.as_str().to_owned())
+                .into(),
+            q.created_at.as_millis().into(),
+            q.updated_at.as_millis().into(),
+        ])
+    }
+}
+
+#[async_trait]
+impl QueueStore for Queues {
+    async fn create(&self, queue: &Queue) -> Result<(), StoreError> {
+        self.0.check(QUEUE, queue.name.as_str())?;
+        let mut v = values![self.0.q(), big(queue.version)];
+        v.extend(Self::columns(queue)?);
+        self.0
+            .write(
+                QUEUE,
+                queue.name.as_str(),
+                "INSERT INTO queues (name, version, last_green_uri, last_green_request_id, \
+                 last_green_recorded_at, in_flight, project_last_green, latest_request_id, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (name) DO NOTHING",
+                v,
+                Outbox::none(),
+                Miss::Exists,
+            )
+            .await
+    }
+
+    async fn get(&self) -> Result<Option<Queue>, StoreError> {
+        let row = self
+            .0
+            .shared
+            .query_one(
+                &format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE name = $1"),
+                values![self.0.q()],
+            )
+            .await
+            .map_err(error::store)?;
+        row.as_ref()
+            .map(rows::queue)
+            .transpose()
+            .map_err(error::store)
+    }
+
+    async fn update(
+        &self,
+        queue: &Queue,
+        expected_version: u64,
+        outbox: Outbox,
+    ) -> Result<(), StoreError> {
+        self.0.check(QUEUE, queue.name.as_str())?;
+        let mut v = values![self.0.q(), big(expected_version), big(queue.version)];
+        v.extend(Self::columns(queue)?);
+        self.0
+            .write(
+                QUEUE,
+                queue.name.as_str(),
+                "UPDATE queues SET version = $3, last_green_uri = $4, \
+                 last_green_request_id = $5, last_green_recorded_at = $6, in_flight = $7, \
+                 project_last_green = $8, latest_request_id = $9, created_at = $10, \
+                 updated_at = $11 WHERE name = $1 AND version = $2",
+                v,
+                outbox,
+                Miss::Mismatch(expected_version),
+            )
+            .await
+    }
+}
+
+impl Builds {
+    fn check(&self, b: &Build) -> Result<(), StoreError> {
+        self.0.check(BUILD, b.queue.as_str())?;
+        self.0.check_request_id(BUILD, &b.request_id)?;
+        validate::opt_text("build url", b.url.as_deref(), validate::MAX_TEXT_BYTES)?;
+        validate::opt_text(
+            "build reason",
+            b.reason.as_deref(),
+            validate::MAX_TEXT_BYTES,
+        )?;
+        Ok(())
+    }
+
+    fn columns(b: &Build) -> Result<Vec<Value>, StoreError> {
+        Ok(vec![
+            b.request_id.as_str().into(),
+            b.project.as_str().into(),
+            b.status.as_str().into(),
+            b.url.clone().into(),
+            json_value(validate::json("build metadata", &b.metadata)?),
+            json_value(validate::json("build targets", &b.targets)?),
+            b.reason.clone().into(),
+            b.created_at.as_millis().into(),
+            b.updated_at.as_millis().into(),
+        ])
+    }
+}
+
+#[async_trait]
+impl BuildStore for Builds {
+    async fn create(&self, build: &Build, outbox: Outbox) -> Result<(), StoreError> {
+        self.check(build)?;
+        let mut v = values![
+            self.0.q(),
+            build.id.as_str(),
+            big(build.request_id.number()),
+            big(build.version)
+        ];
+        v.extend(Self::columns(build)?);
+        // `inserted` orders builds created at the same instant; under
+        // concurrent Postgres inserts two may share a value, which only
+        // leaves their relative order to the build id.
+        self.0
+            .write(
+                BUILD,
+                build.id.as_str(),
+                "INSERT INTO builds (queue, build_id, request_number, version, request_id, \
+                 project, status, url, metadata, targets, reason, created_at, updated_at, \
+                 inserted) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+                 (SELECT COALESCE(MAX(inserted), 0) + 1 FROM builds WHERE queue = $1)) \
+                 ON CONFLICT (queue, build_id) DO NOTHING",
+                v,
+                outbox,
+                Miss::Exists,
+            )
+            .await
+    }
+
+    async fn get(&self, id: &BuildId) -> Result<Option<Build>, StoreError> {
+        let row = self
+            .0
+            .shared
+            .query_one(
+                &format!("SELECT {BUILD_COLUMNS} FROM builds WHERE queue = $1 AND build_id = $2"),
+                values![self.0.q(), id.as_str()],
+            )
+            .await
+            .map_err(error::store)?;
+        row.as_ref()
+            .map(rows::build)
+            .transpose()
+            .map_err(error::store)
+    }
+
+    async fn update(
+        &self,
+        build: &Build,
+        expected_version: u64,
+        outbox: Outbox,
+    ) -> Result<(), StoreError> {
+        self.check(build)?;
+        let mut v = values![
+            self.0.q(),
+            build.id.as_str(),
+            big(expected_version),
+            big(build.version),
+            big(build.request_id.number())
+        ];
+        v.extend(Self::columns(build)?);
+        self.0
+            .write(
+                BUILD,
+                build.id.as_str(),
+                "UPDATE builds SET version = $4, request_number = $5, request_id = $6, \
+                 project = $7, status = $8, url = $9, metadata = $10, targets = $11, \
+                 reason = $12, created_at = $13, updated_at = $14 \
+                 WHERE queue = $1 AND build_id = $2 AND version = $3",
+                v,
+                outbox,
+                Miss::Mismatch(expected_version),
+            )
+            .await
+    }
+
+    async fn list_for_request(&self, request_id: &RequestId) -> Result<Vec<Build>, StoreError> {
+        self.0.check_request_id(BUILD, request_id)?;
+        let found = self
+            .0
+            .shared
+            .query_all(
+                &format!(
+                    "SELECT {BUILD_COLUMNS} FROM builds WHERE queue = $1 AND request_number = $2 \
+                     ORDER BY created_at, inserted, build_id"
+                ),
+                values![self.0.q(), big(request_id.number())],
+            )
+            .await
+            .map_err(error::store)?;
+        found
+            .iter()
+            .map(rows::build)
+            .collect::<Result<_, _>>()
+            .map_err(error::store)
+    }
+}
+
+#[async_trait]
+impl FactStore for Facts {
+    async fn create(&self, fact: &Fact, outbox: Outbox) -> Result<(), StoreError> {
+        self.0.check(FACT, fact.queue.as_str())?;
+        self.0.check_request_id(FACT, &fact.request_id)?;
+        self.0
+            .write(
+                FACT,
+                &format!("{} {:?}", fact.uri, fact.project.as_str()),
+                "INSERT INTO facts (queue, uri, project, degree, request_id, build_id, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (queue, uri, project) DO NOTHING",
+                values![
+                    self.0.q(),
+                    fact.uri.as_str(),
+                    fact.project.as_str(),
+                    fact.degree.value(),
+                    fact.request_id.as_str(),
+                    fact.build_id.as_ref().map(|b| b.as_str().to_owned()),
+                    fact.created_at.as_millis()
+                ],
+                outbox,
+                Miss::Exists,
+            )
+            .await
+    }
+
+    async fn get(&self, uri: &Uri, project: &ProjectName) -> Result<Option<Fact>, StoreError> {
+        let row = self
+            .0
+            .shared
+            .query_one(
+                &format!(
+                    "SELECT {FACT_COLUMNS} FROM facts WHERE queue = $1 AND uri = $2 AND project = $3"
+                ),
+                values![self.0.q(), uri.as_str(), project.as_str()],
+            )
+            .await
+            .map_err(error::store)?;
+        row.as_ref()
+            .map(rows::fact)
+            .transpose()
+            .map_err(error::store)
+    }
+}
+
+#[async_trait]
+impl Counter for QueueCounter {
+    async fn next(&self) -> Result<u64, StoreError> {
+        let run = async {
+            let tx = self.0.shared.begin().await?;
+            // One atomic statement: concurrent callers serialise on the row.
+            let row = tx
+                .one(
+                    "INSERT INTO counters (queue, value) VALUES ($1, 1) \
+                     ON CONFLICT (queue) DO UPDATE SET value = counters.value + 1 \
+                     RETURNING value",
+                    values![self.0.q()],
+                )
+                .await?
+                .ok_or_else(|| DbErr::Custom("counter upsert returned no row".into()))?;
+            let value: i64 = rows::get(&row, "value")?;
+            tx.commit().await?;
+            u64::try_from(value).map_err(|e| error::corrupt("counter", e))
+        };
+        run.await.map_err(error::store)
+    }
+}
+
+impl StoreFactory for SqlBackend {
+    fn for_queue(&self, queue: &QueueName) -> Stores {
+        let bound = Bound {
+            shared: self.shared.clone(),
+            queue: queue.clone(),
+        };
+        Stores {
+            queue: queue.clone(),
+            requests: Arc::new(Requests(bound.clone())),
+            request_uris: Arc::new(RequestUris(bound.clone())),
+            queues: Arc::new(Queues(bound.clone())),
+            builds: Arc::new(Builds(bound.clone())),
+            facts: Arc::new(Facts(bound.clone())),
+            counter: Arc::new(QueueCounter(bound)),
+        }
+    }
+}
+
+#[async_trait]
+impl QueueConfigStore for SqlBackend {
+    async fn get(&self, queue: &QueueName) -> Result<Option<QueueConfig>, StoreError> {
+        let row = self
+            .shared
+            .query_one(
+                "SELECT config FROM queue_configs WHERE name = $1",
+                values![queue.as_str()],
+            )
+            .await
+            .map_err(error::store)?;
+        row.as_ref()
+            .map(rows::queue_config)
+            .transpose()
+            .map_err(error::store)
+    }
+
+    async fn list(&self) -> Result<Vec<QueueConfig>, StoreError> {
+        let sql = format!(
+            "SELECT config FROM queue_configs ORDER BY name{}",
+            self.shared.dialect.bytewise()
+        );
+        let found = self
+            .shared
+            .query_all(&sql, vec![])
+            .await
+            .map_err(error::store)?;
+        found
+            .iter()
+            .map(rows::queue_config)
+            .collect::<Result<_, _>>()
+            .map_err(error::store)
+    }
+
+    async fn upsert(&self, config: &QueueConfig) -> Result<(), StoreError> {
+        let json = validate::json("queue config", config)?;
+        let run = async {
+            let tx = self.shared.begin().await?;
+            tx.exec(
+                "INSERT INTO queue_configs (name, config) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET config = excluded.config",
+                vec![config.name.as_str().into(), json_value(json)],
+            )
+            .await?;
+            tx.commit().await
+        };
+        run.await.map_err(error::store)
+    }
+}
