@@ -432,3 +432,25 @@ async fn external_reports_drive_the_pipeline() {
         Err(stovepipe_app::ReportError::NotFound(_))
     ));
 }
+
+/// A request failed closed while its build still runs: the poll chain stops
+/// and the build is cancelled, instead of polling forever.
+#[tokio::test]
+async fn a_failed_closed_request_stops_its_poll_chain() {
+    let w = World::new(|_| {}).await;
+    w.runner.set_default_never_finishes();
+    w.push_and_ingest("A").await;
+    w.step().await;
+    let stores = w.backend.for_queue(&w.queue);
+    stovepipe_app::fail_closed::fail_closed(w.pipeline.deps(), &stores, &w.id(1), "operator: test")
+        .await
+        .unwrap();
+    w.settle().await;
+    assert_eq!(
+        w.backend.pending_messages(&Topic::buildsignal()),
+        0,
+        "no poll chain left"
+    );
+    assert_eq!(w.runner.cancels().len(), 1);
+    assert_eq!(w.queue_row().await.in_flight_count(), 0);
+}

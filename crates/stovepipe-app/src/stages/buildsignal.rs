@@ -49,6 +49,14 @@ impl BuildSignalStage {
         }
         let config = self.deps.config(&hop.queue).await?;
 
+        if request.failed_closed && !build.status.is_terminal() {
+            // The pipeline already ended this request (dead letter, timeout,
+            // reconcile): stop the chain instead of polling a build nobody
+            // waits for, and ask the CI to stop it too.
+            self.cancel(&config, &build).await;
+            return Ok(Outcome::Ack);
+        }
+
         if !build.status.is_terminal() {
             let runner = self.deps.runner(&config).await?;
             if !runner.reports_via_api() {
@@ -156,13 +164,7 @@ impl BuildSignalStage {
         build: &Build,
         request: &Request,
     ) -> Result<Outcome, StageError> {
-        if let Ok(runner) = self.deps.runner(config).await {
-            // Best effort: the request fails closed whether or not the CI
-            // listens.
-            if let Err(e) = runner.cancel(&build.id).await {
-                warn!(build = %build.id, error = %e, "cancel after max_validation failed");
-            }
-        }
+        self.cancel(config, build).await;
         let reason = format!(
             "buildsignal: build {} not terminal after max_validation ({}s)",
             build.id,
@@ -170,6 +172,17 @@ impl BuildSignalStage {
         );
         fail_closed(&self.deps, stores, &request.id, &reason).await?;
         Ok(Outcome::Ack)
+    }
+}
+
+impl BuildSignalStage {
+    /// Best effort: the request fails closed whether or not the CI listens.
+    async fn cancel(&self, config: &stovepipe_entity::QueueConfig, build: &Build) {
+        if let Ok(runner) = self.deps.runner(config).await {
+            if let Err(e) = runner.cancel(&build.id).await {
+                warn!(build = %build.id, error = %e, "cancelling the build failed");
+            }
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use poem::endpoint::make_sync;
-use poem::middleware::{SizeLimit, Tracing};
+use poem::middleware::Tracing;
 use poem::{Endpoint, EndpointExt, Route, get};
 use poem_openapi::{OpenApiService, SecurityScheme, Tags};
 use stovepipe_ports::{Clock, SystemClock};
@@ -145,12 +145,50 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint {
                     .unwrap_or_default()
             })),
         )
-        .with(SizeLimit::new(MAX_BODY))
+        .around(limit_body)
         .data(state)
         .catch_all_error(
             |e: poem::Error| async move { problem_response(e.status(), e.to_string()) },
         )
         .with(Tracing)
+}
+
+/// Refuses bodies over [`MAX_BODY`] with 413: at once when the declared
+/// length is too large, while reading for chunked bodies. (poem's own
+/// `SizeLimit` demands a `Content-Length` even on GET requests.)
+async fn limit_body<E: Endpoint>(
+    ep: Arc<E>,
+    mut req: poem::Request,
+) -> poem::Result<poem::Response> {
+    use poem::IntoResponse as _;
+    let too_large = || {
+        poem::Error::from_string(
+            format!("request body over {MAX_BODY} bytes"),
+            poem::http::StatusCode::PAYLOAD_TOO_LARGE,
+        )
+    };
+    let declared = req
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(len) if len > MAX_BODY as u64 => return Err(too_large()),
+        Some(_) => {}
+        None if req
+            .headers()
+            .contains_key(poem::http::header::TRANSFER_ENCODING) =>
+        {
+            let body = req
+                .take_body()
+                .into_bytes_limit(MAX_BODY)
+                .await
+                .map_err(|_| too_large())?;
+            req.set_body(body);
+        }
+        None => {}
+    }
+    Ok(ep.call(req).await?.into_response())
 }
 
 /// A clock for the API when none is injected.
