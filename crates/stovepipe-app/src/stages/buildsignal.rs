@@ -178,10 +178,10 @@ impl BuildSignalStage {
 impl BuildSignalStage {
     /// Best effort: the request fails closed whether or not the CI listens.
     async fn cancel(&self, config: &stovepipe_entity::QueueConfig, build: &Build) {
-        if let Ok(runner) = self.deps.runner(config).await {
-            if let Err(e) = runner.cancel(&build.id).await {
-                warn!(build = %build.id, error = %e, "cancelling the build failed");
-            }
+        if let Ok(runner) = self.deps.runner(config).await
+            && let Err(e) = runner.cancel(&build.id).await
+        {
+            warn!(build = %build.id, error = %e, "cancelling the build failed");
         }
     }
 }
