@@ -174,7 +174,6 @@ async fn limit_body<E: Endpoint>(
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
         Some(len) if len > MAX_BODY as u64 => return Err(too_large()),
-        Some(_) => {}
         None if req
             .headers()
             .contains_key(poem::http::header::TRANSFER_ENCODING) =>
@@ -186,7 +185,8 @@ async fn limit_body<E: Endpoint>(
                 .map_err(|_| too_large())?;
             req.set_body(body);
         }
-        None => {}
+        // A declared length within the limit, or no body at all.
+        _ => {}
     }
     Ok(ep.call(req).await?.into_response())
 }
