@@ -406,6 +406,21 @@ impl Shared {
     /// Starts a write transaction on the writer.
     pub(crate) async fn begin(self: &Arc<Self>) -> Result<Tx, DbErr> {
         let txn = self.writer.begin().await?;
+        if self.dialect == Dialect::Sqlite {
+            // sea-orm opens SQLite transactions DEFERRED. A deferred
+            // transaction that reads first and writes later fails at once
+            // with SQLITE_BUSY when another process committed in between (a
+            // stale snapshot cannot be upgraded; busy_timeout does not
+            // help). Writing first takes the write lock up front, waiting
+            // for it under busy_timeout, like BEGIN IMMEDIATE; this no-op
+            // write touches no row. In one process the single writer
+            // connection already serialises everything.
+            txn.execute(
+                self.dialect
+                    .stmt("UPDATE counters SET value = value WHERE 0 = 1", vec![]),
+            )
+            .await?;
+        }
         Ok(Tx {
             shared: self.clone(),
             txn,

@@ -1,0 +1,395 @@
+//! Behaviour specific to the SQL backend, on SQLite and (when configured)
+//! Postgres: several replicas on one database (leases, hook minting, wake-ups
+//! and the change-feed tail across processes), bad input refused whole, and
+//! errors classified as retryable where they should be.
+
+// The checks are plain async fns run by the generated tests: an unmet
+// expectation must panic naming it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Kind, TestDb};
+use futures::StreamExt;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use stovepipe_adapter_sql::{MAX_TEXT_BYTES, SqlBackend};
+use stovepipe_entity::{
+    Build, BuildId, ChangeKind, EventType, HookContract, HookName, HookReleaseSpec, NewChange,
+    Origin, ProjectName, QueueName, Request, RequestId, Timestamp, Uri,
+};
+use stovepipe_ports::{
+    ChangeFeed, Classify, HookRegistry, MessageQueue, MqError, Outbox, OutgoingMessage, StoreError,
+    StoreFactory, Topic,
+};
+
+/// Runs `$check(db)` on a fresh SQLite database and on Postgres.
+macro_rules! on_both {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let db = super::TestDb::open(super::Kind::Sqlite).await.unwrap();
+                    super::$check(&db).await;
+                    db.finish().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let Some(db) = super::TestDb::open(super::Kind::Postgres).await else {
+                        return;
+                    };
+                    super::$check(&db).await;
+                    db.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    identical_releases_from_two_replicas_mint_one_version,
+    distinct_releases_from_two_replicas_mint_versions_without_gaps,
+    consumers_on_two_replicas_never_hold_the_same_partition,
+    expired_lease_is_taken_over_by_another_replica,
+    a_publish_on_one_replica_wakes_a_waiter_on_another,
+    the_feed_tail_sees_another_replicas_commits,
+    nul_bytes_and_oversized_values_are_refused_whole,
+    outbox_messages_are_deduplicated_like_publishes,
+    a_closed_backend_is_unavailable_and_retryable,
+);
+
+fn queue() -> QueueName {
+    QueueName::new("sql/main").unwrap()
+}
+
+fn request(n: u64) -> Request {
+    Request::accepted(
+        RequestId::new(&queue(), n).unwrap(),
+        queue(),
+        Uri::new(format!("git://r/main/c{n}")).unwrap(),
+        Origin::Ingest,
+        Timestamp(1),
+    )
+}
+
+fn spec(url: &str) -> HookReleaseSpec {
+    HookReleaseSpec {
+        url: url.to_owned(),
+        secret: None,
+        headers: BTreeMap::new(),
+        timeout_ms: 1000,
+        max_attempts: 3,
+    }
+}
+
+async fn hook_on(db: &TestDb) -> HookName {
+    let name = HookName::new("notify").unwrap();
+    let contract = HookContract::new([EventType::ValidationRecorded].into(), [].into()).unwrap();
+    let hooks: Arc<dyn HookRegistry> = db.backend.clone();
+    hooks
+        .upsert_hook(&name, &contract, Timestamp(1))
+        .await
+        .unwrap();
+    name
+}
+
+/// Two handles per replica, alternating, so both processes race.
+async fn replicas(db: &TestDb) -> [Arc<SqlBackend>; 2] {
+    [db.backend.clone(), db.replica().await]
+}
+
+async fn identical_releases_from_two_replicas_mint_one_version(db: &TestDb) {
+    let name = hook_on(db).await;
+    let both = replicas(db).await;
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let hooks: Arc<dyn HookRegistry> = both[i % 2].clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                hooks
+                    .create_release(&name, &spec("http://same/"), "ops", Timestamp(2))
+                    .await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        let outcome = t.await.unwrap().expect("identical releases never fail");
+        assert_eq!(outcome.release.version, 1);
+        created += usize::from(outcome.created);
+    }
+    assert_eq!(created, 1, "one of 16 identical releases is created");
+}
+
+async fn distinct_releases_from_two_replicas_mint_versions_without_gaps(db: &TestDb) {
+    let name = hook_on(db).await;
+    let both = replicas(db).await;
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let hooks: Arc<dyn HookRegistry> = both[i % 2].clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                hooks
+                    .create_release(&name, &spec(&format!("http://d/{i}")), "ops", Timestamp(2))
+                    .await
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for t in tasks {
+        let outcome = t.await.unwrap().expect("distinct releases never fail");
+        assert!(outcome.created);
+        versions.push(outcome.release.version);
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=16).collect::<Vec<u32>>());
+    let hooks: Arc<dyn HookRegistry> = db.backend.clone();
+    assert_eq!(
+        hooks.get(&name).await.unwrap().unwrap().live_version,
+        Some(16)
+    );
+}
+
+async fn consumers_on_two_replicas_never_hold_the_same_partition(db: &TestDb) {
+    const PARTITIONS: usize = 4;
+    const PER_PARTITION: usize = 6;
+    let topic = Topic::new("contended");
+    let mq: Arc<dyn MessageQueue> = db.backend.clone();
+    for i in 0..PER_PARTITION {
+        for p in 0..PARTITIONS {
+            let m = OutgoingMessage::new(topic.clone(), format!("p{p}"), format!("m{i}"), json!(i));
+            assert!(mq.publish(m).await.unwrap());
+        }
+    }
+    let both = replicas(db).await;
+    let active = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let acked = Arc::new(Mutex::new(HashMap::<String, Vec<String>>::new()));
+    let total = PARTITIONS * PER_PARTITION;
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
+    let consumers: Vec<_> = (0..6)
+        .map(|c| {
+            let mq: Arc<dyn MessageQueue> = both[c % 2].clone();
+            let (topic, active, acked) = (topic.clone(), active.clone(), acked.clone());
+            tokio::spawn(async move {
+                loop {
+                    let done: usize = acked.lock().unwrap().values().map(Vec::len).sum();
+                    if done >= total {
+                        return;
+                    }
+                    assert!(tokio::time::Instant::now() < deadline, "consumers starved");
+                    let ds = mq
+                        .receive(&topic, &format!("c{c}"), 2, Duration::from_mins(1))
+                        .await
+                        .unwrap();
+                    for d in &ds {
+                        let fresh = active.lock().unwrap().insert(d.partition_key.clone());
+                        assert!(fresh, "two consumers hold {} at once", d.partition_key);
+                    }
+                    tokio::task::yield_now().await;
+                    for d in ds {
+                        active.lock().unwrap().remove(&d.partition_key);
+                        acked
+                            .lock()
+                            .unwrap()
+                            .entry(d.partition_key.clone())
+                            .or_default()
+                            .push(d.message_id.clone());
+                        mq.ack(&d).await.unwrap();
+                    }
+                    if done < total {
+                        mq.wait(&topic, Duration::from_millis(20)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in consumers {
+        c.await.unwrap();
+    }
+    let in_order: Vec<String> = (0..PER_PARTITION).map(|i| format!("m{i}")).collect();
+    for (p, got) in acked.lock().unwrap().iter() {
+        assert_eq!(got, &in_order, "partition {p}: each message once, in order");
+    }
+}
+
+async fn expired_lease_is_taken_over_by_another_replica(db: &TestDb) {
+    let topic = Topic::new("work");
+    let a: Arc<dyn MessageQueue> = db.backend.clone();
+    let b: Arc<dyn MessageQueue> = db.replica().await;
+    a.publish(OutgoingMessage::new(topic.clone(), "p", "m1", json!({})))
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(30);
+    let first = a.receive(&topic, "a", 1, lease).await.unwrap().remove(0);
+    assert!(b.receive(&topic, "b", 1, lease).await.unwrap().is_empty());
+    db.clock.advance(lease);
+    let taken = b.receive(&topic, "b", 1, lease).await.unwrap();
+    assert_eq!(taken.len(), 1, "the expired lease is taken over");
+    assert_eq!((taken[0].message_id.as_str(), taken[0].attempt), ("m1", 2));
+    assert!(matches!(a.ack(&first).await, Err(MqError::LeaseLost(_))));
+    b.ack(&taken[0]).await.unwrap();
+    assert_eq!(a.next_visible_at(&topic).await.unwrap(), None);
+}
+
+async fn a_publish_on_one_replica_wakes_a_waiter_on_another(db: &TestDb) {
+    if !db.backend.is_postgres() {
+        // SQLite replicas are processes on one file with no channel between
+        // them; they poll (`next_visible_at`), which the port allows.
+        return;
+    }
+    let topic = Topic::new("wakeful");
+    let a: Arc<dyn MessageQueue> = db.backend.clone();
+    let b: Arc<dyn MessageQueue> = db.replica().await;
+    let waiter = {
+        let (b, topic) = (b.clone(), topic.clone());
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            b.wait(&topic, Duration::from_mins(1)).await;
+            started.elapsed()
+        })
+    };
+    let mut n = 0;
+    while !waiter.is_finished() {
+        assert!(n < 250, "the other replica's waiter never woke");
+        a.publish(OutgoingMessage::new(
+            topic.clone(),
+            "p",
+            format!("m{n}"),
+            json!({}),
+        ))
+        .await
+        .unwrap();
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(waiter.await.unwrap() < Duration::from_secs(10));
+}
+
+async fn the_feed_tail_sees_another_replicas_commits(db: &TestDb) {
+    if !db.backend.is_postgres() {
+        return;
+    }
+    let a: Arc<dyn ChangeFeed> = db.backend.clone();
+    let b: Arc<dyn ChangeFeed> = db.replica().await;
+    let mut live = b.subscribe();
+    let change = |s: &str| NewChange::new(&queue(), ChangeKind::RequestChanged, s, json!({}));
+    a.append(vec![change("one"), change("two")]).await.unwrap();
+    for expected in ["one", "two"] {
+        let e = tokio::time::timeout(Duration::from_secs(10), live.next())
+            .await
+            .expect("the other replica's event within 10 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.subject, expected);
+    }
+}
+
+async fn nul_bytes_and_oversized_values_are_refused_whole(db: &TestDb) {
+    let stores = db.backend.for_queue(&queue());
+    let feed: Arc<dyn ChangeFeed> = db.backend.clone();
+    let mq: Arc<dyn MessageQueue> = db.backend.clone();
+    let invalid = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Invalid(_)));
+
+    let mut nul = request(1);
+    nul.failure_reason = Some("bad\0reason".into());
+    assert!(invalid(stores.requests.create(&nul, Outbox::none()).await));
+    let mut huge = request(1);
+    huge.failure_reason = Some("x".repeat(MAX_TEXT_BYTES + 1));
+    assert!(invalid(stores.requests.create(&huge, Outbox::none()).await));
+
+    // A valid row with a bad outbox writes nothing at all.
+    let bad_message = OutgoingMessage::new(Topic::new("t"), "p", "m", json!({"k": "\u{0}"}));
+    let ok_change = NewChange::new(&queue(), ChangeKind::RequestCreated, "r1", json!({}));
+    let outbox = Outbox::none().change(ok_change).publish(bad_message);
+    assert!(invalid(stores.requests.create(&request(1), outbox).await));
+    assert_eq!(stores.requests.get(&request(1).id).await.unwrap(), None);
+    assert!(feed.read_after(0, 10).await.unwrap().is_empty());
+
+    let mut build = Build::accepted(
+        BuildId::new("b1").unwrap(),
+        queue(),
+        request(1).id,
+        ProjectName::whole_repo(),
+        Timestamp(1),
+    );
+    build.metadata.insert("k\0".into(), "v".into());
+    assert!(invalid(stores.builds.create(&build, Outbox::none()).await));
+
+    let nul_key = OutgoingMessage::new(Topic::new("t"), "p\0", "m", json!({}));
+    assert!(matches!(
+        mq.publish(nul_key).await,
+        Err(MqError::Invalid(_))
+    ));
+    let long_id = OutgoingMessage::new(Topic::new("t"), "p", "m".repeat(5000), json!({}));
+    assert!(matches!(
+        mq.publish(long_id).await,
+        Err(MqError::Invalid(_))
+    ));
+    let bad_change = NewChange::new(&queue(), ChangeKind::RequestCreated, "s\0", json!({}));
+    assert!(matches!(
+        feed.append(vec![bad_change]).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(mq.next_visible_at(&Topic::new("t")).await.unwrap(), None);
+
+    // A handler's error text is diagnostic: kept (cleaned), never refused.
+    mq.publish(OutgoingMessage::new(Topic::new("t"), "p", "m", json!({})))
+        .await
+        .unwrap();
+    let d = mq
+        .receive(&Topic::new("t"), "c", 1, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .remove(0);
+    mq.retry(&d, Duration::ZERO, "boom\0").await.unwrap();
+    let again = mq
+        .receive(&Topic::new("t"), "c", 1, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(again.last_error.as_deref(), Some("boom\u{fffd}"));
+}
+
+async fn outbox_messages_are_deduplicated_like_publishes(db: &TestDb) {
+    let stores = db.backend.for_queue(&queue());
+    let mq: Arc<dyn MessageQueue> = db.backend.clone();
+    let topic = Topic::new("process");
+    let hop = OutgoingMessage::new(topic.clone(), "sql/main", "request/sql/main/1", json!({}));
+    assert!(mq.publish(hop.clone()).await.unwrap());
+    let outbox = Outbox::none().publish(hop.clone()).publish(hop);
+    stores.requests.create(&request(1), outbox).await.unwrap();
+    let got = mq
+        .receive(&topic, "c", 10, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    mq.ack(&got[0]).await.unwrap();
+    assert_eq!(
+        mq.next_visible_at(&topic).await.unwrap(),
+        None,
+        "one copy only"
+    );
+}
+
+async fn a_closed_backend_is_unavailable_and_retryable(db: &TestDb) {
+    let other = db.replica().await;
+    other.close().await;
+    let err = other.for_queue(&queue()).counter.next().await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable(_)) && err.is_retryable(),
+        "got {err:?}"
+    );
+    let mq: Arc<dyn MessageQueue> = other;
+    let err = mq
+        .publish(OutgoingMessage::new(Topic::new("t"), "p", "m", json!({})))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "got {err:?}");
+}
