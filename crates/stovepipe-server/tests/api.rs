@@ -1,5 +1,7 @@
 //! The HTTP API through the real HTTP stack, in process.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is a test failure
+
 mod common;
 
 use common::{Server, commit};

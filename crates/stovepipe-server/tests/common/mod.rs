@@ -138,7 +138,7 @@ impl Server {
             "stovepipe",
             "tester",
             scopes,
-            Duration::from_secs(600),
+            Duration::from_mins(10),
             now,
         )
         .unwrap()
