@@ -313,6 +313,10 @@ async fn connect_sqlite(
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
         .min_connections(1)
+        // Keep the one connection: for `sqlite::memory:` it *is* the
+        // database, and reopening it would lose everything.
+        .idle_timeout(None)
+        .max_lifetime(None)
         .acquire_timeout(options.acquire_timeout)
         .connect_with(base.clone())
         .await

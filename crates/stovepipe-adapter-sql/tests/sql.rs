@@ -393,3 +393,26 @@ async fn a_closed_backend_is_unavailable_and_retryable(db: &TestDb) {
         .unwrap_err();
     assert!(err.is_retryable(), "got {err:?}");
 }
+
+/// `sqlite::memory:` is one private database on the single writer
+/// connection, which serves reads too.
+#[tokio::test]
+async fn in_memory_sqlite_works_end_to_end() {
+    let backend = SqlBackend::connect("sqlite::memory:").await.unwrap();
+    backend.migrate().await.unwrap();
+    let stores = backend.for_queue(&queue());
+    assert_eq!(stores.counter.next().await.unwrap(), 1);
+    let change = NewChange::new(&queue(), ChangeKind::RequestCreated, "r1", json!({}));
+    stores
+        .requests
+        .create(&request(1), Outbox::none().change(change))
+        .await
+        .unwrap();
+    assert_eq!(
+        stores.requests.get(&request(1).id).await.unwrap(),
+        Some(request(1))
+    );
+    let feed: Arc<dyn ChangeFeed> = backend.clone();
+    assert_eq!(feed.last_seq().await.unwrap(), 1);
+    assert!(!backend.is_postgres());
+}
