@@ -11,7 +11,9 @@ use anyhow::{Context as _, bail};
 
 fn workspace_root() -> PathBuf {
     // xtask lives one level below the workspace root.
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 fn openapi(check: bool) -> anyhow::Result<()> {
@@ -21,9 +23,13 @@ fn openapi(check: bool) -> anyhow::Result<()> {
         spec.push('\n');
     }
     if check {
-        let current = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let current = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         if current != spec {
-            bail!("{} is out of date with the server code: run `cargo xtask openapi` and commit the result", path.display());
+            bail!(
+                "{} is out of date with the server code: run `cargo xtask openapi` and commit the result",
+                path.display()
+            );
         }
         println!("{} is up to date", path.display());
     } else {
@@ -36,9 +42,16 @@ fn openapi(check: bool) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         [] | ["help" | "--help" | "-h"] => {
-            println!("usage: cargo xtask <task>\n\ntasks:\n  openapi [--check]   write (or check) api/openapi.json");
+            println!(
+                "usage: cargo xtask <task>\n\ntasks:\n  openapi [--check]   write (or check) api/openapi.json"
+            );
             return ExitCode::SUCCESS;
         }
         ["openapi"] => openapi(false),

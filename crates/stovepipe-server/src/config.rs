@@ -251,10 +251,15 @@ impl Settings {
                 format!("{url:?}: expected sqlite://…, postgres://… or memory:"),
             ));
         }
-        if url == "memory:" && messaging == Messaging::Sql {
+        // Store writes publish their next hop in the same transaction (the
+        // outbox), so the transport lives where the data lives.
+        if (url == "memory:") != (messaging == Messaging::Memory) {
             return Err(ConfigError::new(
                 "messaging.backend",
-                "\"sql\" needs a SQL database.url; with database.url = \"memory:\" use \"memory\"",
+                format!(
+                    "{:?} with database.url {url:?}: use \"sql\" with a SQL database, \"memory\" only with database.url = \"memory:\"",
+                    raw.messaging.backend
+                ),
             ));
         }
         let mut names = BTreeSet::new();
@@ -473,6 +478,8 @@ mod tests {
             ("[server]\nlisten = \"0.0.0.0:8080\"", "auth.hs256_secret"),
             ("[messaging]\nbackend = \"kafka\"", "messaging.backend"),
             ("[database]\nurl = \"mysql://x\"", "database.url"),
+            ("[messaging]\nbackend = \"memory\"", "messaging.backend"),
+            ("[database]\nurl = \"memory:\"", "messaging.backend"),
             (
                 "[[queue]]\nname = \"a//b\"\nrepo = \"/r\"\n[queue.build]\ncommand = \"true\"",
                 "queue[0].name",

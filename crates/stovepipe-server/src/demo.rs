@@ -127,10 +127,7 @@ drain_timeout = "5s"
 reconcile_interval = "5s"
 
 [database]
-url = "memory:"
-
-[messaging]
-backend = "memory"
+url = "sqlite://{db}?mode=rwc"
 
 [[queue]]
 name = "{QUEUE}"
@@ -157,6 +154,7 @@ name = "search"
 paths = ["services/search/**"]
 "#,
         data = dir.join("data").display(),
+        db = dir.join("stovepipe.db").display(),
         repo = repo.display(),
     );
     Ok(Settings::from_toml(&toml)?)

@@ -99,6 +99,7 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
     let app = api::app(state);
     let http_cancel = cancel.clone();
     let drain = settings.drain_timeout;
+    let backend = wired.backend.clone();
     let done = tokio::spawn(async move {
         let served = poem::Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(app, http_cancel.clone().cancelled_owned(), Some(drain))
@@ -108,6 +109,7 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         while consumers.join_next().await.is_some() {}
         let _ = reconciler.await;
         let _ = poller.await;
+        backend.close().await;
         info!("stopped");
         served.context("HTTP server failed")
     });

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use stovepipe_adapter_ci::CiRunnerFactory;
 use stovepipe_adapter_git::GitScmFactory;
 use stovepipe_adapter_memory::MemoryBackend;
+use stovepipe_adapter_sql::SqlBackend;
 use stovepipe_app::{Deps, Pipeline};
 use stovepipe_ports::{
     ChangeFeed, Clock, HookRegistry, MessageQueue, QueueConfigStore, SourceControlFactory,
@@ -16,6 +17,9 @@ use crate::config::Settings;
 /// Storage and transport, as one backend behind every storage port.
 #[derive(Clone)]
 pub enum Backend {
+    /// `database.url = "sqlite://…"` or `"postgres://…"`.
+    Sql(Arc<SqlBackend>),
+    /// `database.url = "memory:"`: tests; nothing survives a restart.
     Memory(Arc<MemoryBackend>),
 }
 
@@ -23,52 +27,76 @@ impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Memory(_) => f.write_str("Backend::Memory"),
+            Self::Sql(b) => f.write_str(if b.is_postgres() {
+                "Backend::Postgres"
+            } else {
+                "Backend::Sqlite"
+            }),
         }
     }
 }
 
 impl Backend {
-    /// Opens the backend of `settings.database_url` (and applies migrations).
-    #[allow(clippy::unused_async)] // SQL backends connect and migrate here
+    /// Opens the backend of `settings.database_url` and applies migrations.
     pub async fn open(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        if settings.database_url == "memory:" {
+        let url = settings.database_url.as_str();
+        if url == "memory:" {
             return Ok(Self::Memory(MemoryBackend::new(clock)));
         }
-        anyhow::bail!(
-            "database.url {:?}: the SQL backend is not part of this build yet; use database.url = \"memory:\" with messaging.backend = \"memory\"",
-            settings.database_url
-        )
+        if let Some(dir) = sqlite_parent_dir(url) {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("database.url: cannot create {}", dir.display()))?;
+        }
+        let options = stovepipe_adapter_sql::SqlOptions {
+            clock,
+            ..stovepipe_adapter_sql::SqlOptions::default()
+        };
+        let sql = SqlBackend::connect_with(url, options)
+            .await
+            .with_context(|| format!("database.url: cannot open {}", redact(url)))?;
+        sql.migrate()
+            .await
+            .context("applying database migrations")?;
+        Ok(Self::Sql(sql))
     }
 
     /// True when the database answers (readiness).
-    #[allow(clippy::unused_async)] // SQL backends ping the database here
     pub async fn ready(&self) -> bool {
-        match self {
-            Self::Memory(_) => true,
+        self.feed().last_seq().await.is_ok()
+    }
+
+    /// Closes pools and listeners (the last step of a shutdown).
+    pub async fn close(&self) {
+        if let Self::Sql(b) = self {
+            b.close().await;
         }
     }
 
     pub fn message_queue(&self) -> Arc<dyn MessageQueue> {
         match self {
             Self::Memory(b) => b.clone(),
+            Self::Sql(b) => b.clone(),
         }
     }
 
     pub fn feed(&self) -> Arc<dyn ChangeFeed> {
         match self {
             Self::Memory(b) => b.clone(),
+            Self::Sql(b) => b.clone(),
         }
     }
 
     pub fn hooks(&self) -> Arc<dyn HookRegistry> {
         match self {
             Self::Memory(b) => b.clone(),
+            Self::Sql(b) => b.clone(),
         }
     }
 
     pub fn configs(&self) -> Arc<dyn QueueConfigStore> {
         match self {
             Self::Memory(b) => b.clone(),
+            Self::Sql(b) => b.clone(),
         }
     }
 
@@ -79,6 +107,16 @@ impl Backend {
         clock: Arc<dyn Clock>,
     ) -> Deps {
         match self {
+            Self::Sql(b) => Deps {
+                stores: b.clone(),
+                configs: b.clone(),
+                read: b.clone(),
+                scm,
+                runners,
+                mq: b.clone(),
+                feed: b.clone(),
+                clock,
+            },
             Self::Memory(b) => Deps {
                 stores: b.clone(),
                 configs: b.clone(),
@@ -90,6 +128,32 @@ impl Backend {
                 clock,
             },
         }
+    }
+}
+
+/// The directory of a SQLite database file, so a fresh machine can start
+/// with the default `sqlite://.stovepipe/stovepipe.db?mode=rwc`.
+fn sqlite_parent_dir(url: &str) -> Option<std::path::PathBuf> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next()?;
+    if path.is_empty() || path.starts_with(':') {
+        return None;
+    }
+    std::path::Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(std::path::Path::to_path_buf)
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
     }
 }
 
