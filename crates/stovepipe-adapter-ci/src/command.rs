@@ -237,8 +237,10 @@ impl CommandRunner {
     /// `data_dir`.
     ///
     /// Recovers the queue's builds a previous process left running: their
-    /// process is killed if it is still there, and they end `failed` with
-    /// [`LOST_REASON`] (nobody is left to collect their result).
+    /// process is killed if it is still there, and they end `cancelled` with
+    /// [`LOST_REASON`] (nobody is left to collect their result, and an
+    /// interrupted build says nothing about the code: the pipeline records
+    /// no fact and shows the commit as `error`).
     pub fn new(
         config: &QueueConfig,
         scm: Arc<dyn SourceControl>,
@@ -327,7 +329,9 @@ impl CommandRunner {
                 kill_if_ours(pid, &state.id);
             }
             tracing::warn!(build = %state.id, queue = %state.queue, "command build lost by a restart");
-            state.status = BuildStatus::Failed;
+            // Cancelled, not failed: the code was never judged, so the
+            // commit must show as `error`, never as broken.
+            state.status = BuildStatus::Cancelled;
             state.reason = Some(LOST_REASON.to_owned());
             state.finished_at = Some(now_ms());
             if let Err(e) = write_state_sync(&dir, &state) {
