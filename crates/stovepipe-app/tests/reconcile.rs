@@ -19,7 +19,7 @@ use support::World;
 async fn lose(w: &World, topic: Topic) -> usize {
     let mq: &dyn MessageQueue = &*w.backend;
     let lost = mq
-        .receive(&topic, "thief", 100, Duration::from_secs(60))
+        .receive(&topic, "thief", 100, Duration::from_mins(1))
         .await
         .unwrap();
     for d in &lost {
@@ -70,7 +70,7 @@ async fn a_verdict_without_a_fact_gets_record_republished() {
     w.clock.advance(Duration::from_secs(10));
     let mq: &dyn MessageQueue = &*w.backend;
     let polls = mq
-        .receive(&Topic::buildsignal(), "me", 1, Duration::from_secs(60))
+        .receive(&Topic::buildsignal(), "me", 1, Duration::from_mins(1))
         .await
         .unwrap();
     let stage = BuildSignalStage::new(w.pipeline.deps().clone());
