@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use stovepipe_entity::{Queue, QueueConfig, QueueName, Timestamp};
 use stovepipe_ports::{
-    BuildRunner, BuildRunnerFactory, ChangeFeed, Clock, MessageQueue, Outbox, QueueConfigStore,
-    ReadModel, SourceControl, SourceControlFactory, StoreError, StoreFactory, Stores,
+    BuildRunner, BuildRunnerFactory, ChangeFeed, Clock, HookRegistry, HookSink, MessageQueue,
+    Outbox, QueueConfigStore, ReadModel, SourceControl, SourceControlFactory, StoreError,
+    StoreFactory, Stores,
 };
 
 use crate::error::StageError;
@@ -26,6 +27,10 @@ pub struct Deps {
     pub mq: Arc<dyn MessageQueue>,
     pub feed: Arc<dyn ChangeFeed>,
     pub clock: Arc<dyn Clock>,
+    /// Hooks, their releases and runs.
+    pub hooks: Arc<dyn HookRegistry>,
+    /// Where hook deliveries go (the webhook adapter in the server).
+    pub sink: Arc<dyn HookSink>,
 }
 
 impl std::fmt::Debug for Deps {

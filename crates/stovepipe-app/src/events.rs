@@ -1,11 +1,65 @@
 //! Change-log rows the stages write. One constructor per kind, so every
 //! writer of a kind emits the same data shape (what SSE clients and hooks
-//! parse).
+//! parse), and [`OutboxExt::emit`], the one way a write emits a change, so
+//! every hook-able change also feeds the hook dispatcher in the same
+//! transaction.
 
 use serde_json::json;
 use stovepipe_entity::{
-    Bookmark, Build, ChangeKind, Fact, NewChange, ProjectName, QueueName, Request,
+    Bookmark, Build, ChangeEvent, ChangeKind, EventEnvelope, Fact, NewChange, ProjectName,
+    QueueName, Request, Timestamp,
 };
+use stovepipe_ports::{Outbox, OutgoingMessage, Topic};
+
+/// Emitting changes through a write's outbox.
+pub trait OutboxExt {
+    /// Appends `change` to the change log and, when hooks can subscribe to
+    /// its kind, publishes its envelope on topic `hook` (partition key and
+    /// message id = the event id, so a redelivered write never feeds the
+    /// dispatcher twice). `now` is the write's clock time: the envelope's
+    /// `occurred_at`.
+    #[must_use]
+    fn emit(self, change: NewChange, now: Timestamp) -> Outbox;
+}
+
+impl OutboxExt for Outbox {
+    fn emit(self, change: NewChange, now: Timestamp) -> Outbox {
+        let hook = envelope(&change, now).map(|e| hook_message(&e));
+        let outbox = self.change(change);
+        match hook {
+            Some(message) => outbox.publish(message),
+            None => outbox,
+        }
+    }
+}
+
+/// The hook envelope of a change about to be written at `now`, when hooks
+/// can subscribe to its kind. (The entity owns the id format and envelope
+/// shape; this only supplies the write's time.)
+pub fn envelope(change: &NewChange, now: Timestamp) -> Option<EventEnvelope> {
+    change.kind.event_type()?;
+    ChangeEvent {
+        seq: 0,
+        queue: change.queue.clone(),
+        kind: change.kind,
+        subject: change.subject.clone(),
+        data: change.data.clone(),
+        created_at: now,
+    }
+    .envelope()
+}
+
+/// The `hook` topic message carrying `envelope`.
+pub fn hook_message(envelope: &EventEnvelope) -> OutgoingMessage {
+    OutgoingMessage::new(
+        Topic::hook(),
+        envelope.id.as_str(),
+        envelope.id.as_str(),
+        // An envelope is plain data (string keys only): serialising it
+        // cannot fail.
+        serde_json::to_value(envelope).unwrap_or(serde_json::Value::Null),
+    )
+}
 
 pub fn request_created(r: &Request) -> NewChange {
     NewChange::new(
@@ -138,5 +192,44 @@ fn scoped_subject(subject: &str, project: &ProjectName) -> String {
         subject.to_owned()
     } else {
         format!("{subject}#{project}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue() -> QueueName {
+        QueueName::new("q").unwrap()
+    }
+
+    #[test]
+    fn hookable_changes_feed_the_dispatcher_in_the_same_outbox() {
+        let change = NewChange::new(
+            &queue(),
+            ChangeKind::LastGreenAdvanced,
+            "request/q/3",
+            json!({"uri": "u"}),
+        );
+        let outbox = Outbox::none().emit(change.clone(), Timestamp(42));
+        assert_eq!(outbox.changes, vec![change]);
+        assert_eq!(outbox.messages.len(), 1);
+        let m = &outbox.messages[0];
+        assert_eq!(m.topic, Topic::hook());
+        assert_eq!(m.partition_key, "last_green.advanced/request/q/3");
+        assert_eq!(m.message_id, "last_green.advanced/request/q/3");
+        assert_eq!(m.payload["type"], "last_green.advanced");
+        assert_eq!(m.payload["source"], "stovepipe");
+        assert_eq!(m.payload["queue"], "q");
+        assert_eq!(m.payload["occurred_at"], 42);
+        assert_eq!(m.payload["data"]["uri"], "u");
+    }
+
+    #[test]
+    fn other_changes_only_reach_the_log() {
+        let change = NewChange::new(&queue(), ChangeKind::RequestChanged, "r", json!({}));
+        let outbox = Outbox::none().emit(change, Timestamp(1));
+        assert_eq!(outbox.changes.len(), 1);
+        assert!(outbox.messages.is_empty());
     }
 }

@@ -12,7 +12,7 @@ use tracing::warn;
 
 use crate::deps::Deps;
 use crate::error::StageError;
-use crate::events;
+use crate::events::{self, OutboxExt as _};
 use crate::hops::RecordHop;
 use crate::metrics;
 
@@ -48,10 +48,11 @@ pub async fn fail_closed(
             return Ok(false);
         }
         let expected = request.version;
-        request.fail_closed(reason, deps.now())?;
+        let now = deps.now();
+        request.fail_closed(reason, now)?;
         let outbox = Outbox::none()
-            .change(events::request_changed(&request))
-            .change(events::validation_error(&request))
+            .emit(events::request_changed(&request), now)
+            .emit(events::validation_error(&request), now)
             .publish(repair_record_hop(&request, "failed-closed"));
         match stores.requests.update(&request, expected, outbox).await {
             Ok(()) => {

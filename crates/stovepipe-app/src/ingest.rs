@@ -18,7 +18,7 @@ use tracing::info;
 
 use crate::deps::{Deps, update_queue};
 use crate::error::StageError;
-use crate::events;
+use crate::events::{self, OutboxExt as _};
 use crate::hops::ProcessHop;
 use crate::metrics;
 
@@ -196,7 +196,7 @@ impl IngestService {
             Origin::Ingest,
             self.deps.now(),
         );
-        let outbox = Outbox::none().change(events::request_created(&request));
+        let outbox = Outbox::none().emit(events::request_created(&request), request.created_at);
         match stores.requests.create(&request, outbox).await {
             Ok(()) => Ok(request),
             Err(StoreError::AlreadyExists { .. }) => stores

@@ -3,7 +3,8 @@
 //!
 //! Owns: ingest ([`IngestService`]), the stages (`process`, `build`,
 //! `buildsignal`, `record`) and their dead-letter reconcilers
-//! ([`stages`]), the reconcile loop ([`Reconciler`]), the consumer runtime
+//! ([`stages`]), the hook dispatcher and service ([`hooks`]), the
+//! reconcile loop ([`Reconciler`]), the consumer runtime
 //! ([`runtime`]), the change events and metrics they emit.
 //!
 //! Depends only on `stovepipe-entity` and `stovepipe-ports`: it never names
@@ -14,6 +15,7 @@ pub mod deps;
 pub mod error;
 pub mod events;
 pub mod fail_closed;
+pub mod hooks;
 pub mod hops;
 pub mod ingest;
 pub mod metrics;
@@ -28,6 +30,7 @@ use std::sync::Arc;
 
 pub use deps::Deps;
 pub use error::StageError;
+pub use hooks::{HookService, HookServiceError, ReleaseInfo};
 pub use ingest::{IngestError, IngestOutcome, IngestService};
 pub use query::{CommitStatus, QueryError, QueryService};
 pub use reconcile::{Reconciler, Repairs};
@@ -35,6 +38,7 @@ pub use reports::{ReportError, ReportService};
 pub use runtime::{ConsumerSettings, Pump, RetryPolicy, Settlement};
 pub use stages::{Handler, Outcome};
 
+use hooks::{HookDeadLetterReconciler, HookDeliveryStage, HookDispatchStage};
 use stages::build::BuildStage;
 use stages::buildsignal::BuildSignalStage;
 use stages::dead_letter::DeadLetterReconciler;
@@ -73,11 +77,16 @@ impl Pipeline {
         ReportService::new(self.deps.clone())
     }
 
+    pub fn hooks(&self) -> HookService {
+        HookService::new(self.deps.clone())
+    }
+
     pub fn reconciler(&self) -> Reconciler {
         Reconciler::new(self.deps.clone())
     }
 
-    /// Every stage handler and dead-letter reconciler, in pipeline order.
+    /// Every stage handler and dead-letter reconciler, in pipeline order,
+    /// then the hook dispatcher's.
     pub fn handlers(&self) -> Vec<Arc<dyn Handler>> {
         let d = &self.deps;
         vec![
@@ -89,6 +98,9 @@ impl Pipeline {
             Arc::new(DeadLetterReconciler::new(d.clone(), Topic::build())),
             Arc::new(DeadLetterReconciler::new(d.clone(), Topic::buildsignal())),
             Arc::new(DeadLetterReconciler::new(d.clone(), Topic::record())),
+            Arc::new(HookDispatchStage::new(d.clone())),
+            Arc::new(HookDeliveryStage::new(d.clone())),
+            Arc::new(HookDeadLetterReconciler::new(d.clone())),
         ]
     }
 

@@ -9,7 +9,7 @@ use stovepipe_ports::{Classify, Outbox, StoreError, Topic};
 use thiserror::Error;
 
 use crate::deps::Deps;
-use crate::events;
+use crate::events::{self, OutboxExt as _};
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ReportError {
@@ -58,9 +58,10 @@ impl ReportService {
                 Ok(BuildUpdate::Changed) => {}
                 Err(refused) => return Err(ReportError::Conflict(refused.to_string())),
             }
-            let mut outbox = Outbox::none().change(events::build_status(&build));
+            let now = self.deps.now();
+            let mut outbox = Outbox::none().emit(events::build_status(&build), now);
             if build.status.is_terminal() {
-                outbox = outbox.change(events::build_finished(&build));
+                outbox = outbox.emit(events::build_finished(&build), now);
             }
             let stores = self.deps.stores(&build.queue);
             match stores.builds.update(&build, expected, outbox).await {

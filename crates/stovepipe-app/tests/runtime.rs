@@ -60,6 +60,8 @@ async fn consumers_run_the_pipeline_and_drain_on_shutdown() {
         mq: backend.clone(),
         feed: backend.clone(),
         clock,
+        hooks: backend.clone(),
+        sink: Arc::new(stovepipe_adapter_memory::RecordingHookSink::new()),
     });
     let cancel = CancellationToken::new();
     let mut consumers =

@@ -7,9 +7,10 @@ use stovepipe_adapter_ci::CiRunnerFactory;
 use stovepipe_adapter_git::GitScmFactory;
 use stovepipe_adapter_memory::MemoryBackend;
 use stovepipe_adapter_sql::SqlBackend;
+use stovepipe_adapter_webhook::WebhookSink;
 use stovepipe_app::{Deps, Pipeline};
 use stovepipe_ports::{
-    ChangeFeed, Clock, HookRegistry, MessageQueue, QueueConfigStore, SourceControlFactory,
+    ChangeFeed, Clock, HookRegistry, HookSink, MessageQueue, QueueConfigStore, SourceControlFactory,
 };
 
 use crate::config::Settings;
@@ -104,6 +105,7 @@ impl Backend {
         &self,
         scm: Arc<dyn SourceControlFactory>,
         runners: Arc<CiRunnerFactory>,
+        sink: Arc<dyn HookSink>,
         clock: Arc<dyn Clock>,
     ) -> Deps {
         match self {
@@ -116,6 +118,8 @@ impl Backend {
                 mq: b.clone(),
                 feed: b.clone(),
                 clock,
+                hooks: b.clone(),
+                sink,
             },
             Self::Memory(b) => Deps {
                 stores: b.clone(),
@@ -126,6 +130,8 @@ impl Backend {
                 mq: b.clone(),
                 feed: b.clone(),
                 clock,
+                hooks: b.clone(),
+                sink,
             },
         }
     }
@@ -188,7 +194,9 @@ pub async fn wire(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         settings.data_dir.join("builds"),
         scm.clone(),
     ));
-    let pipeline = Pipeline::new(backend.deps(scm, runners.clone(), clock));
+    let sink: Arc<dyn HookSink> =
+        Arc::new(WebhookSink::new(clock.clone()).context("starting the webhook sink")?);
+    let pipeline = Pipeline::new(backend.deps(scm, runners.clone(), sink, clock));
     Ok(Wired {
         backend,
         pipeline,

@@ -17,7 +17,7 @@ use tracing::info;
 use super::{Handler, Outcome};
 use crate::deps::Deps;
 use crate::error::StageError;
-use crate::events;
+use crate::events::{self, OutboxExt as _};
 use crate::hops::{BuildHop, BuildSignalHop, decode};
 
 #[derive(Debug)]
@@ -85,7 +85,7 @@ impl BuildStage {
             self.deps.now(),
         );
         let outbox = Outbox::none()
-            .change(events::build_status(&build))
+            .emit(events::build_status(&build), build.created_at)
             .publish(signal_hop(&build).message());
         match stores.builds.create(&build, outbox).await {
             Ok(()) => {}

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::{Handler, Outcome};
 use crate::deps::{Deps, load_queue, poll_delay};
 use crate::error::StageError;
-use crate::events;
+use crate::events::{self, OutboxExt as _};
 use crate::fail_closed::fail_closed;
 use crate::hops::{BuildSignalHop, RecordHop, decode};
 
@@ -102,9 +102,10 @@ impl BuildSignalStage {
         match updated.apply_report(report, self.deps.now()) {
             Ok(BuildUpdate::Unchanged) => Ok(current),
             Ok(BuildUpdate::Changed) => {
-                let mut outbox = Outbox::none().change(events::build_status(&updated));
+                let now = self.deps.now();
+                let mut outbox = Outbox::none().emit(events::build_status(&updated), now);
                 if updated.status.is_terminal() {
-                    outbox = outbox.change(events::build_finished(&updated));
+                    outbox = outbox.emit(events::build_finished(&updated), now);
                 }
                 stores
                     .builds
@@ -140,7 +141,7 @@ impl BuildSignalStage {
         let expected = request.version;
         request.record_outcome(build.status, self.deps.now())?;
         let outbox = Outbox::none()
-            .change(events::request_changed(&request))
+            .emit(events::request_changed(&request), self.deps.now())
             .publish(hop.message());
         match stores.requests.update(&request, expected, outbox).await {
             Ok(()) => {

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use super::{Handler, Outcome};
 use crate::deps::{Deps, load_queue, update_queue};
 use crate::error::StageError;
-use crate::events;
+use crate::events::{self, OutboxExt as _};
 use crate::hops::{BuildHop, ProcessHop, decode};
 use crate::metrics;
 
@@ -116,7 +116,7 @@ impl ProcessStage {
         }
         let expected = request.version;
         request.supersede(self.deps.now())?;
-        let outbox = Outbox::none().change(events::request_changed(request));
+        let outbox = Outbox::none().emit(events::request_changed(request), self.deps.now());
         stores.requests.update(request, expected, outbox).await?;
         metrics::superseded(&request.queue);
         Ok(Outcome::Ack)
@@ -135,7 +135,7 @@ impl ProcessStage {
         let expected = request.version;
         request.admit(strategy, base, self.deps.now())?;
         let outbox = Outbox::none()
-            .change(events::request_changed(&request))
+            .emit(events::request_changed(&request), self.deps.now())
             .publish(build_hop(&request).message());
         match stores.requests.update(&request, expected, outbox).await {
             Ok(()) => {

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::{Handler, Outcome};
 use crate::deps::{Deps, update_queue};
 use crate::error::StageError;
-use crate::events;
+use crate::events::{self, OutboxExt as _};
 use crate::hops::{RecordHop, decode};
 use crate::metrics;
 
@@ -111,7 +111,7 @@ impl RecordStage {
             build_id,
             created_at: self.deps.now(),
         };
-        let outbox = Outbox::none().change(events::validation_recorded(&fact));
+        let outbox = Outbox::none().emit(events::validation_recorded(&fact), fact.created_at);
         match stores.facts.create(&fact, outbox).await {
             Ok(()) => {
                 info!(request = %request.id, uri = %fact.uri, green = fact.is_green(), "fact recorded");
@@ -151,11 +151,10 @@ impl RecordStage {
             let previous = q.last_green.clone();
             let moved = q.advance_last_green(&whole, &request.uri, &request.id, now)?;
             let outbox = (moved == BookmarkMove::Advanced).then(|| {
-                Outbox::none().change(events::last_green_advanced(
-                    request,
-                    &whole,
-                    previous.as_ref(),
-                ))
+                Outbox::none().emit(
+                    events::last_green_advanced(request, &whole, previous.as_ref()),
+                    now,
+                )
             });
             Ok((moved, outbox))
         })

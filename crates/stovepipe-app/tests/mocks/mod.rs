@@ -290,6 +290,50 @@ pub fn changes(outbox: &Outbox) -> Vec<(ChangeKind, String)> {
         .collect()
 }
 
+/// Event ids an outbox feeds to the hook dispatcher (topic `hook`), in
+/// order; each must be the id of a hook-able change of the same outbox.
+pub fn hook_feeds(outbox: &Outbox) -> Vec<String> {
+    let feeds: Vec<String> = outbox
+        .messages
+        .iter()
+        .filter(|m| m.topic == Topic::hook())
+        .map(|m| {
+            assert_eq!(m.partition_key, m.message_id, "hook feed keyed by event id");
+            assert_eq!(
+                m.payload["id"],
+                json!(m.message_id),
+                "payload is the envelope"
+            );
+            assert_eq!(m.payload["occurred_at"], json!(NOW), "the write's time");
+            m.message_id.clone()
+        })
+        .collect();
+    let hookable: Vec<String> = outbox
+        .changes
+        .iter()
+        .filter_map(|c| {
+            c.kind
+                .event_type()
+                .map(|t| format!("{}/{}", t.as_str(), c.subject))
+        })
+        .collect();
+    assert_eq!(
+        feeds, hookable,
+        "every hook-able change feeds the dispatcher"
+    );
+    feeds
+}
+
+/// An outbox's messages other than hook feeds (the pipeline's hops).
+pub fn hops(outbox: &Outbox) -> Vec<OutgoingMessage> {
+    outbox
+        .messages
+        .iter()
+        .filter(|m| m.topic != Topic::hook())
+        .cloned()
+        .collect()
+}
+
 /// `(kind, subject)` for assertions.
 pub fn change(kind: ChangeKind, subject: impl Into<String>) -> (ChangeKind, String) {
     (kind, subject.into())
@@ -923,6 +967,9 @@ impl Fixture {
             mq: Arc::new(self.mq),
             feed: Arc::new(self.feed),
             clock: Arc::new(clock),
+            // Stage tests never reach hooks: an unexpected call fails.
+            hooks: Arc::new(stovepipe_ports::MockHookRegistry::new()),
+            sink: Arc::new(stovepipe_ports::MockHookSink::new()),
         };
         (Arc::new(deps), self.log)
     }

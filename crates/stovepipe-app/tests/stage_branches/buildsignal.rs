@@ -9,8 +9,8 @@ use stovepipe_ports::{RunnerError, StoreError};
 
 use crate::mocks::{
     Fixture, Journal, MAX_VALIDATION, NOW, POLL_ACCEPTED, POLL_RUNNING, bid, build, changes,
-    failed_closed_record_message, failed_closed_request, queue, record_message, report, request,
-    rid, signal_hop,
+    failed_closed_record_message, failed_closed_request, hook_feeds, hops, queue, record_message,
+    report, request, rid, signal_hop,
 };
 
 async fn run(f: Fixture) -> (Result<Outcome, StageError>, Journal) {
@@ -135,7 +135,8 @@ async fn terminal_report_writes_build_then_stamps_the_request_with_record_hop() 
             ],
             "{status}"
         );
-        assert!(outbox.messages.is_empty());
+        assert_eq!(hook_feeds(outbox), ["build.finished/b-1"], "{status}");
+        assert!(hops(outbox).is_empty());
 
         let (r, expected, outbox) = w[1].request_update();
         let mut want = request(3, RequestState::Processing);
@@ -204,7 +205,8 @@ async fn past_max_validation_cancels_the_build_and_fails_the_request_closed() {
             (ChangeKind::ValidationError, rid(3).to_string()),
         ]
     );
-    assert_eq!(outbox.messages, [failed_closed_record_message(3)]);
+    assert_eq!(hook_feeds(outbox), [format!("validation.error/{}", rid(3))]);
+    assert_eq!(hops(outbox), [failed_closed_record_message(3)]);
 }
 
 #[tokio::test]

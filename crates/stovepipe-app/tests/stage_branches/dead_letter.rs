@@ -7,8 +7,8 @@ use stovepipe_entity::{BuildStatus, ChangeKind, RequestState};
 use stovepipe_ports::{Delivery, Topic};
 
 use crate::mocks::{
-    Fixture, Journal, QUEUE_VERSION, build, changes, delivery, failed_closed_record_message, queue,
-    request, rid,
+    Fixture, Journal, QUEUE_VERSION, build, changes, delivery, failed_closed_record_message,
+    hook_feeds, hops, queue, request, rid,
 };
 
 async fn handle(
@@ -62,7 +62,8 @@ fn assert_failed_closed(log: &Journal, n: u64, from_version: u64, stage: &str, e
             (ChangeKind::ValidationError, rid(n).to_string()),
         ]
     );
-    assert_eq!(outbox.messages, [failed_closed_record_message(n)]);
+    assert_eq!(hook_feeds(outbox), [format!("validation.error/{}", rid(n))]);
+    assert_eq!(hops(outbox), [failed_closed_record_message(n)]);
 }
 
 #[tokio::test]

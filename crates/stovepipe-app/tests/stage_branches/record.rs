@@ -11,7 +11,8 @@ use stovepipe_ports::{PromoteOutcome, ScmError, StoreError};
 
 use crate::mocks::{
     Fixture, Journal, NOW, QUEUE_VERSION, Write, bid, build, changes, config, fact,
-    failed_closed_request, queue, queue_name, record_hop, released, request, rid, uri,
+    failed_closed_request, hook_feeds, hops, queue, queue_name, record_hop, released, request, rid,
+    uri,
 };
 
 async fn run(f: Fixture) -> (Result<Outcome, StageError>, Journal) {
@@ -65,7 +66,11 @@ fn assert_fact_written(w: &Write, degree: Degree) {
         [(ChangeKind::ValidationRecorded, rid(3).to_string())]
     );
     assert_eq!(outbox.changes[0].data["green"], json!(degree.is_green()));
-    assert!(outbox.messages.is_empty());
+    assert_eq!(
+        hook_feeds(outbox),
+        [format!("validation.recorded/{}", rid(3))]
+    );
+    assert!(hops(outbox).is_empty());
 }
 
 /// The last queue write releases request 3's slot and nothing else.
@@ -187,7 +192,11 @@ async fn succeeded_records_green_advances_bookmark_promotes_and_releases() {
         [(ChangeKind::LastGreenAdvanced, rid(3).to_string())]
     );
     assert_eq!(outbox.changes[0].data["previous_uri"], json!(uri(1)));
-    assert!(outbox.messages.is_empty());
+    assert_eq!(
+        hook_feeds(outbox),
+        [format!("last_green.advanced/{}", rid(3))]
+    );
+    assert!(hops(outbox).is_empty());
 
     assert_eq!(w[2], Write::Promote(uri(3)));
     let Write::FeedAppend(promoted) = &w[3] else {

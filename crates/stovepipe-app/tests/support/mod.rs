@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stovepipe_adapter_memory::{
-    ManualClock, MemoryBackend, ScriptedBuildRunner, ScriptedRepo, ScriptedRunnerFactory,
-    ScriptedScmFactory,
+    ManualClock, MemoryBackend, RecordingHookSink, ScriptedBuildRunner, ScriptedRepo,
+    ScriptedRunnerFactory, ScriptedScmFactory,
 };
 use stovepipe_app::{Deps, IngestOutcome, Pipeline, Pump, RetryPolicy};
 use stovepipe_entity::{
@@ -22,6 +22,8 @@ pub struct World {
     pub backend: Arc<MemoryBackend>,
     pub repo: ScriptedRepo,
     pub runner: ScriptedBuildRunner,
+    /// Hook deliveries: recorded, answered as scripted (200 by default).
+    pub sink: RecordingHookSink,
     pub pipeline: Pipeline,
     pub pump: Pump,
     pub queue: QueueName,
@@ -45,6 +47,7 @@ impl World {
         config.promotion_ref = Some("verified-main".to_owned());
         configure(&mut config);
         backend.upsert(&config).await.unwrap();
+        let sink = RecordingHookSink::new();
         let deps = Deps {
             stores: backend.clone(),
             configs: backend.clone(),
@@ -54,6 +57,8 @@ impl World {
             mq: backend.clone(),
             feed: backend.clone(),
             clock: Arc::new(clock.clone()),
+            hooks: backend.clone(),
+            sink: Arc::new(sink.clone()),
         };
         let pipeline = Pipeline::new(deps);
         let pump = pipeline.pump(RetryPolicy::default());
@@ -62,6 +67,7 @@ impl World {
             backend,
             repo,
             runner,
+            sink,
             pipeline,
             pump,
             queue,
