@@ -14,10 +14,10 @@ use std::time::Duration;
 use futures::stream::{self, BoxStream, StreamExt};
 use poem::web::Data;
 use poem::web::sse::Event;
+use poem_openapi::OpenApi;
 use poem_openapi::param::{Header, Query};
 use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::types::ToJSON;
-use poem_openapi::{Object, OpenApi};
 use stovepipe_ports::{ChangeFeed, ChangeStream};
 
 use super::problem::ApiError;
@@ -27,15 +27,6 @@ use crate::auth::Scope;
 
 /// Events replayed per log read.
 const REPLAY_PAGE: usize = 500;
-
-/// One SSE event: a change, or a `resync` marker.
-#[derive(Debug, Object)]
-pub struct StreamItem {
-    pub seq: u64,
-    #[oai(rename = "type")]
-    pub kind: String,
-    pub change: Option<ChangeView>,
-}
 
 #[derive(Debug)]
 pub struct EventsApi;
@@ -51,6 +42,7 @@ impl EventsApi {
         /// Return changes with `seq` greater than this.
         after: Query<Option<u64>>,
         /// Page size (1..=1000, default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<u32>>,
     ) -> Result<Json<ChangePage>, ApiError> {
         state.gate(&auth, Scope::Read)?;
@@ -84,9 +76,10 @@ impl EventsApi {
         auth: BearerAuth,
         after: Query<Option<u64>>,
         #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<String>>,
-    ) -> Result<EventStream<BoxStream<'static, StreamItem>>, ApiError> {
+    ) -> Result<EventStream<BoxStream<'static, ChangeView>>, ApiError> {
         state.gate(&auth, Scope::Read)?;
-        let after = match (last_event_id.0, after.0) {
+        let last_event_id = last_event_id.0.filter(|id| !id.trim().is_empty());
+        let after = match (last_event_id, after.0) {
             (Some(id), _) => id.trim().parse::<u64>().map_err(|_| {
                 ApiError::bad_request(format!("Last-Event-ID {id:?}: expected a sequence number"))
             })?,
@@ -107,11 +100,7 @@ impl EventsApi {
 }
 
 #[allow(clippy::needless_pass_by_value)] // poem's to_event hands items over by value
-fn to_event(item: StreamItem) -> Event {
-    let data = item.change.as_ref().map_or_else(
-        || serde_json::json!({ "seq": item.seq }).to_string(),
-        ToJSON::to_json_string,
-    );
+fn to_event(item: ChangeView) -> Event {
     // Kinds are a fixed vocabulary; still, never let a newline or colon
     // reach the wire's `event:` field.
     let name: String = item
@@ -119,7 +108,7 @@ fn to_event(item: StreamItem) -> Event {
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         .collect();
-    Event::message(data)
+    Event::message(item.to_json_string())
         .event_type(name)
         .id(item.seq.to_string())
 }
@@ -140,15 +129,18 @@ struct Cursor {
 async fn change_stream(
     feed: Arc<dyn ChangeFeed>,
     after: u64,
-) -> Result<BoxStream<'static, StreamItem>, ApiError> {
+) -> Result<BoxStream<'static, ChangeView>, ApiError> {
     let live = feed.subscribe();
     let oldest = feed.oldest_retained().await.map_err(ApiError::internal)?;
     let resync = oldest
         .filter(|o| *o > after.saturating_add(1))
-        .map(|o| StreamItem {
+        .map(|o| ChangeView {
             seq: o.saturating_sub(1),
+            queue: None,
             kind: "resync".into(),
-            change: None,
+            subject: String::new(),
+            data: serde_json::json!({ "oldest_retained": o }),
+            created_at: String::new(),
         });
     let cursor = Cursor {
         feed,
@@ -163,7 +155,7 @@ async fn change_stream(
                     Ok(page) if page.is_empty() => c.phase = Phase::Live,
                     Ok(page) => {
                         c.last = page.last().map_or(c.last, |e| e.seq);
-                        let items: Vec<StreamItem> = page.iter().map(item).collect();
+                        let items: Vec<ChangeView> = page.iter().map(Into::into).collect();
                         return Some((items, c));
                     }
                     Err(e) => {
@@ -174,7 +166,7 @@ async fn change_stream(
                 Phase::Live => match c.live.next().await {
                     Some(Ok(ev)) if ev.seq > c.last => {
                         c.last = ev.seq;
-                        return Some((vec![item(&ev)], c));
+                        return Some((vec![(&ev).into()], c));
                     }
                     Some(Ok(_)) => {}
                     // Lagged (or the feed ended): disconnect; the client
@@ -186,12 +178,4 @@ async fn change_stream(
     })
     .flat_map(stream::iter);
     Ok(stream::iter(resync).chain(changes).boxed())
-}
-
-fn item(ev: &stovepipe_entity::ChangeEvent) -> StreamItem {
-    StreamItem {
-        seq: ev.seq,
-        kind: ev.kind.as_str().to_owned(),
-        change: Some(ev.into()),
-    }
 }

@@ -147,10 +147,31 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint {
         )
         .around(limit_body)
         .data(state)
-        .catch_all_error(
-            |e: poem::Error| async move { problem_response(e.status(), e.to_string()) },
-        )
+        .catch_all_error(as_problem)
         .with(Tracing)
+}
+
+/// Every error as problem+json: an operation's own problem document passes
+/// through untouched; anything else (unparsable body or parameter, unknown
+/// route, wrong method…) is wrapped, keeping its message as the detail.
+async fn as_problem(e: poem::Error) -> poem::Response {
+    let status = e.status();
+    let response = e.into_response();
+    let is_problem = response
+        .headers()
+        .get(poem::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"));
+    if is_problem {
+        return response;
+    }
+    let detail = response.into_body().into_string().await.unwrap_or_default();
+    let detail = if detail.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        detail
+    };
+    problem_response(status, detail)
 }
 
 /// Refuses bodies over [`MAX_BODY`] with 413: at once when the declared

@@ -106,6 +106,7 @@ impl QueuesApi {
         auth: BearerAuth,
         queue: Path<String>,
         /// Page size (1..=200, default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u32>>,
         /// Opaque cursor from `next_cursor`.
         cursor: Query<Option<String>>,
@@ -141,6 +142,7 @@ impl QueuesApi {
         /// A URI minted by Stovepipe.
         uri: Query<Option<String>>,
         /// A configured project (the whole repository when absent).
+        #[oai(validator(pattern = r"^[A-Za-z0-9._-]{0,100}$"))]
         project: Query<Option<String>>,
     ) -> Result<Json<Greenness>, ApiError> {
         state.gate(&auth, Scope::Read)?;
@@ -169,7 +171,7 @@ impl QueuesApi {
         state: State<'_>,
         auth: BearerAuth,
         queue: Path<String>,
-        project: Query<Option<String>>,
+        #[oai(validator(pattern = r"^[A-Za-z0-9._-]{0,100}$"))] project: Query<Option<String>>,
     ) -> Result<Json<LastGreen>, ApiError> {
         state.gate(&auth, Scope::Read)?;
         Ok(Json(
@@ -194,7 +196,7 @@ impl QueuesApi {
         state: State<'_>,
         auth: BearerAuth,
         queue: Path<String>,
-        limit: Query<Option<u32>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))] limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
     ) -> Result<Json<RequestPageView>, ApiError> {
         state.gate(&auth, Scope::Read)?;
@@ -341,7 +343,7 @@ impl AdminApi {
         auth: BearerAuth,
         /// Only dead letters of this topic.
         topic: Query<Option<String>>,
-        limit: Query<Option<u32>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))] limit: Query<Option<u32>>,
     ) -> Result<Json<DeadLetterList>, ApiError> {
         state.gate(&auth, Scope::Admin)?;
         let items = state

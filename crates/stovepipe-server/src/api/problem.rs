@@ -49,6 +49,12 @@ pub enum ApiError {
     NotFound(Json<Problem>),
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),
+    /// Body over 1 MiB (answered by the body-limit middleware).
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<Problem>),
+    /// Missing or wrong `Content-Type` on a body.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
     #[oai(status = 503, content_type = "application/problem+json")]

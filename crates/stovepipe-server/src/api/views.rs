@@ -17,6 +17,7 @@ pub fn rfc3339(t: Timestamp) -> String {
 #[oai(deny_unknown_fields)]
 pub struct IngestBody {
     /// A commit id, ref name or URI; the branch head when absent.
+    #[oai(nullable)]
     pub rev: Option<String>,
 }
 
@@ -61,16 +62,19 @@ impl From<LastGreenView> for LastGreen {
 #[derive(Debug, Object)]
 pub struct ProjectLastGreen {
     pub project: String,
+    #[oai(nullable)]
     pub last_green: Option<LastGreen>,
 }
 
 #[derive(Debug, Object)]
 pub struct QueueStatusView {
     pub name: String,
+    #[oai(nullable)]
     pub last_green: Option<LastGreen>,
     /// Build slots held.
     pub in_flight: u64,
     pub in_flight_requests: Vec<String>,
+    #[oai(nullable)]
     pub latest_request_id: Option<String>,
     pub projects: Vec<ProjectLastGreen>,
 }
@@ -119,7 +123,9 @@ pub struct CommitItem {
     pub created_at: String,
     /// green, broken, pending, skipped, error or not_validated.
     pub status: String,
+    #[oai(nullable)]
     pub degree: Option<f64>,
+    #[oai(nullable)]
     pub request_id: Option<String>,
     pub projects: Vec<ProjectDegreeView>,
 }
@@ -150,6 +156,7 @@ impl From<CommitView> for CommitItem {
 #[derive(Debug, Object)]
 pub struct CommitPageView {
     pub items: Vec<CommitItem>,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -160,8 +167,11 @@ pub struct Greenness {
     pub project: String,
     pub status: String,
     /// Null when no fact exists (which is never green).
+    #[oai(nullable)]
     pub degree: Option<f64>,
+    #[oai(nullable)]
     pub request_id: Option<String>,
+    #[oai(nullable)]
     pub recorded_at: Option<String>,
 }
 
@@ -204,7 +214,9 @@ pub struct BuildView {
     pub request_id: String,
     pub project: String,
     pub status: String,
+    #[oai(nullable)]
     pub url: Option<String>,
+    #[oai(nullable)]
     pub reason: Option<String>,
     pub metadata: std::collections::BTreeMap<String, String>,
     pub targets: Vec<TargetView>,
@@ -236,6 +248,7 @@ pub struct FactView {
     pub degree: f64,
     pub green: bool,
     pub request_id: String,
+    #[oai(nullable)]
     pub build_id: Option<String>,
     pub created_at: String,
 }
@@ -261,10 +274,13 @@ pub struct RequestItem {
     pub uri: String,
     pub commit: String,
     pub state: String,
+    #[oai(nullable)]
     pub build_strategy: Option<String>,
+    #[oai(nullable)]
     pub base_uri: Option<String>,
     pub origin: String,
     pub failed_closed: bool,
+    #[oai(nullable)]
     pub failure_reason: Option<String>,
     pub created_at: String,
     pub updated_at: String,
@@ -300,6 +316,7 @@ impl RequestItem {
 #[derive(Debug, Object)]
 pub struct RequestPageView {
     pub items: Vec<RequestItem>,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -316,13 +333,16 @@ pub struct TargetBody {
 pub struct StatusReportBody {
     /// accepted, running, succeeded, failed or cancelled.
     pub status: String,
+    #[oai(nullable)]
     pub url: Option<String>,
+    #[oai(nullable)]
     pub targets: Option<Vec<TargetBody>>,
 }
 
 #[derive(Debug, Object)]
 pub struct ChangeView {
     pub seq: u64,
+    #[oai(nullable)]
     pub queue: Option<String>,
     #[oai(rename = "type")]
     pub kind: String,
