@@ -29,7 +29,8 @@ async fn every_operation_is_gated() {
             .replace("{queue}", "team%2Fsvc")
             .replace("{number}", "1")
             .replace("{build_id}", "b-1")
-            .replace("{id}", "1");
+            .replace("{id}", "1")
+            .replace("{name}", "h");
         for method in ops.as_object().unwrap().keys() {
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             // A well-formed body, so the answer is about the credentials and
@@ -37,6 +38,9 @@ async fn every_operation_is_gated() {
             // here, or this test fails.
             let body = match path.as_str() {
                 "/v1/builds/{build_id}/status" => r#"{"status":"succeeded"}"#,
+                "/v1/hooks/{name}" => r#"{"events":["validation.recorded"]}"#,
+                "/v1/hooks/{name}/releases" => r#"{"url":"http://127.0.0.1/x"}"#,
+                "/v1/hooks/{name}/live" => r#"{"version":1}"#,
                 _ => "{}",
             };
             let resp = server

@@ -6,6 +6,7 @@
 //! and fails if one answers anything but 401.
 
 mod events;
+mod hooks;
 mod operations;
 pub mod problem;
 pub mod views;
@@ -34,6 +35,8 @@ enum ApiTags {
     Builds,
     /// The change log and the live event stream.
     Events,
+    /// Hooks: subscriptions, versioned releases, delivery runs.
+    Hooks,
     /// Operator tools.
     Admin,
 }
@@ -85,6 +88,7 @@ pub fn service() -> OpenApiService<
         operations::QueuesApi,
         operations::BuildsApi,
         events::EventsApi,
+        hooks::HooksApi,
         operations::AdminApi,
     ),
     (),
@@ -94,6 +98,7 @@ pub fn service() -> OpenApiService<
             operations::QueuesApi,
             operations::BuildsApi,
             events::EventsApi,
+            hooks::HooksApi,
             operations::AdminApi,
         ),
         "Stovepipe",
