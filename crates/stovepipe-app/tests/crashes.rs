@@ -28,9 +28,9 @@ async fn ingest_until_ok(w: &World) {
 async fn run(fault: Option<usize>) -> u64 {
     let w = World::new(|_| {}).await;
     w.runner.set_polls_before_finish(1);
-    let start = w.backend.writes_performed();
+    let start = w.memory().writes_performed();
     if let Some(n) = fault {
-        w.backend.fail_writes_after(n);
+        w.memory().fail_writes_after(n);
     }
     w.push("A");
     ingest_until_ok(&w).await;
@@ -47,10 +47,10 @@ async fn run(fault: Option<usize>) -> u64 {
     w.clock.advance(Duration::from_mins(2));
     w.pipeline.reconciler().reconcile_all().await.unwrap();
     w.settle().await;
-    let writes = w.backend.writes_performed() - start;
+    let writes = w.memory().writes_performed() - start;
 
     let context = format!("fault at write {fault:?}");
-    let requests = w.backend.all_requests(&w.queue);
+    let requests = w.all_requests().await;
     assert!(
         requests.iter().all(|r| r.state.is_terminal()),
         "{context}: {requests:#?}"

@@ -57,7 +57,7 @@ async fn check(max_concurrent: u32, polls: u32, actions: Vec<Action>) -> Result<
     }
     w.settle().await;
 
-    let requests = w.backend.all_requests(&w.queue);
+    let requests = w.all_requests().await;
     prop_assert_eq!(requests.len(), pushed, "one request per pushed head");
     for r in &requests {
         prop_assert!(r.state.is_terminal(), "{} ended {}", r.id, r.state);
@@ -95,8 +95,8 @@ async fn check(max_concurrent: u32, polls: u32, actions: Vec<Action>) -> Result<
         }
     }
     let recorded: Vec<_> = w
-        .backend
         .changes()
+        .await
         .into_iter()
         .filter(|c| c.kind == ChangeKind::ValidationRecorded)
         .map(|c| c.subject)

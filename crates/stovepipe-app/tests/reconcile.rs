@@ -11,8 +11,8 @@ use stovepipe_app::runtime::settle;
 use stovepipe_app::stages::buildsignal::BuildSignalStage;
 use stovepipe_app::{Handler, RetryPolicy};
 use stovepipe_entity::{ProjectName, RequestState};
-use stovepipe_ports::{MessageQueue, Outbox, StoreFactory, Topic};
-use support::World;
+use stovepipe_ports::{MessageQueue, Outbox, Topic};
+use support::{Backend, World};
 
 /// Takes every pending message of `topic` off the queue unhandled: the
 /// message is lost, as after a broker failure.
@@ -32,9 +32,10 @@ fn past_grace(w: &World) {
     w.clock.advance(Duration::from_mins(2));
 }
 
-#[tokio::test]
-async fn a_lost_process_message_is_republished() {
-    let w = World::new(|_| {}).await;
+async fn a_lost_process_message_is_republished(backend: Backend) {
+    let Some(w) = World::on(backend, |_| {}).await else {
+        return;
+    };
     w.push("A");
     w.ingest().await;
     assert_eq!(lose(&w, Topic::process()).await, 1);
@@ -58,9 +59,10 @@ async fn a_lost_process_message_is_republished() {
     assert!(w.fact(&w.uri("A")).await.unwrap().is_green());
 }
 
-#[tokio::test]
-async fn a_verdict_without_a_fact_gets_record_republished() {
-    let w = World::new(|_| {}).await;
+async fn a_verdict_without_a_fact_gets_record_republished(backend: Backend) {
+    let Some(w) = World::on(backend, |_| {}).await else {
+        return;
+    };
     w.runner.set_polls_before_finish(1);
     w.push("A");
     w.ingest().await;
@@ -105,9 +107,10 @@ async fn a_verdict_without_a_fact_gets_record_republished() {
     assert_eq!(w.queue_row().await.last_green.unwrap().uri, w.uri("A"));
 }
 
-#[tokio::test]
-async fn a_build_whose_poll_chain_was_lost_fails_closed_after_max_validation() {
-    let w = World::new(|c| c.max_validation = Duration::from_mins(10)).await;
+async fn a_build_whose_poll_chain_was_lost_fails_closed_after_max_validation(backend: Backend) {
+    let Some(w) = World::on(backend, |c| c.max_validation = Duration::from_mins(10)).await else {
+        return;
+    };
     w.runner.set_default_never_finishes();
     w.push("A");
     w.ingest().await;
@@ -135,15 +138,16 @@ async fn a_build_whose_poll_chain_was_lost_fails_closed_after_max_validation() {
     );
 }
 
-#[tokio::test]
-async fn a_slot_leaked_by_a_settled_request_is_released() {
-    let w = World::new(|_| {}).await;
+async fn a_slot_leaked_by_a_settled_request_is_released(backend: Backend) {
+    let Some(w) = World::on(backend, |_| {}).await else {
+        return;
+    };
     w.push("A");
     w.ingest().await;
     w.settle().await;
     // Simulate a crash that left request 1's slot claimed after its verdict
     // was recorded (the release write never happened).
-    let stores = w.backend.for_queue(&w.queue);
+    let stores = stovepipe_ports::StoreFactory::for_queue(&*w.backend, &w.queue);
     let mut q = w.queue_row().await;
     let expected = q.version;
     q.claim_slot(&w.id(1), stovepipe_ports::Clock::now(&w.clock))
@@ -176,9 +180,10 @@ async fn a_slot_leaked_by_a_settled_request_is_released() {
     );
 }
 
-#[tokio::test]
-async fn a_healthy_queue_needs_no_repair() {
-    let w = World::new(|_| {}).await;
+async fn a_healthy_queue_needs_no_repair(backend: Backend) {
+    let Some(w) = World::on(backend, |_| {}).await else {
+        return;
+    };
     for c in ["A", "B", "C"] {
         w.push_and_ingest(c).await;
     }
@@ -187,3 +192,26 @@ async fn a_healthy_queue_needs_no_repair() {
     let repairs = w.pipeline.reconciler().reconcile_all().await.unwrap();
     assert_eq!(repairs.total(), 0, "{repairs:?}");
 }
+
+/// Every repair on every backend.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Memory).await })*
+        }
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
+        }
+    };
+}
+
+on_every_backend!(
+    a_lost_process_message_is_republished,
+    a_verdict_without_a_fact_gets_record_republished,
+    a_build_whose_poll_chain_was_lost_fails_closed_after_max_validation,
+    a_slot_leaked_by_a_settled_request_is_released,
+    a_healthy_queue_needs_no_repair,
+);

@@ -1,18 +1,21 @@
-//! Scenario tests (quality.md layer 3): the whole pipeline on the memory
-//! adapters with a manual clock.
+//! Scenario tests (quality.md layer 3): the whole pipeline with a manual
+//! clock, every scenario on every backend (memory, SQLite, Postgres).
+
+#![allow(clippy::unwrap_used)] // scenarios are tests: a failure is a test failure
 
 mod support;
 
 use stovepipe_entity::{BuildStatus, BuildStrategy, ChangeKind, Degree, RequestState};
-use stovepipe_ports::{MessageQueue, RunnerError, StoreFactory, Topic};
-use support::{World, secs};
+use stovepipe_ports::{RunnerError, Topic};
+use support::{Backend, World, secs};
 
 /// Heads A→F with max_concurrent = 1: A is in flight while B, C, D arrive;
 /// D is in flight while E, F arrive. A, D, F are validated; B, C, E are
 /// superseded; the slot set ends empty.
-#[tokio::test]
-async fn coalescing_walk_a_to_f() {
-    let w = World::new(|_| {}).await;
+async fn coalescing_walk_a_to_f(backend: Backend) {
+    let Some(w) = World::on(backend, |_| {}).await else {
+        return;
+    };
     w.runner.set_polls_before_finish(1);
 
     w.push_and_ingest("A").await;
@@ -67,13 +70,14 @@ async fn coalescing_walk_a_to_f() {
     for c in ["B", "C", "E"] {
         assert!(w.fact(&w.uri(c)).await.is_none(), "{c} skipped, no fact");
     }
-    assert_eq!(w.change_count(ChangeKind::ValidationRecorded), 3);
-    assert_eq!(w.change_count(ChangeKind::LastGreenAdvanced), 3);
+    assert_eq!(w.change_count(ChangeKind::ValidationRecorded).await, 3);
+    assert_eq!(w.change_count(ChangeKind::LastGreenAdvanced).await, 3);
 }
 
-#[tokio::test]
-async fn first_request_builds_in_full_then_incrementally() {
-    let w = World::new(|_| {}).await;
+async fn first_request_builds_in_full_then_incrementally(backend: Backend) {
+    let Some(w) = World::on(backend, |_| {}).await else {
+        return;
+    };
     w.push_and_ingest("A").await;
     w.settle().await;
     w.push_and_ingest("B").await;
@@ -89,9 +93,10 @@ async fn first_request_builds_in_full_then_incrementally() {
     assert_eq!(triggers[1].head, w.uri("B"));
 }
 
-#[tokio::test]
-async fn history_rewrite_forces_a_full_build() {
-    let w = World::new(|_| {}).await;
+async fn history_rewrite_forces_a_full_build(backend: Backend) {
+    let Some(w) = World::on(backend, |_| {}).await else {
+        return;
+    };
     w.push("root");
     w.push_and_ingest("A").await;
     w.settle().await;
@@ -111,9 +116,10 @@ async fn history_rewrite_forces_a_full_build() {
     assert_eq!(w.repo.promoted(), Some(w.uri("A2")));
 }
 
-#[tokio::test]
-async fn failure_keeps_last_green() {
-    let w = World::new(|_| {}).await;
+async fn failure_keeps_last_green(backend: Backend) {
+    let Some(w) = World::on(backend, |_| {}).await else {
+        return;
+    };
     w.push_and_ingest("A").await;
     w.settle().await;
     let b = w.push("B");
@@ -136,9 +142,10 @@ async fn failure_keeps_last_green() {
 
 /// With two slots, B (newer) goes green before A (older): the bookmark and
 /// the promotion ref stay on B when A's green arrives late.
-#[tokio::test]
-async fn late_older_green_never_moves_the_bookmark_back() {
-    let w = World::new(|c| c.max_concurrent = 2).await;
+async fn late_older_green_never_moves_the_bookmark_back(backend: Backend) {
+    let Some(w) = World::on(backend, |c| c.max_concurrent = 2).await else {
+        return;
+    };
     let a = w.push("A");
     w.runner.set_never_finishes(&a);
     w.ingest().await;
@@ -167,12 +174,13 @@ async fn late_older_green_never_moves_the_bookmark_back() {
         "promotion only by the holder"
     );
     assert_eq!(q.in_flight_count(), 0);
-    assert_eq!(w.change_count(ChangeKind::LastGreenAdvanced), 1);
+    assert_eq!(w.change_count(ChangeKind::LastGreenAdvanced).await, 1);
 }
 
-#[tokio::test]
-async fn promotion_is_skipped_when_the_commit_left_the_branch() {
-    let w = World::new(|_| {}).await;
+async fn promotion_is_skipped_when_the_commit_left_the_branch(backend: Backend) {
+    let Some(w) = World::on(backend, |_| {}).await else {
+        return;
+    };
     w.push("root");
     w.push_and_ingest("A").await;
     w.settle().await;
@@ -196,9 +204,10 @@ async fn promotion_is_skipped_when_the_commit_left_the_branch() {
     assert_eq!(w.queue_row().await.in_flight_count(), 0);
 }
 
-#[tokio::test]
-async fn hung_build_fails_closed_after_max_validation() {
-    let w = World::new(|c| c.max_validation = secs(600)).await;
+async fn hung_build_fails_closed_after_max_validation(backend: Backend) {
+    let Some(w) = World::on(backend, |c| c.max_validation = secs(600)).await else {
+        return;
+    };
     w.runner.set_default_never_finishes();
     w.push_and_ingest("A").await;
     w.settle().await;
@@ -218,7 +227,7 @@ async fn hung_build_fails_closed_after_max_validation() {
         "no fact: unknown is never green nor broken"
     );
     assert_eq!(w.queue_row().await.in_flight_count(), 0);
-    assert_eq!(w.change_count(ChangeKind::ValidationError), 1);
+    assert_eq!(w.change_count(ChangeKind::ValidationError).await, 1);
     // The queue keeps working.
     w.runner.set_default_outcome(BuildStatus::Succeeded);
     w.push_and_ingest("B").await;
@@ -226,9 +235,12 @@ async fn hung_build_fails_closed_after_max_validation() {
     assert_eq!(w.queue_row().await.last_green.unwrap().uri, w.uri("B"));
 }
 
-#[tokio::test]
-async fn a_build_that_cannot_be_triggered_fails_closed_through_the_dead_letter_reconciler() {
-    let w = World::new(|_| {}).await;
+async fn a_build_that_cannot_be_triggered_fails_closed_through_the_dead_letter_reconciler(
+    backend: Backend,
+) {
+    let Some(w) = World::on(backend, |_| {}).await else {
+        return;
+    };
     w.runner
         .fail_trigger_with(RunnerError::Rejected("401 bad credentials".into()));
     w.push_and_ingest("A").await;
@@ -257,9 +269,10 @@ async fn a_build_that_cannot_be_triggered_fails_closed_through_the_dead_letter_r
     assert_eq!(dead.len(), 1);
 }
 
-#[tokio::test]
-async fn retryable_failures_are_retried_then_dead_lettered() {
-    let w = World::new(|_| {}).await;
+async fn retryable_failures_are_retried_then_dead_lettered(backend: Backend) {
+    let Some(w) = World::on(backend, |_| {}).await else {
+        return;
+    };
     for _ in 0..5 {
         w.runner
             .fail_trigger_with(RunnerError::Unavailable("503".into()));
@@ -277,7 +290,9 @@ async fn retryable_failures_are_retried_then_dead_lettered() {
     );
 
     // Four transient failures are absorbed by retries.
-    let w = World::new(|_| {}).await;
+    let Some(w) = World::on(backend, |_| {}).await else {
+        return;
+    };
     for _ in 0..4 {
         w.runner
             .fail_trigger_with(RunnerError::Unavailable("503".into()));
@@ -287,9 +302,10 @@ async fn retryable_failures_are_retried_then_dead_lettered() {
     assert_eq!(w.request(&w.id(1)).await.state, RequestState::Succeeded);
 }
 
-#[tokio::test]
-async fn redelivered_ingest_is_deduplicated() {
-    let w = World::new(|_| {}).await;
+async fn redelivered_ingest_is_deduplicated(backend: Backend) {
+    let Some(w) = World::on(backend, |_| {}).await else {
+        return;
+    };
     w.push("A");
     let first = w.ingest().await;
     let second = w.ingest().await;
@@ -303,9 +319,10 @@ async fn redelivered_ingest_is_deduplicated() {
 
 /// The external-runner style: statuses are told, not polled; buildsignal
 /// reads the stored build and holds until a report lands.
-#[tokio::test]
-async fn reported_builds_wait_for_their_report() {
-    let w = World::new(|_| {}).await;
+async fn reported_builds_wait_for_their_report(backend: Backend) {
+    let Some(w) = World::on(backend, |_| {}).await else {
+        return;
+    };
     w.runner.set_reports_via_api(true);
     w.push_and_ingest("A").await;
     w.step().await;
@@ -325,10 +342,13 @@ async fn reported_builds_wait_for_their_report() {
 
 /// The commit timeline tells every status apart, and only a green fact is
 /// green.
-#[tokio::test]
-async fn commit_statuses_tell_green_broken_skipped_error_pending_and_not_validated() {
+async fn commit_statuses_tell_green_broken_skipped_error_pending_and_not_validated(
+    backend: Backend,
+) {
     use stovepipe_app::CommitStatus as S;
-    let w = World::new(|_| {}).await;
+    let Some(w) = World::on(backend, |_| {}).await else {
+        return;
+    };
     w.runner.set_polls_before_finish(1);
     w.push_and_ingest("green").await; // validated green
     w.step().await;
@@ -399,9 +419,10 @@ async fn commit_statuses_tell_green_broken_skipped_error_pending_and_not_validat
 
 /// An outside CI reports through the report service: the report wakes the
 /// held poll chain, a contradicting report on a terminal build conflicts.
-#[tokio::test]
-async fn external_reports_drive_the_pipeline() {
-    let w = World::new(|_| {}).await;
+async fn external_reports_drive_the_pipeline(backend: Backend) {
+    let Some(w) = World::on(backend, |_| {}).await else {
+        return;
+    };
     w.runner.set_reports_via_api(true);
     w.push_and_ingest("A").await;
     w.step().await;
@@ -435,9 +456,10 @@ async fn external_reports_drive_the_pipeline() {
 
 /// A request failed closed while its build still runs: the poll chain stops
 /// and the build is cancelled, instead of polling forever.
-#[tokio::test]
-async fn a_failed_closed_request_stops_its_poll_chain() {
-    let w = World::new(|_| {}).await;
+async fn a_failed_closed_request_stops_its_poll_chain(backend: Backend) {
+    let Some(w) = World::on(backend, |_| {}).await else {
+        return;
+    };
     w.runner.set_default_never_finishes();
     w.push_and_ingest("A").await;
     w.step().await;
@@ -446,11 +468,43 @@ async fn a_failed_closed_request_stops_its_poll_chain() {
         .await
         .unwrap();
     w.settle().await;
-    assert_eq!(
-        w.backend.pending_messages(&Topic::buildsignal()),
-        0,
+    assert!(
+        !w.has_pending(&Topic::buildsignal()).await,
         "no poll chain left"
     );
     assert_eq!(w.runner.cancels().len(), 1);
     assert_eq!(w.queue_row().await.in_flight_count(), 0);
 }
+
+/// Every scenario on every backend: the memory fakes, SQLite, and Postgres
+/// (when configured).
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Memory).await })*
+        }
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
+        }
+    };
+}
+
+on_every_backend!(
+    coalescing_walk_a_to_f,
+    first_request_builds_in_full_then_incrementally,
+    history_rewrite_forces_a_full_build,
+    failure_keeps_last_green,
+    late_older_green_never_moves_the_bookmark_back,
+    promotion_is_skipped_when_the_commit_left_the_branch,
+    hung_build_fails_closed_after_max_validation,
+    a_build_that_cannot_be_triggered_fails_closed_through_the_dead_letter_reconciler,
+    retryable_failures_are_retried_then_dead_lettered,
+    redelivered_ingest_is_deduplicated,
+    reported_builds_wait_for_their_report,
+    commit_statuses_tell_green_broken_skipped_error_pending_and_not_validated,
+    external_reports_drive_the_pipeline,
+    a_failed_closed_request_stops_its_poll_chain,
+);

@@ -1,5 +1,8 @@
-//! The scenario harness: the whole pipeline on the memory adapters with a
-//! manual clock, driven deterministically through [`Pump`].
+//! The scenario harness: the whole pipeline with a manual clock, driven
+//! deterministically through [`Pump`], on the memory adapters or on the SQL
+//! adapters (SQLite always; Postgres when `STOVEPIPE_TEST_POSTGRES_URL` is
+//! set, required with `STOVEPIPE_REQUIRE_SERVICES=1`). One harness, every
+//! backend: the same scenarios prove the fakes and the real storage agree.
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failure is a test failure
@@ -11,15 +14,84 @@ use stovepipe_adapter_memory::{
     ManualClock, MemoryBackend, RecordingHookSink, ScriptedBuildRunner, ScriptedRepo,
     ScriptedRunnerFactory, ScriptedScmFactory,
 };
+use stovepipe_adapter_sql::{SqlBackend, SqlOptions};
 use stovepipe_app::{Deps, IngestOutcome, Pipeline, Pump, RetryPolicy};
+use stovepipe_entity::ChangeEvent;
 use stovepipe_entity::{
     ChangeKind, Fact, ProjectName, Queue, QueueConfig, QueueName, Request, RequestId, Uri,
 };
-use stovepipe_ports::{QueueConfigStore, StoreFactory};
+use stovepipe_ports::{
+    ChangeFeed, HookRegistry, MessageQueue, QueueConfigStore, ReadModel, StoreFactory, Topic,
+};
+
+/// Every storage-like port, as one backend implements them.
+pub trait TestBackend:
+    StoreFactory + ReadModel + MessageQueue + ChangeFeed + HookRegistry + QueueConfigStore
+{
+}
+impl<T: StoreFactory + ReadModel + MessageQueue + ChangeFeed + HookRegistry + QueueConfigStore>
+    TestBackend for T
+{
+}
+
+/// Which storage a world runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Sqlite,
+    Postgres,
+}
+
+/// What a SQL world must clean up.
+enum Keep {
+    Sqlite(tempfile::TempDir),
+    Postgres { base: String, schema: String },
+}
+
+impl Drop for Keep {
+    fn drop(&mut self) {
+        if let Self::Postgres { base, schema } = self {
+            let _ = std::process::Command::new("psql")
+                .args([
+                    base.as_str(),
+                    "-qc",
+                    &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+                ])
+                .status();
+        }
+    }
+}
+
+/// The test Postgres URL, or `None` after saying the test is skipped.
+fn postgres_url() -> Option<String> {
+    if let Ok(url) = std::env::var("STOVEPIPE_TEST_POSTGRES_URL") {
+        return Some(url);
+    }
+    assert!(
+        std::env::var("STOVEPIPE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+        "STOVEPIPE_REQUIRE_SERVICES=1 but STOVEPIPE_TEST_POSTGRES_URL is not set"
+    );
+    eprintln!("skipped: STOVEPIPE_TEST_POSTGRES_URL not set");
+    None
+}
+
+async fn open_sql(url: &str, clock: &ManualClock) -> Arc<SqlBackend> {
+    let options = SqlOptions {
+        clock: Arc::new(clock.clone()),
+        ..SqlOptions::default()
+    };
+    let sql = SqlBackend::connect_with(url, options).await.unwrap();
+    sql.migrate().await.unwrap();
+    sql
+}
 
 pub struct World {
     pub clock: ManualClock,
-    pub backend: Arc<MemoryBackend>,
+    pub kind: Backend,
+    pub backend: Arc<dyn TestBackend>,
+    /// The memory backend, for fault injection and introspection.
+    memory: Option<Arc<MemoryBackend>>,
+    _keep: Option<Keep>,
     pub repo: ScriptedRepo,
     pub runner: ScriptedBuildRunner,
     /// Hook deliveries: recorded, answered as scripted (200 by default).
@@ -35,9 +107,41 @@ pub fn queue_name() -> QueueName {
 }
 
 impl World {
+    /// A world on the memory adapters.
     pub async fn new(configure: impl FnOnce(&mut QueueConfig)) -> Self {
+        Self::on(Backend::Memory, configure).await.unwrap()
+    }
+
+    /// A world on `kind`; `None` when Postgres is not available (skipped).
+    pub async fn on(kind: Backend, configure: impl FnOnce(&mut QueueConfig)) -> Option<Self> {
         let clock = ManualClock::default();
-        let backend = MemoryBackend::new(Arc::new(clock.clone()));
+        let (backend, memory, keep): (Arc<dyn TestBackend>, _, _) = match kind {
+            Backend::Memory => {
+                let m = MemoryBackend::new(Arc::new(clock.clone()));
+                (m.clone(), Some(m), None)
+            }
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("scenario.db").display()
+                );
+                (open_sql(&url, &clock).await, None, Some(Keep::Sqlite(dir)))
+            }
+            Backend::Postgres => {
+                let base = postgres_url()?;
+                let schema = format!("stovepipe_scenario_{}", uuid::Uuid::new_v4().simple());
+                let created = std::process::Command::new("psql")
+                    .args([base.as_str(), "-qc", &format!("CREATE SCHEMA {schema}")])
+                    .status()
+                    .unwrap();
+                assert!(created.success(), "cannot create schema {schema}");
+                let sep = if base.contains('?') { '&' } else { '?' };
+                let url = format!("{base}{sep}options[search_path]={schema}");
+                let keep = Keep::Postgres { base, schema };
+                (open_sql(&url, &clock).await, None, Some(keep))
+            }
+        };
         let queue = queue_name();
         let repo = ScriptedRepo::new(queue.clone());
         let scm = ScriptedScmFactory::new().with(repo.clone());
@@ -62,9 +166,12 @@ impl World {
         };
         let pipeline = Pipeline::new(deps);
         let pump = pipeline.pump(RetryPolicy::default());
-        Self {
+        Some(Self {
             clock,
+            kind,
             backend,
+            memory,
+            _keep: keep,
             repo,
             runner,
             sink,
@@ -72,7 +179,34 @@ impl World {
             pump,
             queue,
             config,
-        }
+        })
+    }
+
+    /// The memory backend (fault injection, introspection); panics on a
+    /// SQL world: such tests are memory-only by design.
+    pub fn memory(&self) -> &Arc<MemoryBackend> {
+        self.memory.as_ref().expect("a memory-backed world")
+    }
+
+    /// Every request of the queue, oldest first (through the read model).
+    pub async fn all_requests(&self) -> Vec<Request> {
+        let mut newest_first = self
+            .backend
+            .requests(&self.queue, None, 100_000)
+            .await
+            .unwrap();
+        newest_first.reverse();
+        newest_first
+    }
+
+    /// The whole change log, oldest first.
+    pub async fn changes(&self) -> Vec<ChangeEvent> {
+        self.backend.read_after(0, 1_000_000).await.unwrap()
+    }
+
+    /// True when a message of `topic` is pending (visible or held).
+    pub async fn has_pending(&self, topic: &Topic) -> bool {
+        self.backend.next_visible_at(topic).await.unwrap().is_some()
     }
 
     /// Pushes commit `id` on top of the branch head (a root when empty).
@@ -130,17 +264,16 @@ impl World {
     pub async fn settle(&self) {
         let clock = self.clock.clone();
         if let Err(e) = self.pump.run_until_idle(2000, |t| clock.set(t)).await {
-            let pending: Vec<_> = self
-                .pump
-                .topics()
-                .into_iter()
-                .map(|t| (t.to_string(), self.backend.pending_messages(&t)))
-                .filter(|(_, n)| *n > 0)
-                .collect();
+            let mut pending = Vec::new();
+            for t in self.pump.topics() {
+                if self.has_pending(&t).await {
+                    pending.push(t.to_string());
+                }
+            }
             panic!(
-                "{e}\npending: {pending:?}\nqueue: {:#?}\nrequests: {:#?}",
+                "{e}\npending on: {pending:?}\nqueue: {:#?}\nrequests: {:#?}",
                 self.backend.for_queue(&self.queue).queues.get().await,
-                self.backend.all_requests(&self.queue)
+                self.all_requests().await
             );
         }
     }
@@ -178,9 +311,9 @@ impl World {
             .unwrap()
     }
 
-    pub fn change_count(&self, kind: ChangeKind) -> usize {
-        self.backend
-            .changes()
+    pub async fn change_count(&self, kind: ChangeKind) -> usize {
+        self.changes()
+            .await
             .iter()
             .filter(|c| c.kind == kind)
             .count()
