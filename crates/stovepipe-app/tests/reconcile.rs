@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -191,21 +192,6 @@ async fn a_healthy_queue_needs_no_repair(backend: Backend) {
     past_grace(&w);
     let repairs = w.pipeline.reconciler().reconcile_all().await.unwrap();
     assert_eq!(repairs.total(), 0, "{repairs:?}");
-}
-
-/// Every repair on every backend.
-macro_rules! on_every_backend {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Memory).await })*
-        }
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
 }
 
 on_every_backend!(

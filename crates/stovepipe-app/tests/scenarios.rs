@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // scenarios are tests: a failure is a test failure
 
+#[macro_use]
 mod support;
 
 use stovepipe_entity::{BuildStatus, BuildStrategy, ChangeKind, Degree, RequestState};
@@ -474,22 +475,6 @@ async fn a_failed_closed_request_stops_its_poll_chain(backend: Backend) {
     );
     assert_eq!(w.runner.cancels().len(), 1);
     assert_eq!(w.queue_row().await.in_flight_count(), 0);
-}
-
-/// Every scenario on every backend: the memory fakes, SQLite, and Postgres
-/// (when configured).
-macro_rules! on_every_backend {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Memory).await })*
-        }
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
 }
 
 on_every_backend!(

@@ -327,3 +327,20 @@ impl World {
 pub fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
+
+/// Instantiates each scenario function `fn name(backend: Backend)` as one
+/// test per backend: `memory::name`, `sqlite::name`, `postgres::name`.
+#[allow(unused_macros)] // each test binary uses a different part of the harness
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Memory).await })*
+        }
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
+        }
+    };
+}
