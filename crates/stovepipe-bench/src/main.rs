@@ -1,0 +1,343 @@
+//! `stovepipe-bench <name>`: Stovepipe's benchmarks, each measured beside a
+//! baseline in the same run and reported as medians and ratios
+//! (`shared/design/quality.md`, "Benchmarks"). Run them through
+//! `cargo xtask bench <name>`, which builds in release; `cargo test` never
+//! runs them.
+//!
+//! - `pipeline`: facts per second, 32 queues, SQLite and Postgres, beside
+//!   `pgbench -N` on the same Postgres;
+//! - `latency`: ingest-to-fact p50/p99, one queue, sequential;
+//! - `api`: greenness reads and dedup ingests through the HTTP server,
+//!   beside `pgbench -S` on the same database;
+//! - `ancestry`: the git adapter beside the git CLI, 200 000 commits;
+//! - `memory`: RSS of an idle server and at the end of a pipeline run.
+//!
+//! Each prints a table and writes `<out>/<name>.json` (default
+//! `target/bench`).
+
+mod ancestry;
+mod api;
+mod memory;
+mod pipeline;
+mod support;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::bail;
+use serde_json::json;
+
+use support::{Machine, ScratchDb, pgbench, pgbench_init, write_json};
+
+const NAMES: [&str; 5] = ["pipeline", "latency", "api", "ancestry", "memory"];
+const PIPELINE_QUEUES: usize = 32;
+
+/// Durations of one run; `--quick` shrinks them for a smoke test.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    pgbench_seconds: u32,
+    warmup: Duration,
+    windows: usize,
+    window: Duration,
+    latency_samples: usize,
+    api_rounds: usize,
+    api_round: Duration,
+    commits: usize,
+}
+
+impl Plan {
+    fn full() -> Self {
+        Self {
+            pgbench_seconds: 15,
+            warmup: Duration::from_secs(3),
+            windows: 5,
+            window: Duration::from_secs(3),
+            latency_samples: 300,
+            api_rounds: 3,
+            api_round: Duration::from_secs(5),
+            commits: 200_000,
+        }
+    }
+
+    fn quick() -> Self {
+        Self {
+            pgbench_seconds: 3,
+            warmup: Duration::from_secs(1),
+            windows: 3,
+            window: Duration::from_secs(1),
+            latency_samples: 30,
+            api_rounds: 3,
+            api_round: Duration::from_secs(1),
+            commits: 2_000,
+        }
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
+
+async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_json::Value> {
+    let pg = {
+        let db = ScratchDb::create("pgbench")?;
+        pgbench_init(&db.url, 10)?;
+        pgbench(&db.url, "-N", plan.pgbench_seconds)?
+    };
+    println!("pgbench -N: {:.0} tps", pg.tps);
+    let sqlite = pipeline::throughput(
+        "sqlite",
+        None,
+        PIPELINE_QUEUES,
+        plan.warmup,
+        plan.windows,
+        plan.window,
+    )
+    .await?;
+    println!(
+        "pipeline on SQLite: {:.0} facts/s",
+        sqlite.median_per_second
+    );
+    let postgres = {
+        let db = ScratchDb::create("pipeline")?;
+        pipeline::throughput(
+            "postgres",
+            Some(&db.url),
+            PIPELINE_QUEUES,
+            plan.warmup,
+            plan.windows,
+            plan.window,
+        )
+        .await?
+    };
+    println!(
+        "pipeline on Postgres: {:.0} facts/s",
+        postgres.median_per_second
+    );
+    let pg_ratio = ratio(postgres.median_per_second, pg.tps);
+    let sqlite_ratio = ratio(sqlite.median_per_second, postgres.median_per_second);
+    println!();
+    println!(
+        "| pipeline, {PIPELINE_QUEUES} queues, instant runner | validated requests/s (median of {} × {:.0} s windows) | ingest-to-fact p50 / p99 | RSS at end |",
+        plan.windows,
+        plan.window.as_secs_f64()
+    );
+    println!("|---|---:|---:|---:|");
+    for t in [&sqlite, &postgres] {
+        println!(
+            "| {} | {:.0} | {:.1} / {:.1} ms | {:.1} MB |",
+            t.backend,
+            t.median_per_second,
+            t.latency_p50_ms,
+            t.latency_p99_ms,
+            t.rss_end.rss_mb()
+        );
+    }
+    println!("| pgbench -N -c 8 -j 2 (tps) | {:.0} | | |", pg.tps);
+    println!(
+        "pipeline(Postgres) / pgbench -N = {pg_ratio:.3} (target ≥ 0.25: {}); SQLite / Postgres = {sqlite_ratio:.2} (target ≥ 1: {})",
+        verdict(pg_ratio >= 0.25),
+        verdict(sqlite_ratio >= 1.0)
+    );
+    Ok(json!({
+        "machine": machine,
+        "pgbench_n": pg,
+        "sqlite": sqlite,
+        "postgres": postgres,
+        "ratio_postgres_to_pgbench_n": pg_ratio,
+        "ratio_sqlite_to_postgres": sqlite_ratio,
+        "targets": {
+            "postgres_to_pgbench_n_at_least": 0.25,
+            "sqlite_to_postgres_at_least": 1.0,
+        },
+    }))
+}
+
+async fn bench_latency(plan: Plan, machine: &Machine) -> anyhow::Result<serde_json::Value> {
+    let sqlite = pipeline::latency("sqlite", None, 20, plan.latency_samples).await?;
+    let postgres = {
+        let db = ScratchDb::create("latency")?;
+        pipeline::latency("postgres", Some(&db.url), 20, plan.latency_samples).await?
+    };
+    println!();
+    println!("| latency, one queue, sequential ingests | samples | p50 | p99 | max |");
+    println!("|---|---:|---:|---:|---:|");
+    for l in [&sqlite, &postgres] {
+        println!(
+            "| {} | {} | {:.1} ms | {:.1} ms | {:.1} ms |",
+            l.backend, l.samples, l.p50_ms, l.p99_ms, l.max_ms
+        );
+    }
+    for l in [&sqlite, &postgres] {
+        println!(
+            "{}: p50 {:.1} ms = {:.2} × target 50 ms ({}), p99 {:.1} ms = {:.2} × target 200 ms ({})",
+            l.backend,
+            l.p50_ms,
+            l.p50_ms / 50.0,
+            verdict(l.p50_ms <= 50.0),
+            l.p99_ms,
+            l.p99_ms / 200.0,
+            verdict(l.p99_ms <= 200.0)
+        );
+    }
+    Ok(json!({
+        "machine": machine,
+        "sqlite": sqlite,
+        "postgres": postgres,
+        "targets": { "p50_ms_at_most": 50.0, "p99_ms_at_most": 200.0 },
+    }))
+}
+
+async fn bench_api(plan: Plan, machine: &Machine) -> anyhow::Result<serde_json::Value> {
+    let run = api::run(plan.api_rounds, plan.api_round, plan.pgbench_seconds).await?;
+    let pg = &run.pgbench_select;
+    println!();
+    println!(
+        "| api, Postgres, {} keep-alive workers | requests/s (median of {} × {:.0} s) | ratio to pgbench -S | p50 | p99 |",
+        run.workers,
+        plan.api_rounds,
+        plan.api_round.as_secs_f64()
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for e in &run.endpoints {
+        println!(
+            "| {} | {:.0} | {:.3} | {:.2} ms | {:.2} ms |",
+            e.what,
+            e.median_per_second,
+            ratio(e.median_per_second, pg.tps),
+            e.p50_ms,
+            e.p99_ms
+        );
+    }
+    println!(
+        "| pgbench -S -c 8 -j 2 | {:.0} | 1 | | {:.2} ms mean |",
+        pg.tps, pg.mean_latency_ms
+    );
+    let reads = run
+        .endpoints
+        .iter()
+        .filter(|e| e.what.starts_with("greenness"))
+        .collect::<Vec<_>>();
+    for e in &reads {
+        let r = ratio(e.median_per_second, pg.tps);
+        println!(
+            "{}: {r:.3} × pgbench -S (target ≥ 0.5: {}), p99 {:.2} ms (target ≤ 10 ms: {})",
+            e.what,
+            verdict(r >= 0.5),
+            e.p99_ms,
+            verdict(e.p99_ms <= 10.0)
+        );
+    }
+    let ratios: Vec<_> = run
+        .endpoints
+        .iter()
+        .map(
+            |e| json!({ "what": e.what, "ratio_to_pgbench_s": ratio(e.median_per_second, pg.tps) }),
+        )
+        .collect();
+    Ok(json!({
+        "machine": machine,
+        "run": run,
+        "ratios": ratios,
+        "targets": { "reads_to_pgbench_s_at_least": 0.5, "p99_ms_at_most": 10.0 },
+    }))
+}
+
+async fn bench_ancestry(plan: Plan, machine: &Machine) -> serde_json::Value {
+    let run = ancestry::run(plan.commits).await;
+    json!({ "machine": machine, "run": run })
+}
+
+async fn bench_memory(plan: Plan, machine: &Machine) -> anyhow::Result<serde_json::Value> {
+    let run = memory::run(PIPELINE_QUEUES, plan.warmup, plan.windows, plan.window).await?;
+    println!();
+    println!("| memory | VmRSS | target | ratio to target |");
+    println!("|---|---:|---:|---:|");
+    for i in &run.idle {
+        println!(
+            "| idle `stovepipe serve`, {} | {:.1} MB | 40 MB | {:.2} |",
+            i.backend,
+            i.rss.rss_mb(),
+            i.rss.rss_mb() / 40.0
+        );
+    }
+    let end = run.bench_process_end_of_pipeline;
+    println!(
+        "| bench process before the pipeline | {:.1} MB | | |",
+        run.bench_process_before_pipeline.rss_mb()
+    );
+    println!(
+        "| bench process at the end of the pipeline ({} queues, Postgres, {:.0} facts/s) | {:.1} MB (peak {:.1} MB) | 150 MB | {:.2} |",
+        run.pipeline_queues,
+        run.pipeline_facts_per_second,
+        end.rss_mb(),
+        end.hwm_mb(),
+        end.rss_mb() / 150.0
+    );
+    Ok(json!({
+        "machine": machine,
+        "run": run,
+        "targets": { "idle_mb_at_most": 40.0, "pipeline_mb_at_most": 150.0 },
+    }))
+}
+
+async fn run_one(name: &str, plan: Plan, machine: &Machine) -> anyhow::Result<serde_json::Value> {
+    println!("== {name} ==");
+    match name {
+        "pipeline" => bench_pipeline(plan, machine).await,
+        "latency" => bench_latency(plan, machine).await,
+        "api" => bench_api(plan, machine).await,
+        "ancestry" => Ok(bench_ancestry(plan, machine).await),
+        "memory" => bench_memory(plan, machine).await,
+        other => bail!("unknown benchmark {other:?}; expected one of {NAMES:?} or all"),
+    }
+}
+
+async fn run(args: &[String]) -> anyhow::Result<()> {
+    let mut out = PathBuf::from("target/bench");
+    let mut plan = Plan::full();
+    let mut names = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--out" => {
+                out = PathBuf::from(
+                    it.next()
+                        .ok_or_else(|| anyhow::anyhow!("--out needs a directory"))?,
+                );
+            }
+            "--quick" => plan = Plan::quick(),
+            "all" => names.extend(NAMES.iter().map(|n| (*n).to_owned())),
+            name => names.push(name.to_owned()),
+        }
+    }
+    if names.is_empty() {
+        bail!(
+            "usage: stovepipe-bench <{}|all> [--quick] [--out DIR]",
+            NAMES.join("|")
+        );
+    }
+    let machine = Machine::describe();
+    machine.print();
+    for name in &names {
+        let value = run_one(name, plan, &machine).await?;
+        write_json(&out, name, &value)?;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! The pipeline harness: the production wiring (`stovepipe_server::wiring`,
+//! SQL backend, migrations, `spawn_consumers` with production settings)
+//! with two adapters swapped for instant ones — scripted repositories
+//! (`ScriptedRepo`) and an in-process runner that finishes on its first
+//! poll — plus a change-feed watcher that timestamps each request's fact.
+//!
+//! Owns the `pipeline` (throughput, many queues) and `latency` (one queue,
+//! sequential) measurements; `memory` reuses the throughput run.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use async_trait::async_trait;
+use futures::StreamExt as _;
+use serde::Serialize;
+use stovepipe_adapter_memory::{DEFAULT_PROMOTION_REF, ScriptedRepo, ScriptedScmFactory};
+use stovepipe_app::{ConsumerSettings, Deps, IngestService, Pipeline, RetryPolicy};
+use stovepipe_entity::{
+    BuildId, BuildReport, BuildStatus, ChangeEvent, ChangeKind, QueueConfig, QueueName, Uri,
+};
+use stovepipe_ports::{
+    BuildRunner, BuildRunnerFactory, ChangeFeed, RunnerError, SystemClock, TriggerRequest,
+};
+use stovepipe_server::config::Settings;
+use stovepipe_server::wiring::{Wired, wire};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{Rss, median, ms, percentile};
+
+/// How long one ingest may wait for its fact before the run is declared
+/// broken.
+const FACT_TIMEOUT: Duration = Duration::from_mins(1);
+
+/// Every tenth commit breaks the build: the runner "succeeds or fails by
+/// rule", so both verdicts go through `record`.
+fn breaks(head: &Uri) -> bool {
+    head.as_str()
+        .rsplit('/')
+        .next()
+        .and_then(|id| id.strip_prefix('c'))
+        .and_then(|n| n.parse::<u64>().ok())
+        .is_some_and(|n| n % 10 == 0)
+}
+
+/// A build runner that keeps nothing: the verdict is part of the build id
+/// and the first status poll is terminal.
+#[derive(Debug, Default)]
+struct InstantRunner {
+    next: AtomicU64,
+}
+
+#[async_trait]
+impl BuildRunner for InstantRunner {
+    async fn trigger(&self, request: &TriggerRequest) -> Result<BuildId, RunnerError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let verdict = if breaks(&request.head) { "red" } else { "ok" };
+        Ok(BuildId::new(format!("instant-{n}-{verdict}"))?)
+    }
+
+    async fn status(&self, id: &BuildId) -> Result<BuildReport, RunnerError> {
+        Ok(BuildReport::with_status(if id.as_str().ends_with("-red") {
+            BuildStatus::Failed
+        } else {
+            BuildStatus::Succeeded
+        }))
+    }
+
+    async fn cancel(&self, _id: &BuildId) -> Result<(), RunnerError> {
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct InstantRunnerFactory(Arc<InstantRunner>);
+
+#[async_trait]
+impl BuildRunnerFactory for InstantRunnerFactory {
+    async fn for_queue(&self, _config: &QueueConfig) -> Result<Arc<dyn BuildRunner>, RunnerError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// How a request ended, as the change feed told it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Green,
+    Broken,
+    /// `validation.error`: failed closed, no fact.
+    Error,
+}
+
+#[derive(Debug)]
+enum Slot {
+    Waiting(oneshot::Sender<Verdict>),
+    Arrived(Verdict),
+}
+
+/// Tails the change feed and hands each request's verdict to its waiter.
+#[derive(Debug, Default)]
+struct FactWatcher {
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+impl FactWatcher {
+    fn observe(&self, event: &ChangeEvent) {
+        let verdict = match event.kind {
+            ChangeKind::ValidationRecorded => {
+                if event.data.get("green").and_then(serde_json::Value::as_bool) == Some(true) {
+                    Verdict::Green
+                } else {
+                    Verdict::Broken
+                }
+            }
+            ChangeKind::ValidationError => Verdict::Error,
+            _ => return,
+        };
+        let Some(request) = event
+            .data
+            .get("request_id")
+            .and_then(serde_json::Value::as_str)
+        else {
+            return;
+        };
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        match slots.remove(request) {
+            Some(Slot::Waiting(tx)) => {
+                let _ = tx.send(verdict);
+            }
+            _ => {
+                slots.insert(request.to_owned(), Slot::Arrived(verdict));
+            }
+        }
+    }
+
+    async fn wait(&self, request: &str) -> anyhow::Result<Verdict> {
+        let rx = {
+            let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(Slot::Arrived(v)) = slots.get(request) {
+                let v = *v;
+                slots.remove(request);
+                return Ok(v);
+            }
+            let (tx, rx) = oneshot::channel();
+            slots.insert(request.to_owned(), Slot::Waiting(tx));
+            rx
+        };
+        tokio::time::timeout(FACT_TIMEOUT, rx)
+            .await
+            .with_context(|| format!("no fact for {request} within {FACT_TIMEOUT:?}"))?
+            .context("the change-feed watcher stopped")
+    }
+
+    /// Subscribes, catches up with `read_after`, then follows the live
+    /// stream; a lagged stream resubscribes and replays.
+    async fn run(self: Arc<Self>, feed: Arc<dyn ChangeFeed>, cancel: CancellationToken) {
+        let mut last = feed.last_seq().await.unwrap_or(0);
+        while !cancel.is_cancelled() {
+            let mut stream = feed.subscribe();
+            loop {
+                match feed.read_after(last, 1000).await {
+                    Ok(events) if !events.is_empty() => {
+                        for e in &events {
+                            self.observe(e);
+                            last = e.seq;
+                        }
+                    }
+                    Ok(_) => break,
+                    Err(e) => {
+                        eprintln!("warning: change feed read failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            loop {
+                let next = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    next = stream.next() => next,
+                };
+                match next {
+                    Some(Ok(e)) if e.seq > last => {
+                        self.observe(&e);
+                        last = e.seq;
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => break,
+                }
+            }
+        }
+    }
+}
+
+/// A wired pipeline on one database with `queues` scripted queues.
+pub struct Harness {
+    pub wired: Wired,
+    pub pipeline: Pipeline,
+    repos: Vec<ScriptedRepo>,
+    watcher: Arc<FactWatcher>,
+    cancel: CancellationToken,
+    consumers: JoinSet<()>,
+    watch_task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("queues", &self.repos.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Harness {
+    /// `database_url`: `None` for a SQLite file in a temp dir.
+    pub async fn start(database_url: Option<&str>, queues: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let url = database_url.map_or_else(
+            || format!("sqlite://{}/bench.db?mode=rwc", dir.path().display()),
+            str::to_owned,
+        );
+        let settings = Settings::from_toml(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[database]\nurl = \"{url}\"\n",
+            dir.path().join("data").display()
+        ))
+        .map_err(|e| anyhow::anyhow!("bench settings: {e}"))?;
+        let wired = wire(&settings, Arc::new(SystemClock::default())).await?;
+
+        let scm = ScriptedScmFactory::new();
+        let mut repos = Vec::with_capacity(queues);
+        for i in 0..queues {
+            let name = QueueName::new(format!("bench/q{i:02}"))?;
+            let repo = ScriptedRepo::new(name.clone());
+            repo.push("c0");
+            scm.add(repo.clone());
+            let mut config = QueueConfig::new(name, format!("mem://bench/q{i:02}"), "main");
+            config.promotion_ref = Some(DEFAULT_PROMOTION_REF.to_owned());
+            config.poll_interval = Duration::ZERO;
+            // The runner is instant: a poll never finds a running build,
+            // and the closed loop never meets a closed gate. Small delays
+            // keep an unexpected hold from dominating.
+            config.gate_wait_delay = Duration::from_millis(10);
+            config.poll_delay_accepted = Duration::from_millis(10);
+            config.poll_delay_running = Duration::from_millis(10);
+            wired.pipeline.deps().configs.upsert(&config).await?;
+            repos.push(repo);
+        }
+        // Everything else (stores, message queue, feed, hooks) is the
+        // server's own wiring.
+        let deps = Deps {
+            scm: Arc::new(scm),
+            runners: Arc::new(InstantRunnerFactory(Arc::new(InstantRunner::default()))),
+            ..(**wired.pipeline.deps()).clone()
+        };
+        let pipeline = Pipeline::new(deps);
+
+        let cancel = CancellationToken::new();
+        let watcher = Arc::new(FactWatcher::default());
+        let watch_task = tokio::spawn(
+            watcher
+                .clone()
+                .run(pipeline.deps().feed.clone(), cancel.clone()),
+        );
+        let consumers = pipeline.spawn_consumers(
+            &RetryPolicy::default(),
+            &ConsumerSettings::new("bench"),
+            &cancel,
+        );
+        Ok(Self {
+            wired,
+            pipeline,
+            repos,
+            watcher,
+            cancel,
+            consumers,
+            watch_task,
+            _dir: dir,
+        })
+    }
+
+    /// Stops the consumers (draining) and closes the pools.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        while self.consumers.join_next().await.is_some() {}
+        let _ = self.watch_task.await;
+        self.wired.backend.close().await;
+    }
+}
+
+/// One queue's closed loop: push a commit, ingest the head, wait for its
+/// fact; repeat until `stop`.
+async fn drive(
+    ingest: IngestService,
+    repo: ScriptedRepo,
+    watcher: Arc<FactWatcher>,
+    stop: CancellationToken,
+    done: Arc<AtomicU64>,
+    limit: Option<usize>,
+    first_commit: u64,
+) -> anyhow::Result<(Vec<f64>, [u64; 3])> {
+    let queue = repo.queue().to_string();
+    let mut latencies = Vec::new();
+    let mut verdicts = [0u64; 3];
+    let mut k = first_commit;
+    while !stop.is_cancelled() && limit.is_none_or(|l| latencies.len() < l) {
+        k += 1;
+        repo.push(&format!("c{k}"));
+        let started = Instant::now();
+        let outcome = ingest
+            .ingest(&queue, None)
+            .await
+            .with_context(|| format!("ingest {queue}"))?;
+        if !outcome.created {
+            bail!("ingest of a new head of {queue} was deduplicated");
+        }
+        let verdict = watcher.wait(outcome.request_id.as_str()).await?;
+        latencies.push(ms(started.elapsed()));
+        verdicts[verdict as usize] += 1;
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok((latencies, verdicts))
+}
+
+/// Facts per second of one backend, in windows after a warm-up.
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    pub backend: String,
+    pub queues: usize,
+    pub window_seconds: f64,
+    pub windows_per_second: Vec<f64>,
+    pub median_per_second: f64,
+    pub facts: u64,
+    pub green: u64,
+    pub broken: u64,
+    pub errors: u64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub rss_end: Rss,
+}
+
+pub async fn throughput(
+    backend: &str,
+    database_url: Option<&str>,
+    queues: usize,
+    warmup: Duration,
+    windows: usize,
+    window: Duration,
+) -> anyhow::Result<Throughput> {
+    let harness = Harness::start(database_url, queues).await?;
+    let stop = CancellationToken::new();
+    let done = Arc::new(AtomicU64::new(0));
+    let mut drivers = JoinSet::new();
+    for repo in &harness.repos {
+        drivers.spawn(drive(
+            harness.pipeline.ingest(),
+            repo.clone(),
+            harness.watcher.clone(),
+            stop.clone(),
+            done.clone(),
+            None,
+            0,
+        ));
+    }
+    tokio::time::sleep(warmup).await;
+    let mut rates = Vec::with_capacity(windows);
+    for _ in 0..windows {
+        let (c0, t0) = (done.load(Ordering::Relaxed), Instant::now());
+        tokio::time::sleep(window).await;
+        let (c1, dt) = (done.load(Ordering::Relaxed), t0.elapsed());
+        rates.push((c1 - c0) as f64 / dt.as_secs_f64());
+    }
+    let rss_end = Rss::this_process()?;
+    stop.cancel();
+    let mut latencies = Vec::new();
+    let mut verdicts = [0u64; 3];
+    while let Some(joined) = drivers.join_next().await {
+        let (l, v) = joined??;
+        latencies.extend(l);
+        for (total, n) in verdicts.iter_mut().zip(v) {
+            *total += n;
+        }
+    }
+    harness.stop().await;
+    Ok(Throughput {
+        backend: backend.to_owned(),
+        queues,
+        window_seconds: window.as_secs_f64(),
+        median_per_second: median(&rates),
+        windows_per_second: rates,
+        facts: verdicts[0] + verdicts[1],
+        green: verdicts[Verdict::Green as usize],
+        broken: verdicts[Verdict::Broken as usize],
+        errors: verdicts[Verdict::Error as usize],
+        latency_p50_ms: percentile(&latencies, 0.5),
+        latency_p99_ms: percentile(&latencies, 0.99),
+        rss_end,
+    })
+}
+
+/// Ingest-to-fact latency of one queue, one ingest at a time.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub backend: String,
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+pub async fn latency(
+    backend: &str,
+    database_url: Option<&str>,
+    warmup: usize,
+    samples: usize,
+) -> anyhow::Result<Latency> {
+    let harness = Harness::start(database_url, 1).await?;
+    let repo = harness.repos[0].clone();
+    let run = |n, first_commit| {
+        drive(
+            harness.pipeline.ingest(),
+            repo.clone(),
+            harness.watcher.clone(),
+            CancellationToken::new(),
+            Arc::new(AtomicU64::new(0)),
+            Some(n),
+            first_commit,
+        )
+    };
+    run(warmup, 0).await?;
+    let (latencies, _) = run(samples, 1_000_000).await?;
+    harness.stop().await;
+    Ok(Latency {
+        backend: backend.to_owned(),
+        samples: latencies.len(),
+        p50_ms: percentile(&latencies, 0.5),
+        p99_ms: percentile(&latencies, 0.99),
+        max_ms: percentile(&latencies, 1.0),
+    })
+}

@@ -1,0 +1,302 @@
+//! What every benchmark shares: statistics, the machine description,
+//! resident set size, scratch Postgres databases and `pgbench` runs.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+
+/// The Postgres server benchmarks use (an admin-capable URL; benchmarks
+/// create and drop their own databases on it).
+pub fn postgres_admin_url() -> String {
+    std::env::var("STOVEPIPE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The median of `values` (0 when empty).
+pub fn median(values: &[f64]) -> f64 {
+    percentile(values, 0.5)
+}
+
+/// The `q`-quantile (nearest rank) of `values` (0 when empty).
+pub fn percentile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The machine a run happened on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub nproc: usize,
+    pub memory_mb: u64,
+    pub cpu: String,
+    pub kernel: String,
+    pub postgres: String,
+}
+
+impl Machine {
+    pub fn describe() -> Self {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let memory_kb = read("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let cpu = read("/proc/cpuinfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+            .unwrap_or_default();
+        let postgres = psql(&postgres_admin_url(), "SHOW server_version")
+            .unwrap_or_else(|e| format!("unavailable ({e})"));
+        Self {
+            nproc: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+            memory_mb: memory_kb / 1024,
+            cpu,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+            postgres,
+        }
+    }
+
+    pub fn print(&self) {
+        println!(
+            "machine: {} cores ({}), {} MB RAM, kernel {}, PostgreSQL {}",
+            self.nproc, self.cpu, self.memory_mb, self.kernel, self.postgres
+        );
+    }
+}
+
+/// Resident set size and its peak, in kB, from `/proc/<pid>/status`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Rss {
+    pub vm_rss_kb: u64,
+    pub vm_hwm_kb: u64,
+}
+
+impl Rss {
+    pub fn of(pid: &str) -> anyhow::Result<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("reading /proc/{pid}/status"))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(Self {
+            vm_rss_kb: field("VmRSS:"),
+            vm_hwm_kb: field("VmHWM:"),
+        })
+    }
+
+    pub fn this_process() -> anyhow::Result<Self> {
+        Self::of("self")
+    }
+
+    pub fn rss_mb(&self) -> f64 {
+        self.vm_rss_kb as f64 / 1024.0
+    }
+
+    pub fn hwm_mb(&self) -> f64 {
+        self.vm_hwm_kb as f64 / 1024.0
+    }
+}
+
+/// Runs one SQL statement with `psql` and returns its unaligned output.
+pub fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
+    let out = Command::new("psql")
+        .args(["-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
+        .output()
+        .context("running psql (is the PostgreSQL client installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// A database created for one benchmark and dropped when it goes away.
+#[derive(Debug)]
+pub struct ScratchDb {
+    admin: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl ScratchDb {
+    pub fn create(purpose: &str) -> anyhow::Result<Self> {
+        let admin = postgres_admin_url();
+        let name = format!("stovepipe_bench_{purpose}_{}", std::process::id());
+        psql(
+            &admin,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )?;
+        psql(&admin, &format!("CREATE DATABASE {name}"))?;
+        let url = with_database(&admin, &name)?;
+        Ok(Self { admin, name, url })
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        if let Err(e) = psql(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        ) {
+            eprintln!("warning: could not drop scratch database: {e}");
+        }
+    }
+}
+
+/// `url` with its database path replaced by `db`.
+fn with_database(url: &str, db: &str) -> anyhow::Result<String> {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").context("database URL without a scheme")? + 3;
+    let host_part = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    Ok(match query {
+        Some(q) => format!("{host_part}/{db}?{q}"),
+        None => format!("{host_part}/{db}"),
+    })
+}
+
+/// One `pgbench` run: the overall TPS and the median of its per-second
+/// progress reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct PgbenchRun {
+    pub args: String,
+    pub tps: f64,
+    pub median_tps_per_second: f64,
+    pub mean_latency_ms: f64,
+}
+
+/// `pgbench -i -s <scale>` on `url`.
+pub fn pgbench_init(url: &str, scale: u32) -> anyhow::Result<()> {
+    let out = Command::new("pgbench")
+        .args(["-i", "-q", "-s", &scale.to_string(), url])
+        .output()
+        .context("running pgbench (is the PostgreSQL client installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "pgbench -i: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// `pgbench <mode> -c 8 -j 2 -T <seconds> -P 1` on `url`.
+pub fn pgbench(url: &str, mode: &str, seconds: u32) -> anyhow::Result<PgbenchRun> {
+    let args = [
+        mode,
+        "-c",
+        "8",
+        "-j",
+        "2",
+        "-T",
+        &seconds.to_string(),
+        "-P",
+        "1",
+    ];
+    let out = Command::new("pgbench")
+        .args(args)
+        .arg(url)
+        .output()
+        .context("running pgbench")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("pgbench {mode}: {}", stderr.trim());
+    }
+    let number_after = |text: &str, key: &str| {
+        text.split_once(key).and_then(|(_, rest)| {
+            rest.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+    };
+    let tps = stdout
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| number_after(l, "tps = "))
+        .context("pgbench printed no tps")?;
+    let mean_latency_ms = stdout
+        .lines()
+        .find_map(|l| number_after(l, "latency average = "))
+        .unwrap_or(0.0);
+    // "progress: 3.0 s, 1234.5 tps, lat 6.4 ms stddev 2.1, 0 failed"
+    let per_second: Vec<f64> = stderr
+        .lines()
+        .filter(|l| l.starts_with("progress:"))
+        .filter_map(|l| {
+            l.split(',')
+                .nth(1)
+                .and_then(|part| part.trim().strip_suffix("tps"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect();
+    Ok(PgbenchRun {
+        args: format!("pgbench {}", args.join(" ")),
+        tps,
+        median_tps_per_second: median(&per_second),
+        mean_latency_ms,
+    })
+}
+
+/// Writes `value` as `<dir>/<name>.json`.
+pub fn write_json(dir: &Path, name: &str, value: &serde_json::Value) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{name}.json"));
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_is_replaced_in_urls() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/test", "x").unwrap(),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h/test?sslmode=disable", "x").unwrap(),
+            "postgres://u:p@h/x?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://h", "x").unwrap(),
+            "postgres://h/x"
+        );
+    }
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert!((percentile(&v, 0.5) - 50.0).abs() < f64::EPSILON);
+        assert!((percentile(&v, 0.99) - 99.0).abs() < f64::EPSILON);
+        assert!((median(&[3.0, 1.0, 2.0]) - 2.0).abs() < f64::EPSILON);
+    }
+}
