@@ -3,9 +3,12 @@
 //!
 //! - `openapi` writes `api/openapi.json` from the server code;
 //!   `openapi --check` fails when the checked-in file differs (CI).
+//! - `bench <name>|all [--quick]` builds `stovepipe-bench` (and, for
+//!   `memory`, the `stovepipe` binary) in release and runs it; results go
+//!   to `target/bench/<name>.json` (see `docs/benchmarks.md`).
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 
 use anyhow::{Context as _, bail};
 
@@ -40,6 +43,40 @@ fn openapi(check: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running {cargo}"))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Benchmarks are meaningless in a debug build: build and run in release.
+fn bench(args: &[&str]) -> anyhow::Result<()> {
+    if args.iter().any(|a| matches!(*a, "memory" | "all")) {
+        // The memory benchmark starts the real server binary.
+        cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "stovepipe-server",
+            "--bin",
+            "stovepipe",
+        ])?;
+    }
+    let out = workspace_root().join("target/bench");
+    let out = out.to_string_lossy();
+    let mut run = vec!["run", "--release", "-p", "stovepipe-bench", "--"];
+    run.extend_from_slice(args);
+    run.extend_from_slice(&["--out", &out]);
+    cargo(&run)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args
@@ -50,12 +87,13 @@ fn main() -> ExitCode {
     {
         [] | ["help" | "--help" | "-h"] => {
             println!(
-                "usage: cargo xtask <task>\n\ntasks:\n  openapi [--check]   write (or check) api/openapi.json"
+                "usage: cargo xtask <task>\n\ntasks:\n  openapi [--check]   write (or check) api/openapi.json\n  bench <name>|all [--quick]\n                      run a benchmark in release (pipeline, latency, api, ancestry, memory)"
             );
             return ExitCode::SUCCESS;
         }
         ["openapi"] => openapi(false),
         ["openapi", "--check"] => openapi(true),
+        ["bench", rest @ ..] if !rest.is_empty() => bench(rest),
         other => {
             eprintln!("unknown task {other:?}; run `cargo xtask help`");
             return ExitCode::from(2);
