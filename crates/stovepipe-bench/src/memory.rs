@@ -69,7 +69,8 @@ async fn idle_server(
         &config,
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\n[database]\nurl = \"{url}\"\n\
-             [[queue]]\nname = \"bench/idle\"\nrepo = \"{repo}\"\npoll_interval = \"0s\"\n",
+             [[queue]]\nname = \"bench/idle\"\nrepo = \"{repo}\"\npoll_interval = \"0s\"\n\
+             [queue.build]\nrunner = \"command\"\ncommand = \"true\"\n",
             data = dir.path().join("data").display(),
             repo = repo.display(),
         ),
