@@ -71,11 +71,30 @@ fn bench(args: &[&str]) -> anyhow::Result<()> {
     }
     let out = workspace_root().join("target/bench");
     let out = out.to_string_lossy();
-    let mut run = vec!["run", "--release", "-p", "stovepipe-bench", "--"];
-    run.extend_from_slice(args);
-    run.extend_from_slice(&["--out", &out]);
-    cargo(&run)
+    let options: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| a.starts_with("--"))
+        .collect();
+    let mut names: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if names.contains(&"all") {
+        names = BENCHES.to_vec();
+    }
+    // One process per benchmark, so one's memory never shows in another's.
+    for name in names {
+        let mut run = vec!["run", "--release", "-p", "stovepipe-bench", "--", name];
+        run.extend_from_slice(&options);
+        run.extend_from_slice(&["--out", &out]);
+        cargo(&run)?;
+    }
+    Ok(())
 }
+
+const BENCHES: [&str; 5] = ["pipeline", "latency", "api", "ancestry", "memory"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
