@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use stovepipe_entity::{Queue, QueueConfig, QueueName, Timestamp};
+use stovepipe_entity::{Queue, QueueConfig, QueueName, RequestId, Timestamp};
 use stovepipe_ports::{
     BuildRunner, BuildRunnerFactory, ChangeFeed, Clock, HookRegistry, HookSink, MessageQueue,
     Outbox, QueueConfigStore, ReadModel, SourceControl, SourceControlFactory, StoreError,
@@ -101,6 +101,19 @@ pub async fn update_queue<R>(
         "queue {}: still conflicting after {CAS_ATTEMPTS} attempts",
         stores.queue
     )))
+}
+
+/// Releases `id`'s build slot; absent means already released (no write).
+pub async fn release_slot(
+    stores: &Stores,
+    id: &RequestId,
+    now: Timestamp,
+) -> Result<(), StageError> {
+    update_queue(stores, |q| {
+        Ok(((), q.release_slot(id, now).then(Outbox::none)))
+    })
+    .await?;
+    Ok(())
 }
 
 /// The buildsignal poll delay for a build status.

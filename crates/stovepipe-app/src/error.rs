@@ -63,6 +63,34 @@ macro_rules! from_classified {
 }
 from_classified!(StoreError, MqError, ScmError, RunnerError, HookError);
 
+/// Gives an application service's error (one with `Unavailable(String)`
+/// and `Internal(String)` variants) the conversions from `StageError` and
+/// from port errors, so a service never re-classifies an error: retryable
+/// becomes `Unavailable` (503), permanent becomes `Internal` (500).
+macro_rules! service_error {
+    ($target:ty) => {
+        impl From<$crate::error::StageError> for $target {
+            fn from(e: $crate::error::StageError) -> Self {
+                match e {
+                    $crate::error::StageError::Retryable(m) => Self::Unavailable(m),
+                    $crate::error::StageError::Permanent(m) => Self::Internal(m),
+                }
+            }
+        }
+        impl From<stovepipe_ports::StoreError> for $target {
+            fn from(e: stovepipe_ports::StoreError) -> Self {
+                Self::from($crate::error::StageError::from(e))
+            }
+        }
+        impl From<stovepipe_ports::MqError> for $target {
+            fn from(e: stovepipe_ports::MqError) -> Self {
+                Self::from($crate::error::StageError::from(e))
+            }
+        }
+    };
+}
+pub(crate) use service_error;
+
 /// A value that does not parse where the pipeline wrote it is an invariant
 /// violation: permanent.
 impl From<InvalidValue> for StageError {

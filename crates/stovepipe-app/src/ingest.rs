@@ -12,7 +12,7 @@ use std::sync::Arc;
 use stovepipe_entity::{
     InvalidValue, Origin, Queue, QueueName, Request, RequestId, RequestState, Uri,
 };
-use stovepipe_ports::{Classify, Outbox, ScmError, StoreError, Stores};
+use stovepipe_ports::{Outbox, ScmError, StoreError, Stores};
 use thiserror::Error;
 use tracing::info;
 
@@ -55,23 +55,7 @@ pub enum IngestError {
     Internal(String),
 }
 
-impl From<StageError> for IngestError {
-    fn from(e: StageError) -> Self {
-        match e {
-            StageError::Retryable(m) => Self::Unavailable(m),
-            StageError::Permanent(m) => Self::Internal(m),
-        }
-    }
-}
-
-#[allow(clippy::needless_pass_by_value)] // used as `map_err(store_error)`
-fn store_error(e: StoreError) -> IngestError {
-    if e.is_retryable() {
-        IngestError::Unavailable(e.to_string())
-    } else {
-        IngestError::Internal(e.to_string())
-    }
-}
+crate::error::service_error!(IngestError);
 
 #[derive(Debug, Clone)]
 pub struct IngestService {
@@ -95,8 +79,7 @@ impl IngestService {
             .deps
             .configs
             .get(&queue_name)
-            .await
-            .map_err(store_error)?
+            .await?
             .ok_or_else(|| IngestError::UnknownQueue(queue.to_owned()))?;
         let scm = self.deps.source_control(&config).await?;
         let resolved = match rev {
@@ -132,11 +115,7 @@ impl IngestService {
                 request_id: request_id.clone(),
                 queue: queue.clone(),
             };
-            self.deps
-                .mq
-                .publish(hop.message())
-                .await
-                .map_err(|e| IngestError::from(StageError::from(e)))?;
+            self.deps.mq.publish(hop.message()).await?;
         }
         metrics::ingested(queue, created);
         if created {
@@ -153,28 +132,23 @@ impl IngestService {
     /// Reuses the request indexed for `uri`, or mints one. Losing the race to
     /// index the URI adopts the winner (the counter value is simply spent).
     async fn dedup(&self, stores: &Stores, uri: &Uri) -> Result<(RequestId, bool), IngestError> {
-        if let Some(id) = stores.request_uris.get(uri).await.map_err(store_error)? {
+        if let Some(id) = stores.request_uris.get(uri).await? {
             return Ok((id, false));
         }
-        let n = stores.counter.next().await.map_err(store_error)?;
+        let n = stores.counter.next().await?;
         let id =
             RequestId::new(&stores.queue, n).map_err(|e| IngestError::Internal(e.to_string()))?;
         match stores.request_uris.create(uri, &id).await {
             Ok(()) => Ok((id, true)),
             Err(StoreError::AlreadyExists { .. }) => {
-                let winner = stores
-                    .request_uris
-                    .get(uri)
-                    .await
-                    .map_err(store_error)?
-                    .ok_or_else(|| {
-                        IngestError::Unavailable(format!(
-                            "uri index entry for {uri} exists but cannot be read"
-                        ))
-                    })?;
+                let winner = stores.request_uris.get(uri).await?.ok_or_else(|| {
+                    IngestError::Unavailable(format!(
+                        "uri index entry for {uri} exists but cannot be read"
+                    ))
+                })?;
                 Ok((winner, false))
             }
-            Err(e) => Err(store_error(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -186,7 +160,7 @@ impl IngestService {
         id: &RequestId,
         uri: &Uri,
     ) -> Result<Request, IngestError> {
-        if let Some(existing) = stores.requests.get(id).await.map_err(store_error)? {
+        if let Some(existing) = stores.requests.get(id).await? {
             return Ok(existing);
         }
         let request = Request::accepted(
@@ -199,29 +173,26 @@ impl IngestService {
         let outbox = Outbox::none().emit(events::request_created(&request), request.created_at);
         match stores.requests.create(&request, outbox).await {
             Ok(()) => Ok(request),
-            Err(StoreError::AlreadyExists { .. }) => stores
-                .requests
-                .get(id)
-                .await
-                .map_err(store_error)?
-                .ok_or_else(|| {
+            Err(StoreError::AlreadyExists { .. }) => {
+                stores.requests.get(id).await?.ok_or_else(|| {
                     IngestError::Unavailable(format!("request {id} exists but cannot be read"))
-                }),
-            Err(e) => Err(store_error(e)),
+                })
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Get-or-creates the queue row and moves its latest pointer forward.
     async fn advance_latest(&self, stores: &Stores, id: &RequestId) -> Result<(), IngestError> {
         let now = self.deps.now();
-        if stores.queues.get().await.map_err(store_error)?.is_none() {
+        if stores.queues.get().await?.is_none() {
             match stores
                 .queues
                 .create(&Queue::new(stores.queue.clone(), now))
                 .await
             {
                 Ok(()) | Err(StoreError::AlreadyExists { .. }) => {}
-                Err(e) => return Err(store_error(e)),
+                Err(e) => return Err(e.into()),
             }
         }
         update_queue(stores, |q| {

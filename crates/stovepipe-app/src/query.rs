@@ -19,11 +19,10 @@ use stovepipe_entity::{
     Bookmark, Build, Degree, Fact, InvalidValue, ProjectName, Queue, QueueConfig, QueueName,
     Request, RequestId, RequestState, Timestamp, Uri,
 };
-use stovepipe_ports::{ChangeInfo, Classify, ScmError, SourceControl, StoreError};
+use stovepipe_ports::{ChangeInfo, Classify, ScmError, SourceControl};
 use thiserror::Error;
 
 use crate::deps::Deps;
-use crate::error::StageError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -89,24 +88,7 @@ pub enum QueryError {
     Internal(String),
 }
 
-impl From<StageError> for QueryError {
-    fn from(e: StageError) -> Self {
-        match e {
-            StageError::Retryable(m) => Self::Unavailable(m),
-            StageError::Permanent(m) => Self::Internal(m),
-        }
-    }
-}
-
-impl From<StoreError> for QueryError {
-    fn from(e: StoreError) -> Self {
-        if e.is_retryable() {
-            Self::Unavailable(e.to_string())
-        } else {
-            Self::Internal(e.to_string())
-        }
-    }
-}
+crate::error::service_error!(QueryError);
 
 fn scm_error(e: ScmError) -> QueryError {
     match e {

@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stovepipe_entity::{QueueName, Request, RequestState};
-use stovepipe_ports::{Outbox, Stores};
+use stovepipe_ports::Stores;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::deps::{Deps, update_queue};
+use crate::deps::{Deps, release_slot};
 use crate::error::StageError;
 use crate::fail_closed::{fail_closed, repair_record_hop};
 use crate::hops::ProcessHop;
@@ -103,10 +103,7 @@ impl Reconciler {
             };
             if release {
                 let id = slot.request_id.clone();
-                update_queue(&stores, |q| {
-                    Ok(((), q.release_slot(&id, now).then(Outbox::none)))
-                })
-                .await?;
+                release_slot(&stores, &id, now).await?;
                 warn!(%queue, request = %id, "reconcile: released a leaked slot");
                 metrics::repaired(queue, "slot_released");
                 repairs.slots_released += 1;

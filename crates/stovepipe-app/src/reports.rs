@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use stovepipe_entity::{Build, BuildId, BuildReport, BuildUpdate};
-use stovepipe_ports::{Classify, Outbox, StoreError, Topic};
+use stovepipe_ports::{Outbox, StoreError, Topic};
 use thiserror::Error;
 
 use crate::deps::Deps;
@@ -24,13 +24,7 @@ pub enum ReportError {
     Internal(String),
 }
 
-fn store_error(e: &StoreError) -> ReportError {
-    if e.is_retryable() {
-        ReportError::Unavailable(e.to_string())
-    } else {
-        ReportError::Internal(e.to_string())
-    }
-}
+crate::error::service_error!(ReportError);
 
 #[derive(Debug, Clone)]
 pub struct ReportService {
@@ -49,8 +43,7 @@ impl ReportService {
                 .deps
                 .read
                 .find_build(id)
-                .await
-                .map_err(|e| store_error(&e))?
+                .await?
                 .ok_or_else(|| ReportError::NotFound(id.to_string()))?;
             let expected = build.version;
             match build.apply_report(report, self.deps.now()) {
@@ -76,7 +69,7 @@ impl ReportService {
                     return Ok(build);
                 }
                 Err(StoreError::VersionMismatch { .. }) => {}
-                Err(e) => return Err(store_error(&e)),
+                Err(e) => return Err(e.into()),
             }
         }
         Err(ReportError::Unavailable(format!(

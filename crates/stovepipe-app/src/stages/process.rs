@@ -14,7 +14,7 @@ use stovepipe_ports::{Delivery, Outbox, ScmError, SourceControl, StoreError, Sto
 use tracing::{debug, warn};
 
 use super::{Handler, Outcome};
-use crate::deps::{Deps, load_queue, update_queue};
+use crate::deps::{Deps, load_queue, release_slot};
 use crate::error::StageError;
 use crate::events::{self, OutboxExt as _};
 use crate::hops::{BuildHop, ProcessHop, decode};
@@ -107,12 +107,7 @@ impl ProcessStage {
         request: &mut Request,
     ) -> Result<Outcome, StageError> {
         if queue.holds_slot(&request.id) {
-            let now = self.deps.now();
-            let id = request.id.clone();
-            update_queue(stores, |q| {
-                Ok(((), q.release_slot(&id, now).then(Outbox::none)))
-            })
-            .await?;
+            release_slot(stores, &request.id, self.deps.now()).await?;
         }
         let expected = request.version;
         request.supersede(self.deps.now())?;
@@ -152,11 +147,7 @@ impl ProcessStage {
                         Ok(Outcome::Ack)
                     }
                     s if s.is_terminal() => {
-                        let now = self.deps.now();
-                        update_queue(stores, |q| {
-                            Ok(((), q.release_slot(&current.id, now).then(Outbox::none)))
-                        })
-                        .await?;
+                        release_slot(stores, &current.id, self.deps.now()).await?;
                         Ok(Outcome::Ack)
                     }
                     _ => Err(StageError::retryable(format!(

@@ -15,7 +15,7 @@ use stovepipe_ports::{Delivery, Outbox, PromoteOutcome, ScmError, StoreError, St
 use tracing::{info, warn};
 
 use super::{Handler, Outcome};
-use crate::deps::{Deps, update_queue};
+use crate::deps::{Deps, release_slot, update_queue};
 use crate::error::StageError;
 use crate::events::{self, OutboxExt as _};
 use crate::hops::{RecordHop, decode};
@@ -213,12 +213,7 @@ impl RecordStage {
 
     /// Releases the request's slot (absent = already released).
     async fn release(&self, stores: &Stores, request: &Request) -> Result<(), StageError> {
-        let now = self.deps.now();
-        update_queue(stores, |q| {
-            Ok(((), q.release_slot(&request.id, now).then(Outbox::none)))
-        })
-        .await?;
-        Ok(())
+        release_slot(stores, &request.id, self.deps.now()).await
     }
 }
 
