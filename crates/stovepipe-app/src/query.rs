@@ -163,13 +163,17 @@ pub struct GreennessView {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RequestView {
     pub request: Request,
+    /// The commit id of the request's URI (empty when it left the repository).
+    pub commit: String,
+    /// Empty in listings; filled for a single request.
     pub builds: Vec<Build>,
+    /// Empty in listings; filled for a single request.
     pub facts: Vec<Fact>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RequestPage {
-    pub items: Vec<Request>,
+    pub items: Vec<RequestView>,
     pub next_cursor: Option<String>,
 }
 
@@ -204,13 +208,7 @@ impl QueryService {
         scm: &dyn SourceControl,
         mark: &Bookmark,
     ) -> Result<LastGreenView, QueryError> {
-        // A bookmark whose commit left the repository still answers, with the
-        // commit id unknown rather than an error.
-        let commit = match scm.change_info(&mark.uri).await {
-            Ok(info) => info.commit,
-            Err(ScmError::NotFound(_)) => String::new(),
-            Err(e) => return Err(scm_error(e)),
-        };
+        let commit = commit_id(scm, &mark.uri).await?;
         Ok(LastGreenView {
             uri: mark.uri.clone(),
             commit,
@@ -379,10 +377,21 @@ impl QueryService {
         let config = self.config(queue).await?;
         let before = cursor.map(decode_cursor).transpose()?;
         let limit = limit.clamp(1, MAX_PAGE);
-        let items = self.deps.read.requests(&config.name, before, limit).await?;
-        let next_cursor = (items.len() == limit)
-            .then(|| items.last().map(|r| encode_cursor(r.id.number())))
+        let requests = self.deps.read.requests(&config.name, before, limit).await?;
+        let next_cursor = (requests.len() == limit)
+            .then(|| requests.last().map(|r| encode_cursor(r.id.number())))
             .flatten();
+        let scm = self.scm(&config).await?;
+        let mut items = Vec::with_capacity(requests.len());
+        for request in requests {
+            let commit = commit_id(scm.as_ref(), &request.uri).await?;
+            items.push(RequestView {
+                request,
+                commit,
+                builds: Vec::new(),
+                facts: Vec::new(),
+            });
+        }
         Ok(RequestPage { items, next_cursor })
     }
 
@@ -398,25 +407,23 @@ impl QueryService {
             .ok_or_else(|| QueryError::NotFound(format!("request {id} not found")))?;
         let builds = stores.builds.list_for_request(&id).await?;
         let facts = self.deps.read.facts_of_request(&config.name, &id).await?;
+        let commit = commit_id(self.scm(&config).await?.as_ref(), &request.uri).await?;
         Ok(RequestView {
             request,
+            commit,
             builds,
             facts,
         })
     }
+}
 
-    /// The commit id of a URI, for views that show one (empty when unknown).
-    pub async fn commit_of(&self, queue: &QueueName, uri: &Uri) -> String {
-        let Ok(Some(config)) = self.deps.configs.get(queue).await else {
-            return String::new();
-        };
-        let Ok(scm) = self.deps.scm.for_queue(&config).await else {
-            return String::new();
-        };
-        scm.change_info(uri)
-            .await
-            .map(|i| i.commit)
-            .unwrap_or_default()
+/// The commit id users know for `uri`. A commit that left the repository
+/// (history rewritten) still answers, with an empty id rather than an error.
+async fn commit_id(scm: &dyn SourceControl, uri: &Uri) -> Result<String, QueryError> {
+    match scm.change_info(uri).await {
+        Ok(info) => Ok(info.commit),
+        Err(ScmError::NotFound(_)) => Ok(String::new()),
+        Err(e) => Err(scm_error(e)),
     }
 }
 

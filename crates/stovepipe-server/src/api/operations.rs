@@ -200,15 +200,13 @@ impl QueuesApi {
         cursor: Query<Option<String>>,
     ) -> Result<Json<RequestPageView>, ApiError> {
         state.gate(&auth, Scope::Read)?;
-        let query = state.wired.pipeline.query();
-        let page = query
+        let page = state
+            .wired
+            .pipeline
+            .query()
             .requests(&queue, cursor.0.as_deref(), page_limit(limit.0)?)
             .await?;
-        let mut items = Vec::with_capacity(page.items.len());
-        for r in &page.items {
-            let commit = query.commit_of(&r.queue, &r.uri).await;
-            items.push(RequestItem::new(r, commit, &[], &[]));
-        }
+        let items = page.items.iter().map(RequestItem::from).collect();
         Ok(Json(RequestPageView {
             items,
             next_cursor: page.next_cursor,
@@ -229,12 +227,13 @@ impl QueuesApi {
         number: Path<u64>,
     ) -> Result<Json<RequestItem>, ApiError> {
         state.gate(&auth, Scope::Read)?;
-        let query = state.wired.pipeline.query();
-        let view = query.request(&queue, number.0).await?;
-        let commit = query
-            .commit_of(&view.request.queue, &view.request.uri)
-            .await;
-        Ok(Json(RequestItem::from_view(&view, commit)))
+        let view = state
+            .wired
+            .pipeline
+            .query()
+            .request(&queue, number.0)
+            .await?;
+        Ok(Json(RequestItem::from(&view)))
     }
 }
 

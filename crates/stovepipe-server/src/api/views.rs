@@ -5,7 +5,7 @@ use poem_openapi::Object;
 use std::time::{Duration, UNIX_EPOCH};
 use stovepipe_app::IngestOutcome;
 use stovepipe_app::query::{CommitView, GreennessView, LastGreenView, QueueStatus, RequestView};
-use stovepipe_entity::{Build, Fact, Request, TargetResult, Timestamp};
+use stovepipe_entity::{Build, Fact, TargetResult, Timestamp};
 use stovepipe_ports::DeadLetter;
 
 pub fn rfc3339(t: Timestamp) -> String {
@@ -288,13 +288,14 @@ pub struct RequestItem {
     pub facts: Vec<FactView>,
 }
 
-impl RequestItem {
-    pub fn new(r: &Request, commit: String, builds: &[Build], facts: &[Fact]) -> Self {
+impl From<&RequestView> for RequestItem {
+    fn from(v: &RequestView) -> Self {
+        let r = &v.request;
         Self {
             id: r.id.to_string(),
             queue: r.queue.to_string(),
             uri: r.uri.to_string(),
-            commit,
+            commit: v.commit.clone(),
             state: r.state.to_string(),
             build_strategy: r.build_strategy.map(|s| s.as_str().to_owned()),
             base_uri: r.base_uri.as_ref().map(ToString::to_string),
@@ -303,13 +304,9 @@ impl RequestItem {
             failure_reason: r.failure_reason.clone(),
             created_at: rfc3339(r.created_at),
             updated_at: rfc3339(r.updated_at),
-            builds: builds.iter().map(Into::into).collect(),
-            facts: facts.iter().map(Into::into).collect(),
+            builds: v.builds.iter().map(Into::into).collect(),
+            facts: v.facts.iter().map(Into::into).collect(),
         }
-    }
-
-    pub fn from_view(v: &RequestView, commit: String) -> Self {
-        Self::new(&v.request, commit, &v.builds, &v.facts)
     }
 }
 
