@@ -33,6 +33,16 @@ fn small(row: &QueryResult, col: &str) -> Result<u32, DbErr> {
     u32::try_from(v).map_err(|e| corrupt(col, e))
 }
 
+/// A nullable `INTEGER` column as a narrower unsigned type.
+fn optional_small<T>(row: &QueryResult, col: &str) -> Result<Option<T>, DbErr>
+where
+    T: TryFrom<i32>,
+    T::Error: std::fmt::Display,
+{
+    let v: Option<i32> = get(row, col)?;
+    v.map(T::try_from).transpose().map_err(|e| corrupt(col, e))
+}
+
 /// Parses a validated value (names, ids, URIs) from a text column.
 fn parsed<T>(row: &QueryResult, col: &str) -> Result<T, DbErr>
 where
@@ -195,15 +205,21 @@ pub(crate) fn dead_letter(row: &QueryResult) -> Result<DeadLetter, DbErr> {
 pub(crate) const HOOK_COLUMNS: &str = "name, contract, live_version, created_at";
 
 pub(crate) fn hook(row: &QueryResult) -> Result<Hook, DbErr> {
-    let live: Option<i32> = get(row, "live_version")?;
+    hook_with_created_at(row, "created_at")
+}
+
+/// A hook from a join whose release columns took `created_at`: the hook's
+/// own is `hook_created_at`.
+pub(crate) fn hook_joined(row: &QueryResult) -> Result<Hook, DbErr> {
+    hook_with_created_at(row, "hook_created_at")
+}
+
+fn hook_with_created_at(row: &QueryResult, created_at: &str) -> Result<Hook, DbErr> {
     Ok(Hook {
         name: parsed::<HookName>(row, "name")?,
         contract: json::<HookContract>(row, "contract")?,
-        live_version: live
-            .map(u32::try_from)
-            .transpose()
-            .map_err(|e| corrupt("live_version", e))?,
-        created_at: ts(row, "created_at")?,
+        live_version: optional_small(row, "live_version")?,
+        created_at: ts(row, created_at)?,
     })
 }
 
@@ -224,7 +240,6 @@ pub(crate) const RUN_COLUMNS: &str = "id, hook, release_version, event_id, statu
     last_http_status, started_at, finished_at";
 
 pub(crate) fn run(row: &QueryResult) -> Result<HookRun, DbErr> {
-    let http: Option<i32> = get(row, "last_http_status")?;
     Ok(HookRun {
         id: get(row, "id")?,
         hook: parsed::<HookName>(row, "hook")?,
@@ -232,26 +247,8 @@ pub(crate) fn run(row: &QueryResult) -> Result<HookRun, DbErr> {
         event_id: get(row, "event_id")?,
         status: named(row, "status")?,
         attempts: small(row, "attempts")?,
-        last_http_status: http
-            .map(u16::try_from)
-            .transpose()
-            .map_err(|e| corrupt("last_http_status", e))?,
+        last_http_status: optional_small(row, "last_http_status")?,
         started_at: ts(row, "started_at")?,
         finished_at: ts(row, "finished_at")?,
-    })
-}
-
-/// A hook from a join whose release columns took `created_at`: the hook's
-/// own is `hook_created_at`.
-pub(crate) fn hook_joined(row: &QueryResult) -> Result<Hook, DbErr> {
-    let live: Option<i32> = get(row, "live_version")?;
-    Ok(Hook {
-        name: parsed::<HookName>(row, "name")?,
-        contract: json::<HookContract>(row, "contract")?,
-        live_version: live
-            .map(u32::try_from)
-            .transpose()
-            .map_err(|e| corrupt("live_version", e))?,
-        created_at: ts(row, "hook_created_at")?,
     })
 }
