@@ -12,8 +12,10 @@
 //!   injected clock hands them out), never database `now()`;
 //! - structured values (slots, bookmarks, metadata, configuration, payloads)
 //!   are JSON (`jsonb` on Postgres, text on SQLite);
-//! - the change log, the message queue and the dead letters use an
-//!   auto-incremented `BIGINT` key (`bigserial` on Postgres) for order.
+//! - the message queue and the dead letters use an auto-incremented
+//!   `BIGINT` key (`bigserial` on Postgres) for order; so does the change
+//!   log on SQLite, while on Postgres its `seq` is given after commit
+//!   (`m20250101_000014_change_log_sequencing`).
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -31,6 +33,7 @@ mod m20250101_000010_change_log;
 mod m20250101_000011_hooks;
 mod m20250101_000012_hook_releases;
 mod m20250101_000013_hook_runs;
+mod m20250101_000014_change_log_sequencing;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -53,6 +56,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250101_000011_hooks::Migration),
             Box::new(m20250101_000012_hook_releases::Migration),
             Box::new(m20250101_000013_hook_runs::Migration),
+            Box::new(m20250101_000014_change_log_sequencing::Migration),
         ]
     }
 }

@@ -1,5 +1,6 @@
 //! The append-only change log; `seq` is its order (strictly increasing in
-//! commit order: the adapter serialises appends, see its `feed` module).
+//! commit order; on Postgres `m20250101_000014_change_log_sequencing`
+//! changes how it is given, see the adapter's `feed` module).
 
 use sea_orm_migration::prelude::*;
 

@@ -10,7 +10,7 @@
 //! Does not own: any query of a port (see the port modules).
 
 use crate::error;
-use crate::feed::FeedHub;
+use crate::feed::{self, FeedHub};
 use crate::validate;
 use sea_orm::sqlx::postgres::PgListener;
 use sea_orm::sqlx::sqlite::{
@@ -26,7 +26,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
-use stovepipe_entity::{ChangeEvent, NewChange, Timestamp};
+use stovepipe_entity::{NewChange, Timestamp};
 use stovepipe_migrations::{Migrator, MigratorTrait};
 use stovepipe_ports::{Clock, Outbox, OutgoingMessage, StoreError, SystemClock, Topic};
 use tokio::sync::Notify;
@@ -39,10 +39,6 @@ pub const DEFAULT_FEED_BUFFER: usize = 1024;
 pub(crate) const MQ_CHANNEL: &str = "stovepipe_mq";
 /// NOTIFY channel: change-log rows were committed.
 pub(crate) const FEED_CHANNEL: &str = "stovepipe_feed";
-/// Advisory lock serialising change-log appends on Postgres, so `seq`
-/// order is commit order and a tail reading "after the last seen seq"
-/// never skips a row that commits late ("stovepipe" in ASCII).
-const FEED_LOCK: i64 = 0x0073_746f_7665_7069;
 
 /// How to connect.
 #[derive(Clone)]
@@ -101,19 +97,26 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) feed: FeedHub,
     wakers: Mutex<HashMap<Topic, Arc<Notify>>>,
-    listener: Mutex<Option<JoinHandle<()>>>,
+    /// Postgres: the LISTEN task and the change-log sequencer.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn stop_tasks(&self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        if let Some(task) = self
-            .listener
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            task.abort();
-        }
+        self.stop_tasks();
     }
 }
 
@@ -232,7 +235,7 @@ impl SqlBackend {
             clock: options.clock,
             feed: FeedHub::new(options.feed_buffer),
             wakers: Mutex::new(HashMap::new()),
-            listener: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
         });
         // A database not yet migrated has no change log: nothing to tail.
         shared
@@ -240,11 +243,13 @@ impl SqlBackend {
             .start_at(shared.last_seq().await.unwrap_or(0))
             .await;
         if dialect == Dialect::Postgres {
-            let task = spawn_listener(&shared).await.map_err(error::store)?;
-            *shared
-                .listener
+            let listener = spawn_listener(&shared).await.map_err(error::store)?;
+            let sequencer = feed::spawn_sequencer(&shared);
+            shared
+                .tasks
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(task);
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend([listener, sequencer]);
         }
         Ok(Arc::new(Self { shared }))
     }
@@ -269,18 +274,10 @@ impl SqlBackend {
         self.shared.clock.clone()
     }
 
-    /// Closes the pools (and stops the Postgres listener). Further calls
-    /// fail with `Unavailable`.
+    /// Closes the pools (and stops the Postgres listener and sequencer).
+    /// Further calls fail with `Unavailable`.
     pub async fn close(&self) {
-        if let Some(task) = self
-            .shared
-            .listener
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            task.abort();
-        }
+        self.shared.stop_tasks();
         // Closing an already closed pool is a no-op; errors say nothing new.
         let _ = self.shared.writer.clone().close().await;
         if self.shared.dialect == Dialect::Sqlite {
@@ -376,6 +373,12 @@ async fn spawn_listener(shared: &Arc<Shared>) -> Result<JoinHandle<()>, DbErr> {
 }
 
 impl Shared {
+    /// The writer (SQLite: the one write connection; Postgres: the pool),
+    /// for transactions outside [`Tx`] (the feed's sequencer).
+    pub(crate) fn writer(&self) -> &DatabaseConnection {
+        &self.writer
+    }
+
     /// Runs a read on the reader.
     pub(crate) async fn query_all(
         &self,
@@ -430,7 +433,7 @@ impl Shared {
             txn,
             woken: BTreeSet::new(),
             changed: false,
-            feed_locked: false,
+            txid: None,
         })
     }
 
@@ -476,7 +479,9 @@ pub(crate) struct Tx {
     woken: BTreeSet<Topic>,
     /// Change-log rows were appended.
     changed: bool,
-    feed_locked: bool,
+    /// Postgres: this transaction's id, once it appended change rows (the
+    /// sequencer numbers them after every older transaction ended).
+    txid: Option<i64>,
 }
 
 impl Tx {
@@ -510,9 +515,8 @@ impl Tx {
         self.woken.insert(topic.clone());
     }
 
-    /// Commits the outbox: messages first (their partition locks are taken
-    /// before the change-log lock, always in that order, so two writers
-    /// cannot deadlock on them), then the change rows.
+    /// Commits the outbox: messages (their partition locks taken in sorted
+    /// order, so two writers cannot deadlock on them), then the change rows.
     pub(crate) async fn outbox(&mut self, outbox: Outbox, now: Timestamp) -> Result<(), DbErr> {
         self.lock_partitions(&outbox.messages).await?;
         for m in outbox.messages {
@@ -574,53 +578,50 @@ impl Tx {
         Ok(inserted > 0)
     }
 
-    /// Appends change rows; returns them with their sequence numbers.
+    /// Appends change rows; returns their keys: the `seq` on SQLite, the
+    /// row `id` on Postgres, where the sequencer gives `seq` after commit
+    /// (see the `feed` module).
     pub(crate) async fn append(
         &mut self,
         changes: Vec<NewChange>,
         now: Timestamp,
-    ) -> Result<Vec<ChangeEvent>, DbErr> {
-        if changes.is_empty() {
-            return Ok(Vec::new());
-        }
-        if self.dialect() == Dialect::Postgres && !self.feed_locked {
-            self.exec("SELECT pg_advisory_xact_lock($1)", values![FEED_LOCK])
-                .await?;
-            self.feed_locked = true;
-        }
-        let mut out = Vec::with_capacity(changes.len());
+    ) -> Result<Vec<i64>, DbErr> {
+        let returning = match self.dialect() {
+            Dialect::Postgres => "id AS key, txid",
+            Dialect::Sqlite => "seq AS key",
+        };
+        let sql = format!(
+            "INSERT INTO change_log (queue, kind, subject, data, created_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING {returning}"
+        );
+        let mut keys = Vec::with_capacity(changes.len());
         for c in changes {
             let row = self
                 .one(
-                    "INSERT INTO change_log (queue, kind, subject, data, created_at) \
-                     VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+                    &sql,
                     vec![
                         c.queue.as_ref().map(|q| q.as_str().to_owned()).into(),
                         c.kind.as_str().into(),
                         c.subject.as_str().into(),
-                        json_value(c.data.clone()),
+                        json_value(c.data),
                         now.as_millis().into(),
                     ],
                 )
                 .await?
-                .ok_or_else(|| DbErr::Custom("INSERT … RETURNING seq returned no row".into()))?;
-            let seq: i64 = row.try_get("", "seq")?;
-            out.push(ChangeEvent {
-                seq: u64::try_from(seq).unwrap_or(0),
-                queue: c.queue,
-                kind: c.kind,
-                subject: c.subject,
-                data: c.data,
-                created_at: now,
-            });
+                .ok_or_else(|| DbErr::Custom("INSERT … RETURNING returned no row".into()))?;
+            keys.push(row.try_get("", "key")?);
+            if self.dialect() == Dialect::Postgres {
+                self.txid = Some(row.try_get("", "txid")?);
+            }
+            self.changed = true;
         }
-        self.changed = true;
-        Ok(out)
+        Ok(keys)
     }
 
-    /// Commits, then wakes local waiters and feeds the change-feed tail. On
-    /// Postgres the NOTIFYs ride in the transaction, so other replicas hear
-    /// of it exactly when it commits.
+    /// Commits, then wakes local waiters and brings the change-feed tail up
+    /// to this commit's rows (on Postgres: once the sequencer numbered
+    /// them). On Postgres the wake-up NOTIFYs ride in the transaction, so
+    /// other replicas hear of it exactly when it commits.
     pub(crate) async fn commit(self) -> Result<(), DbErr> {
         if self.dialect() == Dialect::Postgres {
             for topic in &self.woken {
@@ -630,24 +631,23 @@ impl Tx {
                 )
                 .await?;
             }
-            if self.changed {
-                self.exec("SELECT pg_notify($1, '')", values![FEED_CHANNEL])
-                    .await?;
-            }
         }
         let Self {
             shared,
             txn,
             woken,
             changed,
-            ..
+            txid,
         } = self;
         txn.commit().await?;
         for topic in &woken {
             shared.wake_local(topic);
         }
         if changed {
-            shared.feed.catch_up(&shared).await;
+            match txid {
+                Some(txid) => shared.feed.await_sequenced(txid).await,
+                None => shared.feed.catch_up(&shared).await,
+            }
         }
         Ok(())
     }

@@ -60,6 +60,7 @@ on_both!(
     expired_lease_is_taken_over_by_another_replica,
     a_publish_on_one_replica_wakes_a_waiter_on_another,
     the_feed_tail_sees_another_replicas_commits,
+    a_transaction_that_commits_late_is_not_skipped_by_the_tail,
     nul_bytes_and_oversized_values_are_refused_whole,
     outbox_messages_are_deduplicated_like_publishes,
     a_closed_backend_is_unavailable_and_retryable,
@@ -289,6 +290,69 @@ async fn the_feed_tail_sees_another_replicas_commits(db: &TestDb) {
             .unwrap();
         assert_eq!(e.subject, expected);
     }
+}
+
+/// Postgres numbers change rows after commit. A transaction that began
+/// first but commits last must still be numbered before the later one's
+/// rows reach any reader, so that "after the last seq I saw" never skips it.
+async fn a_transaction_that_commits_late_is_not_skipped_by_the_tail(db: &TestDb) {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    if !db.backend.is_postgres() {
+        return;
+    }
+    let feed: Arc<dyn ChangeFeed> = db.backend.clone();
+    let mut live = feed.subscribe();
+    let raw = db.raw_connection().await;
+    let early = raw.begin().await.unwrap();
+    early
+        .execute_unprepared(
+            "INSERT INTO change_log (queue, kind, subject, data, created_at) \
+             VALUES ('monorepo/main', 'request.changed', 'early', '{}', 0)",
+        )
+        .await
+        .unwrap();
+
+    // A later transaction commits while the early one is still open: its
+    // store write returns (the rows are committed), but nothing is numbered.
+    let stores = db.backend.for_queue(&queue());
+    let late = request(1);
+    let outbox = Outbox::none().change(NewChange::new(
+        &queue(),
+        ChangeKind::RequestChanged,
+        "late",
+        json!({}),
+    ));
+    let writer = tokio::spawn(async move { stores.requests.create(&late, outbox).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        feed.read_after(0, 10).await.unwrap().is_empty(),
+        "no row is readable while an older transaction is open"
+    );
+    assert_eq!(feed.last_seq().await.unwrap(), 0);
+
+    early.commit().await.unwrap();
+    writer.await.unwrap().unwrap();
+    let subjects: Vec<(u64, String)> = feed
+        .read_after(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.seq, e.subject))
+        .collect();
+    assert_eq!(
+        subjects,
+        [(1, "early".to_owned()), (2, "late".to_owned())],
+        "numbered in transaction order, contiguous from 1"
+    );
+    for expected in ["early", "late"] {
+        let e = tokio::time::timeout(Duration::from_secs(10), live.next())
+            .await
+            .expect("the live tail delivers both within 10 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.subject, expected);
+    }
+    raw.close().await.unwrap();
 }
 
 async fn nul_bytes_and_oversized_values_are_refused_whole(db: &TestDb) {

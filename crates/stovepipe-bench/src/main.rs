@@ -115,8 +115,11 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
         .await?
     };
     println!(
-        "pipeline on Postgres: {:.0} facts/s",
-        postgres.median_per_second
+        "pipeline on Postgres: {:.0} facts/s, {} database transactions per fact",
+        postgres.median_per_second,
+        postgres
+            .db_transactions_per_fact
+            .map_or_else(|| "?".to_owned(), |n| format!("{n:.1}"))
     );
     let pg_ratio = ratio(postgres.median_per_second, pg.tps);
     let sqlite_ratio = ratio(sqlite.median_per_second, postgres.median_per_second);

@@ -338,7 +338,24 @@ pub struct Throughput {
     pub errors: u64,
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
+    /// Postgres: committed and rolled-back transactions of the database
+    /// over the measured windows (`pg_stat_database`, which backends flush
+    /// about once a second), per recorded fact.
+    pub db_transactions_per_fact: Option<f64>,
     pub rss_end: Rss,
+}
+
+/// Transactions the database has finished so far (Postgres).
+fn db_transactions(database_url: Option<&str>) -> anyhow::Result<Option<u64>> {
+    let Some(url) = database_url else {
+        return Ok(None);
+    };
+    let n = crate::support::psql(
+        url,
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database \
+         WHERE datname = current_database()",
+    )?;
+    Ok(Some(n.parse().context("pg_stat_database transaction count")?))
 }
 
 pub async fn throughput(
@@ -365,6 +382,7 @@ pub async fn throughput(
         ));
     }
     tokio::time::sleep(warmup).await;
+    let (facts_before, xacts_before) = (done.load(Ordering::Relaxed), db_transactions(database_url)?);
     let mut rates = Vec::with_capacity(windows);
     for _ in 0..windows {
         let (c0, t0) = (done.load(Ordering::Relaxed), Instant::now());
@@ -373,6 +391,13 @@ pub async fn throughput(
         rates.push((c1 - c0) as f64 / dt.as_secs_f64());
     }
     let rss_end = Rss::this_process()?;
+    let facts_measured = done.load(Ordering::Relaxed) - facts_before;
+    let db_transactions_per_fact = match (xacts_before, db_transactions(database_url)?) {
+        (Some(before), Some(after)) if facts_measured > 0 => {
+            Some(after.saturating_sub(before) as f64 / facts_measured as f64)
+        }
+        _ => None,
+    };
     stop.cancel();
     let mut latencies = Vec::new();
     let mut verdicts = [0u64; 3];
@@ -396,6 +421,7 @@ pub async fn throughput(
         errors: verdicts[Verdict::Error as usize],
         latency_p50_ms: percentile(&latencies, 0.5),
         latency_p99_ms: percentile(&latencies, 0.99),
+        db_transactions_per_fact,
         rss_end,
     })
 }

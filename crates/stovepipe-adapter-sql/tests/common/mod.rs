@@ -107,6 +107,12 @@ impl TestDb {
             .unwrap()
     }
 
+    /// A plain connection to the same database, for what no port does (an
+    /// open transaction held across a test's steps).
+    pub async fn raw_connection(&self) -> sea_orm::DatabaseConnection {
+        Database::connect(&self.url).await.unwrap()
+    }
+
     /// Closes the backend and removes the database.
     pub async fn finish(self) {
         self.backend.close().await;
