@@ -396,6 +396,18 @@ impl Shared {
         self.reader.query_one(self.dialect.stmt(sql, values)).await
     }
 
+    /// Runs one write statement on its own (autocommit: one round trip,
+    /// no BEGIN/COMMIT), returning the rows it returns. For writes that
+    /// touch no change log and publish nothing; the caller wakes local
+    /// waiters itself.
+    pub(crate) async fn write_returning(
+        &self,
+        sql: &str,
+        values: Vec<Value>,
+    ) -> Result<Vec<QueryResult>, DbErr> {
+        self.writer.query_all(self.dialect.stmt(sql, values)).await
+    }
+
     pub(crate) async fn last_seq(&self) -> Result<u64, DbErr> {
         let row = self
             .query_one(
@@ -500,14 +512,6 @@ impl Tx {
         values: Vec<Value>,
     ) -> Result<Option<QueryResult>, DbErr> {
         self.txn.query_one(self.dialect().stmt(sql, values)).await
-    }
-
-    pub(crate) async fn all(
-        &self,
-        sql: &str,
-        values: Vec<Value>,
-    ) -> Result<Vec<QueryResult>, DbErr> {
-        self.txn.query_all(self.dialect().stmt(sql, values)).await
     }
 
     /// Wakes `topic`'s waiters after the commit.
@@ -623,14 +627,15 @@ impl Tx {
     /// them). On Postgres the wake-up NOTIFYs ride in the transaction, so
     /// other replicas hear of it exactly when it commits.
     pub(crate) async fn commit(self) -> Result<(), DbErr> {
-        if self.dialect() == Dialect::Postgres {
-            for topic in &self.woken {
-                self.exec(
-                    "SELECT pg_notify($1, $2)",
-                    values![MQ_CHANNEL, topic.as_str()],
-                )
-                .await?;
-            }
+        if self.dialect() == Dialect::Postgres && !self.woken.is_empty() {
+            // One statement for every topic: `SELECT pg_notify($1, $2),
+            // pg_notify($1, $3), …`.
+            let calls: Vec<String> = (2..self.woken.len() + 2)
+                .map(|i| format!("pg_notify($1, ${i})"))
+                .collect();
+            let mut v = values![MQ_CHANNEL];
+            v.extend(self.woken.iter().map(|t| Value::from(t.as_str())));
+            self.exec(&format!("SELECT {}", calls.join(", ")), v).await?;
         }
         let Self {
             shared,

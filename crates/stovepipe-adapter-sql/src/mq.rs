@@ -12,19 +12,22 @@
 //!   message is pending (published and not yet acked or rejected, leased and
 //!   held included) — the least the port promises. Publishing the same id
 //!   after its ack delivers it again.
-//! - **Cross-process safety (Postgres)**: `receive` locks candidate heads
-//!   with `FOR UPDATE SKIP LOCKED` and sets the lease in the same
-//!   transaction, so two consumers never lease one head; publishers of a
+//! - **Cross-process safety (Postgres)**: `receive` is one `UPDATE` whose
+//!   subquery locks candidate heads with `FOR UPDATE SKIP LOCKED`, so two
+//!   consumers never lease one head; publishers of a
 //!   partition are serialised by an advisory lock until commit, so `id`
 //!   order is commit order and no older message can appear behind a leased
-//!   head. Every settle (`ack`, `hold`, `retry`, `reject`, `renew`) is one
-//!   conditional statement on `lease_owner` and an unexpired
-//!   `lease_expires`; zero rows is `LeaseLost`.
+//!   head. Every settle (`ack`, `hold`, `retry`, `reject`, `renew`) is
+//!   conditional on `lease_owner` and an unexpired `lease_expires`; zero
+//!   rows is `LeaseLost`.
+//! - **Round trips**: `receive` and every settle but `reject` are a single
+//!   autocommit statement (a wake-up's NOTIFY rides in it), since they are
+//!   most of the queue's traffic.
 //! - **SQLite**: the single writer connection serialises all of it.
 //! - **Wake-ups**: a local `Notify` per topic after each commit, and on
 //!   Postgres a NOTIFY in the same transaction for the other replicas.
 
-use crate::backend::{Dialect, Tx, big, check_message, limit, values};
+use crate::backend::{Dialect, MQ_CHANNEL, Tx, big, check_message, limit, values};
 use crate::rows::{self, DEAD_LETTER_COLUMNS};
 use crate::{SqlBackend, error, validate};
 use async_trait::async_trait;
@@ -72,8 +75,10 @@ impl SqlBackend {
         }
     }
 
-    /// One conditional statement on the delivery's lease; `LeaseLost` when
-    /// it matched nothing (settled, expired or taken over).
+    /// One conditional statement on the delivery's lease, on its own (one
+    /// round trip); `LeaseLost` when it matched nothing (settled, expired or
+    /// taken over). With `wake`, the topic's waiters are woken: locally
+    /// after it, and on Postgres by a NOTIFY in the same statement.
     async fn on_lease(
         &self,
         d: &Delivery,
@@ -82,25 +87,35 @@ impl SqlBackend {
         wake: bool,
     ) -> Result<(), MqError> {
         let id = leased_row(d)?;
-        let lost = d.delivery_id.clone();
-        let owner = d.delivery_id.clone();
-        let topic = d.topic.clone();
-        self.mq_write(move |tx, now| {
-            Box::pin(async move {
-                let mut v = values![id, owner, now.as_millis()];
-                v.extend(extra);
-                let sql =
-                    format!("{set} WHERE id = $1 AND lease_owner = $2 AND lease_expires > $3");
-                if tx.exec(&sql, v).await? == 0 {
-                    return Ok(Err(MqError::LeaseLost(lost)));
-                }
-                if wake {
-                    tx.wake(&topic);
-                }
-                Ok(Ok(()))
-            })
-        })
-        .await
+        let now = self.shared.clock.now();
+        let mut v = values![id, d.delivery_id.as_str(), now.as_millis()];
+        v.extend(extra);
+        let settle = format!(
+            "{set} WHERE id = $1 AND lease_owner = $2 AND lease_expires > $3 RETURNING topic"
+        );
+        let sql = if wake && self.shared.dialect == Dialect::Postgres {
+            v.push(MQ_CHANNEL.into());
+            let channel = v.len();
+            format!(
+                "WITH settled AS ({settle}), \
+                 notified AS (SELECT pg_notify(${channel}, topic) FROM settled) \
+                 SELECT topic FROM settled WHERE (SELECT COUNT(*) FROM notified) >= 0"
+            )
+        } else {
+            settle
+        };
+        let settled = self
+            .shared
+            .write_returning(&sql, v)
+            .await
+            .map_err(error::mq)?;
+        if settled.is_empty() {
+            return Err(MqError::LeaseLost(d.delivery_id.clone()));
+        }
+        if wake {
+            self.shared.wake_local(&d.topic);
+        }
+        Ok(())
     }
 }
 
@@ -135,57 +150,60 @@ impl MessageQueue for SqlBackend {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let topic = topic.clone();
-        self.mq_write(move |tx, now| {
-            Box::pin(async move {
-                let lock = match tx.dialect() {
-                    Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
-                    Dialect::Sqlite => "",
-                };
-                // Visible heads: never leased and due, or whose lease ran out.
-                let heads = tx
-                    .all(
-                        &format!(
-                            "SELECT id, partition_key, message_id, payload, attempt, last_error, \
-                             published_at, lease_expires FROM messages m \
-                             WHERE m.topic = $1 AND {IS_HEAD} AND \
-                             ((m.lease_expires IS NULL AND m.visible_at <= $2) \
-                              OR m.lease_expires <= $2) \
-                             ORDER BY m.id LIMIT $3{lock}"
-                        ),
-                        values![topic.as_str(), now.as_millis(), limit(max)],
-                    )
-                    .await?;
-                let expires = now.saturating_add(lease).as_millis();
-                let mut out = Vec::with_capacity(heads.len());
-                for row in heads {
-                    let id: i64 = rows::get(&row, "id")?;
-                    let previous: Option<i64> = rows::get(&row, "lease_expires")?;
-                    // A holder that neither settled nor renewed in time used
-                    // up an attempt.
-                    let n = rows::get::<i32>(&row, "attempt")? + i32::from(previous.is_some());
-                    let delivery_id = format!("{id}.{}", uuid::Uuid::new_v4().simple());
-                    tx.exec(
-                        "UPDATE messages SET lease_owner = $2, lease_expires = $3, attempt = $4 \
-                         WHERE id = $1",
-                        values![id, delivery_id.as_str(), expires, n],
-                    )
-                    .await?;
-                    out.push(Delivery {
-                        delivery_id,
-                        topic: topic.clone(),
-                        partition_key: rows::get(&row, "partition_key")?,
-                        message_id: rows::get(&row, "message_id")?,
-                        payload: rows::get(&row, "payload")?,
-                        attempt: attempt(n),
-                        last_error: rows::get(&row, "last_error")?,
-                        published_at: Timestamp(rows::get(&row, "published_at")?),
-                    });
-                }
-                Ok(Ok(out))
-            })
-        })
-        .await
+        let now = self.shared.clock.now();
+        let lock = match self.shared.dialect {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        // One statement leases the visible heads — never leased and due, or
+        // whose lease ran out — and returns them. A holder that neither
+        // settled nor renewed in time used up an attempt. Delivery ids are
+        // `<row id>.<token>`, the token fresh for every receive.
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let expires = now.saturating_add(lease).as_millis();
+        let rows = self
+            .shared
+            .write_returning(
+                &format!(
+                    "UPDATE messages SET lease_owner = CAST(id AS TEXT) || '.' || $4, \
+                       lease_expires = $5, \
+                       attempt = attempt + CASE WHEN lease_expires IS NULL THEN 0 ELSE 1 END \
+                     WHERE id IN (SELECT m.id FROM messages m \
+                       WHERE m.topic = $1 AND {IS_HEAD} AND \
+                       ((m.lease_expires IS NULL AND m.visible_at <= $2) \
+                        OR m.lease_expires <= $2) \
+                       ORDER BY m.id LIMIT $3{lock}) \
+                     RETURNING id, partition_key, message_id, payload, attempt, last_error, \
+                       published_at, lease_owner"
+                ),
+                values![
+                    topic.as_str(),
+                    now.as_millis(),
+                    limit(max),
+                    token.as_str(),
+                    expires
+                ],
+            )
+            .await
+            .map_err(error::mq)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: i64 = rows::get(&row, "id").map_err(error::mq)?;
+            let delivery = Delivery {
+                delivery_id: rows::get(&row, "lease_owner").map_err(error::mq)?,
+                topic: topic.clone(),
+                partition_key: rows::get(&row, "partition_key").map_err(error::mq)?,
+                message_id: rows::get(&row, "message_id").map_err(error::mq)?,
+                payload: rows::get(&row, "payload").map_err(error::mq)?,
+                attempt: attempt(rows::get(&row, "attempt").map_err(error::mq)?),
+                last_error: rows::get(&row, "last_error").map_err(error::mq)?,
+                published_at: Timestamp(rows::get(&row, "published_at").map_err(error::mq)?),
+            };
+            out.push((id, delivery));
+        }
+        // RETURNING has no order: deliver oldest first, as the port promises.
+        out.sort_by_key(|(id, _)| *id);
+        Ok(out.into_iter().map(|(_, d)| d).collect())
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), MqError> {

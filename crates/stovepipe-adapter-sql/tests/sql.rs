@@ -59,6 +59,7 @@ on_both!(
     consumers_on_two_replicas_never_hold_the_same_partition,
     expired_lease_is_taken_over_by_another_replica,
     a_publish_on_one_replica_wakes_a_waiter_on_another,
+    an_ack_on_one_replica_wakes_a_waiter_on_another,
     the_feed_tail_sees_another_replicas_commits,
     a_transaction_that_commits_late_is_not_skipped_by_the_tail,
     nul_bytes_and_oversized_values_are_refused_whole,
@@ -271,6 +272,59 @@ async fn a_publish_on_one_replica_wakes_a_waiter_on_another(db: &TestDb) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(waiter.await.unwrap() < Duration::from_secs(10));
+}
+
+/// An ack makes the partition's next message deliverable: consumers on
+/// other replicas hear of it (the ack is one statement carrying its NOTIFY).
+async fn an_ack_on_one_replica_wakes_a_waiter_on_another(db: &TestDb) {
+    if !db.backend.is_postgres() {
+        return;
+    }
+    let topic = Topic::new("acked");
+    let a: Arc<dyn MessageQueue> = db.backend.clone();
+    let b: Arc<dyn MessageQueue> = db.replica().await;
+    for attempt in 0..5 {
+        let partition = format!("p{attempt}");
+        for id in ["m0", "m1"] {
+            let m = OutgoingMessage::new(topic.clone(), partition.as_str(), id, json!({}));
+            a.publish(m).await.unwrap();
+        }
+        let leased = a
+            .receive(&topic, "a", 1, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(leased.len(), 1, "the partition's head only");
+        // Use up the wake-ups the publishes left on the other replica.
+        for _ in 0..2 {
+            b.wait(&topic, Duration::from_millis(200)).await;
+        }
+        let waiter = {
+            let (b, topic) = (b.clone(), topic.clone());
+            tokio::spawn(async move {
+                let started = tokio::time::Instant::now();
+                b.wait(&topic, Duration::from_secs(5)).await;
+                started.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if waiter.is_finished() {
+            // A late wake-up of the publishes: try again.
+            continue;
+        }
+        a.ack(&leased[0]).await.unwrap();
+        let waited = waiter.await.unwrap();
+        assert!(
+            waited < Duration::from_secs(4),
+            "the ack did not wake the other replica (waited {waited:?})"
+        );
+        let next = b
+            .receive(&topic, "b", 1, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(next[0].message_id, "m1");
+        return;
+    }
+    panic!("the other replica never settled into waiting");
 }
 
 async fn the_feed_tail_sees_another_replicas_commits(db: &TestDb) {
