@@ -444,6 +444,7 @@ impl Shared {
             shared: self.clone(),
             txn,
             woken: BTreeSet::new(),
+            woken_locally: BTreeSet::new(),
             changed: false,
             txid: None,
         })
@@ -487,8 +488,12 @@ impl Shared {
 pub(crate) struct Tx {
     shared: Arc<Shared>,
     txn: DatabaseTransaction,
-    /// Topics to wake once committed.
+    /// Topics to wake once committed (here, and on Postgres in the other
+    /// replicas through NOTIFY).
     woken: BTreeSet<Topic>,
+    /// Topics to wake here once committed, whose NOTIFY is already in the
+    /// transaction.
+    woken_locally: BTreeSet<Topic>,
     /// Change-log rows were appended.
     changed: bool,
     /// Postgres: this transaction's id, once it appended change rows (the
@@ -519,67 +524,69 @@ impl Tx {
         self.woken.insert(topic.clone());
     }
 
-    /// Commits the outbox: messages (their partition locks taken in sorted
-    /// order, so two writers cannot deadlock on them), then the change rows.
+    /// Commits the outbox: messages, then the change rows.
     pub(crate) async fn outbox(&mut self, outbox: Outbox, now: Timestamp) -> Result<(), DbErr> {
-        self.lock_partitions(&outbox.messages).await?;
-        for m in outbox.messages {
-            self.insert_message(&m, None, now).await?;
-        }
+        self.publish(outbox.messages, None, now).await?;
         self.append(outbox.changes, now).await?;
         Ok(())
     }
 
-    /// Serialises publishers of each partition on Postgres until commit, so
-    /// within a partition `id` order is commit order: a consumer can never
-    /// lease a message while an older one of its partition is still
-    /// uncommitted. Keys are locked in sorted order (no lock cycles).
-    pub(crate) async fn lock_partitions(&self, messages: &[OutgoingMessage]) -> Result<(), DbErr> {
-        if self.dialect() != Dialect::Postgres {
-            return Ok(());
-        }
-        let keys: BTreeSet<(&str, &str)> = messages
-            .iter()
-            .map(|m| (m.topic.as_str(), m.partition_key.as_str()))
-            .collect();
-        for (topic, key) in keys {
-            self.exec(
-                "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))",
-                values![topic, key],
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// Inserts a message unless its dedup key is pending; true when
-    /// inserted. Callers lock its partition first.
-    pub(crate) async fn insert_message(
+    /// Inserts each message unless its dedup key is pending; returns how
+    /// many were inserted.
+    ///
+    /// On Postgres each insert first takes its partition's advisory lock
+    /// until commit, so within a partition `id` order is commit order: a
+    /// consumer can never lease a message while an older one of its
+    /// partition is still uncommitted. Messages go in sorted `(topic,
+    /// partition)` order (stable, so a partition keeps its own order), so
+    /// two writers take their locks in one order and cannot deadlock. The
+    /// lock, the insert and the NOTIFY for other replicas are one statement.
+    pub(crate) async fn publish(
         &mut self,
-        m: &OutgoingMessage,
+        mut messages: Vec<OutgoingMessage>,
         last_error: Option<String>,
         now: Timestamp,
-    ) -> Result<bool, DbErr> {
-        let inserted = self
-            .exec(
+    ) -> Result<usize, DbErr> {
+        messages.sort_by(|a, b| {
+            (a.topic.as_str(), a.partition_key.as_str())
+                .cmp(&(b.topic.as_str(), b.partition_key.as_str()))
+        });
+        let sql = match self.dialect() {
+            Dialect::Postgres => {
+                "INSERT INTO messages (topic, partition_key, message_id, payload, attempt, \
+                 last_error, visible_at, lease_owner, lease_expires, published_at) \
+                 SELECT $1, $2, $3, $4, 1, $5, $6, NULL, NULL, $6 \
+                 FROM (SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))) AS partition_lock \
+                 ON CONFLICT (topic, partition_key, message_id) DO NOTHING \
+                 RETURNING pg_notify($7, topic)"
+            }
+            Dialect::Sqlite => {
                 "INSERT INTO messages (topic, partition_key, message_id, payload, attempt, \
                  last_error, visible_at, lease_owner, lease_expires, published_at) \
                  VALUES ($1, $2, $3, $4, 1, $5, $6, NULL, NULL, $6) \
-                 ON CONFLICT (topic, partition_key, message_id) DO NOTHING",
-                vec![
-                    m.topic.as_str().into(),
-                    m.partition_key.as_str().into(),
-                    m.message_id.as_str().into(),
-                    json_value(m.payload.clone()),
-                    last_error.into(),
-                    now.as_millis().into(),
-                ],
-            )
-            .await?;
-        if inserted > 0 {
-            self.wake(&m.topic);
+                 ON CONFLICT (topic, partition_key, message_id) DO NOTHING"
+            }
+        };
+        let mut inserted = 0;
+        for m in messages {
+            let mut v = vec![
+                m.topic.as_str().into(),
+                m.partition_key.as_str().into(),
+                m.message_id.as_str().into(),
+                json_value(m.payload),
+                last_error.clone().into(),
+                now.as_millis().into(),
+            ];
+            if self.dialect() == Dialect::Postgres {
+                v.push(MQ_CHANNEL.into());
+            }
+            if self.exec(sql, v).await? > 0 {
+                inserted += 1;
+                // Other replicas were notified by the statement itself.
+                self.woken_locally.insert(m.topic);
+            }
         }
-        Ok(inserted > 0)
+        Ok(inserted)
     }
 
     /// Appends change rows; returns their keys: the `seq` on SQLite, the
@@ -590,35 +597,45 @@ impl Tx {
         changes: Vec<NewChange>,
         now: Timestamp,
     ) -> Result<Vec<i64>, DbErr> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
         let returning = match self.dialect() {
             Dialect::Postgres => "id AS key, txid",
             Dialect::Sqlite => "seq AS key",
         };
+        // One multi-row statement: `VALUES ($1, …, $5), ($6, …, $10), …`.
+        let rows: Vec<String> = (0..changes.len())
+            .map(|r| {
+                let p: Vec<String> = (1..=5).map(|c| format!("${}", r * 5 + c)).collect();
+                format!("({})", p.join(", "))
+            })
+            .collect();
         let sql = format!(
             "INSERT INTO change_log (queue, kind, subject, data, created_at) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING {returning}"
+             VALUES {} RETURNING {returning}",
+            rows.join(", ")
         );
-        let mut keys = Vec::with_capacity(changes.len());
+        let mut v = Vec::with_capacity(changes.len() * 5);
         for c in changes {
-            let row = self
-                .one(
-                    &sql,
-                    vec![
-                        c.queue.as_ref().map(|q| q.as_str().to_owned()).into(),
-                        c.kind.as_str().into(),
-                        c.subject.as_str().into(),
-                        json_value(c.data),
-                        now.as_millis().into(),
-                    ],
-                )
-                .await?
-                .ok_or_else(|| DbErr::Custom("INSERT … RETURNING returned no row".into()))?;
-            keys.push(row.try_get("", "key")?);
+            v.push(c.queue.as_ref().map(|q| q.as_str().to_owned()).into());
+            v.push(c.kind.as_str().into());
+            v.push(c.subject.into());
+            v.push(json_value(c.data));
+            v.push(now.as_millis().into());
+        }
+        let returned = self.txn.query_all(self.dialect().stmt(&sql, v)).await?;
+        let mut keys = Vec::with_capacity(returned.len());
+        for row in &returned {
+            keys.push(row.try_get::<i64>("", "key")?);
             if self.dialect() == Dialect::Postgres {
                 self.txid = Some(row.try_get("", "txid")?);
             }
-            self.changed = true;
         }
+        // Keys are handed out in row order within the statement; RETURNING
+        // promises no order, so sort them back into it.
+        keys.sort_unstable();
+        self.changed = true;
         Ok(keys)
     }
 
@@ -641,11 +658,12 @@ impl Tx {
             shared,
             txn,
             woken,
+            woken_locally,
             changed,
             txid,
         } = self;
         txn.commit().await?;
-        for topic in &woken {
+        for topic in woken.union(&woken_locally) {
             shared.wake_local(topic);
         }
         if changed {

@@ -119,15 +119,14 @@ impl SqlBackend {
     }
 }
 
-/// Publishes inside `tx` with its partition locked.
+/// Publishes inside `tx` (see [`Tx::publish`]); true when inserted.
 async fn publish_in(
     tx: &mut Tx,
     message: &OutgoingMessage,
     last_error: Option<String>,
     now: Timestamp,
 ) -> Result<bool, DbErr> {
-    tx.lock_partitions(std::slice::from_ref(message)).await?;
-    tx.insert_message(message, last_error, now).await
+    Ok(tx.publish(vec![message.clone()], last_error, now).await? > 0)
 }
 
 #[async_trait]
