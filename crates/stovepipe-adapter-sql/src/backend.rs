@@ -652,7 +652,8 @@ impl Tx {
                 .collect();
             let mut v = values![MQ_CHANNEL];
             v.extend(self.woken.iter().map(|t| Value::from(t.as_str())));
-            self.exec(&format!("SELECT {}", calls.join(", ")), v).await?;
+            self.exec(&format!("SELECT {}", calls.join(", ")), v)
+                .await?;
         }
         let Self {
             shared,

@@ -63,8 +63,7 @@ const SEQUENCER_TICK: Duration = Duration::from_secs(1);
 
 /// The sequencer's pause while committed rows wait behind an open
 /// transaction: doubles from the first value up to the second.
-const HELD_BACK_PAUSE: (Duration, Duration) =
-    (Duration::from_millis(1), Duration::from_millis(50));
+const HELD_BACK_PAUSE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(50));
 
 /// Advisory lock held by a sequencer round, so one round at a time numbers
 /// rows across replicas ("stovepipe" in ASCII).
@@ -99,11 +98,8 @@ impl FeedHub {
     pub(crate) async fn await_sequenced(&self, txid: i64) {
         let mut watermark = self.watermark.subscribe();
         self.poke.notify_one();
-        let numbered = tokio::time::timeout(
-            SEQUENCING_WAIT,
-            watermark.wait_for(|w| *w > txid),
-        )
-        .await;
+        let numbered =
+            tokio::time::timeout(SEQUENCING_WAIT, watermark.wait_for(|w| *w > txid)).await;
         if numbered.is_err() {
             tracing::warn!(
                 txid,
@@ -339,11 +335,8 @@ async fn sequence_round(shared: &Shared) -> Result<Round, DbErr> {
         });
     }
     let txn = shared.writer().begin().await?;
-    txn.execute(dialect.stmt(
-        "SELECT pg_advisory_xact_lock($1)",
-        values![SEQUENCER_LOCK],
-    ))
-    .await?;
+    txn.execute(dialect.stmt("SELECT pg_advisory_xact_lock($1)", values![SEQUENCER_LOCK]))
+        .await?;
     let row = txn
         .query_one(dialect.stmt(
             "WITH ready AS ( \
@@ -364,11 +357,8 @@ async fn sequence_round(shared: &Shared) -> Result<Round, DbErr> {
     let numbered: i64 = row.try_get("", "numbered")?;
     let unnumbered: i64 = row.try_get("", "unnumbered")?;
     if numbered > 0 {
-        txn.execute(dialect.stmt(
-            "SELECT pg_notify($1, '')",
-            values![FEED_CHANNEL],
-        ))
-        .await?;
+        txn.execute(dialect.stmt("SELECT pg_notify($1, '')", values![FEED_CHANNEL]))
+            .await?;
     }
     txn.commit().await?;
     Ok(Round {

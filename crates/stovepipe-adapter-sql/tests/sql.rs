@@ -312,10 +312,10 @@ async fn an_ack_on_one_replica_wakes_a_waiter_on_another(db: &TestDb) {
             continue;
         }
         a.ack(&leased[0]).await.unwrap();
-        let waited = waiter.await.unwrap();
+        let elapsed = waiter.await.unwrap();
         assert!(
-            waited < Duration::from_secs(4),
-            "the ack did not wake the other replica (waited {waited:?})"
+            elapsed < Duration::from_secs(4),
+            "the ack did not wake the other replica (waited {elapsed:?})"
         );
         let next = b
             .receive(&topic, "b", 1, Duration::from_secs(30))

@@ -355,7 +355,9 @@ fn db_transactions(database_url: Option<&str>) -> anyhow::Result<Option<u64>> {
         "SELECT xact_commit + xact_rollback FROM pg_stat_database \
          WHERE datname = current_database()",
     )?;
-    Ok(Some(n.parse().context("pg_stat_database transaction count")?))
+    Ok(Some(
+        n.parse().context("pg_stat_database transaction count")?,
+    ))
 }
 
 pub async fn throughput(
@@ -382,7 +384,8 @@ pub async fn throughput(
         ));
     }
     tokio::time::sleep(warmup).await;
-    let (facts_before, xacts_before) = (done.load(Ordering::Relaxed), db_transactions(database_url)?);
+    let (facts_before, xacts_before) =
+        (done.load(Ordering::Relaxed), db_transactions(database_url)?);
     let mut rates = Vec::with_capacity(windows);
     for _ in 0..windows {
         let (c0, t0) = (done.load(Ordering::Relaxed), Instant::now());
