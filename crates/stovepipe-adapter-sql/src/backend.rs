@@ -94,6 +94,10 @@ pub(crate) struct Shared {
     writer: DatabaseConnection,
     /// SQLite: read-only connections. Postgres: the same pool.
     reader: DatabaseConnection,
+    /// Lease operations of the message queue. SQLite: the writer. Postgres:
+    /// a small pool with `synchronous_commit = off` (see
+    /// [`Shared::lease_write`]).
+    leases: DatabaseConnection,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) feed: FeedHub,
     wakers: Mutex<HashMap<Topic, Arc<Notify>>>,
@@ -209,19 +213,27 @@ impl SqlBackend {
 
     /// Connects with every option spelled out.
     pub async fn connect_with(url: &str, options: SqlOptions) -> Result<Arc<Self>, StoreError> {
-        let (dialect, writer, reader) =
+        let (dialect, writer, reader, leases) =
             if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-                let mut opts = ConnectOptions::new(url.to_owned());
-                opts.max_connections(options.pool_size.max(2))
-                    .min_connections(0)
-                    .acquire_timeout(options.acquire_timeout)
-                    .connect_timeout(options.acquire_timeout)
-                    .sqlx_logging(false);
-                let pool = Database::connect(opts).await.map_err(error::store)?;
-                (Dialect::Postgres, pool.clone(), pool)
+                let pool_options = |size: u32| {
+                    let mut opts = ConnectOptions::new(url.to_owned());
+                    opts.max_connections(size)
+                        .min_connections(0)
+                        .acquire_timeout(options.acquire_timeout)
+                        .connect_timeout(options.acquire_timeout)
+                        .sqlx_logging(false);
+                    opts
+                };
+                let pool = Database::connect(pool_options(options.pool_size.max(2)))
+                    .await
+                    .map_err(error::store)?;
+                let mut relaxed = pool_options((options.pool_size / 2).max(2));
+                relaxed.map_sqlx_postgres_opts(|o| o.options([("synchronous_commit", "off")]));
+                let leases = Database::connect(relaxed).await.map_err(error::store)?;
+                (Dialect::Postgres, pool.clone(), pool, leases)
             } else if url.starts_with("sqlite:") {
                 let (writer, reader) = connect_sqlite(url, &options).await?;
-                (Dialect::Sqlite, writer, reader)
+                (Dialect::Sqlite, writer.clone(), reader, writer)
             } else {
                 return Err(StoreError::Backend(format!(
                     "unsupported database URL (expected postgres:// or sqlite:): {}",
@@ -232,6 +244,7 @@ impl SqlBackend {
             dialect,
             writer,
             reader,
+            leases,
             clock: options.clock,
             feed: FeedHub::new(options.feed_buffer),
             wakers: Mutex::new(HashMap::new()),
@@ -280,6 +293,9 @@ impl SqlBackend {
         self.shared.stop_tasks();
         // Closing an already closed pool is a no-op; errors say nothing new.
         let _ = self.shared.writer.clone().close().await;
+        if self.shared.dialect == Dialect::Postgres {
+            let _ = self.shared.leases.clone().close().await;
+        }
         if self.shared.dialect == Dialect::Sqlite {
             let _ = self.shared.reader.clone().close().await;
         }
@@ -396,16 +412,25 @@ impl Shared {
         self.reader.query_one(self.dialect.stmt(sql, values)).await
     }
 
-    /// Runs one write statement on its own (autocommit: one round trip,
-    /// no BEGIN/COMMIT), returning the rows it returns. For writes that
-    /// touch no change log and publish nothing; the caller wakes local
-    /// waiters itself.
-    pub(crate) async fn write_returning(
+    /// Runs one lease operation of the message queue (receive, ack, hold,
+    /// retry, renew) as a statement on its own (autocommit: one round trip,
+    /// no BEGIN/COMMIT), returning the rows it returns. The caller wakes
+    /// local waiters itself.
+    ///
+    /// On Postgres these commit without waiting for their WAL flush
+    /// (`synchronous_commit = off`; about half the pipeline's commits). A
+    /// crash can lose the last few hundred milliseconds of them, and what
+    /// that loses is harmless under at-least-once delivery: a lost lease or
+    /// ack means the message is delivered again (every handler is
+    /// idempotent), a lost hold or retry means it is due again sooner.
+    /// Nothing else is written this way: publishes ride in their write's
+    /// transaction, and dead-lettering is a durable transaction.
+    pub(crate) async fn lease_write(
         &self,
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Vec<QueryResult>, DbErr> {
-        self.writer.query_all(self.dialect.stmt(sql, values)).await
+        self.leases.query_all(self.dialect.stmt(sql, values)).await
     }
 
     pub(crate) async fn last_seq(&self) -> Result<u64, DbErr> {
@@ -698,4 +723,40 @@ pub(crate) fn check_changes(changes: &[NewChange]) -> Result<(), stovepipe_entit
         validate::check_json("change data", &c.data)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    async fn setting(db: &DatabaseConnection) -> String {
+        let row = db
+            .query_one(Statement::from_string(
+                DatabaseBackend::Postgres,
+                "SHOW synchronous_commit",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get("", "synchronous_commit").unwrap()
+    }
+
+    /// Only lease operations give up waiting for their WAL flush; every
+    /// other write stays durable at commit.
+    #[tokio::test]
+    async fn only_lease_operations_commit_without_waiting_for_the_flush() {
+        let Ok(url) = std::env::var("STOVEPIPE_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var("STOVEPIPE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "STOVEPIPE_REQUIRE_SERVICES=1 but STOVEPIPE_TEST_POSTGRES_URL is not set"
+            );
+            eprintln!("skipped: STOVEPIPE_TEST_POSTGRES_URL not set");
+            return;
+        };
+        let backend = SqlBackend::connect(&url).await.unwrap();
+        assert_eq!(setting(&backend.shared.leases).await, "off");
+        assert_eq!(setting(&backend.shared.writer).await, "on");
+        backend.close().await;
+    }
 }

@@ -22,7 +22,8 @@
 //!   rows is `LeaseLost`.
 //! - **Round trips**: `receive` and every settle but `reject` are a single
 //!   autocommit statement (a wake-up's NOTIFY rides in it), since they are
-//!   most of the queue's traffic.
+//!   most of the queue's traffic; on Postgres they do not wait for their
+//!   WAL flush (see `Shared::lease_write` for why that is safe).
 //! - **SQLite**: the single writer connection serialises all of it.
 //! - **Wake-ups**: a local `Notify` per topic after each commit, and on
 //!   Postgres a NOTIFY in the same transaction for the other replicas.
@@ -104,11 +105,7 @@ impl SqlBackend {
         } else {
             settle
         };
-        let settled = self
-            .shared
-            .write_returning(&sql, v)
-            .await
-            .map_err(error::mq)?;
+        let settled = self.shared.lease_write(&sql, v).await.map_err(error::mq)?;
         if settled.is_empty() {
             return Err(MqError::LeaseLost(d.delivery_id.clone()));
         }
@@ -162,7 +159,7 @@ impl MessageQueue for SqlBackend {
         let expires = now.saturating_add(lease).as_millis();
         let rows = self
             .shared
-            .write_returning(
+            .lease_write(
                 &format!(
                     "UPDATE messages SET lease_owner = CAST(id AS TEXT) || '.' || $4, \
                        lease_expires = $5, \
