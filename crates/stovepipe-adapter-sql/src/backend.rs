@@ -433,6 +433,131 @@ impl Shared {
         self.leases.query_all(self.dialect.stmt(sql, values)).await
     }
 
+    /// Postgres: a store's conditional write (`sql`, an `INSERT … ON
+    /// CONFLICT DO NOTHING` or `UPDATE … WHERE version = …` without
+    /// `RETURNING`) and its outbox as one autocommit statement — one round
+    /// trip instead of BEGIN, the write, each message, the change rows, the
+    /// NOTIFYs and COMMIT. Data-modifying CTEs insert the outbox only when
+    /// the write touched a row; messages take their partition locks first,
+    /// in sorted order (nested subqueries fix the order), and are inserted
+    /// in sorted `(topic, partition)` order, as [`Tx::publish`] does.
+    /// Returns false when the write touched nothing (nothing was written).
+    /// Then wakes local waiters and waits for the change rows' numbering,
+    /// as [`Tx::commit`] does.
+    pub(crate) async fn write_with_outbox(
+        &self,
+        sql: &str,
+        mut values: Vec<Value>,
+        outbox: Outbox,
+        now: Timestamp,
+    ) -> Result<bool, DbErr> {
+        let param = |values: &mut Vec<Value>, v: Value| {
+            values.push(v);
+            format!("${}", values.len())
+        };
+        let at = param(&mut values, now.as_millis().into());
+        let mut ctes = vec![format!("main AS ({sql} RETURNING 1 AS hit)")];
+        let mut messages = outbox.messages;
+        if !messages.is_empty() {
+            messages.sort_by(|a, b| {
+                (a.topic.as_str(), a.partition_key.as_str())
+                    .cmp(&(b.topic.as_str(), b.partition_key.as_str()))
+            });
+            let keys: BTreeSet<(String, String)> = messages
+                .iter()
+                .map(|m| (m.topic.as_str().to_owned(), m.partition_key.clone()))
+                .collect();
+            let mut locks = "SELECT 1 AS l".to_owned();
+            for (i, (topic, key)) in keys.into_iter().enumerate() {
+                let (t, k) = (
+                    param(&mut values, topic.into()),
+                    param(&mut values, key.into()),
+                );
+                locks = format!(
+                    "SELECT pg_advisory_xact_lock(hashtext({t}), hashtext({k})) AS l \
+                     FROM ({locks}) AS lock{i}"
+                );
+            }
+            ctes.push(format!("locks AS ({locks})"));
+            let channel = param(&mut values, MQ_CHANNEL.into());
+            let mut rows = Vec::with_capacity(messages.len());
+            for (ord, m) in messages.into_iter().enumerate() {
+                let t = param(&mut values, m.topic.as_str().into());
+                let k = param(&mut values, m.partition_key.into());
+                let id = param(&mut values, m.message_id.into());
+                let payload = param(&mut values, json_value(m.payload));
+                rows.push(format!(
+                    "({t}::text, {k}::text, {id}::text, {payload}::jsonb, {ord})"
+                ));
+            }
+            ctes.push(format!(
+                "published AS (INSERT INTO messages (topic, partition_key, message_id, payload, \
+                 attempt, last_error, visible_at, lease_owner, lease_expires, published_at) \
+                 SELECT v.topic, v.partition_key, v.message_id, v.payload, 1, NULL, {at}, NULL, \
+                 NULL, {at} FROM main, locks, (VALUES {}) \
+                 AS v(topic, partition_key, message_id, payload, ord) ORDER BY v.ord \
+                 ON CONFLICT (topic, partition_key, message_id) DO NOTHING \
+                 RETURNING topic, pg_notify({channel}, topic) IS NULL AS notified)",
+                rows.join(", ")
+            ));
+        } else {
+            ctes.push("published AS (SELECT NULL::text AS topic WHERE false)".to_owned());
+        }
+        let changed = !outbox.changes.is_empty();
+        if changed {
+            let mut rows = Vec::with_capacity(outbox.changes.len());
+            for (ord, c) in outbox.changes.into_iter().enumerate() {
+                let q = param(
+                    &mut values,
+                    c.queue.as_ref().map(|q| q.as_str().to_owned()).into(),
+                );
+                let kind = param(&mut values, c.kind.as_str().into());
+                let subject = param(&mut values, c.subject.into());
+                let data = param(&mut values, json_value(c.data));
+                rows.push(format!(
+                    "({q}::text, {kind}::text, {subject}::text, {data}::jsonb, {ord})"
+                ));
+            }
+            ctes.push(format!(
+                "appended AS (INSERT INTO change_log (queue, kind, subject, data, created_at) \
+                 SELECT v.queue, v.kind, v.subject, v.data, {at} FROM main, (VALUES {}) \
+                 AS v(queue, kind, subject, data, ord) ORDER BY v.ord RETURNING txid)",
+                rows.join(", ")
+            ));
+        } else {
+            ctes.push("appended AS (SELECT NULL::bigint AS txid WHERE false)".to_owned());
+        }
+        let statement = format!(
+            "WITH {} SELECT (SELECT COUNT(*) FROM main) AS hit, \
+             (SELECT json_agg(topic) FROM published)::text AS topics, \
+             (SELECT MAX(txid) FROM appended) AS txid",
+            ctes.join(", ")
+        );
+        let row = self
+            .writer
+            .query_one(self.dialect.stmt(&statement, values))
+            .await?
+            .ok_or_else(|| DbErr::Custom("a write returned no row".into()))?;
+        let hit: i64 = row.try_get("", "hit")?;
+        if hit == 0 {
+            return Ok(false);
+        }
+        let topics: Option<String> = row.try_get("", "topics")?;
+        let topics: Vec<String> = match topics {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| DbErr::Custom(format!("published topics: {e}")))?,
+            None => Vec::new(),
+        };
+        for topic in topics.into_iter().collect::<BTreeSet<_>>() {
+            self.wake_local(&Topic::new(topic));
+        }
+        let txid: Option<i64> = row.try_get("", "txid")?;
+        if let Some(txid) = txid {
+            self.feed.await_sequenced(txid).await;
+        }
+        Ok(true)
+    }
+
     pub(crate) async fn last_seq(&self) -> Result<u64, DbErr> {
         let row = self
             .query_one(

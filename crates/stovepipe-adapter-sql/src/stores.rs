@@ -5,11 +5,12 @@
 //! writes as one `UPDATE … WHERE queue = ? AND key = ? AND version = ?`
 //! (zero rows — stale version or no row — is `VersionMismatch`), creates as
 //! `INSERT … ON CONFLICT DO NOTHING` (zero rows is `AlreadyExists`), and
-//! each write's outbox committed in the same transaction. Does not own:
+//! each write's outbox committed in the same transaction (on Postgres the
+//! same statement: `Shared::write_with_outbox`). Does not own:
 //! listings (see `read_model`) or transition rules (entities bump their
 //! own versions).
 
-use crate::backend::{Shared, Tx, big, check_outbox, json_value, values};
+use crate::backend::{Dialect, Shared, Tx, big, check_outbox, json_value, values};
 use crate::rows::{self, BUILD_COLUMNS, FACT_COLUMNS, QUEUE_COLUMNS, REQUEST_COLUMNS};
 use crate::{SqlBackend, error, validate};
 use async_trait::async_trait;
@@ -79,6 +80,12 @@ impl Bound {
         check_outbox(&outbox)?;
         let now = self.shared.clock.now();
         let run = async {
+            if self.shared.dialect == Dialect::Postgres {
+                return self
+                    .shared
+                    .write_with_outbox(sql, values, outbox, now)
+                    .await;
+            }
             let mut tx: Tx = self.shared.begin().await?;
             if tx.exec(sql, values).await? == 0 {
                 return Ok(false);

@@ -111,6 +111,7 @@ suite!(
         update_with_stale_version_is_mismatch_and_changes_nothing,
         update_of_missing_row_is_mismatch,
         successful_writes_commit_their_outbox,
+        one_write_publishes_every_message_in_partition_order,
         failed_writes_commit_no_outbox,
         entity_of_another_queue_is_wrong_queue,
         queues_are_isolated,

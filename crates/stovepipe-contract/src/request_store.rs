@@ -9,6 +9,7 @@ use crate::fixtures::{
     queue_b, request, request_for, uri,
 };
 use std::sync::Arc;
+use std::time::Duration;
 use stovepipe_entity::Timestamp;
 use stovepipe_ports::{Outbox, StoreError};
 
@@ -20,6 +21,7 @@ crate::suite!($, request_store, request_store_tests, StoreFixture, [
     update_with_stale_version_is_mismatch_and_changes_nothing,
     update_of_missing_row_is_mismatch,
     successful_writes_commit_their_outbox,
+    one_write_publishes_every_message_in_partition_order,
     failed_writes_commit_no_outbox,
     entity_of_another_queue_is_wrong_queue,
     queues_are_isolated,
@@ -133,6 +135,45 @@ async fn successful_writes_commit_their_outbox(fx: StoreFixture) {
         deliverable_ids(&fx.messages, &outbox_topic()).await,
         ["created"],
         "the partition head is the first outbox message"
+    );
+}
+
+/// One outbox with several messages to several partitions, interleaved:
+/// every message is published, and each partition delivers its messages in
+/// the outbox's order.
+async fn one_write_publishes_every_message_in_partition_order(fx: StoreFixture) {
+    let s = fx.stores.for_queue(&queue_a());
+    let topic = outbox_topic();
+    let outbox = Outbox::none()
+        .publish(message(&topic, "p2", "b1"))
+        .publish(message(&topic, "p1", "a1"))
+        .publish(message(&topic, "p2", "b2"))
+        .publish(message(&topic, "p1", "a2"))
+        .change(change(&queue_a(), "one"))
+        .change(change(&queue_a(), "two"));
+    s.requests
+        .create(&request(&queue_a(), 1), outbox)
+        .await
+        .unwrap();
+    assert_eq!(logged_subjects(&fx.feed).await, ["one", "two"]);
+    let mut delivered = Vec::new();
+    for _ in 0..3 {
+        let heads = fx
+            .messages
+            .receive(&topic, "contract-observer", 10, Duration::from_mins(1))
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = heads.iter().map(|d| d.message_id.clone()).collect();
+        ids.sort();
+        delivered.push(ids);
+        for d in &heads {
+            fx.messages.ack(d).await.unwrap();
+        }
+    }
+    assert_eq!(
+        delivered,
+        [vec!["a1", "b1"], vec!["a2", "b2"], vec![]],
+        "each partition's head first, then its next message"
     );
 }
 
