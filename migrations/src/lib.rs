@@ -34,6 +34,7 @@ mod m20250101_000011_hooks;
 mod m20250101_000012_hook_releases;
 mod m20250101_000013_hook_runs;
 mod m20250101_000014_change_log_sequencing;
+mod m20250101_000015_messages_topic_order;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -57,6 +58,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250101_000012_hook_releases::Migration),
             Box::new(m20250101_000013_hook_runs::Migration),
             Box::new(m20250101_000014_change_log_sequencing::Migration),
+            Box::new(m20250101_000015_messages_topic_order::Migration),
         ]
     }
 }

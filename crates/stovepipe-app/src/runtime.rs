@@ -193,14 +193,18 @@ pub async fn run_consumer(
     let mut tasks: JoinSet<()> = JoinSet::new();
     while !cancel.is_cancelled() {
         let free = settings.max_in_flight.saturating_sub(tasks.len());
-        let mut received = 0;
+        // The topic had fewer deliverable messages than we could take: wait
+        // for a wake-up (a publish, an ack making a partition's next message
+        // its head, a zero-delay hold) or the idle poll instead of asking
+        // again at once, which on a busy topic is mostly empty receives.
+        let mut drained = true;
         if free > 0 {
             match mq
                 .receive(&topic, &settings.consumer_id, free, settings.lease)
                 .await
             {
                 Ok(deliveries) => {
-                    received = deliveries.len();
+                    drained = deliveries.len() < free;
                     for delivery in deliveries {
                         tasks.spawn(handle_with_renewal(
                             handler.clone(),
@@ -214,10 +218,15 @@ pub async fn run_consumer(
                 Err(e) => warn!(%topic, error = %e, "receive failed"),
             }
         }
-        if received == 0 {
+        if free == 0 {
+            // At capacity: wait for a delivery to finish.
             tokio::select! {
                 () = cancel.cancelled() => break,
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(_) = tasks.join_next() => {}
+            }
+        } else if drained {
+            tokio::select! {
+                () = cancel.cancelled() => break,
                 () = mq.wait(&topic, settings.idle_poll) => {}
             }
         }
