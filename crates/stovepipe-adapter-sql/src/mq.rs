@@ -78,42 +78,65 @@ impl SqlBackend {
 
     /// One conditional statement on the delivery's lease, on its own (one
     /// round trip); `LeaseLost` when it matched nothing (settled, expired or
-    /// taken over). With `wake`, the topic's waiters are woken: locally
-    /// after it, and on Postgres by a NOTIFY in the same statement.
+    /// taken over). Whom it wakes is `wake`'s rule: locally after it, and on
+    /// Postgres by a NOTIFY in the same statement.
     async fn on_lease(
         &self,
         d: &Delivery,
         set: &'static str,
         extra: Vec<sea_orm::Value>,
-        wake: bool,
+        wake: Wake,
     ) -> Result<(), MqError> {
         let id = leased_row(d)?;
         let now = self.shared.clock.now();
         let mut v = values![id, d.delivery_id.as_str(), now.as_millis()];
         v.extend(extra);
+        let postgres = self.shared.dialect == Dialect::Postgres;
+        // Whether waiters should hear of it, per row settled.
+        let worth_waking = match (wake, postgres) {
+            (Wake::Never, _) => "FALSE",
+            (Wake::Always, _) | (Wake::IfPartitionHasMore, false) => "TRUE",
+            (Wake::IfPartitionHasMore, true) => {
+                "EXISTS (SELECT 1 FROM messages o WHERE o.topic = messages.topic \
+                 AND o.partition_key = messages.partition_key AND o.id <> messages.id)"
+            }
+        };
         let settle = format!(
-            "{set} WHERE id = $1 AND lease_owner = $2 AND lease_expires > $3 RETURNING topic"
+            "{set} WHERE id = $1 AND lease_owner = $2 AND lease_expires > $3 \
+             RETURNING topic, {worth_waking} AS wake"
         );
-        let sql = if wake && self.shared.dialect == Dialect::Postgres {
+        let sql = if wake != Wake::Never && postgres {
             v.push(MQ_CHANNEL.into());
             let channel = v.len();
             format!(
                 "WITH settled AS ({settle}), \
-                 notified AS (SELECT pg_notify(${channel}, topic) FROM settled) \
-                 SELECT topic FROM settled WHERE (SELECT COUNT(*) FROM notified) >= 0"
+                 notified AS (SELECT pg_notify(${channel}, topic) FROM settled WHERE wake) \
+                 SELECT topic, wake FROM settled WHERE (SELECT COUNT(*) FROM notified) >= 0"
             )
         } else {
             settle
         };
         let settled = self.shared.lease_write(&sql, v).await.map_err(error::mq)?;
-        if settled.is_empty() {
+        let Some(row) = settled.first() else {
             return Err(MqError::LeaseLost(d.delivery_id.clone()));
-        }
-        if wake {
+        };
+        if rows::get::<bool>(row, "wake").map_err(error::mq)? {
             self.shared.wake_local(&d.topic);
         }
         Ok(())
     }
+}
+
+/// Whom a lease operation wakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    Never,
+    /// The message itself is deliverable again now.
+    Always,
+    /// An ack: the partition's next message, if there is one, is its head
+    /// now. (SQLite wakes anyway: its waiters are in this process, where an
+    /// empty receive costs little.)
+    IfPartitionHasMore,
 }
 
 /// Publishes inside `tx` (see [`Tx::publish`]); true when inserted.
@@ -204,8 +227,13 @@ impl MessageQueue for SqlBackend {
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), MqError> {
         // The partition's next message is deliverable now: wake.
-        self.on_lease(delivery, "DELETE FROM messages", vec![], true)
-            .await
+        self.on_lease(
+            delivery,
+            "DELETE FROM messages",
+            vec![],
+            Wake::IfPartitionHasMore,
+        )
+        .await
     }
 
     async fn hold(&self, delivery: &Delivery, delay: Duration) -> Result<(), MqError> {
@@ -214,7 +242,11 @@ impl MessageQueue for SqlBackend {
             delivery,
             "UPDATE messages SET lease_owner = NULL, lease_expires = NULL, visible_at = $4",
             values![until],
-            delay.is_zero(),
+            if delay.is_zero() {
+                Wake::Always
+            } else {
+                Wake::Never
+            },
         )
         .await
     }
@@ -231,7 +263,11 @@ impl MessageQueue for SqlBackend {
             "UPDATE messages SET lease_owner = NULL, lease_expires = NULL, visible_at = $4, \
              attempt = attempt + 1, last_error = $5",
             values![until, validate::diagnostic(error)],
-            delay.is_zero(),
+            if delay.is_zero() {
+                Wake::Always
+            } else {
+                Wake::Never
+            },
         )
         .await
     }
@@ -300,7 +336,7 @@ impl MessageQueue for SqlBackend {
             delivery,
             "UPDATE messages SET lease_expires = $4",
             values![until],
-            false,
+            Wake::Never,
         )
         .await
     }
