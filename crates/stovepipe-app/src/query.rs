@@ -326,12 +326,11 @@ impl QueryService {
                 ));
             }
         };
-        let resolved = scm.resolve(target).await.map_err(scm_error)?;
-        let info = scm.change_info(&resolved).await.map_err(scm_error)?;
+        let info = scm.resolve_info(target).await.map_err(scm_error)?;
         let CommitRecord { fact, request } = self
             .deps
             .read
-            .commit_record(&config.name, &resolved, &project)
+            .commit_record(&config.name, &info.uri, &project)
             .await?;
         Ok(GreennessView {
             status: CommitStatus::of(request.as_ref(), fact.as_ref()),
@@ -341,7 +340,7 @@ impl QueryService {
                 .map(|f| f.request_id.clone())
                 .or(request.map(|r| r.id)),
             recorded_at: fact.as_ref().map(|f| f.created_at),
-            uri: resolved,
+            uri: info.uri,
             commit: info.commit,
             project,
         })
