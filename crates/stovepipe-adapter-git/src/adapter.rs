@@ -344,6 +344,12 @@ impl Inner {
     }
 
     fn resolve(&self, state: &mut State, rev: &str) -> Result<Uri, ScmError> {
+        let oid = self.resolve_oid(state, rev)?;
+        self.mint(oid)
+    }
+
+    /// The commit `rev` names on the branch (see [`Self::resolve`]).
+    fn resolve_oid(&self, state: &mut State, rev: &str) -> Result<Oid, ScmError> {
         let oid = match self.lookup(&state.repo, rev) {
             Err(ScmError::NotFound(_)) if matches!(self.location, Location::Mirror { .. }) => {
                 // A webhook may name a commit pushed after our last fetch.
@@ -358,7 +364,7 @@ impl Inner {
                 self.branch, self.repo_setting
             )));
         }
-        self.mint(oid)
+        Ok(oid)
     }
 
     fn history(
@@ -566,6 +572,16 @@ impl SourceControl for GitSourceControl {
         let uri = uri.clone();
         self.with_state(move |inner, state| {
             let oid = inner.commit_of(&state.repo, &uri)?;
+            inner.change_info(&state.repo, oid)
+        })
+        .await
+    }
+
+    /// One trip to the blocking pool instead of two.
+    async fn resolve_info(&self, rev: &str) -> Result<ChangeInfo, ScmError> {
+        let rev = rev.to_owned();
+        self.with_state(move |inner, state| {
+            let oid = inner.resolve_oid(state, &rev)?;
             inner.change_info(&state.repo, oid)
         })
         .await

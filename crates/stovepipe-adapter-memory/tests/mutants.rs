@@ -4,20 +4,22 @@
 
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use stovepipe_adapter_memory::{ManualClock, MemoryBackend};
 use stovepipe_contract::{FeedFixture, HookFixture, MqFixture, StoreFixture};
 use stovepipe_entity::{
     Build, BuildId, ChangeEvent, EventType, Fact, Hook, HookContract, HookName, HookRelease,
-    HookReleaseSpec, HookRun, NewChange, Queue, QueueName, Request, RequestId, Timestamp, Uri,
+    HookReleaseSpec, HookRun, NewChange, ProjectName, Queue, QueueName, Request, RequestId,
+    Timestamp, Uri,
 };
 use stovepipe_ports::{
-    ChangeFeed, ChangeStream, Counter, DeadLetter, Delivery, HookError, HookRegistry, MessageQueue,
-    MqError, Outbox, OutgoingMessage, ReadModel, ReleaseOutcome, RequestStore, StoreError,
-    StoreFactory, Stores, Topic, UpsertOutcome,
+    ChangeFeed, ChangeStream, CommitRecord, Counter, DeadLetter, Delivery, HookError, HookRegistry,
+    MessageQueue, MqError, Outbox, OutgoingMessage, ReadModel, ReleaseOutcome, RequestStore,
+    StoreError, StoreFactory, Stores, Topic, UpsertOutcome,
 };
 
 /// Runs a whole suite and checks that it fails, naming `case` among the
@@ -190,6 +192,14 @@ impl ReadModel for TextualOrder {
     async fn find_build(&self, id: &BuildId) -> Result<Option<Build>, StoreError> {
         self.0.find_build(id).await
     }
+    async fn commit_record(
+        &self,
+        q: &QueueName,
+        u: &Uri,
+        p: &ProjectName,
+    ) -> Result<CommitRecord, StoreError> {
+        self.0.commit_record(q, u, p).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,6 +212,97 @@ async fn read_model_suite_catches_textual_id_order() {
             StoreFixture {
                 stores: b.clone(),
                 read_model: Arc::new(TextualOrder(b.clone())),
+                feed: b.clone(),
+                messages: b,
+            }
+        }),
+    )
+    .await;
+}
+
+// --- a read model that serves commit records from a cache ------------------
+
+#[derive(Default)]
+struct KeptRecords(Mutex<HashMap<(QueueName, Uri, ProjectName), CommitRecord>>);
+
+impl KeptRecords {
+    fn map(&self) -> MutexGuard<'_, HashMap<(QueueName, Uri, ProjectName), CommitRecord>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct CachedRecords(Arc<MemoryBackend>, KeptRecords);
+
+#[async_trait]
+impl ReadModel for CachedRecords {
+    async fn queues(&self) -> Result<Vec<Queue>, StoreError> {
+        self.0.queues().await
+    }
+    async fn requests(
+        &self,
+        q: &QueueName,
+        before: Option<u64>,
+        l: usize,
+    ) -> Result<Vec<Request>, StoreError> {
+        self.0.requests(q, before, l).await
+    }
+    async fn open_requests(&self, q: &QueueName, l: usize) -> Result<Vec<Request>, StoreError> {
+        self.0.open_requests(q, l).await
+    }
+    async fn requests_missing_fact(
+        &self,
+        q: &QueueName,
+        l: usize,
+    ) -> Result<Vec<Request>, StoreError> {
+        self.0.requests_missing_fact(q, l).await
+    }
+    async fn requests_for_uris(
+        &self,
+        q: &QueueName,
+        u: &[Uri],
+    ) -> Result<Vec<Request>, StoreError> {
+        self.0.requests_for_uris(q, u).await
+    }
+    async fn facts_for_uris(&self, q: &QueueName, u: &[Uri]) -> Result<Vec<Fact>, StoreError> {
+        self.0.facts_for_uris(q, u).await
+    }
+    async fn facts_of_request(
+        &self,
+        q: &QueueName,
+        r: &RequestId,
+    ) -> Result<Vec<Fact>, StoreError> {
+        self.0.facts_of_request(q, r).await
+    }
+    async fn find_build(&self, id: &BuildId) -> Result<Option<Build>, StoreError> {
+        self.0.find_build(id).await
+    }
+    async fn commit_record(
+        &self,
+        q: &QueueName,
+        u: &Uri,
+        p: &ProjectName,
+    ) -> Result<CommitRecord, StoreError> {
+        // The bug: the first answer about a commit is served ever after.
+        let key = (q.clone(), u.clone(), p.clone());
+        if let Some(kept) = self.1.map().get(&key) {
+            return Ok(kept.clone());
+        }
+        let fresh = self.0.commit_record(q, u, p).await?;
+        self.1.map().insert(key, fresh.clone());
+        Ok(fresh)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_model_suite_catches_cached_commit_records() {
+    assert_suite_fails(
+        "read_model",
+        "commit_record_reads_the_current_request",
+        stovepipe_contract::read_model::run(|| async {
+            let (b, _) = backend();
+            StoreFixture {
+                stores: b.clone(),
+                read_model: Arc::new(CachedRecords(b.clone(), KeptRecords::default())),
                 feed: b.clone(),
                 messages: b,
             }

@@ -2,18 +2,58 @@
 //!
 //! Owns: the listings of `ReadModel` — requests ordered by their number
 //! column (never by id text), facts by queue, builds across queues — each
-//! bounded by its limit and kept inside its queue. Does not own: any write.
+//! bounded by its limit and kept inside its queue; and the one-statement
+//! commit record of a greenness read. Does not own: any write.
 
 use crate::backend::{big, limit, values};
-use crate::rows::{self, BUILD_COLUMNS, FACT_COLUMNS, QUEUE_COLUMNS, REQUEST_COLUMNS};
+use crate::rows::{self, BUILD_COLUMNS, Cols, FACT_COLUMNS, QUEUE_COLUMNS, REQUEST_COLUMNS};
 use crate::{SqlBackend, error};
 use async_trait::async_trait;
 use sea_orm::{DbErr, QueryResult, Value};
-use stovepipe_entity::{Build, BuildId, Fact, Queue, QueueName, Request, RequestId, Uri};
-use stovepipe_ports::{ReadModel, StoreError};
+use std::sync::LazyLock;
+use stovepipe_entity::{
+    Build, BuildId, Fact, ProjectName, Queue, QueueName, Request, RequestId, Uri,
+};
+use stovepipe_ports::{CommitRecord, ReadModel, StoreError};
 
 /// URIs per `IN (…)` list, well under every backend's parameter limit.
 const URI_CHUNK: usize = 500;
+
+/// How the commit record names the fact's and the request's columns.
+const RECORD_FACT: Cols = Cols::prefixed("f_");
+const RECORD_REQUEST: Cols = Cols::prefixed("r_");
+
+/// The commit record as one statement: one row whatever exists (the `one`
+/// row), the fact of `($1, $2, $3)` and the request the URI index names
+/// for `($1, $2)` left-joined to it. Each join is a primary-key lookup
+/// (`facts`, `request_uris`) or an index lookup (`requests_queue_uri`); the
+/// request must also carry the indexed id, so at most one row matches.
+static COMMIT_RECORD: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {}, {} FROM (SELECT 1 AS one) AS k \
+         LEFT JOIN facts f ON f.queue = $1 AND f.uri = $2 AND f.project = $3 \
+         LEFT JOIN request_uris i ON i.queue = $1 AND i.uri = $2 \
+         LEFT JOIN requests r ON r.queue = i.queue AND r.uri = i.uri AND r.id = i.request_id",
+        RECORD_FACT.select("f", FACT_COLUMNS),
+        RECORD_REQUEST.select("r", REQUEST_COLUMNS),
+    )
+});
+
+/// Decodes the row of [`COMMIT_RECORD`]: a side whose key column is null
+/// did not match.
+fn commit_record(row: &QueryResult) -> Result<CommitRecord, DbErr> {
+    let present = |cols: Cols, key| -> Result<bool, DbErr> {
+        Ok(rows::get::<Option<String>>(row, &cols.name(key))?.is_some())
+    };
+    Ok(CommitRecord {
+        fact: present(RECORD_FACT, "uri")?
+            .then(|| rows::fact_in(row, RECORD_FACT))
+            .transpose()?,
+        request: present(RECORD_REQUEST, "id")?
+            .then(|| rows::request_in(row, RECORD_REQUEST))
+            .transpose()?,
+    })
+}
 
 impl SqlBackend {
     async fn list<T>(
@@ -179,5 +219,21 @@ impl ReadModel for SqlBackend {
             )
             .await?;
         Ok(found.pop())
+    }
+
+    async fn commit_record(
+        &self,
+        queue: &QueueName,
+        uri: &Uri,
+        project: &ProjectName,
+    ) -> Result<CommitRecord, StoreError> {
+        let mut found = self
+            .list(
+                &COMMIT_RECORD,
+                values![queue.as_str(), uri.as_str(), project.as_str()],
+                commit_record,
+            )
+            .await?;
+        Ok(found.pop().unwrap_or_default())
     }
 }

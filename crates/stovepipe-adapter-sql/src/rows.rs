@@ -7,6 +7,7 @@
 use crate::error::corrupt;
 use sea_orm::{DbErr, QueryResult, TryGetable};
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 use stovepipe_entity::{
     Bookmark, Build, BuildId, BuildStatus, ChangeEvent, ChangeKind, Degree, Fact, Hook,
     HookContract, HookName, HookRelease, HookReleaseSpec, HookRun, ProjectName, Queue, QueueConfig,
@@ -81,6 +82,40 @@ fn opt_named<T: DeserializeOwned>(row: &QueryResult, col: &str) -> Result<Option
         .map_err(|e| corrupt(col, e))
 }
 
+/// How a row names one table's columns: as stored (`uri`), or with the
+/// prefix a join gave them to tell two tables apart (`f_uri`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cols(&'static str);
+
+impl Cols {
+    /// The table's own column names.
+    pub(crate) const PLAIN: Self = Self("");
+
+    /// Columns aliased `<prefix><column>`.
+    pub(crate) const fn prefixed(prefix: &'static str) -> Self {
+        Self(prefix)
+    }
+
+    pub(crate) fn name(self, column: &'static str) -> Cow<'static, str> {
+        if self.0.is_empty() {
+            Cow::Borrowed(column)
+        } else {
+            Cow::Owned(format!("{}{column}", self.0))
+        }
+    }
+
+    /// `columns` (a `*_COLUMNS` list) of the table aliased `table`, as a
+    /// select list naming them this way: `f.uri AS f_uri, …`.
+    pub(crate) fn select(self, table: &str, columns: &'static str) -> String {
+        columns
+            .split(',')
+            .map(str::trim)
+            .map(|col| format!("{table}.{col} AS {}{col}", self.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 pub(crate) const QUEUE_COLUMNS: &str = "name, last_green_uri, last_green_request_id, \
     last_green_recorded_at, in_flight, project_last_green, latest_request_id, created_at, \
     updated_at, version";
@@ -114,20 +149,26 @@ pub(crate) const REQUEST_COLUMNS: &str = "queue, id, uri, state, strategy, base_
     failed_closed, failure_reason, created_at, updated_at, version";
 
 pub(crate) fn request(row: &QueryResult) -> Result<Request, DbErr> {
-    let state: String = get(row, "state")?;
+    request_in(row, Cols::PLAIN)
+}
+
+/// A request whose columns are named by `cols` (see [`Cols`]).
+pub(crate) fn request_in(row: &QueryResult, cols: Cols) -> Result<Request, DbErr> {
+    let c = |name| cols.name(name);
+    let state: String = get(row, &c("state"))?;
     Ok(Request {
-        id: parsed::<RequestId>(row, "id")?,
-        queue: parsed::<QueueName>(row, "queue")?,
-        uri: parsed::<Uri>(row, "uri")?,
+        id: parsed::<RequestId>(row, &c("id"))?,
+        queue: parsed::<QueueName>(row, &c("queue"))?,
+        uri: parsed::<Uri>(row, &c("uri"))?,
         state: RequestState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
-        build_strategy: opt_named(row, "strategy")?,
-        base_uri: opt_parsed(row, "base_uri")?,
-        origin: named(row, "origin")?,
-        failed_closed: get(row, "failed_closed")?,
-        failure_reason: get(row, "failure_reason")?,
-        created_at: ts(row, "created_at")?,
-        updated_at: ts(row, "updated_at")?,
-        version: unsigned(row, "version")?,
+        build_strategy: opt_named(row, &c("strategy"))?,
+        base_uri: opt_parsed(row, &c("base_uri"))?,
+        origin: named(row, &c("origin"))?,
+        failed_closed: get(row, &c("failed_closed"))?,
+        failure_reason: get(row, &c("failure_reason"))?,
+        created_at: ts(row, &c("created_at"))?,
+        updated_at: ts(row, &c("updated_at"))?,
+        version: unsigned(row, &c("version"))?,
     })
 }
 
@@ -156,15 +197,21 @@ pub(crate) const FACT_COLUMNS: &str =
     "queue, uri, project, degree, request_id, build_id, created_at";
 
 pub(crate) fn fact(row: &QueryResult) -> Result<Fact, DbErr> {
-    let degree: f64 = get(row, "degree")?;
+    fact_in(row, Cols::PLAIN)
+}
+
+/// A fact whose columns are named by `cols` (see [`Cols`]).
+pub(crate) fn fact_in(row: &QueryResult, cols: Cols) -> Result<Fact, DbErr> {
+    let c = |name| cols.name(name);
+    let degree: f64 = get(row, &c("degree"))?;
     Ok(Fact {
-        queue: parsed::<QueueName>(row, "queue")?,
-        uri: parsed::<Uri>(row, "uri")?,
-        project: parsed::<ProjectName>(row, "project")?,
+        queue: parsed::<QueueName>(row, &c("queue"))?,
+        uri: parsed::<Uri>(row, &c("uri"))?,
+        project: parsed::<ProjectName>(row, &c("project"))?,
         degree: Degree::new(degree).map_err(|e| corrupt("degree", e))?,
-        request_id: parsed::<RequestId>(row, "request_id")?,
-        build_id: opt_parsed(row, "build_id")?,
-        created_at: ts(row, "created_at")?,
+        request_id: parsed::<RequestId>(row, &c("request_id"))?,
+        build_id: opt_parsed(row, &c("build_id"))?,
+        created_at: ts(row, &c("created_at"))?,
     })
 }
 

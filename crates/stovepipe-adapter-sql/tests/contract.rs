@@ -191,6 +191,11 @@ suite!(
         facts_for_uris_cover_every_project_of_the_queue,
         facts_of_request_are_only_that_requests,
         find_build_searches_every_queue,
+        commit_record_is_the_fact_of_the_project_and_the_indexed_request,
+        commit_record_of_an_unknown_commit_is_empty,
+        commit_record_request_comes_from_the_uri_index_only,
+        commit_record_stays_in_its_queue,
+        commit_record_reads_the_current_request,
     ]
 );
 suite!(

@@ -11,6 +11,7 @@
 //! a database, git, HTTP or a concrete adapter. Whoever wires the
 //! application builds a [`Deps`] from adapters and calls [`Pipeline::new`].
 
+mod config_cache;
 pub mod deps;
 pub mod error;
 pub mod events;
@@ -52,12 +53,17 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     deps: Arc<Deps>,
+    /// One read side for every caller, so they share its configuration
+    /// cache.
+    query: QueryService,
 }
 
 impl Pipeline {
     pub fn new(deps: Deps) -> Self {
+        let deps = Arc::new(deps);
         Self {
-            deps: Arc::new(deps),
+            query: QueryService::new(deps.clone()),
+            deps,
         }
     }
 
@@ -69,8 +75,9 @@ impl Pipeline {
         IngestService::new(self.deps.clone())
     }
 
+    /// The read side (a clone sharing the pipeline's configuration cache).
     pub fn query(&self) -> QueryService {
-        QueryService::new(self.deps.clone())
+        self.query.clone()
     }
 
     pub fn reports(&self) -> ReportService {

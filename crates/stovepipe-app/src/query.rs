@@ -12,6 +12,10 @@
 //! | no request | `not_validated` |
 //!
 //! Nothing but a green fact is ever green.
+//!
+//! Queue configurations come from a cache shared by the clones of one
+//! service (at most [`CONFIG_STALENESS`] old, see `config_cache`); facts and
+//! requests are read from the store on every call.
 
 use serde::Serialize;
 use std::sync::Arc;
@@ -19,9 +23,11 @@ use stovepipe_entity::{
     Bookmark, Build, Degree, Fact, InvalidValue, ProjectName, Queue, QueueConfig, QueueName,
     Request, RequestId, RequestState, Timestamp, Uri,
 };
-use stovepipe_ports::{ChangeInfo, Classify, ScmError, SourceControl};
+use stovepipe_ports::{ChangeInfo, Classify, CommitRecord, ScmError, SourceControl};
 use thiserror::Error;
 
+pub use crate::config_cache::CONFIG_STALENESS;
+use crate::config_cache::ConfigCache;
 use crate::deps::Deps;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -180,21 +186,28 @@ pub struct RequestPage {
 /// Longest page a caller may ask for.
 pub const MAX_PAGE: usize = 200;
 
+/// The read side. Clones share one configuration cache: build one service
+/// and clone it (as `Pipeline::query` does) rather than calling `new` per
+/// read.
 #[derive(Debug, Clone)]
 pub struct QueryService {
     deps: Arc<Deps>,
+    configs: Arc<ConfigCache>,
 }
 
 impl QueryService {
     pub fn new(deps: Arc<Deps>) -> Self {
-        Self { deps }
+        Self {
+            deps,
+            configs: Arc::default(),
+        }
     }
 
-    async fn config(&self, queue: &str) -> Result<QueueConfig, QueryError> {
+    /// The queue's configuration, at most [`CONFIG_STALENESS`] old.
+    async fn config(&self, queue: &str) -> Result<Arc<QueueConfig>, QueryError> {
         let name = QueueName::new(queue).map_err(QueryError::InvalidQueue)?;
-        self.deps
-            .configs
-            .get(&name)
+        self.configs
+            .get(self.deps.configs.as_ref(), &name, self.deps.now())
             .await?
             .ok_or_else(|| QueryError::UnknownQueue(queue.to_owned()))
     }
@@ -313,14 +326,12 @@ impl QueryService {
                 ));
             }
         };
-        let resolved = scm.resolve(target).await.map_err(scm_error)?;
-        let info = scm.change_info(&resolved).await.map_err(scm_error)?;
-        let stores = self.deps.stores(&config.name);
-        let fact = stores.facts.get(&resolved, &project).await?;
-        let request = match stores.request_uris.get(&resolved).await? {
-            Some(id) => stores.requests.get(&id).await?,
-            None => None,
-        };
+        let info = scm.resolve_info(target).await.map_err(scm_error)?;
+        let CommitRecord { fact, request } = self
+            .deps
+            .read
+            .commit_record(&config.name, &info.uri, &project)
+            .await?;
         Ok(GreennessView {
             status: CommitStatus::of(request.as_ref(), fact.as_ref()),
             degree: fact.as_ref().map(|f| f.degree),
@@ -329,7 +340,7 @@ impl QueryService {
                 .map(|f| f.request_id.clone())
                 .or(request.map(|r| r.id)),
             recorded_at: fact.as_ref().map(|f| f.created_at),
-            uri: resolved,
+            uri: info.uri,
             commit: info.commit,
             project,
         })

@@ -8,8 +8,8 @@ use crate::fixtures::{
     StoreFixture, T0, build, build_id, fact, project, queue_a, queue_b, request, request_for,
     request_id, uri,
 };
-use stovepipe_entity::{ProjectName, Queue, Request, RequestState};
-use stovepipe_ports::Outbox;
+use stovepipe_entity::{BuildStrategy, ProjectName, Queue, Request, RequestState, Timestamp};
+use stovepipe_ports::{CommitRecord, Outbox};
 
 crate::suite!($, read_model, read_model_tests, StoreFixture, [
     queues_are_listed_by_name,
@@ -22,6 +22,11 @@ crate::suite!($, read_model, read_model_tests, StoreFixture, [
     facts_for_uris_cover_every_project_of_the_queue,
     facts_of_request_are_only_that_requests,
     find_build_searches_every_queue,
+    commit_record_is_the_fact_of_the_project_and_the_indexed_request,
+    commit_record_of_an_unknown_commit_is_empty,
+    commit_record_request_comes_from_the_uri_index_only,
+    commit_record_stays_in_its_queue,
+    commit_record_reads_the_current_request,
 ]);
 
 async fn put(fx: &StoreFixture, requests: &[Request]) {
@@ -287,4 +292,196 @@ async fn find_build_searches_every_queue(fx: StoreFixture) {
         fx.read_model.find_build(&build_id("b-none")).await.unwrap(),
         None
     );
+}
+
+/// Indexes `r`'s URI to it and stores it, as ingest does.
+async fn ingested(fx: &StoreFixture, r: &Request) {
+    let s = fx.stores.for_queue(&r.queue);
+    s.request_uris.create(&r.uri, &r.id).await.unwrap();
+    s.requests.create(r, Outbox::none()).await.unwrap();
+}
+
+async fn commit_record_is_the_fact_of_the_project_and_the_indexed_request(fx: StoreFixture) {
+    // Every optional column set, so the record decodes all of them.
+    let mut r = request(&queue_a(), 7);
+    r.state = RequestState::Failed;
+    r.failed_closed = true;
+    r.failure_reason = Some("runner vanished".to_owned());
+    r.build_strategy = Some(BuildStrategy::IncrementalSinceGreen);
+    r.base_uri = Some(uri("c3"));
+    r.updated_at = Timestamp(T0.0 + 99);
+    r.version = 4;
+    ingested(&fx, &r).await;
+    let whole = ProjectName::whole_repo();
+    let mut whole_fact = fact(&queue_a(), &r.uri, &whole, 0.25, 7);
+    whole_fact.build_id = Some(build_id("b-7"));
+    let payments_fact = fact(&queue_a(), &r.uri, &project("payments"), 1.0, 7);
+    let facts = fx.stores.for_queue(&queue_a()).facts;
+    for f in [&whole_fact, &payments_fact] {
+        facts.create(f, Outbox::none()).await.unwrap();
+    }
+    let record = |p: ProjectName| {
+        let rm = fx.read_model.clone();
+        let u = r.uri.clone();
+        async move { rm.commit_record(&queue_a(), &u, &p).await.unwrap() }
+    };
+    assert_eq!(
+        record(whole.clone()).await,
+        CommitRecord {
+            fact: Some(whole_fact),
+            request: Some(r.clone()),
+        },
+        "the whole-repository fact and the request, every field as stored"
+    );
+    assert_eq!(
+        record(project("payments")).await,
+        CommitRecord {
+            fact: Some(payments_fact),
+            request: Some(r.clone()),
+        },
+        "the asked project's fact"
+    );
+    assert_eq!(
+        record(project("web")).await,
+        CommitRecord {
+            fact: None,
+            request: Some(r),
+        },
+        "no fact for a project without one, the request all the same"
+    );
+}
+
+async fn commit_record_of_an_unknown_commit_is_empty(fx: StoreFixture) {
+    let whole = ProjectName::whole_repo();
+    assert_eq!(
+        fx.read_model
+            .commit_record(&queue_a(), &uri("c-unknown"), &whole)
+            .await
+            .unwrap(),
+        CommitRecord::default(),
+        "nothing stored: an empty record, not an error"
+    );
+    // A fact without a request (nothing indexed its URI).
+    let f = fact(&queue_a(), &uri("c2"), &whole, 1.0, 2);
+    fx.stores
+        .for_queue(&queue_a())
+        .facts
+        .create(&f, Outbox::none())
+        .await
+        .unwrap();
+    assert_eq!(
+        fx.read_model
+            .commit_record(&queue_a(), &uri("c2"), &whole)
+            .await
+            .unwrap(),
+        CommitRecord {
+            fact: Some(f),
+            request: None,
+        }
+    );
+}
+
+async fn commit_record_request_comes_from_the_uri_index_only(fx: StoreFixture) {
+    let s = fx.stores.for_queue(&queue_a());
+    let whole = ProjectName::whole_repo();
+    let record = |c: &'static str| {
+        let rm = fx.read_model.clone();
+        let w = whole.clone();
+        async move { rm.commit_record(&queue_a(), &uri(c), &w).await.unwrap() }
+    };
+    // Stored but not indexed.
+    put(&fx, &[request(&queue_a(), 1)]).await;
+    assert_eq!(record("c1").await.request, None, "unindexed URI");
+    // Indexed, not stored yet (ingest indexes before it stores).
+    s.request_uris
+        .create(&uri("c2"), &request_id(&queue_a(), 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        record("c2").await.request,
+        None,
+        "indexed request not stored"
+    );
+    put(&fx, &[request(&queue_a(), 2)]).await;
+    assert_eq!(
+        record("c2").await.request,
+        Some(request(&queue_a(), 2)),
+        "found once stored"
+    );
+    // Indexed to a request of another commit.
+    s.request_uris
+        .create(&uri("c9"), &request_id(&queue_a(), 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        record("c9").await.request,
+        None,
+        "never another commit's request"
+    );
+}
+
+async fn commit_record_stays_in_its_queue(fx: StoreFixture) {
+    let whole = ProjectName::whole_repo();
+    let theirs = request(&queue_b(), 1);
+    ingested(&fx, &theirs).await;
+    fx.stores
+        .for_queue(&queue_b())
+        .facts
+        .create(
+            &fact(&queue_b(), &theirs.uri, &whole, 1.0, 1),
+            Outbox::none(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        fx.read_model
+            .commit_record(&queue_a(), &theirs.uri, &whole)
+            .await
+            .unwrap(),
+        CommitRecord::default(),
+        "queue b's fact and request are not queue a's"
+    );
+    let mine = request(&queue_a(), 1);
+    ingested(&fx, &mine).await;
+    assert_eq!(
+        fx.read_model
+            .commit_record(&queue_a(), &mine.uri, &whole)
+            .await
+            .unwrap(),
+        CommitRecord {
+            fact: None,
+            request: Some(mine),
+        }
+    );
+}
+
+async fn commit_record_reads_the_current_request(fx: StoreFixture) {
+    let whole = ProjectName::whole_repo();
+    let mut r = request(&queue_a(), 1);
+    ingested(&fx, &r).await;
+    let read = || {
+        let rm = fx.read_model.clone();
+        let (u, w) = (r.uri.clone(), whole.clone());
+        async move { rm.commit_record(&queue_a(), &u, &w).await.unwrap() }
+    };
+    assert_eq!(
+        read().await.request.map(|r| r.state),
+        Some(RequestState::Accepted)
+    );
+    let s = fx.stores.for_queue(&queue_a());
+    let expected = r.version;
+    r.state = RequestState::Processing;
+    r.version += 1;
+    s.requests
+        .update(&r, expected, Outbox::none())
+        .await
+        .unwrap();
+    assert_eq!(
+        read().await.request,
+        Some(r.clone()),
+        "the request as it is now, not as it was first read"
+    );
+    let f = fact(&queue_a(), &r.uri, &whole, 1.0, 1);
+    s.facts.create(&f, Outbox::none()).await.unwrap();
+    assert_eq!(read().await.fact, Some(f), "a fact recorded since");
 }

@@ -33,6 +33,7 @@ crate::suite!($, source_control, source_control_tests, Fixture, [
     history_between_through_a_merge,
     change_info_has_time_title_and_author,
     change_info_of_unknown_is_not_found,
+    resolve_info_is_resolve_then_change_info,
     changed_paths_lists_exactly_the_changed_paths,
     promote_moves_the_ref_and_is_idempotent,
     promote_of_a_commit_that_left_the_branch_is_not_found,
@@ -440,6 +441,27 @@ async fn change_info_of_unknown_is_not_found(fx: Fixture) {
     let scm = fx.source_control().await;
     let got = scm.change_info(&foreign_uri()).await;
     assert!(is_not_found(&got), "got {got:?}");
+}
+
+async fn resolve_info_is_resolve_then_change_info(fx: Fixture) {
+    chain(&fx, None, &["a", "b"]).await;
+    let scm = fx.source_control().await;
+    let a = uri_of(&fx, &scm, "a").await;
+    for rev in [fx.id("a"), fx.id("b"), a.as_str().to_owned()] {
+        let uri = scm.resolve(&rev).await.unwrap();
+        assert_eq!(
+            scm.resolve_info(&rev).await.unwrap(),
+            scm.change_info(&uri).await.unwrap(),
+            "resolve_info({rev:?})"
+        );
+    }
+    for rev in ["no-such-revision", foreign_uri().as_str()] {
+        let got = scm.resolve_info(rev).await;
+        assert!(
+            is_not_found(&got),
+            "resolve_info({rev:?}) must be NotFound, got {got:?}"
+        );
+    }
 }
 
 async fn changed_paths_lists_exactly_the_changed_paths(fx: Fixture) {

@@ -51,6 +51,8 @@ pub enum PromoteOutcome {
 /// - `history_between(base, head)` lists commits reachable from `head` and
 ///   not from `base` (all of them without base), newest first;
 /// - `change_info` of an unknown URI is `NotFound`; `created_at` > 0;
+/// - `resolve_info(rev)` is `resolve(rev)` followed by `change_info` of
+///   the URI it gives: the same answer, or the first of their errors;
 /// - `changed_paths(base, head)` lists paths changed between the two
 ///   (every path of `head` without base);
 /// - `promote(uri)` moves the configured promotion ref (idempotent);
@@ -64,6 +66,13 @@ pub trait SourceControl: Send + Sync {
     async fn history(&self, cursor: Option<String>, limit: usize) -> Result<HistoryPage, ScmError>;
     async fn history_between(&self, base: Option<Uri>, head: &Uri) -> Result<Vec<Uri>, ScmError>;
     async fn change_info(&self, uri: &Uri) -> Result<ChangeInfo, ScmError>;
+    /// A revision's details in one call (what a greenness read asks). The
+    /// default makes the two calls; an adapter with a costly hand-off per
+    /// call (git's blocking pool) answers it with one.
+    async fn resolve_info(&self, rev: &str) -> Result<ChangeInfo, ScmError> {
+        let uri = self.resolve(rev).await?;
+        self.change_info(&uri).await
+    }
     async fn changed_paths(&self, base: Option<Uri>, head: &Uri) -> Result<Vec<String>, ScmError>;
     async fn promote(&self, uri: &Uri) -> Result<PromoteOutcome, ScmError>;
     /// Moves an arbitrary ref (per-project promotion refs).

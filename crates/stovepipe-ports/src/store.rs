@@ -171,6 +171,16 @@ pub trait StoreFactory: Send + Sync {
     fn for_queue(&self, queue: &QueueName) -> Stores;
 }
 
+/// What is stored about one commit of a queue, for one project: the two
+/// things its status is made of (see [`ReadModel::commit_record`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommitRecord {
+    /// The fact of `(uri, project)`, when one is recorded.
+    pub fact: Option<Fact>,
+    /// The request the URI index names for `uri`, when it is stored.
+    pub request: Option<Request>,
+}
+
 /// The query side, for the API and the reconcile loop. Kept apart so the
 /// pipeline stays key/value shaped. Lists are bounded by `limit`.
 #[cfg_attr(feature = "mock", mockall::automock)]
@@ -219,6 +229,29 @@ pub trait ReadModel: Send + Sync {
     /// A build by id, whatever its queue (runners mint ids unique per
     /// installation).
     async fn find_build(&self, id: &BuildId) -> Result<Option<Build>, StoreError>;
+    /// What a greenness read needs about one commit, in one call (one round
+    /// trip on a database).
+    ///
+    /// Contract (MUST):
+    /// - `fact` is what `FactStore::get(uri, project)` of `queue` returns:
+    ///   the fact of exactly that project (the whole repository is
+    ///   [`ProjectName::whole_repo`]), never another project's or queue's;
+    /// - `request` is the request whose id the `(queue, uri)` URI index
+    ///   holds, provided that request is stored and is for `uri`; it is
+    ///   `None` when the URI is not indexed, when the indexed request is not
+    ///   stored (yet), and when it is a request for another URI (ingest
+    ///   never indexes one; a commit never shows another commit's request);
+    ///   a stored request for `uri` that the index does not name is not
+    ///   returned either;
+    /// - both are read from the store at call time, never from a cache (a
+    ///   request's state changes while it is pending);
+    /// - an unknown queue or URI is an empty record, not an error.
+    async fn commit_record(
+        &self,
+        queue: &QueueName,
+        uri: &Uri,
+        project: &ProjectName,
+    ) -> Result<CommitRecord, StoreError>;
 }
 
 /// Operator configuration of queues.

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use stovepipe_entity::{
     Build, BuildId, Fact, ProjectName, Queue, QueueName, Request, RequestId, RequestState, Uri,
 };
-use stovepipe_ports::{ReadModel, StoreError};
+use stovepipe_ports::{CommitRecord, ReadModel, StoreError};
 
 impl MemoryBackend {
     fn with_queue<T: Default>(&self, queue: &QueueName, f: impl FnOnce(&QueueData) -> T) -> T {
@@ -124,6 +124,23 @@ impl ReadModel for MemoryBackend {
             st.queues
                 .values()
                 .find_map(|q| q.builds.get(id).map(|(_, b)| b.clone()))
+        }))
+    }
+
+    async fn commit_record(
+        &self,
+        queue: &QueueName,
+        uri: &Uri,
+        project: &ProjectName,
+    ) -> Result<CommitRecord, StoreError> {
+        Ok(self.with_queue(queue, |q| CommitRecord {
+            fact: q.facts.get(&(uri.clone(), project.clone())).cloned(),
+            request: q
+                .uris
+                .get(uri)
+                .and_then(|id| q.requests.get(&id.number()))
+                .filter(|r| &r.uri == uri)
+                .cloned(),
         }))
     }
 }
