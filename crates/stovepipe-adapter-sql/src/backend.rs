@@ -458,7 +458,9 @@ impl Shared {
         let at = param(&mut values, now.as_millis().into());
         let mut ctes = vec![format!("main AS ({sql} RETURNING 1 AS hit)")];
         let mut messages = outbox.messages;
-        if !messages.is_empty() {
+        if messages.is_empty() {
+            ctes.push("published AS (SELECT NULL::text AS topic WHERE false)".to_owned());
+        } else {
             messages.sort_by(|a, b| {
                 (a.topic.as_str(), a.partition_key.as_str())
                     .cmp(&(b.topic.as_str(), b.partition_key.as_str()))
@@ -500,11 +502,10 @@ impl Shared {
                  RETURNING topic, pg_notify({channel}, topic) IS NULL AS notified)",
                 rows.join(", ")
             ));
-        } else {
-            ctes.push("published AS (SELECT NULL::text AS topic WHERE false)".to_owned());
         }
-        let changed = !outbox.changes.is_empty();
-        if changed {
+        if outbox.changes.is_empty() {
+            ctes.push("appended AS (SELECT NULL::bigint AS txid WHERE false)".to_owned());
+        } else {
             let mut rows = Vec::with_capacity(outbox.changes.len());
             for (ord, c) in outbox.changes.into_iter().enumerate() {
                 let q = param(
@@ -524,8 +525,6 @@ impl Shared {
                  AS v(queue, kind, subject, data, ord) ORDER BY v.ord RETURNING txid)",
                 rows.join(", ")
             ));
-        } else {
-            ctes.push("appended AS (SELECT NULL::bigint AS txid WHERE false)".to_owned());
         }
         let statement = format!(
             "WITH {} SELECT (SELECT COUNT(*) FROM main) AS hit, \

@@ -1,33 +1,35 @@
-//! The read side's queue configurations, cached so that a read does not pay
-//! a database round trip for a configuration that rarely changes.
+//! Queue configurations, cached so that the pipeline and the read side do
+//! not pay a database round trip for a configuration that rarely changes.
 //!
-//! Owns the staleness bound of the read side: an entry is served only while
-//! the clock is less than [`CONFIG_STALENESS`] past the instant its fetch
-//! began, so
-//! - a written configuration is seen by every read that starts
-//!   `CONFIG_STALENESS` or more after the write;
+//! [`CachedQueueConfigs`] wraps a [`QueueConfigStore`] and owns the
+//! staleness bound: an entry is served only while the clock is less than
+//! [`CONFIG_STALENESS`] past the instant its fetch began, so
+//! - a configuration written by another replica is seen by every read that
+//!   starts `CONFIG_STALENESS` or more after the write (one written through
+//!   this cache at once);
 //! - a queue whose configuration is gone stops answering by then too;
 //! - an unknown queue is never cached: a new queue answers at once;
 //! - a clock that went backwards (which a [`Clock`] must not do) drops the
 //!   entry rather than extending it.
 //!
-//! Does not own: anything the pipeline decides with. The stages, ingest and
-//! the reconciler read the configuration store every time; only
-//! `QueryService` uses this cache. Facts and requests are never cached.
-//!
-//! [`Clock`]: stovepipe_ports::Clock
+//! The server wires it in front of the configuration store for every
+//! consumer (stages, ingest, reconcile, queries). What a second of an old
+//! configuration can do is bounded: a configuration changes when an
+//! operator restarts a server with a new one, and every stage re-reads it
+//! on its next delivery. Facts, requests and queues are never cached.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use stovepipe_entity::{QueueConfig, QueueName, Timestamp};
-use stovepipe_ports::{QueueConfigStore, StoreError};
+use stovepipe_ports::{Clock, QueueConfigStore, StoreError};
 
-/// How long the read side may keep answering from a configuration it
-/// fetched. One second: a configuration changes when an operator restarts
-/// a server with a new one, so a second of old answers is invisible, while
-/// thousands of reads per second share one fetch.
+/// How long a configuration may be served after its fetch began. One
+/// second: a configuration changes when an operator restarts a server with
+/// a new one, so a second of old answers is invisible, while thousands of
+/// reads and deliveries per second share one fetch.
 pub const CONFIG_STALENESS: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
@@ -77,6 +79,11 @@ impl ConfigCache {
         Ok(Some(config))
     }
 
+    /// Drops `queue`'s entry: the next `get` fetches.
+    pub(crate) fn forget(&self, queue: &QueueName) {
+        self.lock().remove(queue);
+    }
+
     fn fresh(&self, queue: &QueueName, now: Timestamp) -> Option<Arc<QueueConfig>> {
         let entries = self.lock();
         let entry = entries.get(queue)?;
@@ -89,6 +96,55 @@ impl ConfigCache {
         // Entries are replaced whole: a panic elsewhere cannot leave one
         // half-written.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A [`QueueConfigStore`] whose `get` is served from a cache at most
+/// [`CONFIG_STALENESS`] old (see the module). `list` always asks the store;
+/// `upsert` writes through and drops the cached entry, so this process sees
+/// its own writes at once.
+pub struct CachedQueueConfigs {
+    inner: Arc<dyn QueueConfigStore>,
+    clock: Arc<dyn Clock>,
+    cache: ConfigCache,
+}
+
+impl CachedQueueConfigs {
+    pub fn new(inner: Arc<dyn QueueConfigStore>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            inner,
+            clock,
+            cache: ConfigCache::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for CachedQueueConfigs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedQueueConfigs")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl QueueConfigStore for CachedQueueConfigs {
+    async fn get(&self, queue: &QueueName) -> Result<Option<QueueConfig>, StoreError> {
+        let found = self
+            .cache
+            .get(self.inner.as_ref(), queue, self.clock.now())
+            .await?;
+        Ok(found.map(|c| (*c).clone()))
+    }
+
+    async fn list(&self) -> Result<Vec<QueueConfig>, StoreError> {
+        self.inner.list().await
+    }
+
+    async fn upsert(&self, config: &QueueConfig) -> Result<(), StoreError> {
+        self.inner.upsert(config).await?;
+        self.cache.forget(&config.name);
+        Ok(())
     }
 }
 
@@ -141,5 +197,39 @@ mod tests {
         // instant before that fetch (a clock gone back): fetched again;
         // then fresh until its own bound.
         assert_eq!(fetches, [1, 1, 2, 3, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_write_through_the_cache_is_seen_at_once_and_other_writes_after_the_bound() {
+        use stovepipe_adapter_memory::{ManualClock, MemoryBackend};
+        let clock = ManualClock::default();
+        let backend = MemoryBackend::new(Arc::new(clock.clone()));
+        let store: Arc<dyn QueueConfigStore> = backend.clone();
+        let cached = CachedQueueConfigs::new(store.clone(), Arc::new(clock.clone()));
+        let name = QueueName::new("q").unwrap();
+        let mut config = QueueConfig::new(name.clone(), "mem", "main");
+        cached.upsert(&config).await.unwrap();
+        assert_eq!(cached.get(&name).await.unwrap(), Some(config.clone()));
+
+        config.max_concurrent = 7;
+        cached.upsert(&config).await.unwrap();
+        assert_eq!(
+            cached.get(&name).await.unwrap().map(|c| c.max_concurrent),
+            Some(7),
+            "its own write, at once"
+        );
+
+        config.max_concurrent = 9;
+        store.upsert(&config).await.unwrap();
+        assert_eq!(
+            cached.get(&name).await.unwrap().map(|c| c.max_concurrent),
+            Some(7),
+            "another writer's change waits for the bound"
+        );
+        clock.advance(CONFIG_STALENESS);
+        assert_eq!(
+            cached.get(&name).await.unwrap().map(|c| c.max_concurrent),
+            Some(9)
+        );
     }
 }

@@ -29,6 +29,7 @@ pub mod stages;
 
 use std::sync::Arc;
 
+pub use config_cache::{CONFIG_STALENESS, CachedQueueConfigs};
 pub use deps::Deps;
 pub use error::StageError;
 pub use hooks::{HookService, HookServiceError, ReleaseInfo};
@@ -53,17 +54,12 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     deps: Arc<Deps>,
-    /// One read side for every caller, so they share its configuration
-    /// cache.
-    query: QueryService,
 }
 
 impl Pipeline {
     pub fn new(deps: Deps) -> Self {
-        let deps = Arc::new(deps);
         Self {
-            query: QueryService::new(deps.clone()),
-            deps,
+            deps: Arc::new(deps),
         }
     }
 
@@ -75,9 +71,8 @@ impl Pipeline {
         IngestService::new(self.deps.clone())
     }
 
-    /// The read side (a clone sharing the pipeline's configuration cache).
     pub fn query(&self) -> QueryService {
-        self.query.clone()
+        QueryService::new(self.deps.clone())
     }
 
     pub fn reports(&self) -> ReportService {

@@ -13,9 +13,9 @@
 //!
 //! Nothing but a green fact is ever green.
 //!
-//! Queue configurations come from a cache shared by the clones of one
-//! service (at most [`CONFIG_STALENESS`] old, see `config_cache`); facts and
-//! requests are read from the store on every call.
+//! Facts and requests are read from the store on every call. (Queue
+//! configurations come from `Deps::configs`, which the server wires through
+//! [`CachedQueueConfigs`](crate::CachedQueueConfigs).)
 
 use serde::Serialize;
 use std::sync::Arc;
@@ -26,8 +26,6 @@ use stovepipe_entity::{
 use stovepipe_ports::{ChangeInfo, Classify, CommitRecord, ScmError, SourceControl};
 use thiserror::Error;
 
-pub use crate::config_cache::CONFIG_STALENESS;
-use crate::config_cache::ConfigCache;
 use crate::deps::Deps;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -186,28 +184,21 @@ pub struct RequestPage {
 /// Longest page a caller may ask for.
 pub const MAX_PAGE: usize = 200;
 
-/// The read side. Clones share one configuration cache: build one service
-/// and clone it (as `Pipeline::query` does) rather than calling `new` per
-/// read.
 #[derive(Debug, Clone)]
 pub struct QueryService {
     deps: Arc<Deps>,
-    configs: Arc<ConfigCache>,
 }
 
 impl QueryService {
     pub fn new(deps: Arc<Deps>) -> Self {
-        Self {
-            deps,
-            configs: Arc::default(),
-        }
+        Self { deps }
     }
 
-    /// The queue's configuration, at most [`CONFIG_STALENESS`] old.
-    async fn config(&self, queue: &str) -> Result<Arc<QueueConfig>, QueryError> {
+    async fn config(&self, queue: &str) -> Result<QueueConfig, QueryError> {
         let name = QueueName::new(queue).map_err(QueryError::InvalidQueue)?;
-        self.configs
-            .get(self.deps.configs.as_ref(), &name, self.deps.now())
+        self.deps
+            .configs
+            .get(&name)
             .await?
             .ok_or_else(|| QueryError::UnknownQueue(queue.to_owned()))
     }

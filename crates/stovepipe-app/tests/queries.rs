@@ -1,7 +1,9 @@
-//! The read side's freshness: queue configurations are cached for at most
-//! `CONFIG_STALENESS` (a change is seen once it has passed, a removed queue
-//! stops answering), while requests and facts are read on every call.
-//! Memory adapters and the manual clock.
+//! The read side's freshness through the cached configuration store the
+//! server wires (`CachedQueueConfigs`): queue configurations are cached for
+//! at most `CONFIG_STALENESS` (a change is seen once it has passed, a
+//! removed queue stops answering, a change written through the cache at
+//! once), while requests and facts are read on every call. Memory adapters
+//! and the manual clock.
 
 #![allow(clippy::unwrap_used)] // tests: a failure is a test failure
 
@@ -14,8 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use stovepipe_app::query::CONFIG_STALENESS;
-use stovepipe_app::{CommitStatus, Deps, Pipeline, QueryError};
+use stovepipe_app::{
+    CONFIG_STALENESS, CachedQueueConfigs, CommitStatus, Deps, Pipeline, QueryError,
+};
 use stovepipe_entity::{
     Degree, Fact, ProjectConfig, ProjectName, QueueConfig, QueueName, RequestState,
 };
@@ -56,7 +59,8 @@ impl QueueConfigStore for Watched {
     }
 }
 
-/// A pipeline over the world's ports whose configuration reads are watched.
+/// A pipeline over the world's ports whose configurations come through the
+/// cache, in front of a store whose reads are watched.
 fn watched(w: &World) -> (Pipeline, Arc<Watched>) {
     let configs = Arc::new(Watched {
         inner: w.backend.clone(),
@@ -64,7 +68,10 @@ fn watched(w: &World) -> (Pipeline, Arc<Watched>) {
         removed: Mutex::default(),
     });
     let deps = Deps {
-        configs: configs.clone(),
+        configs: Arc::new(CachedQueueConfigs::new(
+            configs.clone(),
+            Arc::new(w.clock.clone()),
+        )),
         ..(**w.pipeline.deps()).clone()
     };
     (Pipeline::new(deps), configs)

@@ -8,7 +8,7 @@ use stovepipe_adapter_git::GitScmFactory;
 use stovepipe_adapter_memory::MemoryBackend;
 use stovepipe_adapter_sql::SqlBackend;
 use stovepipe_adapter_webhook::WebhookSink;
-use stovepipe_app::{Deps, Pipeline};
+use stovepipe_app::{CachedQueueConfigs, Deps, Pipeline};
 use stovepipe_ports::{
     ChangeFeed, Clock, HookRegistry, HookSink, MessageQueue, QueueConfigStore, SourceControlFactory,
 };
@@ -108,10 +108,13 @@ impl Backend {
         sink: Arc<dyn HookSink>,
         clock: Arc<dyn Clock>,
     ) -> Deps {
+        // Every stage, ingest and query asks for its queue's configuration:
+        // serve it from a cache at most `CONFIG_STALENESS` old.
+        let configs = Arc::new(CachedQueueConfigs::new(self.configs(), clock.clone()));
         match self {
             Self::Sql(b) => Deps {
                 stores: b.clone(),
-                configs: b.clone(),
+                configs,
                 read: b.clone(),
                 scm,
                 runners,
@@ -123,7 +126,7 @@ impl Backend {
             },
             Self::Memory(b) => Deps {
                 stores: b.clone(),
-                configs: b.clone(),
+                configs,
                 read: b.clone(),
                 scm,
                 runners,
