@@ -191,6 +191,9 @@ pub async fn run_consumer(
 ) {
     let topic = handler.topic();
     let mut tasks: JoinSet<()> = JoinSet::new();
+    let due = Arc::new(NextDue::default());
+    // Woken to re-time the wait (a delivery was held), not to receive.
+    let mut retime = false;
     while !cancel.is_cancelled() {
         let free = settings.max_in_flight.saturating_sub(tasks.len());
         // The topic had fewer deliverable messages than we could take: wait
@@ -198,7 +201,7 @@ pub async fn run_consumer(
         // its head, a zero-delay hold) or the idle poll instead of asking
         // again at once, which on a busy topic is mostly empty receives.
         let mut drained = true;
-        if free > 0 {
+        if free > 0 && !std::mem::take(&mut retime) {
             match mq
                 .receive(&topic, &settings.consumer_id, free, settings.lease)
                 .await
@@ -212,6 +215,7 @@ pub async fn run_consumer(
                             policy.clone(),
                             settings.lease,
                             delivery,
+                            due.clone(),
                         ));
                     }
                 }
@@ -225,9 +229,13 @@ pub async fn run_consumer(
                 Some(_) = tasks.join_next() => {}
             }
         } else if drained {
+            // Our own held or retried deliveries come due without anyone
+            // waking the topic: wait no longer than the earliest of them.
+            let wait = due.wait_at_most(settings.idle_poll);
             tokio::select! {
                 () = cancel.cancelled() => break,
-                () = mq.wait(&topic, settings.idle_poll) => {}
+                () = mq.wait(&topic, wait) => {}
+                () = due.changed.notified() => retime = true,
             }
         }
         while tasks.try_join_next().is_some() {}
@@ -248,6 +256,7 @@ async fn handle_with_renewal(
     policy: RetryPolicy,
     lease: Duration,
     delivery: Delivery,
+    due: Arc<NextDue>,
 ) {
     let renew = async {
         let mut tick = tokio::time::interval(lease / 3);
@@ -263,12 +272,52 @@ async fn handle_with_renewal(
     };
     let work = deliver(handler.as_ref(), mq.as_ref(), &policy, &delivery);
     tokio::select! {
-        settled = work => {
-            if let Err(e) = settled {
+        settled = work => match settled {
+            Ok(Settlement::Held(delay) | Settlement::Retried(delay)) => due.note(delay),
+            Ok(_) => {}
+            Err(e) => {
                 error!(topic = %delivery.topic, error = %e, "settling a delivery failed; it will be redelivered after its lease");
             }
-        }
+        },
         () = renew => {}
+    }
+}
+
+/// When the earliest delivery this consumer held or retried comes due
+/// again (a time-based visibility no publish or ack announces).
+#[derive(Debug, Default)]
+struct NextDue {
+    at: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Tells the waiting loop to re-time its wait.
+    changed: tokio::sync::Notify,
+}
+
+impl NextDue {
+    fn note(&self, delay: Duration) {
+        let at = tokio::time::Instant::now() + delay;
+        let mut next = self
+            .at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if next.is_none_or(|n| at < n) {
+            *next = Some(at);
+            self.changed.notify_one();
+        }
+    }
+
+    /// `idle_poll`, or less when a noted delivery comes due sooner; a due
+    /// time reached is forgotten (the receive that follows picks it up).
+    fn wait_at_most(&self, idle_poll: Duration) -> Duration {
+        let mut next = self
+            .at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(at) = *next else { return idle_poll };
+        let left = at.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            *next = None;
+        }
+        left.min(idle_poll)
     }
 }
 

@@ -191,3 +191,65 @@ async fn shutdown_drains_in_flight_deliveries() {
         "the in-flight delivery was acked before the consumer stopped"
     );
 }
+
+/// Holds each message once for 30 ms, then acknowledges it.
+struct HoldsOnce {
+    handled: AtomicUsize,
+}
+
+#[async_trait]
+impl Handler for HoldsOnce {
+    fn topic(&self) -> Topic {
+        Topic::new("held")
+    }
+
+    async fn handle(&self, d: &Delivery) -> Result<Outcome, StageError> {
+        if self.handled.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _ = d;
+            return Ok(Outcome::Hold(Duration::from_millis(30)));
+        }
+        Ok(Outcome::Ack)
+    }
+}
+
+/// A held message comes due without any publish or ack waking the topic:
+/// the consumer that held it must take it up again when it is due, not at
+/// its (here very long) idle poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_message_is_taken_up_when_due_not_at_the_idle_poll() {
+    let backend = MemoryBackend::new(Arc::new(SystemClock::default()));
+    let mq: Arc<dyn MessageQueue> = backend.clone();
+    let handler = Arc::new(HoldsOnce {
+        handled: AtomicUsize::new(0),
+    });
+    let mut settings = fast_settings("held");
+    settings.idle_poll = Duration::from_secs(30);
+    let cancel = CancellationToken::new();
+    let consumer = tokio::spawn(run_consumer(
+        handler.clone(),
+        mq.clone(),
+        RetryPolicy::default(),
+        settings,
+        cancel.clone(),
+    ));
+    let started = Instant::now();
+    mq.publish(OutgoingMessage::new(
+        Topic::new("held"),
+        "p",
+        "m",
+        serde_json::json!({}),
+    ))
+    .await
+    .unwrap();
+    eventually("the held message handled again", async || {
+        handler.handled.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "taken up after {:?}, not when due",
+        started.elapsed()
+    );
+    cancel.cancel();
+    consumer.await.unwrap();
+}
