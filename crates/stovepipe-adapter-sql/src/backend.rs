@@ -461,10 +461,7 @@ impl Shared {
         if messages.is_empty() {
             ctes.push("published AS (SELECT NULL::text AS topic WHERE false)".to_owned());
         } else {
-            messages.sort_by(|a, b| {
-                (a.topic.as_str(), a.partition_key.as_str())
-                    .cmp(&(b.topic.as_str(), b.partition_key.as_str()))
-            });
+            in_partition_order(&mut messages);
             let keys: BTreeSet<(String, String)> = messages
                 .iter()
                 .map(|m| (m.topic.as_str().to_owned(), m.partition_key.clone()))
@@ -696,10 +693,7 @@ impl Tx {
         last_error: Option<String>,
         now: Timestamp,
     ) -> Result<usize, DbErr> {
-        messages.sort_by(|a, b| {
-            (a.topic.as_str(), a.partition_key.as_str())
-                .cmp(&(b.topic.as_str(), b.partition_key.as_str()))
-        });
+        in_partition_order(&mut messages);
         let sql = match self.dialect() {
             Dialect::Postgres => {
                 "INSERT INTO messages (topic, partition_key, message_id, payload, attempt, \
@@ -824,6 +818,16 @@ impl Tx {
         }
         Ok(())
     }
+}
+
+/// Sorts messages by `(topic, partition)`, stably (a partition keeps its
+/// own order): the order publishers take partition locks in, so that two
+/// cannot deadlock.
+fn in_partition_order(messages: &mut [OutgoingMessage]) {
+    messages.sort_by(|a, b| {
+        (a.topic.as_str(), a.partition_key.as_str())
+            .cmp(&(b.topic.as_str(), b.partition_key.as_str()))
+    });
 }
 
 /// Validates an outbox before its write starts.
