@@ -10,7 +10,8 @@ use stovepipe_adapter_sql::SqlBackend;
 use stovepipe_adapter_webhook::WebhookSink;
 use stovepipe_app::{CachedQueueConfigs, Deps, Pipeline};
 use stovepipe_ports::{
-    ChangeFeed, Clock, HookRegistry, HookSink, MessageQueue, QueueConfigStore, SourceControlFactory,
+    ChangeFeed, Clock, HookRegistry, HookSink, MessageQueue, QueueConfigStore, ReadModel,
+    SourceControlFactory, StoreFactory,
 };
 
 use crate::config::Settings;
@@ -101,6 +102,20 @@ impl Backend {
         }
     }
 
+    fn stores(&self) -> Arc<dyn StoreFactory> {
+        match self {
+            Self::Memory(b) => b.clone(),
+            Self::Sql(b) => b.clone(),
+        }
+    }
+
+    fn read_model(&self) -> Arc<dyn ReadModel> {
+        match self {
+            Self::Memory(b) => b.clone(),
+            Self::Sql(b) => b.clone(),
+        }
+    }
+
     fn deps(
         &self,
         scm: Arc<dyn SourceControlFactory>,
@@ -111,31 +126,17 @@ impl Backend {
         // Every stage, ingest and query asks for its queue's configuration:
         // serve it from a cache at most `CONFIG_STALENESS` old.
         let configs = Arc::new(CachedQueueConfigs::new(self.configs(), clock.clone()));
-        match self {
-            Self::Sql(b) => Deps {
-                stores: b.clone(),
-                configs,
-                read: b.clone(),
-                scm,
-                runners,
-                mq: b.clone(),
-                feed: b.clone(),
-                clock,
-                hooks: b.clone(),
-                sink,
-            },
-            Self::Memory(b) => Deps {
-                stores: b.clone(),
-                configs,
-                read: b.clone(),
-                scm,
-                runners,
-                mq: b.clone(),
-                feed: b.clone(),
-                clock,
-                hooks: b.clone(),
-                sink,
-            },
+        Deps {
+            stores: self.stores(),
+            configs,
+            read: self.read_model(),
+            scm,
+            runners,
+            mq: self.message_queue(),
+            feed: self.feed(),
+            clock,
+            hooks: self.hooks(),
+            sink,
         }
     }
 }
