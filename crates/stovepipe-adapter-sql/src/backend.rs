@@ -440,6 +440,26 @@ impl Shared {
         self.leases.query_all(self.dialect.stmt(sql, values)).await
     }
 
+    /// What follows every write's commit: wakes `woken`'s local waiters and,
+    /// when change rows were appended, brings the feed tail up to them —
+    /// on Postgres (`txid`) once the sequencer numbered them.
+    async fn after_commit(
+        &self,
+        woken: impl IntoIterator<Item = &Topic>,
+        changed: bool,
+        txid: Option<i64>,
+    ) {
+        for topic in woken {
+            self.wake_local(topic);
+        }
+        if changed {
+            match txid {
+                Some(txid) => self.feed.await_sequenced(txid).await,
+                None => self.feed.catch_up(self).await,
+            }
+        }
+    }
+
     /// Postgres: a store's conditional write (`sql`, an `INSERT … ON
     /// CONFLICT DO NOTHING` or `UPDATE … WHERE version = …` without
     /// `RETURNING`) and its outbox as one autocommit statement — one round
@@ -458,11 +478,7 @@ impl Shared {
         outbox: Outbox,
         now: Timestamp,
     ) -> Result<bool, DbErr> {
-        let param = |values: &mut Vec<Value>, v: Value| {
-            values.push(v);
-            format!("${}", values.len())
-        };
-        let at = param(&mut values, now.as_millis().into());
+        let at = bind(&mut values, now.as_millis().into());
         let mut ctes = vec![format!("main AS ({sql} RETURNING 1 AS hit)")];
         let mut messages = outbox.messages;
         if messages.is_empty() {
@@ -476,8 +492,8 @@ impl Shared {
             let mut locks = "SELECT 1 AS l".to_owned();
             for (i, (topic, key)) in keys.into_iter().enumerate() {
                 let (t, k) = (
-                    param(&mut values, topic.into()),
-                    param(&mut values, key.into()),
+                    bind(&mut values, topic.into()),
+                    bind(&mut values, key.into()),
                 );
                 locks = format!(
                     "SELECT pg_advisory_xact_lock(hashtext({t}), hashtext({k})) AS l \
@@ -485,13 +501,13 @@ impl Shared {
                 );
             }
             ctes.push(format!("locks AS ({locks})"));
-            let channel = param(&mut values, MQ_CHANNEL.into());
+            let channel = bind(&mut values, MQ_CHANNEL.into());
             let mut rows = Vec::with_capacity(messages.len());
             for (ord, m) in messages.into_iter().enumerate() {
-                let t = param(&mut values, m.topic.as_str().into());
-                let k = param(&mut values, m.partition_key.into());
-                let id = param(&mut values, m.message_id.into());
-                let payload = param(&mut values, json_value(m.payload));
+                let t = bind(&mut values, m.topic.as_str().into());
+                let k = bind(&mut values, m.partition_key.into());
+                let id = bind(&mut values, m.message_id.into());
+                let payload = bind(&mut values, json_value(m.payload));
                 rows.push(format!(
                     "({t}::text, {k}::text, {id}::text, {payload}::jsonb, {ord})"
                 ));
@@ -510,24 +526,11 @@ impl Shared {
         if outbox.changes.is_empty() {
             ctes.push("appended AS (SELECT NULL::bigint AS txid WHERE false)".to_owned());
         } else {
-            let mut rows = Vec::with_capacity(outbox.changes.len());
-            for (ord, c) in outbox.changes.into_iter().enumerate() {
-                let q = param(
-                    &mut values,
-                    c.queue.as_ref().map(|q| q.as_str().to_owned()).into(),
-                );
-                let kind = param(&mut values, c.kind.as_str().into());
-                let subject = param(&mut values, c.subject.into());
-                let data = param(&mut values, json_value(c.data));
-                rows.push(format!(
-                    "({q}::text, {kind}::text, {subject}::text, {data}::jsonb, {ord})"
-                ));
-            }
+            let rows = bind_changes(&mut values, outbox.changes, |ord| ord.to_string());
             ctes.push(format!(
                 "appended AS (INSERT INTO change_log (queue, kind, subject, data, created_at) \
-                 SELECT v.queue, v.kind, v.subject, v.data, {at} FROM main, (VALUES {}) \
-                 AS v(queue, kind, subject, data, ord) ORDER BY v.ord RETURNING txid)",
-                rows.join(", ")
+                 SELECT v.queue, v.kind, v.subject, v.data, {at} FROM main, (VALUES {rows}) \
+                 AS v(queue, kind, subject, data, ord) ORDER BY v.ord RETURNING txid)"
             ));
         }
         let statement = format!(
@@ -546,18 +549,16 @@ impl Shared {
             return Ok(false);
         }
         let topics: Option<String> = row.try_get("", "topics")?;
-        let topics: Vec<String> = match topics {
-            Some(json) => serde_json::from_str(&json)
-                .map_err(|e| DbErr::Custom(format!("published topics: {e}")))?,
-            None => Vec::new(),
+        let topics: BTreeSet<Topic> = match topics {
+            Some(json) => serde_json::from_str::<Vec<String>>(&json)
+                .map_err(|e| DbErr::Custom(format!("published topics: {e}")))?
+                .into_iter()
+                .map(Topic::new)
+                .collect(),
+            None => BTreeSet::new(),
         };
-        for topic in topics.into_iter().collect::<BTreeSet<_>>() {
-            self.wake_local(&Topic::new(topic));
-        }
         let txid: Option<i64> = row.try_get("", "txid")?;
-        if let Some(txid) = txid {
-            self.feed.await_sequenced(txid).await;
-        }
+        self.after_commit(&topics, txid.is_some(), txid).await;
         Ok(true)
     }
 
@@ -754,26 +755,14 @@ impl Tx {
             Dialect::Postgres => "id AS key, txid",
             Dialect::Sqlite => "seq AS key",
         };
-        // One multi-row statement: `VALUES ($1, …, $5), ($6, …, $10), …`.
-        let rows: Vec<String> = (0..changes.len())
-            .map(|r| {
-                let p: Vec<String> = (1..=5).map(|c| format!("${}", r * 5 + c)).collect();
-                format!("({})", p.join(", "))
-            })
-            .collect();
+        // One multi-row statement.
+        let mut v = Vec::with_capacity(changes.len() * 4 + 1);
+        let at = bind(&mut v, now.as_millis().into());
+        let rows = bind_changes(&mut v, changes, |_| at.clone());
         let sql = format!(
             "INSERT INTO change_log (queue, kind, subject, data, created_at) \
-             VALUES {} RETURNING {returning}",
-            rows.join(", ")
+             VALUES {rows} RETURNING {returning}"
         );
-        let mut v = Vec::with_capacity(changes.len() * 5);
-        for c in changes {
-            v.push(c.queue.as_ref().map(|q| q.as_str().to_owned()).into());
-            v.push(c.kind.as_str().into());
-            v.push(c.subject.into());
-            v.push(json_value(c.data));
-            v.push(now.as_millis().into());
-        }
         let returned = self.txn.query_all(self.dialect().stmt(&sql, v)).await?;
         let mut keys = Vec::with_capacity(returned.len());
         for row in &returned {
@@ -814,17 +803,38 @@ impl Tx {
             txid,
         } = self;
         txn.commit().await?;
-        for topic in woken.union(&woken_locally) {
-            shared.wake_local(topic);
-        }
-        if changed {
-            match txid {
-                Some(txid) => shared.feed.await_sequenced(txid).await,
-                None => shared.feed.catch_up(&shared).await,
-            }
-        }
+        shared
+            .after_commit(woken.union(&woken_locally), changed, txid)
+            .await;
         Ok(())
     }
+}
+
+/// Appends `value` to a statement's values; returns its placeholder.
+fn bind(values: &mut Vec<Value>, value: Value) -> String {
+    values.push(value);
+    format!("${}", values.len())
+}
+
+/// Binds change rows as a `VALUES` list, `($queue, $kind, $subject, $data,
+/// <last>), …`, where `last(i)` is row `i`'s fifth column.
+fn bind_changes(
+    values: &mut Vec<Value>,
+    changes: Vec<NewChange>,
+    last: impl Fn(usize) -> String,
+) -> String {
+    let rows: Vec<String> = changes
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let queue = bind(values, c.queue.map(|q| q.as_str().to_owned()).into());
+            let kind = bind(values, c.kind.as_str().into());
+            let subject = bind(values, c.subject.into());
+            let data = bind(values, json_value(c.data));
+            format!("({queue}, {kind}, {subject}, {data}, {})", last(i))
+        })
+        .collect();
+    rows.join(", ")
 }
 
 /// Sorts messages by `(topic, partition)`, stably (a partition keeps its
