@@ -1,6 +1,7 @@
 //! The ports a stage needs, bundled. Built once by whoever wires the
 //! application (the server, a test, an embedder).
 
+use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use stovepipe_entity::{Queue, QueueConfig, QueueName, RequestId, Timestamp};
 use stovepipe_ports::{
     BuildRunner, BuildRunnerFactory, ChangeFeed, Clock, HookRegistry, HookSink, MessageQueue,
     Outbox, QueueConfigStore, ReadModel, SourceControl, SourceControlFactory, StoreError,
-    StoreFactory, Stores,
+    StoreFactory, Stores, Topic,
 };
 
 use crate::error::StageError;
@@ -82,10 +83,25 @@ pub async fn load_queue(stores: &Stores) -> Result<Queue, StageError> {
 /// (`None`: nothing changed, no write). Conflicts reload and re-run `change`.
 pub async fn update_queue<R>(
     stores: &Stores,
+    change: impl FnMut(&mut Queue) -> Result<(R, Option<Outbox>), StageError>,
+) -> Result<(R, Queue), StageError> {
+    update_queue_from(stores, None, change).await
+}
+
+/// [`update_queue`] starting from `known`, a queue row the caller read or
+/// wrote a moment ago, instead of loading it first: the write is
+/// conditional on `known.version`, so a stale snapshot only costs the
+/// reload a conflict causes anyway.
+pub async fn update_queue_from<R>(
+    stores: &Stores,
+    mut known: Option<Queue>,
     mut change: impl FnMut(&mut Queue) -> Result<(R, Option<Outbox>), StageError>,
 ) -> Result<(R, Queue), StageError> {
     for _ in 0..CAS_ATTEMPTS {
-        let mut queue = load_queue(stores).await?;
+        let mut queue = match known.take() {
+            Some(queue) => queue,
+            None => load_queue(stores).await?,
+        };
         let expected = queue.version;
         let (result, outbox) = change(&mut queue)?;
         let Some(outbox) = outbox else {
@@ -104,15 +120,52 @@ pub async fn update_queue<R>(
 }
 
 /// Releases `id`'s build slot; absent means already released (no write).
-pub async fn release_slot(
+/// `known` is a recent snapshot of the queue row, if the caller has one.
+/// Returns the queue row as written (or as found) and whether it released.
+async fn free_slot(
+    deps: &Deps,
     stores: &Stores,
     id: &RequestId,
-    now: Timestamp,
-) -> Result<(), StageError> {
-    update_queue(stores, |q| {
-        Ok(((), q.release_slot(id, now).then(Outbox::none)))
+    known: Option<Queue>,
+) -> Result<(bool, Queue), StageError> {
+    let now = deps.now();
+    update_queue_from(stores, known, |q| {
+        let released = q.release_slot(id, now);
+        Ok((released, released.then(Outbox::none)))
     })
-    .await?;
+    .await
+}
+
+/// Releases `id`'s build slot from inside the queue's own `process`
+/// delivery (which is the partition's head, so nothing there is held).
+pub async fn release_slot_in_process(
+    deps: &Deps,
+    stores: &Stores,
+    id: &RequestId,
+    known: Option<Queue>,
+) -> Result<(), StageError> {
+    free_slot(deps, stores, id, known).await.map(|_| ())
+}
+
+/// Releases `id`'s build slot (see [`free_slot`]) and opens the gate at
+/// once: when a newer head than `id` was ingested meanwhile, its `process`
+/// delivery is probably held at the closed gate, and it is woken now
+/// instead of waiting out `gate_wait_delay`. A wake-up only re-runs
+/// coalescing and the gate, so a spurious one is harmless.
+pub async fn release_slot(
+    deps: &Deps,
+    stores: &Stores,
+    id: &RequestId,
+    known: Option<Queue>,
+) -> Result<(), StageError> {
+    let (released, queue) = free_slot(deps, stores, id, known).await?;
+    if released && queue.compare_with_latest(id)? == Some(Ordering::Less) {
+        // Best effort: the release is committed; a wake-up lost here only
+        // leaves the held head to its own delay.
+        if let Err(e) = deps.mq.wake(&Topic::process(), queue.name.as_str()).await {
+            tracing::warn!(queue = %queue.name, error = %e, "waking the gate after a release failed");
+        }
+    }
     Ok(())
 }
 

@@ -22,6 +22,7 @@ pub fn repair_record_hop(request: &Request, why: &str) -> stovepipe_ports::Outgo
         request_id: request.id.clone(),
         queue: request.queue.clone(),
         project: ProjectName::whole_repo(),
+        build_id: None,
     }
     .message_with_id(format!("{}/{why}", request.id))
 }

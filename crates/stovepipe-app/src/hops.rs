@@ -43,6 +43,11 @@ pub struct RecordHop {
     pub queue: QueueName,
     #[serde(default)]
     pub project: ProjectName,
+    /// The terminal build whose outcome buildsignal stamped, so record need
+    /// not look it up. Repairs do not know it (absent: record finds the
+    /// request's terminal build itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<BuildId>,
 }
 
 /// Serialising these plain structs cannot fail (no maps with non-string

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use stovepipe_entity::{
     InvalidValue, Origin, Queue, QueueName, Request, RequestId, RequestState, Uri,
 };
-use stovepipe_ports::{Outbox, ScmError, StoreError, Stores};
+use stovepipe_ports::{Outbox, OutgoingMessage, ScmError, StoreError, Stores};
 use thiserror::Error;
 use tracing::info;
 
-use crate::deps::{Deps, update_queue};
+use crate::deps::{Deps, update_queue_from};
 use crate::error::StageError;
 use crate::events::{self, OutboxExt as _};
 use crate::hops::ProcessHop;
@@ -108,14 +108,23 @@ impl IngestService {
     ) -> Result<IngestOutcome, IngestError> {
         let stores = self.deps.stores(queue);
         let (request_id, created) = self.dedup(&stores, &uri).await?;
-        let request = self.ensure_request(&stores, &request_id, &uri).await?;
-        self.advance_latest(&stores, &request_id).await?;
-        if request.state == RequestState::Accepted {
-            let hop = ProcessHop {
+        let request = self
+            .ensure_request(&stores, &request_id, &uri, created)
+            .await?;
+        let hop = (request.state == RequestState::Accepted).then(|| {
+            ProcessHop {
                 request_id: request_id.clone(),
                 queue: queue.clone(),
-            };
-            self.deps.mq.publish(hop.message()).await?;
+            }
+            .message()
+        });
+        let rode = self
+            .advance_latest(&stores, &request_id, hop.as_ref())
+            .await?;
+        if let Some(hop) = hop
+            && !rode
+        {
+            self.deps.mq.publish(hop).await?;
         }
         metrics::ingested(queue, created);
         if created {
@@ -153,14 +162,17 @@ impl IngestService {
     }
 
     /// Makes sure the request row exists; this also repairs an index entry
-    /// written without its row.
+    /// written without its row. `minted`: this call just indexed the id, so
+    /// no row can exist yet and none is looked for (a racing writer still
+    /// shows up as `AlreadyExists`).
     async fn ensure_request(
         &self,
         stores: &Stores,
         id: &RequestId,
         uri: &Uri,
+        minted: bool,
     ) -> Result<Request, IngestError> {
-        if let Some(existing) = stores.requests.get(id).await? {
+        if !minted && let Some(existing) = stores.requests.get(id).await? {
             return Ok(existing);
         }
         let request = Request::accepted(
@@ -182,23 +194,35 @@ impl IngestService {
         }
     }
 
-    /// Get-or-creates the queue row and moves its latest pointer forward.
-    async fn advance_latest(&self, stores: &Stores, id: &RequestId) -> Result<(), IngestError> {
+    /// Get-or-creates the queue row and moves its latest pointer forward,
+    /// with `hop` (the `process` hop, if the request still needs one) in the
+    /// same write. Returns whether the hop rode in it; when the pointer did
+    /// not move there was no write, and the caller publishes the hop itself.
+    async fn advance_latest(
+        &self,
+        stores: &Stores,
+        id: &RequestId,
+        hop: Option<&OutgoingMessage>,
+    ) -> Result<bool, IngestError> {
         let now = self.deps.now();
-        if stores.queues.get().await?.is_none() {
-            match stores
-                .queues
-                .create(&Queue::new(stores.queue.clone(), now))
-                .await
-            {
-                Ok(()) | Err(StoreError::AlreadyExists { .. }) => {}
+        let mut known = stores.queues.get().await?;
+        if known.is_none() {
+            let fresh = Queue::new(stores.queue.clone(), now);
+            match stores.queues.create(&fresh).await {
+                Ok(()) => known = Some(fresh),
+                // Created meanwhile: the loop below loads it.
+                Err(StoreError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        update_queue(stores, |q| {
-            Ok(((), q.advance_latest(id, now)?.then(Outbox::none)))
+        let (rode, _) = update_queue_from(stores, known, |q| {
+            if !q.advance_latest(id, now)? {
+                return Ok((false, None));
+            }
+            let outbox = hop.map_or_else(Outbox::none, |m| Outbox::none().publish(m.clone()));
+            Ok((hop.is_some(), Some(outbox)))
         })
         .await?;
-        Ok(())
+        Ok(rode)
     }
 }

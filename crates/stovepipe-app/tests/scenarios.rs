@@ -7,7 +7,7 @@
 mod support;
 
 use stovepipe_entity::{BuildStatus, BuildStrategy, ChangeKind, Degree, RequestState};
-use stovepipe_ports::{RunnerError, Topic};
+use stovepipe_ports::{Clock as _, RunnerError, Topic};
 use support::{Backend, World, secs};
 
 /// Heads A→F with max_concurrent = 1: A is in flight while B, C, D arrive;
@@ -477,7 +477,44 @@ async fn a_failed_closed_request_stops_its_poll_chain(backend: Backend) {
     assert_eq!(w.queue_row().await.in_flight_count(), 0);
 }
 
+/// A head held at the closed gate is let in the moment the slot frees, not
+/// when its hold runs out: record wakes the queue's `process` partition
+/// when it releases a slot and a newer head is waiting.
+async fn a_released_slot_opens_the_gate_at_once(backend: Backend) {
+    let hold = secs(3600);
+    let Some(w) = World::on(backend, |c| c.gate_wait_delay = hold).await else {
+        return;
+    };
+    w.runner.set_polls_before_finish(1);
+    let start = w.clock.now();
+    w.push_and_ingest("A").await;
+    w.until("A processing", async |w| {
+        w.request(&w.id(1)).await.state == RequestState::Processing
+    })
+    .await;
+    w.push_and_ingest("B").await;
+    w.step().await;
+    assert_eq!(
+        w.request(&w.id(2)).await.state,
+        RequestState::Accepted,
+        "B is held at the gate while A builds"
+    );
+    w.until("B admitted", async |w| {
+        w.request(&w.id(2)).await.state == RequestState::Processing
+    })
+    .await;
+    assert!(w.fact(&w.uri("A")).await.unwrap().is_green());
+    assert!(
+        w.clock.now().since(start) < hold,
+        "B was admitted {:?} after the start, before its {hold:?} hold ran out",
+        w.clock.now().since(start)
+    );
+    w.settle().await;
+    assert!(w.fact(&w.uri("B")).await.unwrap().is_green());
+}
+
 on_every_backend!(
+    a_released_slot_opens_the_gate_at_once,
     coalescing_walk_a_to_f,
     first_request_builds_in_full_then_incrementally,
     history_rewrite_forces_a_full_build,

@@ -133,6 +133,7 @@ impl BuildSignalStage {
             request_id: request.id.clone(),
             queue: request.queue.clone(),
             project: build.project.clone(),
+            build_id: Some(build.id.clone()),
         };
         if request.state.has_build_outcome() || !build.project.is_whole_repo() {
             self.deps.mq.publish(hop.message()).await?;

@@ -14,7 +14,7 @@ use stovepipe_ports::{Delivery, Outbox, ScmError, SourceControl, StoreError, Sto
 use tracing::{debug, warn};
 
 use super::{Handler, Outcome};
-use crate::deps::{Deps, load_queue, release_slot};
+use crate::deps::{Deps, load_queue, release_slot_in_process};
 use crate::error::StageError;
 use crate::events::{self, OutboxExt as _};
 use crate::hops::{BuildHop, ProcessHop, decode};
@@ -107,7 +107,7 @@ impl ProcessStage {
         request: &mut Request,
     ) -> Result<Outcome, StageError> {
         if queue.holds_slot(&request.id) {
-            release_slot(stores, &request.id, self.deps.now()).await?;
+            release_slot_in_process(&self.deps, stores, &request.id, Some(queue.clone())).await?;
         }
         let expected = request.version;
         request.supersede(self.deps.now())?;
@@ -147,7 +147,7 @@ impl ProcessStage {
                         Ok(Outcome::Ack)
                     }
                     s if s.is_terminal() => {
-                        release_slot(stores, &current.id, self.deps.now()).await?;
+                        release_slot_in_process(&self.deps, stores, &current.id, None).await?;
                         Ok(Outcome::Ack)
                     }
                     _ => Err(StageError::retryable(format!(

@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use std::sync::Arc;
 use stovepipe_entity::{
-    BookmarkMove, Degree, Fact, ProjectName, Queue, QueueConfig, Request, RequestState,
+    BookmarkMove, BuildId, Degree, Fact, ProjectName, Queue, QueueConfig, Request, RequestState,
 };
 use stovepipe_ports::{Delivery, Outbox, PromoteOutcome, ScmError, StoreError, Stores, Topic};
 use tracing::{info, warn};
@@ -46,11 +46,11 @@ impl RecordStage {
                 // Failed closed: no fact (unknown is never green, and it is
                 // not broken code either). `validation.error` went out with
                 // the write that failed it.
-                self.release(&stores, &request).await?;
+                self.release(&stores, &request, None).await?;
                 return Ok(Outcome::Ack);
             }
             RequestState::Cancelled => {
-                self.release(&stores, &request).await?;
+                self.release(&stores, &request, None).await?;
                 return Ok(Outcome::Ack);
             }
             RequestState::Superseded => return Ok(Outcome::Ack),
@@ -68,19 +68,26 @@ impl RecordStage {
             )));
         }
 
-        let (fact, created) = self.create_fact(&stores, &request, degree).await?;
+        let (fact, created) = self
+            .create_fact(&stores, &request, degree, hop.build_id.clone())
+            .await?;
         let config = self.deps.config(&hop.queue).await?;
         if created {
             metrics::fact_recorded(&request, &fact, self.deps.now());
         }
 
+        // The queue row as the bookmark step last saw it: the release starts
+        // from it instead of reading it again.
+        let mut known = None;
         if fact.is_green() {
             let (moved, queue) = self.advance_bookmark(&stores, &request).await?;
             if moved.holds() {
-                self.promote(&stores, &config, &request, &queue).await?;
+                known = self.promote(&stores, &config, &request, &queue).await?;
+            } else {
+                known = Some(queue);
             }
         }
-        self.release(&stores, &request).await?;
+        self.release(&stores, &request, known).await?;
         Ok(Outcome::Ack)
     }
 
@@ -92,16 +99,20 @@ impl RecordStage {
         stores: &Stores,
         request: &Request,
         degree: Degree,
+        stamped: Option<BuildId>,
     ) -> Result<(Fact, bool), StageError> {
         let project = ProjectName::whole_repo();
-        let build_id = stores
-            .builds
-            .list_for_request(&request.id)
-            .await?
-            .into_iter()
-            .rev()
-            .find(|b| b.project == project && b.status.is_terminal())
-            .map(|b| b.id);
+        let build_id = match stamped {
+            Some(id) => Some(id),
+            None => stores
+                .builds
+                .list_for_request(&request.id)
+                .await?
+                .into_iter()
+                .rev()
+                .find(|b| b.project == project && b.status.is_terminal())
+                .map(|b| b.id),
+        };
         let fact = Fact {
             queue: request.queue.clone(),
             uri: request.uri.clone(),
@@ -168,21 +179,25 @@ impl RecordStage {
 
     /// Moves the promotion ref to the bookmark. If the bookmark moved on
     /// while promoting (several slots recording at once), promote the newer
-    /// holder so the ref ends on the bookmark, never behind it.
+    /// holder so the ref ends on the bookmark, never behind it. Returns the
+    /// queue row as last read.
     async fn promote(
         &self,
         stores: &Stores,
         config: &QueueConfig,
         request: &Request,
         queue: &Queue,
-    ) -> Result<(), StageError> {
+    ) -> Result<Option<Queue>, StageError> {
+        let mut latest = Some(queue.clone());
         if config.promotion_ref.is_none() {
-            return Ok(());
+            return Ok(latest);
         }
         let scm = self.deps.source_control(config).await?;
         let mut target = queue.last_green.clone();
         for _ in 0..PROMOTE_CHASES {
-            let Some(mark) = target else { return Ok(()) };
+            let Some(mark) = target else {
+                return Ok(latest);
+            };
             match scm.promote(&mark.uri).await {
                 Ok(PromoteOutcome::Moved) => {
                     self.deps
@@ -202,18 +217,25 @@ impl RecordStage {
                 }
                 Err(e) => return Err(StageError::from(e).context("promote")),
             }
-            let now_holder = stores.queues.get().await?.and_then(|q| q.last_green);
+            latest = stores.queues.get().await?;
+            let now_holder = latest.as_ref().and_then(|q| q.last_green.clone());
             if now_holder.as_ref().map(|b| &b.request_id) == Some(&mark.request_id) {
-                return Ok(());
+                return Ok(latest);
             }
             target = now_holder;
         }
-        Ok(())
+        Ok(latest)
     }
 
-    /// Releases the request's slot (absent = already released).
-    async fn release(&self, stores: &Stores, request: &Request) -> Result<(), StageError> {
-        release_slot(stores, &request.id, self.deps.now()).await
+    /// Releases the request's slot (absent = already released), starting
+    /// from `known`, the queue row as this delivery last saw it.
+    async fn release(
+        &self,
+        stores: &Stores,
+        request: &Request,
+        known: Option<Queue>,
+    ) -> Result<(), StageError> {
+        release_slot(&self.deps, stores, &request.id, known).await
     }
 }
 

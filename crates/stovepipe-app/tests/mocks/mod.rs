@@ -211,6 +211,7 @@ pub fn record_hop(n: u64) -> RecordHop {
         request_id: rid(n),
         queue: queue_name(),
         project: ProjectName::whole_repo(),
+        build_id: None,
     }
 }
 
@@ -249,6 +250,13 @@ pub fn signal_message(build: &str) -> OutgoingMessage {
 /// `record`, partitioned by request id, message id = request id.
 pub fn record_message(n: u64) -> OutgoingMessage {
     record_message_with_id(n, &rid(n).to_string())
+}
+
+/// `record` as buildsignal publishes it, naming the build it stamped.
+pub fn stamped_record_message(n: u64, build: &str) -> OutgoingMessage {
+    let mut m = record_message(n);
+    m.payload["build_id"] = json!(build);
+    m
 }
 
 /// `record` as a repair publishes it (own message id).
@@ -380,6 +388,8 @@ pub enum Write {
         outbox: Outbox,
     },
     Publish(OutgoingMessage),
+    /// `mq.wake(topic, partition key)`.
+    Wake(String, String),
     FeedAppend(Vec<NewChange>),
     Trigger(TriggerRequest),
     Cancel(BuildId),
@@ -400,6 +410,7 @@ impl Write {
             Self::BuildUpdate { .. } => "builds.update",
             Self::FactCreate { .. } => "facts.create",
             Self::Publish(_) => "mq.publish",
+            Self::Wake(..) => "mq.wake",
             Self::FeedAppend(_) => "feed.append",
             Self::Trigger(_) => "runner.trigger",
             Self::Cancel(_) => "runner.cancel",
@@ -794,6 +805,15 @@ impl Fixture {
 
     pub fn expect_publish(&mut self) {
         self.expect_publishes(1);
+    }
+
+    /// One `mq.wake`, answering that something was woken.
+    pub fn expect_wake(&mut self) {
+        let log = self.log.clone();
+        self.mq.expect_wake().times(1).returning(move |t, k| {
+            log.push(Write::Wake(t.to_string(), k.to_owned()));
+            Ok(true)
+        });
     }
 
     /// One `counter.next` answering `n`.

@@ -9,8 +9,8 @@ use stovepipe_ports::{RunnerError, StoreError};
 
 use crate::mocks::{
     Fixture, Journal, MAX_VALIDATION, NOW, POLL_ACCEPTED, POLL_RUNNING, bid, build, changes,
-    failed_closed_record_message, failed_closed_request, hook_feeds, hops, queue, record_message,
-    report, request, rid, signal_hop,
+    failed_closed_record_message, failed_closed_request, hook_feeds, hops, queue, report, request,
+    rid, signal_hop, stamped_record_message,
 };
 
 async fn run(f: Fixture) -> (Result<Outcome, StageError>, Journal) {
@@ -148,7 +148,11 @@ async fn terminal_report_writes_build_then_stamps_the_request_with_record_hop() 
             changes(outbox),
             [(ChangeKind::RequestChanged, rid(3).to_string())]
         );
-        assert_eq!(outbox.messages, [record_message(3)], "{status}");
+        assert_eq!(
+            outbox.messages,
+            [stamped_record_message(3, "b-1")],
+            "{status}"
+        );
     }
 }
 
@@ -166,7 +170,7 @@ async fn stored_terminal_build_is_kept_and_stamped_without_polling() {
     let (r, _, outbox) = w[0].request_update();
     assert_eq!(r.state, RequestState::Failed);
     assert!(!r.failed_closed);
-    assert_eq!(outbox.messages, [record_message(3)]);
+    assert_eq!(outbox.messages, [stamped_record_message(3, "b-1")]);
 }
 
 #[tokio::test]
@@ -176,7 +180,10 @@ async fn stored_terminal_with_request_already_stamped_republishes_record() {
     let (out, log) = run(f).await;
     assert_eq!(out, Ok(Outcome::Ack));
     assert_eq!(log.names(), ["mq.publish"], "no request write");
-    assert_eq!(log.writes()[0].published(), &record_message(3));
+    assert_eq!(
+        log.writes()[0].published(),
+        &stamped_record_message(3, "b-1")
+    );
 }
 
 #[tokio::test]

@@ -329,16 +329,22 @@ async fn newer_bookmark_holder_is_not_overwritten_and_not_promoted() {
     let mut f = recording(RequestState::Succeeded).with_queue(before.clone());
     f.expect_fact_create(Ok(()));
     f.expect_queue_update();
+    f.expect_wake();
     let (out, log) = run(f).await;
     assert_eq!(out, Ok(Outcome::Ack));
     let w = log.writes();
     assert_eq!(
         log.names(),
-        ["facts.create", "queues.update"],
+        ["facts.create", "queues.update", "mq.wake"],
         "only the release: no bookmark write, no promote"
     );
     assert_fact_written(&w[0], Degree::GREEN);
     assert_eq!(w[1].queue_update().0, &released(before, 3));
+    assert_eq!(
+        w[2],
+        Write::Wake("process".into(), "monorepo/main".into()),
+        "head 5 is newer: its process delivery may be held at the gate"
+    );
 }
 
 /// Several slots recording at once: the bookmark moved on while promoting,
@@ -355,6 +361,7 @@ async fn promotion_chases_a_bookmark_that_moved_meanwhile() {
     f.expect_promote(Ok(PromoteOutcome::Moved));
     f.expect_feed_append();
     f.expect_queue_update();
+    f.expect_wake();
     let (out, log) = run(f).await;
     assert_eq!(out, Ok(Outcome::Ack));
     let w = log.writes();
@@ -367,7 +374,8 @@ async fn promotion_chases_a_bookmark_that_moved_meanwhile() {
             "feed.append",
             "scm.promote",
             "feed.append",
-            "queues.update"
+            "queues.update",
+            "mq.wake"
         ]
     );
     assert_eq!(w[2], Write::Promote(uri(3)));
@@ -455,6 +463,7 @@ async fn bookmark_cas_conflict_reloads_and_retries() {
     f.expect_queue_update_conflict(concurrent);
     f.expect_queue_update();
     f.expect_queue_update();
+    f.expect_wake();
     let (out, log) = run(f).await;
     assert_eq!(out, Ok(Outcome::Ack));
     let w = log.writes();
@@ -464,7 +473,8 @@ async fn bookmark_cas_conflict_reloads_and_retries() {
             "facts.create",
             "queues.update",
             "queues.update",
-            "queues.update"
+            "queues.update",
+            "mq.wake"
         ]
     );
     let (q, expected, outbox) = w[2].queue_update();
