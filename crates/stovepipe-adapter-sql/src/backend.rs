@@ -40,6 +40,20 @@ pub(crate) const MQ_CHANNEL: &str = "stovepipe_mq";
 /// NOTIFY channel: change-log rows were committed.
 pub(crate) const FEED_CHANNEL: &str = "stovepipe_feed";
 
+/// Whether a NOTIFY payload came from the backend whose origin tag is
+/// `origin`: a payload is `<what>@<origin>`. Postgres echoes a backend's own
+/// notifications to its listener; those are already handled locally (the
+/// wake-up after the commit, the sequencer's own catch-up), and acting on
+/// them again was an empty receive or read each time. Returns what the
+/// payload names, or `None` for our own echo.
+pub(crate) fn notification_from_elsewhere<'p>(payload: &'p str, origin: &str) -> Option<&'p str> {
+    match payload.rsplit_once('@') {
+        Some((_, from)) if from == origin => None,
+        Some((what, _)) => Some(what),
+        None => Some(payload),
+    }
+}
+
 /// How to connect.
 #[derive(Clone)]
 pub struct SqlOptions {
@@ -101,6 +115,9 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) feed: FeedHub,
     wakers: Mutex<HashMap<Topic, Arc<Notify>>>,
+    /// Tags this backend's NOTIFY payloads (`<topic>@<origin>`), so its
+    /// listener can tell its own echoes from other replicas' commits.
+    pub(crate) origin: String,
     /// Postgres: the LISTEN task and the change-log sequencer.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -255,6 +272,7 @@ impl SqlBackend {
             clock: options.clock,
             feed: FeedHub::new(options.feed_buffer),
             wakers: Mutex::new(HashMap::new()),
+            origin: uuid::Uuid::new_v4().simple().to_string(),
             tasks: Mutex::new(Vec::new()),
         });
         // A database not yet migrated has no change log: nothing to tail.
@@ -375,10 +393,17 @@ async fn spawn_listener(shared: &Arc<Shared>) -> Result<JoinHandle<()>, DbErr> {
             let next = listener.try_recv().await;
             let Some(shared) = weak.upgrade() else { return };
             match next {
-                Ok(Some(n)) if n.channel() == MQ_CHANNEL => {
-                    shared.wake_local(&Topic::new(n.payload()));
+                Ok(Some(n)) => {
+                    let Some(what) = notification_from_elsewhere(n.payload(), &shared.origin)
+                    else {
+                        continue;
+                    };
+                    if n.channel() == MQ_CHANNEL {
+                        shared.wake_local(&Topic::new(what));
+                    } else {
+                        shared.feed.catch_up(&shared).await;
+                    }
                 }
-                Ok(Some(_)) => shared.feed.catch_up(&shared).await,
                 // The connection dropped and was re-established: whatever
                 // was notified meanwhile is lost, so catch up on all of it.
                 Ok(None) => {
@@ -502,6 +527,7 @@ impl Shared {
             }
             ctes.push(format!("locks AS ({locks})"));
             let channel = bind(&mut values, MQ_CHANNEL.into());
+            let origin = bind(&mut values, format!("@{}", self.origin).into());
             let mut rows = Vec::with_capacity(messages.len());
             for (ord, m) in messages.into_iter().enumerate() {
                 let t = bind(&mut values, m.topic.as_str().into());
@@ -519,7 +545,7 @@ impl Shared {
                  NULL, {at} FROM main, locks, (VALUES {}) \
                  AS v(topic, partition_key, message_id, payload, ord) ORDER BY v.ord \
                  ON CONFLICT (topic, partition_key, message_id) DO NOTHING \
-                 RETURNING topic, pg_notify({channel}, topic) IS NULL AS notified)",
+                 RETURNING topic, pg_notify({channel}, topic || {origin}) IS NULL AS notified)",
                 rows.join(", ")
             ));
         }
@@ -709,7 +735,7 @@ impl Tx {
                  SELECT $1, $2, $3, $4, 1, $5, $6, NULL, NULL, $6 \
                  FROM (SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))) AS partition_lock \
                  ON CONFLICT (topic, partition_key, message_id) DO NOTHING \
-                 RETURNING pg_notify($7, topic)"
+                 RETURNING pg_notify($7, topic || $8)"
             }
             Dialect::Sqlite => {
                 "INSERT INTO messages (topic, partition_key, message_id, payload, attempt, \
@@ -730,6 +756,7 @@ impl Tx {
             ];
             if self.dialect() == Dialect::Postgres {
                 v.push(MQ_CHANNEL.into());
+                v.push(format!("@{}", self.shared.origin).into());
             }
             if self.exec(sql, v).await? > 0 {
                 inserted += 1;
@@ -790,7 +817,12 @@ impl Tx {
                 .map(|i| format!("pg_notify($1, ${i})"))
                 .collect();
             let mut v = values![MQ_CHANNEL];
-            v.extend(self.woken.iter().map(|t| Value::from(t.as_str())));
+            let origin = &self.shared.origin;
+            v.extend(
+                self.woken
+                    .iter()
+                    .map(|t| Value::from(format!("{}@{origin}", t.as_str()))),
+            );
             self.exec(&format!("SELECT {}", calls.join(", ")), v)
                 .await?;
         }
@@ -874,6 +906,16 @@ pub(crate) fn check_changes(changes: &[NewChange]) -> Result<(), stovepipe_entit
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_backend_ignores_its_own_notifications() {
+        assert_eq!(notification_from_elsewhere("build@me", "me"), None);
+        assert_eq!(notification_from_elsewhere("build@you", "me"), Some("build"));
+        assert_eq!(notification_from_elsewhere("@you", "me"), Some(""));
+        assert_eq!(notification_from_elsewhere("@me", "me"), None);
+        // Untagged payloads (an older replica) still wake.
+        assert_eq!(notification_from_elsewhere("build", "me"), Some("build"));
+    }
 
     async fn setting(db: &DatabaseConnection) -> String {
         let row = db

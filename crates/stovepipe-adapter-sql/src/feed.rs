@@ -357,8 +357,11 @@ async fn sequence_round(shared: &Shared) -> Result<Round, DbErr> {
     let numbered: i64 = row.try_get("", "numbered")?;
     let unnumbered: i64 = row.try_get("", "unnumbered")?;
     if numbered > 0 {
-        txn.execute(dialect.stmt("SELECT pg_notify($1, '')", values![FEED_CHANNEL]))
-            .await?;
+        txn.execute(dialect.stmt(
+            "SELECT pg_notify($1, $2)",
+            values![FEED_CHANNEL, format!("@{}", shared.origin)],
+        ))
+        .await?;
     }
     txn.commit().await?;
     Ok(Round {

@@ -108,9 +108,12 @@ impl SqlBackend {
         let sql = if wake != Wake::Never && postgres {
             v.push(MQ_CHANNEL.into());
             let channel = v.len();
+            v.push(format!("@{}", self.shared.origin).into());
+            let origin = v.len();
             format!(
                 "WITH settled AS ({settle}), \
-                 notified AS (SELECT pg_notify(${channel}, topic) FROM settled WHERE wake) \
+                 notified AS (SELECT pg_notify(${channel}, topic || ${origin}) FROM settled \
+                   WHERE wake) \
                  SELECT topic, wake FROM settled WHERE (SELECT COUNT(*) FROM notified) >= 0"
             )
         } else {
