@@ -910,7 +910,10 @@ mod tests {
     #[test]
     fn a_backend_ignores_its_own_notifications() {
         assert_eq!(notification_from_elsewhere("build@me", "me"), None);
-        assert_eq!(notification_from_elsewhere("build@you", "me"), Some("build"));
+        assert_eq!(
+            notification_from_elsewhere("build@you", "me"),
+            Some("build")
+        );
         assert_eq!(notification_from_elsewhere("@you", "me"), Some(""));
         assert_eq!(notification_from_elsewhere("@me", "me"), None);
         // Untagged payloads (an older replica) still wake.

@@ -18,86 +18,20 @@
 //! operator restarts a server with a new one, and every stage re-reads it
 //! on its next delivery. Facts, requests and queues are never cached.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use stovepipe_entity::{QueueConfig, QueueName, Timestamp};
+use stovepipe_entity::{QueueConfig, QueueName};
 use stovepipe_ports::{Clock, QueueConfigStore, StoreError};
+
+use crate::cache::FreshCache;
 
 /// How long a configuration may be served after its fetch began. One
 /// second: a configuration changes when an operator restarts a server with
 /// a new one, so a second of old answers is invisible, while thousands of
 /// reads and deliveries per second share one fetch.
 pub const CONFIG_STALENESS: Duration = Duration::from_secs(1);
-
-#[derive(Debug)]
-struct Entry {
-    /// Clock time when the fetch that produced `config` began: the stored
-    /// configuration was at least this new.
-    fetched_at: Timestamp,
-    config: Arc<QueueConfig>,
-}
-
-/// Queue configurations by name, each at most [`CONFIG_STALENESS`] old.
-#[derive(Debug, Default)]
-pub(crate) struct ConfigCache {
-    entries: Mutex<HashMap<QueueName, Entry>>,
-}
-
-impl ConfigCache {
-    /// The configuration of `queue` as of less than [`CONFIG_STALENESS`]
-    /// before `now`: cached, or fetched from `store` (`Ok(None)` for an
-    /// unknown queue, never cached).
-    pub(crate) async fn get(
-        &self,
-        store: &dyn QueueConfigStore,
-        queue: &QueueName,
-        now: Timestamp,
-    ) -> Result<Option<Arc<QueueConfig>>, StoreError> {
-        if let Some(fresh) = self.fresh(queue, now) {
-            return Ok(Some(fresh));
-        }
-        let found = store.get(queue).await?;
-        let mut entries = self.lock();
-        let Some(config) = found else {
-            entries.remove(queue);
-            return Ok(None);
-        };
-        let config = Arc::new(config);
-        // A slower fetch that began earlier must not replace a newer one.
-        if entries.get(queue).is_none_or(|e| e.fetched_at <= now) {
-            entries.insert(
-                queue.clone(),
-                Entry {
-                    fetched_at: now,
-                    config: config.clone(),
-                },
-            );
-        }
-        Ok(Some(config))
-    }
-
-    /// Drops `queue`'s entry: the next `get` fetches.
-    pub(crate) fn forget(&self, queue: &QueueName) {
-        self.lock().remove(queue);
-    }
-
-    fn fresh(&self, queue: &QueueName, now: Timestamp) -> Option<Arc<QueueConfig>> {
-        let entries = self.lock();
-        let entry = entries.get(queue)?;
-        let age = now.as_millis().checked_sub(entry.fetched_at.as_millis())?;
-        let bound = i64::try_from(CONFIG_STALENESS.as_millis()).unwrap_or(i64::MAX);
-        (0..bound).contains(&age).then(|| entry.config.clone())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<QueueName, Entry>> {
-        // Entries are replaced whole: a panic elsewhere cannot leave one
-        // half-written.
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
 
 /// A [`QueueConfigStore`] whose `get` is served from a cache at most
 /// [`CONFIG_STALENESS`] old (see the module). `list` always asks the store;
@@ -106,7 +40,7 @@ impl ConfigCache {
 pub struct CachedQueueConfigs {
     inner: Arc<dyn QueueConfigStore>,
     clock: Arc<dyn Clock>,
-    cache: ConfigCache,
+    cache: FreshCache<QueueName, QueueConfig>,
 }
 
 impl CachedQueueConfigs {
@@ -114,7 +48,7 @@ impl CachedQueueConfigs {
         Self {
             inner,
             clock,
-            cache: ConfigCache::default(),
+            cache: FreshCache::new(CONFIG_STALENESS),
         }
     }
 }
@@ -130,9 +64,10 @@ impl std::fmt::Debug for CachedQueueConfigs {
 #[async_trait]
 impl QueueConfigStore for CachedQueueConfigs {
     async fn get(&self, queue: &QueueName) -> Result<Option<QueueConfig>, StoreError> {
+        // An unknown queue is never cached: a new queue answers at once.
         let found = self
             .cache
-            .get(self.inner.as_ref(), queue, self.clock.now())
+            .get(queue, self.clock.now(), self.inner.get(queue))
             .await?;
         Ok(found.map(|c| (*c).clone()))
     }
@@ -153,6 +88,7 @@ mod tests {
     use super::*;
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use stovepipe_entity::Timestamp;
 
     /// One queue's configuration, counting reads.
     struct Counting(QueueConfig, AtomicUsize);
@@ -178,7 +114,7 @@ mod tests {
             QueueConfig::new(name.clone(), "mem", "main"),
             AtomicUsize::new(0),
         );
-        let cache = ConfigCache::default();
+        let cache = FreshCache::new(CONFIG_STALENESS);
         let bound = i64::try_from(CONFIG_STALENESS.as_millis()).unwrap();
         let t = 10_000;
         let mut fetches = Vec::new();
@@ -189,7 +125,10 @@ mod tests {
             t + bound - 1,
             t + 2 * bound - 1,
         ] {
-            let got = cache.get(&store, &name, Timestamp(at)).await.unwrap();
+            let got = cache
+                .get(&name, Timestamp(at), store.get(&name))
+                .await
+                .unwrap();
             assert_eq!(got.map(|c| c.name.clone()), Some(name.clone()));
             fetches.push(store.1.load(Ordering::SeqCst));
         }

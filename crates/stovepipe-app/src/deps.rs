@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stovepipe_entity::{Queue, QueueConfig, QueueName, RequestId, Timestamp};
+use stovepipe_entity::{NewChange, Queue, QueueConfig, QueueName, RequestId, Timestamp};
 use stovepipe_ports::{
     BuildRunner, BuildRunnerFactory, ChangeFeed, Clock, HookRegistry, HookSink, MessageQueue,
     Outbox, QueueConfigStore, ReadModel, SourceControl, SourceControlFactory, StoreError,
@@ -13,6 +13,7 @@ use stovepipe_ports::{
 };
 
 use crate::error::StageError;
+use crate::events::OutboxExt as _;
 
 /// How many times a compare-and-swap loop reloads after a version conflict
 /// before giving the delivery back as retryable.
@@ -121,19 +122,31 @@ pub async fn update_queue_from<R>(
 
 /// Releases `id`'s build slot; absent means already released (no write).
 /// `known` is a recent snapshot of the queue row, if the caller has one.
-/// Returns the queue row as written (or as found) and whether it released.
+/// `changes` are appended with the release, or on their own when there was
+/// nothing to release. Returns the queue row as written (or as found) and
+/// whether it released.
 async fn free_slot(
     deps: &Deps,
     stores: &Stores,
     id: &RequestId,
     known: Option<Queue>,
+    changes: Vec<NewChange>,
 ) -> Result<(bool, Queue), StageError> {
     let now = deps.now();
-    update_queue_from(stores, known, |q| {
+    let (released, queue) = update_queue_from(stores, known, |q| {
         let released = q.release_slot(id, now);
-        Ok((released, released.then(Outbox::none)))
+        let outbox = released.then(|| {
+            changes
+                .iter()
+                .fold(Outbox::none(), |o, c| o.emit(c.clone(), now))
+        });
+        Ok((released, outbox))
     })
-    .await
+    .await?;
+    if !released && !changes.is_empty() {
+        deps.feed.append(changes).await?;
+    }
+    Ok((released, queue))
 }
 
 /// Releases `id`'s build slot from inside the queue's own `process`
@@ -144,11 +157,13 @@ pub async fn release_slot_in_process(
     id: &RequestId,
     known: Option<Queue>,
 ) -> Result<(), StageError> {
-    free_slot(deps, stores, id, known).await.map(|_| ())
+    free_slot(deps, stores, id, known, Vec::new())
+        .await
+        .map(|_| ())
 }
 
-/// Releases `id`'s build slot (see [`free_slot`]) and opens the gate at
-/// once: when a newer head than `id` was ingested meanwhile, its `process`
+/// Releases `id`'s build slot (see [`free_slot`]; `changes` ride with the
+/// release) and opens the gate at once: when a newer head than `id` was ingested meanwhile, its `process`
 /// delivery is probably held at the closed gate, and it is woken now
 /// instead of waiting out `gate_wait_delay`. A wake-up only re-runs
 /// coalescing and the gate, so a spurious one is harmless.
@@ -157,8 +172,9 @@ pub async fn release_slot(
     stores: &Stores,
     id: &RequestId,
     known: Option<Queue>,
+    changes: Vec<NewChange>,
 ) -> Result<(), StageError> {
-    let (released, queue) = free_slot(deps, stores, id, known).await?;
+    let (released, queue) = free_slot(deps, stores, id, known, changes).await?;
     if released && queue.compare_with_latest(id)? == Some(Ordering::Less) {
         // Best effort: the release is committed; a wake-up lost here only
         // leaves the held head to its own delay.

@@ -11,6 +11,7 @@
 //! a database, git, HTTP or a concrete adapter. Whoever wires the
 //! application builds a [`Deps`] from adapters and calls [`Pipeline::new`].
 
+mod cache;
 mod config_cache;
 pub mod deps;
 pub mod error;
@@ -32,7 +33,7 @@ use std::sync::Arc;
 pub use config_cache::{CONFIG_STALENESS, CachedQueueConfigs};
 pub use deps::Deps;
 pub use error::StageError;
-pub use hooks::{HookService, HookServiceError, ReleaseInfo};
+pub use hooks::{CachedHookRegistry, HOOK_STALENESS, HookService, HookServiceError, ReleaseInfo};
 pub use ingest::{IngestError, IngestOutcome, IngestService};
 pub use query::{CommitStatus, QueryError, QueryService};
 pub use reconcile::{Reconciler, Repairs};

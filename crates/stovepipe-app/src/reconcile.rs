@@ -103,7 +103,7 @@ impl Reconciler {
             };
             if release {
                 let id = slot.request_id.clone();
-                release_slot(&self.deps, &stores, &id, None).await?;
+                release_slot(&self.deps, &stores, &id, None, Vec::new()).await?;
                 warn!(%queue, request = %id, "reconcile: released a leaked slot");
                 metrics::repaired(queue, "slot_released");
                 repairs.slots_released += 1;

@@ -8,7 +8,7 @@ use stovepipe_adapter_git::GitScmFactory;
 use stovepipe_adapter_memory::MemoryBackend;
 use stovepipe_adapter_sql::SqlBackend;
 use stovepipe_adapter_webhook::WebhookSink;
-use stovepipe_app::{CachedQueueConfigs, Deps, Pipeline};
+use stovepipe_app::{CachedHookRegistry, CachedQueueConfigs, Deps, Pipeline};
 use stovepipe_ports::{
     ChangeFeed, Clock, HookRegistry, HookSink, MessageQueue, QueueConfigStore, ReadModel,
     SourceControlFactory, StoreFactory,
@@ -126,6 +126,9 @@ impl Backend {
         // Every stage, ingest and query asks for its queue's configuration:
         // serve it from a cache at most `CONFIG_STALENESS` old.
         let configs = Arc::new(CachedQueueConfigs::new(self.configs(), clock.clone()));
+        // Every hook-able change asks which live releases match it: serve
+        // that from a cache at most `HOOK_STALENESS` old too.
+        let hooks = Arc::new(CachedHookRegistry::new(self.hooks(), clock.clone()));
         Deps {
             stores: self.stores(),
             configs,
@@ -135,7 +138,7 @@ impl Backend {
             mq: self.message_queue(),
             feed: self.feed(),
             clock,
-            hooks: self.hooks(),
+            hooks,
             sink,
         }
     }

@@ -24,6 +24,7 @@
 //!    limit, or an error that cannot be retried) is recorded as `gave_up`;
 //!    it never fails a request.
 
+mod cache;
 mod service;
 
 use async_trait::async_trait;
@@ -38,6 +39,7 @@ use crate::error::StageError;
 use crate::hops::decode;
 use crate::stages::{Handler, Outcome};
 
+pub use cache::{CachedHookRegistry, HOOK_STALENESS};
 pub use service::{HookService, HookServiceError, ReleaseInfo};
 
 /// The topic of per-hook deliveries.

@@ -9,7 +9,8 @@
 use async_trait::async_trait;
 use std::sync::Arc;
 use stovepipe_entity::{
-    BookmarkMove, BuildId, Degree, Fact, ProjectName, Queue, QueueConfig, Request, RequestState,
+    BookmarkMove, BuildId, Degree, Fact, NewChange, ProjectName, Queue, QueueConfig, Request,
+    RequestState,
 };
 use stovepipe_ports::{Delivery, Outbox, PromoteOutcome, ScmError, StoreError, Stores, Topic};
 use tracing::{info, warn};
@@ -46,11 +47,11 @@ impl RecordStage {
                 // Failed closed: no fact (unknown is never green, and it is
                 // not broken code either). `validation.error` went out with
                 // the write that failed it.
-                self.release(&stores, &request, None).await?;
+                self.release(&stores, &request, None, Vec::new()).await?;
                 return Ok(Outcome::Ack);
             }
             RequestState::Cancelled => {
-                self.release(&stores, &request, None).await?;
+                self.release(&stores, &request, None, Vec::new()).await?;
                 return Ok(Outcome::Ack);
             }
             RequestState::Superseded => return Ok(Outcome::Ack),
@@ -77,17 +78,18 @@ impl RecordStage {
         }
 
         // The queue row as the bookmark step last saw it: the release starts
-        // from it instead of reading it again.
-        let mut known = None;
+        // from it instead of reading it again. The promotions' events ride
+        // with the release.
+        let (mut known, mut promoted) = (None, Vec::new());
         if fact.is_green() {
             let (moved, queue) = self.advance_bookmark(&stores, &request).await?;
             if moved.holds() {
-                known = self.promote(&stores, &config, &request, &queue).await?;
+                (known, promoted) = self.promote(&stores, &config, &request, &queue).await?;
             } else {
                 known = Some(queue);
             }
         }
-        self.release(&stores, &request, known).await?;
+        self.release(&stores, &request, known, promoted).await?;
         Ok(Outcome::Ack)
     }
 
@@ -180,34 +182,33 @@ impl RecordStage {
     /// Moves the promotion ref to the bookmark. If the bookmark moved on
     /// while promoting (several slots recording at once), promote the newer
     /// holder so the ref ends on the bookmark, never behind it. Returns the
-    /// queue row as last read.
+    /// queue row as last read and a `promoted` event per move of the ref, for
+    /// the release to append.
     async fn promote(
         &self,
         stores: &Stores,
         config: &QueueConfig,
         request: &Request,
         queue: &Queue,
-    ) -> Result<Option<Queue>, StageError> {
+    ) -> Result<(Option<Queue>, Vec<NewChange>), StageError> {
         let mut latest = Some(queue.clone());
+        let mut promoted = Vec::new();
         if config.promotion_ref.is_none() {
-            return Ok(latest);
+            return Ok((latest, promoted));
         }
         let scm = self.deps.source_control(config).await?;
         let mut target = queue.last_green.clone();
         for _ in 0..PROMOTE_CHASES {
             let Some(mark) = target else {
-                return Ok(latest);
+                return Ok((latest, promoted));
             };
             match scm.promote(&mark.uri).await {
                 Ok(PromoteOutcome::Moved) => {
-                    self.deps
-                        .feed
-                        .append(vec![events::promoted(
-                            &request.queue,
-                            &mark,
-                            config.promotion_ref.as_deref(),
-                        )])
-                        .await?;
+                    promoted.push(events::promoted(
+                        &request.queue,
+                        &mark,
+                        config.promotion_ref.as_deref(),
+                    ));
                     metrics::promoted(&config.name);
                 }
                 Ok(PromoteOutcome::AlreadyThere | PromoteOutcome::NotConfigured) => {}
@@ -220,22 +221,24 @@ impl RecordStage {
             latest = stores.queues.get().await?;
             let now_holder = latest.as_ref().and_then(|q| q.last_green.clone());
             if now_holder.as_ref().map(|b| &b.request_id) == Some(&mark.request_id) {
-                return Ok(latest);
+                return Ok((latest, promoted));
             }
             target = now_holder;
         }
-        Ok(latest)
+        Ok((latest, promoted))
     }
 
     /// Releases the request's slot (absent = already released), starting
-    /// from `known`, the queue row as this delivery last saw it.
+    /// from `known`, the queue row as this delivery last saw it, with
+    /// `changes` in the same write.
     async fn release(
         &self,
         stores: &Stores,
         request: &Request,
         known: Option<Queue>,
+        changes: Vec<NewChange>,
     ) -> Result<(), StageError> {
-        release_slot(&self.deps, stores, &request.id, known).await
+        release_slot(&self.deps, stores, &request.id, known, changes).await
     }
 }
 

@@ -75,12 +75,19 @@ fn assert_fact_written(w: &Write, degree: Degree) {
 
 /// The last queue write releases request 3's slot and nothing else.
 fn assert_released(w: &Write, expected_version: u64) {
+    assert_released_with(w, expected_version, &[]);
+}
+
+/// The last queue write releases request 3's slot, appending `with` (the
+/// promotions' events) and publishing nothing.
+fn assert_released_with(w: &Write, expected_version: u64, with: &[(ChangeKind, String)]) {
     let (q, expected, outbox) = w.queue_update();
     assert_eq!(expected, expected_version);
     assert!(!q.holds_slot(&rid(3)));
     assert_eq!(q.in_flight_count(), 0);
     assert_eq!(q.version, expected_version + 1);
-    assert!(outbox.is_empty());
+    assert_eq!(changes(outbox), with);
+    assert!(outbox.messages.is_empty());
 }
 
 #[tokio::test]
@@ -159,7 +166,6 @@ async fn succeeded_records_green_advances_bookmark_promotes_and_releases() {
     f.expect_fact_create(Ok(()));
     f.expect_queue_update();
     f.expect_promote(Ok(PromoteOutcome::Moved));
-    f.expect_feed_append();
     f.expect_queue_update();
     let (out, log) = run(f).await;
     assert_eq!(out, Ok(Outcome::Ack));
@@ -170,7 +176,6 @@ async fn succeeded_records_green_advances_bookmark_promotes_and_releases() {
             "facts.create",
             "queues.update",
             "scm.promote",
-            "feed.append",
             "queues.update"
         ]
     );
@@ -199,19 +204,13 @@ async fn succeeded_records_green_advances_bookmark_promotes_and_releases() {
     assert!(hops(outbox).is_empty());
 
     assert_eq!(w[2], Write::Promote(uri(3)));
-    let Write::FeedAppend(promoted) = &w[3] else {
-        panic!("{w:#?}")
-    };
-    assert_eq!(
-        promoted
-            .iter()
-            .map(|c| (c.kind, c.subject.clone()))
-            .collect::<Vec<_>>(),
-        [(ChangeKind::Promoted, rid(3).to_string())]
+    assert_released_with(
+        &w[3],
+        QUEUE_VERSION + 1,
+        &[(ChangeKind::Promoted, rid(3).to_string())],
     );
-    assert_released(&w[4], QUEUE_VERSION + 1);
     assert_eq!(
-        w[4].queue_update()
+        w[3].queue_update()
             .0
             .last_green
             .as_ref()
@@ -357,9 +356,7 @@ async fn promotion_chases_a_bookmark_that_moved_meanwhile() {
     f.expect_fact_create(Ok(()));
     f.expect_queue_update();
     f.expect_promote_while_bookmark_moves(Ok(PromoteOutcome::Moved), moved_on.clone());
-    f.expect_feed_append();
     f.expect_promote(Ok(PromoteOutcome::Moved));
-    f.expect_feed_append();
     f.expect_queue_update();
     f.expect_wake();
     let (out, log) = run(f).await;
@@ -371,18 +368,57 @@ async fn promotion_chases_a_bookmark_that_moved_meanwhile() {
             "facts.create",
             "queues.update",
             "scm.promote",
-            "feed.append",
             "scm.promote",
-            "feed.append",
             "queues.update",
             "mq.wake"
         ]
     );
     assert_eq!(w[2], Write::Promote(uri(3)));
-    assert_eq!(w[4], Write::Promote(uri(4)));
-    let (q, expected, _) = w[6].queue_update();
+    assert_eq!(w[3], Write::Promote(uri(4)));
+    let (q, expected, outbox) = w[4].queue_update();
     assert_eq!(expected, QUEUE_VERSION + 2);
     assert_eq!(q, &released(moved_on, 3));
+    assert_eq!(
+        changes(outbox),
+        [
+            (ChangeKind::Promoted, rid(3).to_string()),
+            (ChangeKind::Promoted, rid(4).to_string())
+        ],
+        "both moves of the ref, with the release"
+    );
+}
+
+/// The slot is gone already (the reconcile loop released it): the
+/// promotion's event is appended on its own.
+#[tokio::test]
+async fn a_promotion_without_a_slot_to_release_appends_its_event_alone() {
+    let mut f = recording(RequestState::Succeeded).with_queue(queue(Some(3), &[], Some(1)));
+    f.expect_fact_create(Ok(()));
+    f.expect_queue_update();
+    f.expect_promote(Ok(PromoteOutcome::Moved));
+    f.expect_feed_append();
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    let w = log.writes();
+    assert_eq!(
+        log.names(),
+        [
+            "facts.create",
+            "queues.update",
+            "scm.promote",
+            "feed.append"
+        ]
+    );
+    let Write::FeedAppend(promoted) = &w[3] else {
+        panic!("{w:#?}")
+    };
+    assert_eq!(
+        promoted
+            .iter()
+            .map(|c| (c.kind, c.subject.clone()))
+            .collect::<Vec<_>>(),
+        [(ChangeKind::Promoted, rid(3).to_string())]
+    );
 }
 
 #[tokio::test]
