@@ -10,7 +10,8 @@
 //!
 //! 1. [`HookDispatchStage`] on `hook` (partition = event id): resolves the
 //!    live release of every matching hook — the provenance snapshot taken
-//!    at pick-up — and publishes one [`DeliveryHop`] per hook on
+//!    at pick-up (the server serves it through [`CachedHookRegistry`], at
+//!    most [`HOOK_STALENESS`] old) — and publishes one [`DeliveryHop`] per hook on
 //!    `hook_delivery` (partition = hook name, message id = the run id
 //!    [`hook_run_id`]`(event id, hook)`, so a redelivered dispatch
 //!    publishes nothing new).
