@@ -40,18 +40,17 @@ pub(crate) const MQ_CHANNEL: &str = "stovepipe_mq";
 /// NOTIFY channel: change-log rows were committed.
 pub(crate) const FEED_CHANNEL: &str = "stovepipe_feed";
 
-/// Whether a NOTIFY payload came from the backend whose origin tag is
-/// `origin`: a payload is `<what>@<origin>`. Postgres echoes a backend's own
+/// What a NOTIFY payload names, unless it came from the backend whose tag
+/// is `tag` (`None`): a payload is `<what>@<origin>`, a backend's tag its
+/// `@<origin>` ([`Shared::notify_tag`]). Postgres echoes a backend's own
 /// notifications to its listener; those are already handled locally (the
 /// wake-up after the commit, the sequencer's own catch-up), and acting on
-/// them again was an empty receive or read each time. Returns what the
-/// payload names, or `None` for our own echo.
-pub(crate) fn notification_from_elsewhere<'p>(payload: &'p str, origin: &str) -> Option<&'p str> {
-    match payload.rsplit_once('@') {
-        Some((_, from)) if from == origin => None,
-        Some((what, _)) => Some(what),
-        None => Some(payload),
+/// them again was an empty receive or read each time.
+pub(crate) fn notification_from_elsewhere<'p>(payload: &'p str, tag: &str) -> Option<&'p str> {
+    if payload.ends_with(tag) {
+        return None;
     }
+    Some(payload.rsplit_once('@').map_or(payload, |(what, _)| what))
 }
 
 /// How to connect.
@@ -115,9 +114,10 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) feed: FeedHub,
     wakers: Mutex<HashMap<Topic, Arc<Notify>>>,
-    /// Tags this backend's NOTIFY payloads (`<topic>@<origin>`), so its
-    /// listener can tell its own echoes from other replicas' commits.
-    pub(crate) origin: String,
+    /// `@<origin>`, appended to this backend's NOTIFY payloads
+    /// (`<topic>@<origin>`), so its listener can tell its own echoes from
+    /// other replicas' commits.
+    pub(crate) notify_tag: String,
     /// Postgres: the LISTEN task and the change-log sequencer.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -272,7 +272,7 @@ impl SqlBackend {
             clock: options.clock,
             feed: FeedHub::new(options.feed_buffer),
             wakers: Mutex::new(HashMap::new()),
-            origin: uuid::Uuid::new_v4().simple().to_string(),
+            notify_tag: format!("@{}", uuid::Uuid::new_v4().simple()),
             tasks: Mutex::new(Vec::new()),
         });
         // A database not yet migrated has no change log: nothing to tail.
@@ -394,7 +394,7 @@ async fn spawn_listener(shared: &Arc<Shared>) -> Result<JoinHandle<()>, DbErr> {
             let Some(shared) = weak.upgrade() else { return };
             match next {
                 Ok(Some(n)) => {
-                    let Some(what) = notification_from_elsewhere(n.payload(), &shared.origin)
+                    let Some(what) = notification_from_elsewhere(n.payload(), &shared.notify_tag)
                     else {
                         continue;
                     };
@@ -527,7 +527,7 @@ impl Shared {
             }
             ctes.push(format!("locks AS ({locks})"));
             let channel = bind(&mut values, MQ_CHANNEL.into());
-            let origin = bind(&mut values, format!("@{}", self.origin).into());
+            let tag = bind(&mut values, self.notify_tag.as_str().into());
             let mut rows = Vec::with_capacity(messages.len());
             for (ord, m) in messages.into_iter().enumerate() {
                 let t = bind(&mut values, m.topic.as_str().into());
@@ -545,7 +545,7 @@ impl Shared {
                  NULL, {at} FROM main, locks, (VALUES {}) \
                  AS v(topic, partition_key, message_id, payload, ord) ORDER BY v.ord \
                  ON CONFLICT (topic, partition_key, message_id) DO NOTHING \
-                 RETURNING topic, pg_notify({channel}, topic || {origin}) IS NULL AS notified)",
+                 RETURNING topic, pg_notify({channel}, topic || {tag}) IS NULL AS notified)",
                 rows.join(", ")
             ));
         }
@@ -756,7 +756,7 @@ impl Tx {
             ];
             if self.dialect() == Dialect::Postgres {
                 v.push(MQ_CHANNEL.into());
-                v.push(format!("@{}", self.shared.origin).into());
+                v.push(self.shared.notify_tag.as_str().into());
             }
             if self.exec(sql, v).await? > 0 {
                 inserted += 1;
@@ -817,11 +817,11 @@ impl Tx {
                 .map(|i| format!("pg_notify($1, ${i})"))
                 .collect();
             let mut v = values![MQ_CHANNEL];
-            let origin = &self.shared.origin;
+            let tag = &self.shared.notify_tag;
             v.extend(
                 self.woken
                     .iter()
-                    .map(|t| Value::from(format!("{}@{origin}", t.as_str()))),
+                    .map(|t| Value::from(format!("{}{tag}", t.as_str()))),
             );
             self.exec(&format!("SELECT {}", calls.join(", ")), v)
                 .await?;
@@ -909,15 +909,15 @@ mod tests {
 
     #[test]
     fn a_backend_ignores_its_own_notifications() {
-        assert_eq!(notification_from_elsewhere("build@me", "me"), None);
+        assert_eq!(notification_from_elsewhere("build@me", "@me"), None);
         assert_eq!(
-            notification_from_elsewhere("build@you", "me"),
+            notification_from_elsewhere("build@you", "@me"),
             Some("build")
         );
-        assert_eq!(notification_from_elsewhere("@you", "me"), Some(""));
-        assert_eq!(notification_from_elsewhere("@me", "me"), None);
+        assert_eq!(notification_from_elsewhere("@you", "@me"), Some(""));
+        assert_eq!(notification_from_elsewhere("@me", "@me"), None);
         // Untagged payloads (an older replica) still wake.
-        assert_eq!(notification_from_elsewhere("build", "me"), Some("build"));
+        assert_eq!(notification_from_elsewhere("build", "@me"), Some("build"));
     }
 
     async fn setting(db: &DatabaseConnection) -> String {

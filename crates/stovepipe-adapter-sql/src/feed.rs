@@ -359,7 +359,7 @@ async fn sequence_round(shared: &Shared) -> Result<Round, DbErr> {
     if numbered > 0 {
         txn.execute(dialect.stmt(
             "SELECT pg_notify($1, $2)",
-            values![FEED_CHANNEL, format!("@{}", shared.origin)],
+            values![FEED_CHANNEL, shared.notify_tag.as_str()],
         ))
         .await?;
     }

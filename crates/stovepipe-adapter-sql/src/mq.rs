@@ -108,11 +108,11 @@ impl SqlBackend {
         let sql = if wake != Wake::Never && postgres {
             v.push(MQ_CHANNEL.into());
             let channel = v.len();
-            v.push(format!("@{}", self.shared.origin).into());
-            let origin = v.len();
+            v.push(self.shared.notify_tag.as_str().into());
+            let tag = v.len();
             format!(
                 "WITH settled AS ({settle}), \
-                 notified AS (SELECT pg_notify(${channel}, topic || ${origin}) FROM settled \
+                 notified AS (SELECT pg_notify(${channel}, topic || ${tag}) FROM settled \
                    WHERE wake) \
                  SELECT topic, wake FROM settled WHERE (SELECT COUNT(*) FROM notified) >= 0"
             )
