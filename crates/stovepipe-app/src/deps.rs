@@ -163,10 +163,11 @@ pub async fn release_slot_in_process(
 }
 
 /// Releases `id`'s build slot (see [`free_slot`]; `changes` ride with the
-/// release) and opens the gate at once: when a newer head than `id` was ingested meanwhile, its `process`
-/// delivery is probably held at the closed gate, and it is woken now
-/// instead of waiting out `gate_wait_delay`. A wake-up only re-runs
-/// coalescing and the gate, so a spurious one is harmless.
+/// release) and opens the gate at once: when a newer head than `id` was
+/// ingested meanwhile, its `process` delivery is probably held at the
+/// closed gate, and it is woken now instead of waiting out
+/// `gate_wait_delay`. A wake-up only re-runs coalescing and the gate, so a
+/// spurious one is harmless.
 pub async fn release_slot(
     deps: &Deps,
     stores: &Stores,

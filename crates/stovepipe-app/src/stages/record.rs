@@ -47,11 +47,11 @@ impl RecordStage {
                 // Failed closed: no fact (unknown is never green, and it is
                 // not broken code either). `validation.error` went out with
                 // the write that failed it.
-                self.release(&stores, &request, None, Vec::new()).await?;
+                release_slot(&self.deps, &stores, &request.id, None, Vec::new()).await?;
                 return Ok(Outcome::Ack);
             }
             RequestState::Cancelled => {
-                self.release(&stores, &request, None, Vec::new()).await?;
+                release_slot(&self.deps, &stores, &request.id, None, Vec::new()).await?;
                 return Ok(Outcome::Ack);
             }
             RequestState::Superseded => return Ok(Outcome::Ack),
@@ -77,19 +77,19 @@ impl RecordStage {
             metrics::fact_recorded(&request, &fact, self.deps.now());
         }
 
-        // The queue row as the bookmark step last saw it: the release starts
-        // from it instead of reading it again. The promotions' events ride
-        // with the release.
-        let (mut known, mut promoted) = (None, Vec::new());
-        if fact.is_green() {
+        // The release starts from the queue row as the bookmark step last saw
+        // it instead of reading it again; the promotions' events ride with it.
+        let (known, promoted) = if fact.is_green() {
             let (moved, queue) = self.advance_bookmark(&stores, &request).await?;
             if moved.holds() {
-                (known, promoted) = self.promote(&stores, &config, &request, &queue).await?;
+                self.promote(&stores, &config, &request, queue).await?
             } else {
-                known = Some(queue);
+                (Some(queue), Vec::new())
             }
-        }
-        self.release(&stores, &request, known, promoted).await?;
+        } else {
+            (None, Vec::new())
+        };
+        release_slot(&self.deps, &stores, &request.id, known, promoted).await?;
         Ok(Outcome::Ack)
     }
 
@@ -189,15 +189,15 @@ impl RecordStage {
         stores: &Stores,
         config: &QueueConfig,
         request: &Request,
-        queue: &Queue,
+        queue: Queue,
     ) -> Result<(Option<Queue>, Vec<NewChange>), StageError> {
-        let mut latest = Some(queue.clone());
         let mut promoted = Vec::new();
         if config.promotion_ref.is_none() {
-            return Ok((latest, promoted));
+            return Ok((Some(queue), promoted));
         }
         let scm = self.deps.source_control(config).await?;
         let mut target = queue.last_green.clone();
+        let mut latest = Some(queue);
         for _ in 0..PROMOTE_CHASES {
             let Some(mark) = target else {
                 return Ok((latest, promoted));
@@ -226,19 +226,6 @@ impl RecordStage {
             target = now_holder;
         }
         Ok((latest, promoted))
-    }
-
-    /// Releases the request's slot (absent = already released), starting
-    /// from `known`, the queue row as this delivery last saw it, with
-    /// `changes` in the same write.
-    async fn release(
-        &self,
-        stores: &Stores,
-        request: &Request,
-        known: Option<Queue>,
-        changes: Vec<NewChange>,
-    ) -> Result<(), StageError> {
-        release_slot(&self.deps, stores, &request.id, known, changes).await
     }
 }
 
