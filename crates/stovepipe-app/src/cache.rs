@@ -93,3 +93,47 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn an_entry_is_fresh_from_its_fetch_until_the_bound_and_never_before_it() {
+        let bound = Duration::from_secs(1);
+        let cache: FreshCache<&str, &str> = FreshCache::new(bound);
+        let calls = AtomicUsize::new(0);
+        let fetch = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, ()>(Some("value"))
+        };
+        let bound = i64::try_from(bound.as_millis()).unwrap();
+        let t = 10_000;
+        let mut fetches = Vec::new();
+        for at in [
+            t,
+            t + bound - 1,
+            t + bound,
+            t + bound - 1,
+            t + 2 * bound - 1,
+        ] {
+            let got = cache.get(&"key", Timestamp(at), fetch()).await.unwrap();
+            assert_eq!(got.as_deref(), Some(&"value"));
+            fetches.push(calls.load(Ordering::SeqCst));
+        }
+        // t: fetched; t+bound-1: fresh; t+bound: stale, fetched again; an
+        // instant before that fetch (a clock gone back): fetched again;
+        // then fresh until its own bound.
+        assert_eq!(fetches, [1, 1, 2, 3, 3]);
+    }
+
+    #[tokio::test]
+    async fn nothing_found_is_never_cached() {
+        let cache: FreshCache<&str, &str> = FreshCache::new(Duration::from_secs(1));
+        let none = cache.get(&"key", Timestamp(1), async { Ok::<_, ()>(None) });
+        assert_eq!(none.await, Ok(None));
+        let found = cache.get(&"key", Timestamp(2), async { Ok::<_, ()>(Some("v")) });
+        assert_eq!(found.await.unwrap().as_deref(), Some(&"v"));
+    }
+}

@@ -1,16 +1,11 @@
 //! Queue configurations, cached so that the pipeline and the read side do
 //! not pay a database round trip for a configuration that rarely changes.
 //!
-//! [`CachedQueueConfigs`] wraps a [`QueueConfigStore`] and owns the
-//! staleness bound: an entry is served only while the clock is less than
-//! [`CONFIG_STALENESS`] past the instant its fetch began, so
-//! - a configuration written by another replica is seen by every read that
-//!   starts `CONFIG_STALENESS` or more after the write (one written through
-//!   this cache at once);
-//! - a queue whose configuration is gone stops answering by then too;
-//! - an unknown queue is never cached: a new queue answers at once;
-//! - a clock that went backwards (which a [`Clock`] must not do) drops the
-//!   entry rather than extending it.
+//! [`CachedQueueConfigs`] wraps a [`QueueConfigStore`]: an entry is served
+//! at most [`CONFIG_STALENESS`] after its fetch began (the rules of
+//! [`crate::cache`]), so a configuration written by another replica, or
+//! removed, is seen within the bound, one written through this cache at
+//! once, and an unknown queue is never cached: a new queue answers at once.
 //!
 //! The server wires it in front of the configuration store for every
 //! consumer (stages, ingest, reconcile, queries). What a second of an old
@@ -86,57 +81,6 @@ impl QueueConfigStore for CachedQueueConfigs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use async_trait::async_trait;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use stovepipe_entity::Timestamp;
-
-    /// One queue's configuration, counting reads.
-    struct Counting(QueueConfig, AtomicUsize);
-
-    #[async_trait]
-    impl QueueConfigStore for Counting {
-        async fn get(&self, queue: &QueueName) -> Result<Option<QueueConfig>, StoreError> {
-            self.1.fetch_add(1, Ordering::SeqCst);
-            Ok((*queue == self.0.name).then(|| self.0.clone()))
-        }
-        async fn list(&self) -> Result<Vec<QueueConfig>, StoreError> {
-            Ok(vec![self.0.clone()])
-        }
-        async fn upsert(&self, _: &QueueConfig) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
-
-    #[tokio::test]
-    async fn an_entry_is_fresh_from_its_fetch_until_the_bound_and_never_before_it() {
-        let name = QueueName::new("q").unwrap();
-        let store = Counting(
-            QueueConfig::new(name.clone(), "mem", "main"),
-            AtomicUsize::new(0),
-        );
-        let cache = FreshCache::new(CONFIG_STALENESS);
-        let bound = i64::try_from(CONFIG_STALENESS.as_millis()).unwrap();
-        let t = 10_000;
-        let mut fetches = Vec::new();
-        for at in [
-            t,
-            t + bound - 1,
-            t + bound,
-            t + bound - 1,
-            t + 2 * bound - 1,
-        ] {
-            let got = cache
-                .get(&name, Timestamp(at), store.get(&name))
-                .await
-                .unwrap();
-            assert_eq!(got.map(|c| c.name.clone()), Some(name.clone()));
-            fetches.push(store.1.load(Ordering::SeqCst));
-        }
-        // t: fetched; t+bound-1: fresh; t+bound: stale, fetched again; an
-        // instant before that fetch (a clock gone back): fetched again;
-        // then fresh until its own bound.
-        assert_eq!(fetches, [1, 1, 2, 3, 3]);
-    }
 
     #[tokio::test]
     async fn a_write_through_the_cache_is_seen_at_once_and_other_writes_after_the_bound() {
