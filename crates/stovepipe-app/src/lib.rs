@@ -35,7 +35,7 @@ pub use deps::Deps;
 pub use error::StageError;
 pub use hooks::{CachedHookRegistry, HOOK_STALENESS, HookService, HookServiceError, ReleaseInfo};
 pub use ingest::{IngestError, IngestOutcome, IngestService};
-pub use query::{CommitStatus, QueryError, QueryService};
+pub use query::{CommitStatus, QueryError, QueryService, RECORDED_FACTS_CAPACITY, RecordedFacts};
 pub use reconcile::{Reconciler, Repairs};
 pub use reports::{ReportError, ReportService};
 pub use runtime::{ConsumerSettings, Pump, RetryPolicy, Settlement};
@@ -55,12 +55,15 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     deps: Arc<Deps>,
+    /// Shared by every query service, so facts read once stay kept.
+    facts: Arc<RecordedFacts>,
 }
 
 impl Pipeline {
     pub fn new(deps: Deps) -> Self {
         Self {
             deps: Arc::new(deps),
+            facts: Arc::default(),
         }
     }
 
@@ -73,7 +76,7 @@ impl Pipeline {
     }
 
     pub fn query(&self) -> QueryService {
-        QueryService::new(self.deps.clone())
+        QueryService::new(self.deps.clone(), self.facts.clone())
     }
 
     pub fn reports(&self) -> ReportService {

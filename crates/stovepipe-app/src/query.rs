@@ -13,19 +13,23 @@
 //!
 //! Nothing but a green fact is ever green.
 //!
-//! Facts and requests are read from the store on every call. (Queue
-//! configurations come from `Deps::configs`, which the server wires through
-//! [`CachedQueueConfigs`](crate::CachedQueueConfigs).)
+//! A fact is created once and never changes, so a greenness read keeps the
+//! facts it found ([`RecordedFacts`], bounded in count) and answers the
+//! next read of that commit without the store. Everything that changes, a
+//! request and the absence of a fact, is read from the store on every
+//! call. (Queue configurations come from `Deps::configs`, which the server
+//! wires through [`CachedQueueConfigs`](crate::CachedQueueConfigs).)
 
 use serde::Serialize;
 use std::sync::Arc;
 use stovepipe_entity::{
-    Bookmark, Build, Degree, Fact, InvalidValue, ProjectName, Queue, QueueConfig, QueueName,
-    Request, RequestId, RequestState, Timestamp, Uri,
+    Bookmark, Build, Degree, Fact, FactKey, InvalidValue, ProjectName, Queue, QueueConfig,
+    QueueName, Request, RequestId, RequestState, Timestamp, Uri,
 };
 use stovepipe_ports::{ChangeInfo, Classify, CommitRecord, ScmError, SourceControl};
 use thiserror::Error;
 
+use crate::cache::SettledCache;
 use crate::deps::Deps;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -184,14 +188,37 @@ pub struct RequestPage {
 /// Longest page a caller may ask for.
 pub const MAX_PAGE: usize = 200;
 
+/// Entries in one generation of [`RecordedFacts`]: with two generations,
+/// at most about 32 768 facts (a few MB) are kept.
+pub const RECORDED_FACTS_CAPACITY: usize = 16_384;
+
+/// Facts greenness reads have found, shared by every [`QueryService`] of a
+/// pipeline. A fact is never updated or deleted (first writer wins), so a
+/// kept one is what the store would return, on this instance or any other.
+#[derive(Debug)]
+pub struct RecordedFacts(SettledCache<FactKey, Fact>);
+
+impl RecordedFacts {
+    pub fn new(capacity: usize) -> Self {
+        Self(SettledCache::new(capacity))
+    }
+}
+
+impl Default for RecordedFacts {
+    fn default() -> Self {
+        Self::new(RECORDED_FACTS_CAPACITY)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct QueryService {
     deps: Arc<Deps>,
+    facts: Arc<RecordedFacts>,
 }
 
 impl QueryService {
-    pub fn new(deps: Arc<Deps>) -> Self {
-        Self { deps }
+    pub fn new(deps: Arc<Deps>, facts: Arc<RecordedFacts>) -> Self {
+        Self { deps, facts }
     }
 
     async fn config(&self, queue: &str) -> Result<QueueConfig, QueryError> {
@@ -318,13 +345,14 @@ impl QueryService {
             }
         };
         let info = scm.resolve_info(target).await.map_err(scm_error)?;
-        let CommitRecord { fact, request } = self
-            .deps
-            .read
-            .commit_record(&config.name, &info.uri, &project)
-            .await?;
+        let key = FactKey {
+            queue: config.name.clone(),
+            uri: info.uri.clone(),
+            project,
+        };
+        let (fact, request) = self.fact_or_request(&key).await?;
         Ok(GreennessView {
-            status: CommitStatus::of(request.as_ref(), fact.as_ref()),
+            status: CommitStatus::of(request.as_ref(), fact.as_deref()),
             degree: fact.as_ref().map(|f| f.degree),
             request_id: fact
                 .as_ref()
@@ -333,8 +361,29 @@ impl QueryService {
             recorded_at: fact.as_ref().map(|f| f.created_at),
             uri: info.uri,
             commit: info.commit,
-            project,
+            project: key.project,
         })
+    }
+
+    /// What decides a commit's status: its fact, kept or read (a fact
+    /// decides alone, so a kept one needs no store), else its request.
+    async fn fact_or_request(
+        &self,
+        key: &FactKey,
+    ) -> Result<(Option<Arc<Fact>>, Option<Request>), QueryError> {
+        if let Some(fact) = self.facts.0.kept(key) {
+            return Ok((Some(fact), None));
+        }
+        let CommitRecord { fact, request } = self
+            .deps
+            .read
+            .commit_record(&key.queue, &key.uri, &key.project)
+            .await?;
+        let fact = fact.map(Arc::new);
+        if let Some(f) = &fact {
+            self.facts.0.keep(key.clone(), f.clone());
+        }
+        Ok((fact, request))
     }
 
     /// Newest-first branch history joined with what Stovepipe knows.

@@ -2,8 +2,9 @@
 //! server wires (`CachedQueueConfigs`): queue configurations are cached for
 //! at most `CONFIG_STALENESS` (a change is seen once it has passed, a
 //! removed queue stops answering, a change written through the cache at
-//! once), while requests and facts are read on every call. Memory adapters
-//! and the manual clock.
+//! once), while requests and the absence of a fact are read on every call
+//! and a fact found once is kept (facts never change). Memory adapters and
+//! the manual clock.
 
 #![allow(clippy::unwrap_used)] // tests: a failure is a test failure
 
@@ -22,7 +23,7 @@ use stovepipe_app::{
 use stovepipe_entity::{
     Degree, Fact, ProjectConfig, ProjectName, QueueConfig, QueueName, RequestState,
 };
-use stovepipe_ports::{Clock, Outbox, QueueConfigStore, StoreError};
+use stovepipe_ports::{Clock, CommitRecord, MockReadModel, Outbox, QueueConfigStore, StoreError};
 use support::World;
 
 /// The world's configuration store, counting reads, able to forget queues.
@@ -116,7 +117,7 @@ async fn reads_within_the_bound_share_one_config_fetch() {
 }
 
 #[tokio::test]
-async fn requests_and_facts_are_read_on_every_call() {
+async fn requests_and_missing_facts_are_read_on_every_call() {
     let w = World::new(|_| {}).await;
     let (p, configs) = watched(&w);
     let b = w.push("B");
@@ -219,4 +220,50 @@ async fn an_unknown_queue_is_never_cached() {
         p.query().last_green(other, None).await,
         Err(QueryError::NotFound(_))
     ));
+}
+
+#[tokio::test]
+async fn a_found_fact_is_kept_and_a_missing_one_is_asked_for_every_time() {
+    let w = World::new(|_| {}).await;
+    let (a, b) = (w.push("A"), w.push("B"));
+    let green = Fact {
+        queue: w.queue.clone(),
+        uri: a.clone(),
+        project: ProjectName::whole_repo(),
+        degree: Degree::GREEN,
+        request_id: w.id(1),
+        build_id: None,
+        created_at: w.clock.now(),
+    };
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let mut read = MockReadModel::new();
+    let log = asked.clone();
+    read.expect_commit_record().returning(move |_, uri, _| {
+        log.lock().unwrap().push(uri.clone());
+        let fact = (uri == &green.uri).then(|| green.clone());
+        Ok(CommitRecord {
+            fact,
+            request: None,
+        })
+    });
+    let p = Pipeline::new(Deps {
+        read: Arc::new(read),
+        ..(**w.pipeline.deps()).clone()
+    });
+    for _ in 0..3 {
+        assert_eq!(status(&p, &w, "A", None).await, CommitStatus::Green);
+        assert_eq!(status(&p, &w, "B", None).await, CommitStatus::NotValidated);
+    }
+    let view = p
+        .query()
+        .greenness(w.queue.as_str(), None, Some(a.as_str()), None)
+        .await
+        .unwrap();
+    assert_eq!(view.request_id, Some(w.id(1)), "the kept fact's request");
+    assert_eq!(view.degree, Some(Degree::GREEN));
+    assert_eq!(
+        *asked.lock().unwrap(),
+        [a, b.clone(), b.clone(), b],
+        "A's fact was read once; B, with none, on every call"
+    );
 }
