@@ -3,8 +3,10 @@
 //! keep-alive clients, beside `pgbench -S` on the same database.
 //!
 //! Owns the `api` measurement: ingest of an unchanged head (a dedup hit)
-//! and greenness reads (by commit and by URI), requests per second and
-//! latency percentiles.
+//! and greenness reads, requests per second and latency percentiles. Reads
+//! of the validated head (by commit and by URI) find its fact, which the
+//! server keeps after the first read (facts never change); reads of a
+//! commit nobody ingested find no fact, so every one asks the database.
 
 use std::path::Path;
 use std::process::Command;
@@ -117,6 +119,27 @@ where
     })
 }
 
+/// A greenness read of the commit named by `key` (`rev` or `uri`).
+fn greenness(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    key: &'static str,
+    value: String,
+) -> impl Fn() -> reqwest::RequestBuilder + Send + Sync + 'static {
+    let (http, url, token) = (http.clone(), format!("{base}/greenness"), token.to_owned());
+    move || {
+        http.get(&url)
+            .query(&[(key, value.as_str())])
+            .bearer_auth(&token)
+    }
+}
+
+/// The body of a successful greenness read.
+async fn read_greenness(request: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
+    Ok(request.send().await?.error_for_status()?.json().await?)
+}
+
 pub async fn run(
     rounds: usize,
     duration: Duration,
@@ -190,16 +213,9 @@ timeout = "1m"
         .context("ingest answered without a uri")?
         .to_owned();
     let deadline = Instant::now() + Duration::from_mins(1);
+    let by_commit = greenness(&http, &base, &token, "rev", sha);
     loop {
-        let g: serde_json::Value = http
-            .get(format!("{base}/greenness"))
-            .query(&[("rev", sha.as_str())])
-            .bearer_auth(&token)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let g = read_greenness(by_commit()).await?;
         if g["status"] == "green" {
             break;
         }
@@ -214,38 +230,24 @@ timeout = "1m"
     let pgbench_select = pgbench(&db.url, "-S", pgbench_seconds)?;
 
     let mut endpoints = Vec::new();
-    {
-        let (http, base, token) = (http.clone(), base.clone(), token.clone());
-        endpoints.push(
-            measure(
-                "greenness by commit (GET …/greenness?rev=<sha>)",
-                rounds,
-                duration,
-                move || {
-                    http.get(format!("{base}/greenness"))
-                        .query(&[("rev", sha.as_str())])
-                        .bearer_auth(&token)
-                },
-            )
-            .await?,
-        );
-    }
-    {
-        let (http, base, token) = (http.clone(), base.clone(), token.clone());
-        endpoints.push(
-            measure(
-                "greenness by URI (GET …/greenness?uri=<uri>)",
-                rounds,
-                duration,
-                move || {
-                    http.get(format!("{base}/greenness"))
-                        .query(&[("uri", uri.as_str())])
-                        .bearer_auth(&token)
-                },
-            )
-            .await?,
-        );
-    }
+    endpoints.push(
+        measure(
+            "greenness by commit (GET …/greenness?rev=<sha>)",
+            rounds,
+            duration,
+            by_commit,
+        )
+        .await?,
+    );
+    endpoints.push(
+        measure(
+            "greenness by URI (GET …/greenness?uri=<uri>)",
+            rounds,
+            duration,
+            greenness(&http, &base, &token, "uri", uri),
+        )
+        .await?,
+    );
     {
         let (http, base, token) = (http.clone(), base.clone(), token.clone());
         endpoints.push(
@@ -258,6 +260,26 @@ timeout = "1m"
                         .bearer_auth(&token)
                         .json(&serde_json::json!({ "rev": null }))
                 },
+            )
+            .await?,
+        );
+    }
+    {
+        // Pushed after the ingest measurement, so nothing ingests it.
+        std::fs::write(repo.join("README"), "bench, unvalidated\n")?;
+        git(&repo, &["commit", "-q", "-a", "-m", "unvalidated"])?;
+        let unvalidated = git(&repo, &["rev-parse", "HEAD"])?;
+        let read = greenness(&http, &base, &token, "rev", unvalidated);
+        let g = read_greenness(read()).await?;
+        if g["status"] != "not_validated" {
+            bail!("the unvalidated commit reads as {g}, not not_validated");
+        }
+        endpoints.push(
+            measure(
+                "greenness of an unvalidated commit (no fact: the database on every read)",
+                rounds,
+                duration,
+                read,
             )
             .await?,
         );
