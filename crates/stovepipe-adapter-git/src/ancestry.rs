@@ -25,6 +25,7 @@
 
 use git2::{Oid, Repository};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::PathBuf;
 
 /// Save the chain after a walk of at least this many commits.
@@ -35,7 +36,7 @@ const MAGIC: &[u8] = b"stovepipe first-parent index v1\n";
 pub(crate) struct FirstParentIndex {
     /// Root first, head last.
     chain: Vec<Oid>,
-    position: HashMap<Oid, usize>,
+    position: HashMap<Oid, usize, OidHash>,
     /// Where the chain is saved, if anywhere.
     file: Option<PathBuf>,
     /// Whether the saved chain was read (once, on first use).
@@ -162,6 +163,30 @@ impl FirstParentIndex {
     }
 }
 
+/// Hashes an object id by its leading bytes. An id is already a
+/// cryptographic hash, so its first eight bytes are as evenly spread as any
+/// hasher's output, and the index (200 000 inserts for a big branch) skips
+/// SipHash, which was a tenth of the walk's time.
+type OidHash = BuildHasherDefault<OidHasher>;
+
+#[derive(Debug, Default)]
+struct OidHasher(u64);
+
+impl Hasher for OidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `Oid` hashes as its 20 bytes (in one call); fold anything else in.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+}
+
 /// The first parent of commit `oid`, read from the raw object: the index
 /// walks every commit of the branch once, and skipping git2's full commit
 /// parse (and its object cache) makes that walk markedly faster.
@@ -187,4 +212,32 @@ fn first_parent(odb: &git2::Odb<'_>, oid: Oid) -> Result<Option<Oid>, git2::Erro
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn object_ids_hash_apart() {
+        let ids: Vec<Oid> = (0..10_000u32)
+            .map(|i| Oid::hash_object(git2::ObjectType::Blob, &i.to_le_bytes()).unwrap())
+            .collect();
+        let hashes: HashSet<u64> = ids
+            .iter()
+            .map(|id| OidHash::default().hash_one(id))
+            .collect();
+        assert_eq!(hashes.len(), ids.len(), "distinct ids, distinct hashes");
+        // And the bucket bits hashbrown uses (the top 7 and the low ones) spread.
+        let low: HashSet<u64> = hashes.iter().map(|h| h & 0x3ff).collect();
+        assert!(
+            low.len() > 1000 * 9 / 10,
+            "{} of 1024 low buckets",
+            low.len()
+        );
+        let top: HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        assert_eq!(top.len(), 128, "every top-7-bit tag is used");
+    }
 }
