@@ -118,6 +118,8 @@ pub(crate) struct Shared {
     /// (`<topic>@<origin>`), so its listener can tell its own echoes from
     /// other replicas' commits.
     pub(crate) notify_tag: String,
+    /// Acks waiting to be written together (see `acks`).
+    pub(crate) acks: crate::acks::AckBatch,
     /// Postgres: the LISTEN task and the change-log sequencer.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -273,6 +275,7 @@ impl SqlBackend {
             feed: FeedHub::new(options.feed_buffer),
             wakers: Mutex::new(HashMap::new()),
             notify_tag: format!("@{}", uuid::Uuid::new_v4().simple()),
+            acks: crate::acks::AckBatch::default(),
             tasks: Mutex::new(Vec::new()),
         });
         // A database not yet migrated has no change log: nothing to tail.

@@ -20,6 +20,7 @@
 //!   under a `FOR UPDATE` row lock on the hook; LISTEN/NOTIFY carries
 //!   wake-ups and change-feed tails between replicas.
 
+mod acks;
 mod backend;
 mod error;
 mod feed;

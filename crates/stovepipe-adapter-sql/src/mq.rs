@@ -23,7 +23,9 @@
 //! - **Round trips**: `receive` and every settle but `reject` are a single
 //!   autocommit statement (a wake-up's NOTIFY rides in it), since they are
 //!   most of the queue's traffic; on Postgres they do not wait for their
-//!   WAL flush (see `Shared::lease_write` for why that is safe).
+//!   WAL flush (see `Shared::lease_write` for why that is safe). Acks that
+//!   arrive while one is being written share the next statement (group
+//!   commit, see `acks`).
 //! - **SQLite**: the single writer connection serialises all of it.
 //! - **Wake-ups**: a local `Notify` per topic after each commit, and on
 //!   Postgres a NOTIFY in the same transaction for the other replicas.
@@ -91,6 +93,30 @@ impl SqlBackend {
         let now = self.shared.clock.now();
         let mut v = values![id, d.delivery_id.as_str(), now.as_millis()];
         v.extend(extra);
+        let sql = self.settle_statement(
+            &format!("{set} WHERE id = $1 AND lease_owner = $2 AND lease_expires > $3"),
+            &mut v,
+            wake,
+        );
+        let settled = self.shared.lease_write(&sql, v).await.map_err(error::mq)?;
+        if settled.is_empty() {
+            return Err(MqError::LeaseLost(d.delivery_id.clone()));
+        }
+        self.wake_settled(&settled).map_err(error::mq)?;
+        Ok(())
+    }
+
+    /// The statement that applies `settle` (`<DELETE|UPDATE …> WHERE …`,
+    /// its parameters already in `v`) and returns each settled row's `id`,
+    /// `lease_owner`, `topic` and whether to `wake` its waiters, by `wake`'s
+    /// rule; on Postgres the NOTIFYs ride in it (their parameters are
+    /// appended to `v`).
+    pub(crate) fn settle_statement(
+        &self,
+        settle: &str,
+        v: &mut Vec<sea_orm::Value>,
+        wake: Wake,
+    ) -> String {
         let postgres = self.shared.dialect == Dialect::Postgres;
         // Whether waiters should hear of it, per row settled.
         let worth_waking = match (wake, postgres) {
@@ -101,30 +127,35 @@ impl SqlBackend {
                  AND o.partition_key = messages.partition_key AND o.id <> messages.id)"
             }
         };
-        let settle = format!(
-            "{set} WHERE id = $1 AND lease_owner = $2 AND lease_expires > $3 \
-             RETURNING topic, {worth_waking} AS wake"
-        );
-        let sql = if wake != Wake::Never && postgres {
-            v.push(MQ_CHANNEL.into());
-            let channel = v.len();
-            v.push(self.shared.notify_tag.as_str().into());
-            let tag = v.len();
-            format!(
-                "WITH settled AS ({settle}), \
-                 notified AS (SELECT pg_notify(${channel}, topic || ${tag}) FROM settled \
-                   WHERE wake) \
-                 SELECT topic, wake FROM settled WHERE (SELECT COUNT(*) FROM notified) >= 0"
-            )
-        } else {
-            settle
-        };
-        let settled = self.shared.lease_write(&sql, v).await.map_err(error::mq)?;
-        let Some(row) = settled.first() else {
-            return Err(MqError::LeaseLost(d.delivery_id.clone()));
-        };
-        if rows::get::<bool>(row, "wake").map_err(error::mq)? {
-            self.shared.wake_local(&d.topic);
+        let settle = format!("{settle} RETURNING id, lease_owner, topic, {worth_waking} AS wake");
+        if wake == Wake::Never || !postgres {
+            return settle;
+        }
+        v.push(MQ_CHANNEL.into());
+        let channel = v.len();
+        v.push(self.shared.notify_tag.as_str().into());
+        let tag = v.len();
+        format!(
+            "WITH settled AS ({settle}), \
+             notified AS (SELECT pg_notify(${channel}, topic || ${tag}) FROM settled \
+               WHERE wake) \
+             SELECT id, lease_owner, topic, wake FROM settled \
+             WHERE (SELECT COUNT(*) FROM notified) >= 0"
+        )
+    }
+
+    /// Wakes the local waiters of every settled row's topic that asked for
+    /// it (rows of [`settle_statement`](Self::settle_statement)).
+    pub(crate) fn wake_settled(&self, settled: &[sea_orm::QueryResult]) -> Result<(), DbErr> {
+        let mut woken: Vec<Topic> = Vec::new();
+        for row in settled {
+            if rows::get::<bool>(row, "wake")? {
+                let topic = Topic::new(rows::get::<String>(row, "topic")?);
+                if !woken.contains(&topic) {
+                    self.shared.wake_local(&topic);
+                    woken.push(topic);
+                }
+            }
         }
         Ok(())
     }
@@ -132,7 +163,7 @@ impl SqlBackend {
 
 /// Whom a lease operation wakes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wake {
+pub(crate) enum Wake {
     Never,
     /// The message itself is deliverable again now.
     Always,
@@ -229,14 +260,8 @@ impl MessageQueue for SqlBackend {
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), MqError> {
-        // The partition's next message is deliverable now: wake.
-        self.on_lease(
-            delivery,
-            "DELETE FROM messages",
-            vec![],
-            Wake::IfPartitionHasMore,
-        )
-        .await
+        let row = leased_row(delivery)?;
+        self.shared.acks.ack(self, row, &delivery.delivery_id).await
     }
 
     async fn hold(&self, delivery: &Delivery, delay: Duration) -> Result<(), MqError> {

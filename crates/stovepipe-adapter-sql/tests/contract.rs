@@ -229,6 +229,7 @@ suite!(
         expired_lease_counts_an_attempt_even_without_takeover,
         renew_extends_the_lease,
         concurrent_consumers_never_share_a_partition_head,
+        concurrent_acks_each_get_their_own_answer,
         wake_makes_a_held_head_visible_now,
         wait_returns_promptly_after_a_publish,
         next_visible_at_reports_the_earliest_head,

@@ -35,6 +35,7 @@ crate::suite!($, message_queue, message_queue_tests, MqFixture, [
     expired_lease_counts_an_attempt_even_without_takeover,
     renew_extends_the_lease,
     concurrent_consumers_never_share_a_partition_head,
+    concurrent_acks_each_get_their_own_answer,
     wake_makes_a_held_head_visible_now,
     wait_returns_promptly_after_a_publish,
     next_visible_at_reports_the_earliest_head,
@@ -463,6 +464,57 @@ async fn concurrent_consumers_never_share_a_partition_head(fx: MqFixture) {
             "partition p{p} was handled once each, in order"
         );
     }
+}
+
+/// Acks of many holders at once (which an adapter may write together)
+/// settle exactly the deliveries whose lease is still held, each answered
+/// for itself, a second ack of one delivery included.
+async fn concurrent_acks_each_get_their_own_answer(fx: MqFixture) {
+    const HALF: usize = 12;
+    let t = Topic::new("acked");
+    for p in 0..2 * HALF {
+        publish(&fx.queue, &t, &format!("p{p:02}"), "m").await;
+    }
+    let short = Duration::from_secs(5);
+    let expiring = fx.queue.receive(&t, "c1", HALF, short).await.unwrap();
+    let held = recv(&fx.queue, &t, "c2", HALF).await;
+    assert_eq!((expiring.len(), held.len()), (HALF, HALF));
+    (fx.advance)(short + Duration::from_secs(1));
+    let twice = held[0].clone();
+    let acks: Vec<_> = expiring
+        .iter()
+        .chain(&held)
+        .chain(std::iter::once(&twice))
+        .cloned()
+        .map(|d| {
+            let mq = fx.queue.clone();
+            tokio::spawn(async move { (d.partition_key.clone(), mq.ack(&d).await) })
+        })
+        .collect();
+    let mut ok = HashMap::<String, usize>::new();
+    for ack in acks {
+        let (partition, result) = ack.await.unwrap();
+        match result {
+            Ok(()) => *ok.entry(partition).or_default() += 1,
+            Err(MqError::LeaseLost(_)) => {}
+            Err(e) => panic!("ack of {partition}: {e}"),
+        }
+    }
+    let expected: HashMap<String, usize> =
+        held.iter().map(|d| (d.partition_key.clone(), 1)).collect();
+    assert_eq!(
+        ok, expected,
+        "exactly the held deliveries were acked, the one acked twice once"
+    );
+    let again = recv(&fx.queue, &t, "c3", 4 * HALF).await;
+    let mut redelivered: Vec<_> = again.iter().map(|d| d.partition_key.clone()).collect();
+    redelivered.sort();
+    let mut lost: Vec<_> = expiring.iter().map(|d| d.partition_key.clone()).collect();
+    lost.sort();
+    assert_eq!(
+        redelivered, lost,
+        "only the expired leases' messages remain"
+    );
 }
 
 async fn wake_makes_a_held_head_visible_now(fx: MqFixture) {

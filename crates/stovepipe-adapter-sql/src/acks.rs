@@ -1,0 +1,138 @@
+//! Group commit of acks: acks that arrive while one is being written go
+//! out together, as one statement, when it is done.
+//!
+//! Every handled message ends in an ack, so under load acks are a large
+//! share of the queue's statements. An ack joins the pending list, then
+//! waits for the flush lock; whoever holds it takes every pending ack and
+//! deletes them in one conditional `DELETE` (each row only while its
+//! delivery still holds the lease), then hands each ack its own result. An
+//! ack whose result a previous holder already delivered returns at once.
+//! Alone, an ack is flushed at once: nothing waits for company, so an idle
+//! queue pays no latency for this, and a busy one pays one statement per
+//! round trip instead of one per ack.
+//!
+//! The port's promises are unchanged: an ack returns `Ok` only once its
+//! row is deleted, `LeaseLost` when its lease was no longer held (settled,
+//! expired or taken over), and the partition's waiters are woken as by a
+//! single ack.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
+
+use stovepipe_ports::MqError;
+use tokio::sync::oneshot;
+
+use crate::backend::values;
+use crate::mq::Wake;
+use crate::{SqlBackend, error, rows};
+
+/// At most this many acks per statement (a longer batch is several).
+const MAX_BATCH: usize = 64;
+
+/// One ack waiting for its flush.
+struct Pending {
+    row: i64,
+    owner: String,
+    done: oneshot::Sender<Result<(), MqError>>,
+}
+
+/// The acks of one backend (see the module).
+#[derive(Default)]
+pub(crate) struct AckBatch {
+    pending: Mutex<Vec<Pending>>,
+    flush: tokio::sync::Mutex<()>,
+}
+
+impl AckBatch {
+    /// Acks the delivery `owner` of message row `row`.
+    pub(crate) async fn ack(
+        &self,
+        backend: &SqlBackend,
+        row: i64,
+        owner: &str,
+    ) -> Result<(), MqError> {
+        let (done, mut result) = oneshot::channel();
+        self.lock_pending().push(Pending {
+            row,
+            owner: owner.to_owned(),
+            done,
+        });
+        let _flushing = self.flush.lock().await;
+        match result.try_recv() {
+            Ok(settled) => return settled,
+            Err(oneshot::error::TryRecvError::Closed) => return Err(abandoned()),
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        let batch = std::mem::take(&mut *self.lock_pending());
+        let mut batch = batch.into_iter().peekable();
+        while batch.peek().is_some() {
+            let chunk: Vec<Pending> = batch.by_ref().take(MAX_BATCH).collect();
+            flush(backend, chunk).await;
+        }
+        result.try_recv().unwrap_or_else(|_| Err(abandoned()))
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        // Entries are pushed and taken whole.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The flusher that took an ack was cancelled before its statement's
+/// result: whether the row was deleted is unknown, so the ack failed (the
+/// message is delivered again if it was not, which handlers tolerate).
+fn abandoned() -> MqError {
+    MqError::Unavailable("the ack's batch was abandoned before its result".into())
+}
+
+/// Deletes the leased rows of `chunk` in one statement and answers each.
+async fn flush(backend: &SqlBackend, chunk: Vec<Pending>) {
+    let now = backend.shared.clock.now();
+    let mut v = values![now.as_millis()];
+    let mut pairs = Vec::with_capacity(chunk.len());
+    for p in &chunk {
+        v.push(p.row.into());
+        v.push(p.owner.as_str().into());
+        pairs.push(format!("(${}, ${})", v.len() - 1, v.len()));
+    }
+    // The partition's next message is deliverable now: wake.
+    let sql = backend.settle_statement(
+        &format!(
+            "DELETE FROM messages WHERE (id, lease_owner) IN (VALUES {}) \
+             AND lease_expires > $1",
+            pairs.join(", ")
+        ),
+        &mut v,
+        Wake::IfPartitionHasMore,
+    );
+    let settled = match backend.shared.lease_write(&sql, v).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            let e = error::mq(e);
+            for p in chunk {
+                let _ = p.done.send(Err(e.clone()));
+            }
+            return;
+        }
+    };
+    let woken = backend.wake_settled(&settled).map_err(error::mq);
+    let mut deleted = HashSet::with_capacity(settled.len());
+    for row in &settled {
+        if let (Ok(id), Ok(owner)) = (
+            rows::get::<i64>(row, "id"),
+            rows::get::<String>(row, "lease_owner"),
+        ) {
+            deleted.insert((id, owner));
+        }
+    }
+    for p in chunk {
+        // A row is deleted once: a second ack of the same delivery in the
+        // batch finds it settled, as it would one statement later.
+        let answer = match &woken {
+            Err(e) => Err(e.clone()),
+            Ok(()) if deleted.remove(&(p.row, p.owner.clone())) => Ok(()),
+            Ok(()) => Err(MqError::LeaseLost(p.owner)),
+        };
+        let _ = p.done.send(answer);
+    }
+}
