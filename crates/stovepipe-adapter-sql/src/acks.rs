@@ -107,32 +107,39 @@ async fn flush(backend: &SqlBackend, chunk: Vec<Pending>) {
     );
     let settled = match backend.shared.lease_write(&sql, v).await {
         Ok(rows) => rows,
-        Err(e) => {
-            let e = error::mq(e);
-            for p in chunk {
-                let _ = p.done.send(Err(e.clone()));
-            }
-            return;
-        }
+        Err(e) => return fail(chunk, &error::mq(e)),
     };
-    let woken = backend.wake_settled(&settled).map_err(error::mq);
-    let mut deleted = HashSet::with_capacity(settled.len());
-    for row in &settled {
-        if let (Ok(id), Ok(owner)) = (
-            rows::get::<i64>(row, "id"),
-            rows::get::<String>(row, "lease_owner"),
-        ) {
-            deleted.insert((id, owner));
-        }
-    }
+    let deleted = backend.wake_settled(&settled).and_then(|()| {
+        settled
+            .iter()
+            .map(|row| {
+                Ok((
+                    rows::get::<i64>(row, "id")?,
+                    rows::get::<String>(row, "lease_owner")?,
+                ))
+            })
+            .collect::<Result<HashSet<_>, sea_orm::DbErr>>()
+    });
+    let mut deleted = match deleted {
+        Ok(deleted) => deleted,
+        // The rows are deleted but unreadable: a bug, not a lost lease.
+        Err(e) => return fail(chunk, &error::mq(e)),
+    };
     for p in chunk {
         // A row is deleted once: a second ack of the same delivery in the
         // batch finds it settled, as it would one statement later.
-        let answer = match &woken {
-            Err(e) => Err(e.clone()),
-            Ok(()) if deleted.remove(&(p.row, p.owner.clone())) => Ok(()),
-            Ok(()) => Err(MqError::LeaseLost(p.owner)),
+        let answer = if deleted.remove(&(p.row, p.owner.clone())) {
+            Ok(())
+        } else {
+            Err(MqError::LeaseLost(p.owner))
         };
         let _ = p.done.send(answer);
+    }
+}
+
+/// Answers every ack of `chunk` with the statement's error.
+fn fail(chunk: Vec<Pending>, e: &MqError) {
+    for p in chunk {
+        let _ = p.done.send(Err(e.clone()));
     }
 }
