@@ -190,8 +190,9 @@ pub const MAX_PAGE: usize = 200;
 
 /// Entries in one generation of [`RecordedFacts`]: with two generations,
 /// at most 8 192 facts are kept, about 5 MB (a kept fact and its key:
-/// about 600 bytes, estimated from their fields with a typical URI). Deploy gates and dashboards read
-/// the recent commits of their queues, far fewer.
+/// about 600 bytes, estimated from their fields with a typical URI).
+/// Deploy gates and dashboards read the recent commits of their queues,
+/// far fewer.
 pub const RECORDED_FACTS_CAPACITY: usize = 4_096;
 
 /// Facts greenness reads have found, shared by every [`QueryService`] of a
