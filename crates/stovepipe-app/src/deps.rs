@@ -133,7 +133,7 @@ async fn free_slot(
     changes: Vec<NewChange>,
 ) -> Result<(bool, Queue), StageError> {
     let now = deps.now();
-    let (released, queue) = update_queue_from(stores, known, |q| {
+    let written = update_queue_from(stores, known, |q| {
         let released = q.release_slot(id, now);
         let outbox = released.then(|| {
             changes
@@ -142,11 +142,30 @@ async fn free_slot(
         });
         Ok((released, outbox))
     })
-    .await?;
+    .await;
+    let (released, queue) = match written {
+        Ok(written) => written,
+        Err(e) => return Err(rescue_changes(deps, changes, e).await),
+    };
     if !released && !changes.is_empty() {
         deps.feed.append(changes).await?;
     }
     Ok((released, queue))
+}
+
+/// Appends `changes` on their own because the write they were to ride in
+/// failed with `error`, which is returned. They report what already
+/// happened outside the store (a moved promotion ref), which the retry will
+/// not do again, so dropping them would lose the event; if the failed
+/// write committed after all, the event is told twice, never not at all.
+/// Best effort: an append that fails too is logged.
+pub async fn rescue_changes(deps: &Deps, changes: Vec<NewChange>, error: StageError) -> StageError {
+    if !changes.is_empty()
+        && let Err(e) = deps.feed.append(changes).await
+    {
+        tracing::warn!(error = %e, "appending the events of a failed write failed too; they are lost");
+    }
+    error
 }
 
 /// Releases `id`'s build slot from inside the queue's own `process`

@@ -16,7 +16,7 @@ use stovepipe_ports::{Delivery, Outbox, PromoteOutcome, ScmError, StoreError, St
 use tracing::{info, warn};
 
 use super::{Handler, Outcome};
-use crate::deps::{Deps, release_slot, update_queue};
+use crate::deps::{Deps, release_slot, rescue_changes, update_queue};
 use crate::error::StageError;
 use crate::events::{self, OutboxExt as _};
 use crate::hops::{RecordHop, decode};
@@ -183,7 +183,8 @@ impl RecordStage {
     /// while promoting (several slots recording at once), promote the newer
     /// holder so the ref ends on the bookmark, never behind it. Returns the
     /// queue row as last read and a `promoted` event per move of the ref, for
-    /// the release to append.
+    /// the release to append (on an error, the moves made so far are
+    /// appended at once: see [`rescue_changes`]).
     async fn promote(
         &self,
         stores: &Stores,
@@ -192,15 +193,33 @@ impl RecordStage {
         queue: Queue,
     ) -> Result<(Option<Queue>, Vec<NewChange>), StageError> {
         let mut promoted = Vec::new();
+        match self
+            .chase(stores, config, request, queue, &mut promoted)
+            .await
+        {
+            Ok(latest) => Ok((latest, promoted)),
+            Err(e) => Err(rescue_changes(&self.deps, promoted, e).await),
+        }
+    }
+
+    /// [`promote`](Self::promote)'s loop, pushing an event per move.
+    async fn chase(
+        &self,
+        stores: &Stores,
+        config: &QueueConfig,
+        request: &Request,
+        queue: Queue,
+        promoted: &mut Vec<NewChange>,
+    ) -> Result<Option<Queue>, StageError> {
         if config.promotion_ref.is_none() {
-            return Ok((Some(queue), promoted));
+            return Ok(Some(queue));
         }
         let scm = self.deps.source_control(config).await?;
         let mut target = queue.last_green.clone();
         let mut latest = Some(queue);
         for _ in 0..PROMOTE_CHASES {
             let Some(mark) = target else {
-                return Ok((latest, promoted));
+                return Ok(latest);
             };
             match scm.promote(&mark.uri).await {
                 Ok(PromoteOutcome::Moved) => {
@@ -221,11 +240,11 @@ impl RecordStage {
             latest = stores.queues.get().await?;
             let now_holder = latest.as_ref().and_then(|q| q.last_green.clone());
             if now_holder.as_ref().map(|b| &b.request_id) == Some(&mark.request_id) {
-                return Ok((latest, promoted));
+                return Ok(latest);
             }
             target = now_holder;
         }
-        Ok((latest, promoted))
+        Ok(latest)
     }
 }
 

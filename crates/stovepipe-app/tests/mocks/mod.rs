@@ -291,8 +291,12 @@ pub fn delivery(topic: Topic, payload: serde_json::Value, last_error: Option<&st
 
 /// `(kind, subject)` of each change in an outbox, in order.
 pub fn changes(outbox: &Outbox) -> Vec<(ChangeKind, String)> {
-    outbox
-        .changes
+    kinds_and_subjects(&outbox.changes)
+}
+
+/// The kind and subject of each change, in order.
+pub fn kinds_and_subjects(changes: &[NewChange]) -> Vec<(ChangeKind, String)> {
+    changes
         .iter()
         .map(|c| (c.kind, c.subject.clone()))
         .collect()
@@ -697,6 +701,22 @@ impl Fixture {
                 });
                 *cell.lock().unwrap() = Some(q.clone());
                 Ok(())
+            });
+    }
+
+    /// One `queues.update` that fails with `err` (nothing written).
+    pub fn expect_queue_update_err(&mut self, err: StoreError) {
+        let log = self.log.clone();
+        self.queues
+            .expect_update()
+            .times(1)
+            .returning(move |q, expected, outbox| {
+                log.push(Write::QueueUpdate {
+                    queue: q.clone(),
+                    expected,
+                    outbox,
+                });
+                Err(err.clone())
             });
     }
 

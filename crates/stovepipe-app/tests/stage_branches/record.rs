@@ -11,8 +11,8 @@ use stovepipe_ports::{PromoteOutcome, ScmError, StoreError};
 
 use crate::mocks::{
     Fixture, Journal, NOW, QUEUE_VERSION, Write, bid, build, changes, config, fact,
-    failed_closed_request, hook_feeds, hops, queue, queue_name, record_hop, released, request, rid,
-    uri,
+    failed_closed_request, hook_feeds, hops, kinds_and_subjects, queue, queue_name, record_hop,
+    released, request, rid, uri,
 };
 
 async fn run(f: Fixture) -> (Result<Outcome, StageError>, Journal) {
@@ -413,10 +413,40 @@ async fn a_promotion_without_a_slot_to_release_appends_its_event_alone() {
         panic!("{w:#?}")
     };
     assert_eq!(
-        promoted
-            .iter()
-            .map(|c| (c.kind, c.subject.clone()))
-            .collect::<Vec<_>>(),
+        kinds_and_subjects(promoted),
+        [(ChangeKind::Promoted, rid(3).to_string())]
+    );
+}
+
+/// The ref moved but the release that was to carry its event failed: the
+/// event is appended on its own (the retry finds the ref already there and
+/// would not tell it), and the delivery is retried.
+#[tokio::test]
+async fn a_promotion_whose_release_fails_still_appends_its_event() {
+    let mut f = recording(RequestState::Succeeded);
+    f.expect_fact_create(Ok(()));
+    f.expect_queue_update();
+    f.expect_promote(Ok(PromoteOutcome::Moved));
+    f.expect_queue_update_err(StoreError::Unavailable("database restarting".into()));
+    f.expect_feed_append();
+    let (out, log) = run(f).await;
+    assert!(matches!(out, Err(StageError::Retryable(_))), "{out:?}");
+    assert_eq!(
+        log.names(),
+        [
+            "facts.create",
+            "queues.update",
+            "scm.promote",
+            "queues.update",
+            "feed.append"
+        ]
+    );
+    let w = log.writes();
+    let Write::FeedAppend(promoted) = &w[4] else {
+        panic!("{w:#?}")
+    };
+    assert_eq!(
+        kinds_and_subjects(promoted),
         [(ChangeKind::Promoted, rid(3).to_string())]
     );
 }
