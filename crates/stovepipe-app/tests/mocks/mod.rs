@@ -689,40 +689,30 @@ impl Fixture {
 
     /// One `queues.update` that succeeds.
     pub fn expect_queue_update(&mut self) {
-        let (log, cell) = (self.log.clone(), self.queue_row.clone());
-        self.queues
-            .expect_update()
-            .times(1)
-            .returning(move |q, expected, outbox| {
-                log.push(Write::QueueUpdate {
-                    queue: q.clone(),
-                    expected,
-                    outbox,
-                });
-                *cell.lock().unwrap() = Some(q.clone());
-                Ok(())
-            });
+        self.expect_queue_update_answering(|q| Some(q.clone()), Ok(()));
     }
 
     /// One `queues.update` that fails with `err` (nothing written).
     pub fn expect_queue_update_err(&mut self, err: StoreError) {
-        let log = self.log.clone();
-        self.queues
-            .expect_update()
-            .times(1)
-            .returning(move |q, expected, outbox| {
-                log.push(Write::QueueUpdate {
-                    queue: q.clone(),
-                    expected,
-                    outbox,
-                });
-                Err(err.clone())
-            });
+        self.expect_queue_update_answering(|_| None, Err(err));
     }
 
     /// One `queues.update` that loses to a concurrent writer, which left
     /// `concurrent` stored.
     pub fn expect_queue_update_conflict(&mut self, concurrent: Queue) {
+        self.expect_queue_update_answering(
+            move |_| Some(concurrent.clone()),
+            Err(conflict("queue")),
+        );
+    }
+
+    /// One `queues.update`, logged, that leaves `stored(written)` as the
+    /// row (when `Some`) and answers `result`.
+    fn expect_queue_update_answering(
+        &mut self,
+        stored: impl Fn(&Queue) -> Option<Queue> + Send + 'static,
+        result: Result<(), StoreError>,
+    ) {
         let (log, cell) = (self.log.clone(), self.queue_row.clone());
         self.queues
             .expect_update()
@@ -733,8 +723,10 @@ impl Fixture {
                     expected,
                     outbox,
                 });
-                *cell.lock().unwrap() = Some(concurrent.clone());
-                Err(conflict("queue"))
+                if let Some(row) = stored(q) {
+                    *cell.lock().unwrap() = Some(row);
+                }
+                result.clone()
             });
     }
 

@@ -399,7 +399,6 @@ async fn a_promotion_without_a_slot_to_release_appends_its_event_alone() {
     f.expect_feed_append();
     let (out, log) = run(f).await;
     assert_eq!(out, Ok(Outcome::Ack));
-    let w = log.writes();
     assert_eq!(
         log.names(),
         [
@@ -409,13 +408,19 @@ async fn a_promotion_without_a_slot_to_release_appends_its_event_alone() {
             "feed.append"
         ]
     );
-    let Write::FeedAppend(promoted) = &w[3] else {
-        panic!("{w:#?}")
-    };
     assert_eq!(
-        kinds_and_subjects(promoted),
+        appended(&log, 3),
         [(ChangeKind::Promoted, rid(3).to_string())]
     );
+}
+
+/// `(kind, subject)` of the changes of the `feed.append` that is write `at`.
+fn appended(log: &Journal, at: usize) -> Vec<(ChangeKind, String)> {
+    let w = log.writes();
+    let Write::FeedAppend(changes) = &w[at] else {
+        panic!("{w:#?}")
+    };
+    kinds_and_subjects(changes)
 }
 
 /// The ref moved but the release that was to carry its event failed: the
@@ -441,12 +446,8 @@ async fn a_promotion_whose_release_fails_still_appends_its_event() {
             "feed.append"
         ]
     );
-    let w = log.writes();
-    let Write::FeedAppend(promoted) = &w[4] else {
-        panic!("{w:#?}")
-    };
     assert_eq!(
-        kinds_and_subjects(promoted),
+        appended(&log, 4),
         [(ChangeKind::Promoted, rid(3).to_string())]
     );
 }
