@@ -21,7 +21,8 @@ async fn stores() -> StoreFixture {
         stores: b.clone(),
         read_model: b.clone(),
         feed: b.clone(),
-        messages: b,
+        messages: b.clone(),
+        hooks: b,
     }
 }
 

@@ -98,7 +98,8 @@ fn swapped(requests: bool, counter: bool) -> StoreFixture {
         }),
         read_model: b.clone(),
         feed: b.clone(),
-        messages: b,
+        messages: b.clone(),
+        hooks: b,
     }
 }
 
@@ -213,7 +214,8 @@ async fn read_model_suite_catches_textual_id_order() {
                 stores: b.clone(),
                 read_model: Arc::new(TextualOrder(b.clone())),
                 feed: b.clone(),
-                messages: b,
+                messages: b.clone(),
+                hooks: b,
             }
         }),
     )
@@ -304,7 +306,8 @@ async fn read_model_suite_catches_cached_commit_records() {
                 stores: b.clone(),
                 read_model: Arc::new(CachedRecords(b.clone(), KeptRecords::default())),
                 feed: b.clone(),
-                messages: b,
+                messages: b.clone(),
+                hooks: b,
             }
         }),
     )

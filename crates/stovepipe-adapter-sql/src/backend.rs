@@ -508,6 +508,8 @@ impl Shared {
     ) -> Result<bool, DbErr> {
         let at = bind(&mut values, now.as_millis().into());
         let mut ctes = vec![format!("main AS ({sql} RETURNING 1 AS hit)")];
+        let channel = bind(&mut values, MQ_CHANNEL.into());
+        let tag = bind(&mut values, self.notify_tag.as_str().into());
         let mut messages = outbox.messages;
         if messages.is_empty() {
             ctes.push("published AS (SELECT NULL::text AS topic WHERE false)".to_owned());
@@ -529,27 +531,34 @@ impl Shared {
                 );
             }
             ctes.push(format!("locks AS ({locks})"));
-            let channel = bind(&mut values, MQ_CHANNEL.into());
-            let tag = bind(&mut values, self.notify_tag.as_str().into());
-            let mut rows = Vec::with_capacity(messages.len());
-            for (ord, m) in messages.into_iter().enumerate() {
-                let t = bind(&mut values, m.topic.as_str().into());
-                let k = bind(&mut values, m.partition_key.into());
-                let id = bind(&mut values, m.message_id.into());
-                let payload = bind(&mut values, json_value(m.payload));
-                rows.push(format!(
-                    "({t}::text, {k}::text, {id}::text, {payload}::jsonb, {ord})"
-                ));
-            }
+            let rows = bind_messages(&mut values, messages);
             ctes.push(format!(
                 "published AS (INSERT INTO messages (topic, partition_key, message_id, payload, \
                  attempt, last_error, visible_at, lease_owner, lease_expires, published_at) \
                  SELECT v.topic, v.partition_key, v.message_id, v.payload, 1, NULL, {at}, NULL, \
-                 NULL, {at} FROM main, locks, (VALUES {}) \
+                 NULL, {at} FROM main, locks, (VALUES {rows}) \
                  AS v(topic, partition_key, message_id, payload, ord) ORDER BY v.ord \
                  ON CONFLICT (topic, partition_key, message_id) DO NOTHING \
-                 RETURNING topic, pg_notify({channel}, topic || {tag}) IS NULL AS notified)",
-                rows.join(", ")
+                 RETURNING topic, pg_notify({channel}, topic || {tag}) IS NULL AS notified)"
+            ));
+        }
+        // Hook events: inserted only when a hook is live, and without a
+        // partition lock, since each is alone in its partition (keyed by its
+        // own message id, `check_outbox`), so no order is to keep.
+        if outbox.hook_events.is_empty() {
+            ctes.push("published_hooks AS (SELECT NULL::text AS topic WHERE false)".to_owned());
+        } else {
+            let rows = bind_messages(&mut values, outbox.hook_events);
+            ctes.push(format!(
+                "published_hooks AS (INSERT INTO messages (topic, partition_key, message_id, \
+                 payload, attempt, last_error, visible_at, lease_owner, lease_expires, \
+                 published_at) \
+                 SELECT v.topic, v.partition_key, v.message_id, v.payload, 1, NULL, {at}, NULL, \
+                 NULL, {at} FROM main, (VALUES {rows}) \
+                 AS v(topic, partition_key, message_id, payload, ord) WHERE {HOOK_IS_LIVE} \
+                 ORDER BY v.ord \
+                 ON CONFLICT (topic, partition_key, message_id) DO NOTHING \
+                 RETURNING topic, pg_notify({channel}, topic || {tag}) IS NULL AS notified)"
             ));
         }
         if outbox.changes.is_empty() {
@@ -564,7 +573,8 @@ impl Shared {
         }
         let statement = format!(
             "WITH {} SELECT (SELECT COUNT(*) FROM main) AS hit, \
-             (SELECT json_agg(topic) FROM published)::text AS topics, \
+             (SELECT json_agg(topic) FROM (SELECT topic FROM published \
+               UNION ALL SELECT topic FROM published_hooks) AS p)::text AS topics, \
              (SELECT MAX(txid) FROM appended) AS txid",
             ctes.join(", ")
         );
@@ -707,9 +717,12 @@ impl Tx {
         self.woken.insert(topic.clone());
     }
 
-    /// Commits the outbox: messages, then the change rows.
+    /// Commits the outbox: messages, hook events if a hook is live, then
+    /// the change rows.
     pub(crate) async fn outbox(&mut self, outbox: Outbox, now: Timestamp) -> Result<(), DbErr> {
         self.publish(outbox.messages, None, now).await?;
+        self.insert_messages(outbox.hook_events, None, now, Some(HOOK_IS_LIVE))
+            .await?;
         self.append(outbox.changes, now).await?;
         Ok(())
     }
@@ -726,26 +739,40 @@ impl Tx {
     /// lock, the insert and the NOTIFY for other replicas are one statement.
     pub(crate) async fn publish(
         &mut self,
-        mut messages: Vec<OutgoingMessage>,
+        messages: Vec<OutgoingMessage>,
         last_error: Option<String>,
         now: Timestamp,
     ) -> Result<usize, DbErr> {
+        self.insert_messages(messages, last_error, now, None).await
+    }
+
+    /// [`publish`](Self::publish), each insert only when `condition` (an
+    /// SQL predicate) holds.
+    async fn insert_messages(
+        &mut self,
+        mut messages: Vec<OutgoingMessage>,
+        last_error: Option<String>,
+        now: Timestamp,
+        condition: Option<&str>,
+    ) -> Result<usize, DbErr> {
         in_partition_order(&mut messages);
+        let condition = condition.map_or_else(String::new, |c| format!(" WHERE {c}"));
         let sql = match self.dialect() {
-            Dialect::Postgres => {
+            Dialect::Postgres => format!(
                 "INSERT INTO messages (topic, partition_key, message_id, payload, attempt, \
                  last_error, visible_at, lease_owner, lease_expires, published_at) \
                  SELECT $1, $2, $3, $4, 1, $5, $6, NULL, NULL, $6 \
-                 FROM (SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))) AS partition_lock \
+                 FROM (SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))) AS partition_lock\
+                 {condition} \
                  ON CONFLICT (topic, partition_key, message_id) DO NOTHING \
                  RETURNING pg_notify($7, topic || $8)"
-            }
-            Dialect::Sqlite => {
+            ),
+            Dialect::Sqlite => format!(
                 "INSERT INTO messages (topic, partition_key, message_id, payload, attempt, \
                  last_error, visible_at, lease_owner, lease_expires, published_at) \
-                 VALUES ($1, $2, $3, $4, 1, $5, $6, NULL, NULL, $6) \
+                 SELECT $1, $2, $3, $4, 1, $5, $6, NULL, NULL, $6{condition} \
                  ON CONFLICT (topic, partition_key, message_id) DO NOTHING"
-            }
+            ),
         };
         let mut inserted = 0;
         for m in messages {
@@ -761,7 +788,7 @@ impl Tx {
                 v.push(MQ_CHANNEL.into());
                 v.push(self.shared.notify_tag.as_str().into());
             }
-            if self.exec(sql, v).await? > 0 {
+            if self.exec(&sql, v).await? > 0 {
                 inserted += 1;
                 // Other replicas were notified by the statement itself.
                 self.woken_locally.insert(m.topic);
@@ -882,12 +909,42 @@ fn in_partition_order(messages: &mut [OutgoingMessage]) {
     });
 }
 
-/// Validates an outbox before its write starts.
+/// Validates an outbox before its write starts. A hook event must be keyed
+/// by its own message id: alone in its partition, it is published without
+/// a partition lock.
 pub(crate) fn check_outbox(outbox: &Outbox) -> Result<(), stovepipe_entity::InvalidValue> {
-    for m in &outbox.messages {
+    for m in outbox.messages.iter().chain(&outbox.hook_events) {
         check_message(m)?;
     }
+    for m in &outbox.hook_events {
+        if m.partition_key != m.message_id {
+            return Err(validate::invalid(
+                "hook event partition key",
+                &m.partition_key,
+                format!("the event's message id {:?}", m.message_id),
+            ));
+        }
+    }
     check_changes(&outbox.changes)
+}
+
+/// Whether hook events are published: some hook has a live release.
+const HOOK_IS_LIVE: &str = "EXISTS (SELECT 1 FROM hooks WHERE live_version IS NOT NULL)";
+
+/// Binds messages as `VALUES` rows of `(topic, partition_key, message_id,
+/// payload, ord)`.
+fn bind_messages(values: &mut Vec<Value>, messages: Vec<OutgoingMessage>) -> String {
+    let mut rows = Vec::with_capacity(messages.len());
+    for (ord, m) in messages.into_iter().enumerate() {
+        let t = bind(values, m.topic.as_str().into());
+        let k = bind(values, m.partition_key.into());
+        let id = bind(values, m.message_id.into());
+        let payload = bind(values, json_value(m.payload));
+        rows.push(format!(
+            "({t}::text, {k}::text, {id}::text, {payload}::jsonb, {ord})"
+        ));
+    }
+    rows.join(", ")
 }
 
 pub(crate) fn check_message(m: &OutgoingMessage) -> Result<(), stovepipe_entity::InvalidValue> {
@@ -921,6 +978,22 @@ mod tests {
         assert_eq!(notification_from_elsewhere("@me", "@me"), None);
         // Untagged payloads (an older replica) still wake.
         assert_eq!(notification_from_elsewhere("build", "@me"), Some("build"));
+    }
+
+    #[test]
+    fn a_hook_event_must_be_alone_in_its_partition() {
+        let event = |key: &str| {
+            Outbox::none().publish_hook_event(OutgoingMessage::new(
+                Topic::hook(),
+                key,
+                "validation.recorded/request/q/1",
+                serde_json::json!({}),
+            ))
+        };
+        assert!(check_outbox(&event("validation.recorded/request/q/1")).is_ok());
+        let err = check_outbox(&event("q")).unwrap_err().to_string();
+        assert!(err.contains("hook event partition key"), "{err}");
+        assert!(err.contains("\"q\""), "names the bad key: {err}");
     }
 
     async fn setting(db: &DatabaseConnection) -> String {

@@ -17,7 +17,11 @@ pub const MAX_KEY_BYTES: usize = 2048;
 /// Largest JSON document (payloads, metadata, configuration).
 pub const MAX_JSON_BYTES: usize = 1024 * 1024;
 
-fn invalid(kind: &'static str, value: &str, expected: impl Into<String>) -> InvalidValue {
+pub(crate) fn invalid(
+    kind: &'static str,
+    value: &str,
+    expected: impl Into<String>,
+) -> InvalidValue {
     InvalidValue {
         kind,
         value: value.chars().take(120).collect(),

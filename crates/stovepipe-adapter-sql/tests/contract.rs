@@ -18,7 +18,8 @@ fn stores(db: &TestDb) -> StoreFixture {
         stores: b.clone(),
         read_model: b.clone(),
         feed: b.clone(),
-        messages: b,
+        messages: b.clone(),
+        hooks: b,
     }
 }
 
@@ -113,6 +114,7 @@ suite!(
         successful_writes_commit_their_outbox,
         one_write_publishes_every_message_in_partition_order,
         failed_writes_commit_no_outbox,
+        hook_events_are_published_only_while_a_hook_is_live,
         entity_of_another_queue_is_wrong_queue,
         queues_are_isolated,
         concurrent_updates_from_one_version_have_one_winner,

@@ -16,7 +16,8 @@ pub trait OutboxExt {
     /// Appends `change` to the change log and, when hooks can subscribe to
     /// its kind, publishes its envelope on topic `hook` (partition key and
     /// message id = the event id, so a redelivered write never feeds the
-    /// dispatcher twice). `now` is the write's clock time: the envelope's
+    /// dispatcher twice) as a hook event: only when some hook is live
+    /// (`Outbox::hook_events`). `now` is the write's clock time: the envelope's
     /// `occurred_at`.
     #[must_use]
     fn emit(self, change: NewChange, now: Timestamp) -> Outbox;
@@ -27,7 +28,7 @@ impl OutboxExt for Outbox {
         let hook = envelope(&change, now).map(|e| hook_message(&e));
         let outbox = self.change(change);
         match hook {
-            Some(message) => outbox.publish(message),
+            Some(message) => outbox.publish_hook_event(message),
             None => outbox,
         }
     }
@@ -213,8 +214,9 @@ mod tests {
         );
         let outbox = Outbox::none().emit(change.clone(), Timestamp(42));
         assert_eq!(outbox.changes, vec![change]);
-        assert_eq!(outbox.messages.len(), 1);
-        let m = &outbox.messages[0];
+        assert!(outbox.messages.is_empty(), "not a hop");
+        assert_eq!(outbox.hook_events.len(), 1);
+        let m = &outbox.hook_events[0];
         assert_eq!(m.topic, Topic::hook());
         assert_eq!(m.partition_key, "last_green.advanced/request/q/3");
         assert_eq!(m.message_id, "last_green.advanced/request/q/3");
@@ -231,5 +233,6 @@ mod tests {
         let outbox = Outbox::none().emit(change, Timestamp(1));
         assert_eq!(outbox.changes.len(), 1);
         assert!(outbox.messages.is_empty());
+        assert!(outbox.hook_events.is_empty());
     }
 }

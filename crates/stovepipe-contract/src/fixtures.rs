@@ -8,8 +8,8 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use stovepipe_entity::{
-    Build, BuildId, BuildStatus, ChangeKind, Degree, EventEnvelope, Fact, NewChange, Origin,
-    ProjectName, QueueName, Request, RequestId, Timestamp, Uri,
+    Build, BuildId, BuildStatus, ChangeKind, Degree, EventEnvelope, Fact, HookReleaseSpec,
+    NewChange, Origin, ProjectName, QueueName, Request, RequestId, Timestamp, Uri,
 };
 use stovepipe_ports::{
     BuildRunner, ChangeFeed, HookRegistry, HookSink, MessageQueue, OutgoingMessage, ReadModel,
@@ -22,13 +22,16 @@ pub type Advance = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// The storage side of one installation. `feed` and `messages` MUST be the
 /// ones the stores' outboxes commit to: the suites read them to check that
-/// a write's outbox committed with it (and only with it).
+/// a write's outbox committed with it (and only with it). `hooks` is the
+/// registry whose live hooks decide whether an outbox's hook events are
+/// published.
 #[derive(Clone)]
 pub struct StoreFixture {
     pub stores: Arc<dyn StoreFactory>,
     pub read_model: Arc<dyn ReadModel>,
     pub feed: Arc<dyn ChangeFeed>,
     pub messages: Arc<dyn MessageQueue>,
+    pub hooks: Arc<dyn HookRegistry>,
 }
 
 /// A message queue and the handle that advances its clock.
@@ -191,6 +194,18 @@ pub async fn deliverable_ids(mq: &Arc<dyn MessageQueue>, topic: &Topic) -> Vec<S
         .collect();
     ids.sort();
     ids
+}
+
+/// A hook release delivering to `url` (no secret, one-second timeout,
+/// three attempts).
+pub fn release_spec(url: &str) -> HookReleaseSpec {
+    HookReleaseSpec {
+        url: url.to_owned(),
+        secret: None,
+        headers: std::collections::BTreeMap::new(),
+        timeout_ms: 1000,
+        max_attempts: 3,
+    }
 }
 
 /// The topic store-suite outboxes publish to.

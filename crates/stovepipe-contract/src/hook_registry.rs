@@ -5,12 +5,11 @@
 //!
 //! Does not own: delivery (`HookSink`) or the dispatcher's policy.
 
-use crate::fixtures::{HookFixture, T0, queue_a, queue_b};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::fixtures::{HookFixture, T0, queue_a, queue_b, release_spec};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use stovepipe_entity::{
-    ChangeKind, EventType, HookContract, HookName, HookReleaseSpec, HookRun, HookRunStatus,
-    QueueName, Timestamp,
+    ChangeKind, EventType, HookContract, HookName, HookRun, HookRunStatus, QueueName, Timestamp,
 };
 use stovepipe_ports::{HookError, UpsertOutcome};
 
@@ -44,16 +43,6 @@ fn recorded() -> HookContract {
     contract(&[EventType::ValidationRecorded], &[])
 }
 
-fn spec(url: &str) -> HookReleaseSpec {
-    HookReleaseSpec {
-        url: url.to_owned(),
-        secret: None,
-        headers: BTreeMap::new(),
-        timeout_ms: 1000,
-        max_attempts: 3,
-    }
-}
-
 fn hook_run(id: &str, hook: &HookName, started: i64, status: HookRunStatus) -> HookRun {
     HookRun {
         id: id.to_owned(),
@@ -72,7 +61,7 @@ async fn hook_with_release(fx: &HookFixture, hook: &str, c: &HookContract) {
     fx.hooks.upsert_hook(&name(hook), c, T0).await.unwrap();
     let url = format!("http://hooks.example/{hook}");
     fx.hooks
-        .create_release(&name(hook), &spec(&url), "ops", T0)
+        .create_release(&name(hook), &release_spec(&url), "ops", T0)
         .await
         .unwrap();
 }
@@ -113,7 +102,7 @@ async fn concurrent_identical_upserts_never_fail(fx: HookFixture) {
 async fn release_of_unknown_hook_is_not_found(fx: HookFixture) {
     let err = fx
         .hooks
-        .create_release(&name("ghost"), &spec("http://x/"), "ops", T0)
+        .create_release(&name("ghost"), &release_spec("http://x/"), "ops", T0)
         .await
         .unwrap_err();
     assert!(matches!(err, HookError::NotFound(_)), "got {err:?}");
@@ -124,19 +113,19 @@ async fn releases_mint_versions_and_go_live(fx: HookFixture) {
     fx.hooks.upsert_hook(&h, &recorded(), T0).await.unwrap();
     let v1 = fx
         .hooks
-        .create_release(&h, &spec("http://a/1"), "ops", T0)
+        .create_release(&h, &release_spec("http://a/1"), "ops", T0)
         .await
         .unwrap();
     assert!(v1.created);
     assert_eq!(v1.release.version, 1, "the first release is version 1");
-    assert_eq!(v1.release.digest, spec("http://a/1").digest());
+    assert_eq!(v1.release.digest, release_spec("http://a/1").digest());
     assert_eq!(
         fx.hooks.get(&h).await.unwrap().unwrap().live_version,
         Some(1)
     );
     let v2 = fx
         .hooks
-        .create_release(&h, &spec("http://a/2"), "ops", T0)
+        .create_release(&h, &release_spec("http://a/2"), "ops", T0)
         .await
         .unwrap();
     assert!(v2.created);
@@ -147,7 +136,7 @@ async fn releases_mint_versions_and_go_live(fx: HookFixture) {
     );
     let same_as_v1 = fx
         .hooks
-        .create_release(&h, &spec("http://a/1"), "bob", T0)
+        .create_release(&h, &release_spec("http://a/1"), "bob", T0)
         .await
         .unwrap();
     assert!(!same_as_v1.created, "an existing digest mints nothing");
@@ -181,7 +170,7 @@ async fn concurrent_identical_releases_mint_one_version(fx: HookFixture) {
             let (hooks, h) = (Arc::clone(&fx.hooks), h.clone());
             tokio::spawn(async move {
                 hooks
-                    .create_release(&h, &spec("http://same/"), "ops", T0)
+                    .create_release(&h, &release_spec("http://same/"), "ops", T0)
                     .await
             })
         })
@@ -208,7 +197,12 @@ async fn concurrent_distinct_releases_mint_versions_without_gaps(fx: HookFixture
             let (hooks, h) = (Arc::clone(&fx.hooks), h.clone());
             tokio::spawn(async move {
                 hooks
-                    .create_release(&h, &spec(&format!("http://distinct/{i}")), "ops", T0)
+                    .create_release(
+                        &h,
+                        &release_spec(&format!("http://distinct/{i}")),
+                        "ops",
+                        T0,
+                    )
                     .await
             })
         })
@@ -236,11 +230,11 @@ async fn set_live_rolls_back_without_touching_history(fx: HookFixture) {
     let h = name("notify");
     fx.hooks.upsert_hook(&h, &recorded(), T0).await.unwrap();
     fx.hooks
-        .create_release(&h, &spec("http://a/1"), "ops", T0)
+        .create_release(&h, &release_spec("http://a/1"), "ops", T0)
         .await
         .unwrap();
     fx.hooks
-        .create_release(&h, &spec("http://a/2"), "ops", T0)
+        .create_release(&h, &release_spec("http://a/2"), "ops", T0)
         .await
         .unwrap();
     let hook = fx.hooks.set_live(&h, 1).await.unwrap();

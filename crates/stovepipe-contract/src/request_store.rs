@@ -5,13 +5,14 @@
 //! Does not own: listing requests (see `read_model`).
 
 use crate::fixtures::{
-    StoreFixture, change, deliverable_ids, logged_subjects, message, outbox_topic, queue_a,
-    queue_b, request, request_for, uri,
+    StoreFixture, T0, change, deliverable_ids, logged_subjects, message, outbox_topic, queue_a,
+    queue_b, release_spec, request, request_for, uri,
 };
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-use stovepipe_entity::Timestamp;
-use stovepipe_ports::{Outbox, StoreError};
+use stovepipe_entity::{EventType, HookContract, HookName, Timestamp};
+use stovepipe_ports::{Outbox, StoreError, Topic};
 
 crate::suite!($, request_store, request_store_tests, StoreFixture, [
     create_then_get_round_trips,
@@ -23,6 +24,7 @@ crate::suite!($, request_store, request_store_tests, StoreFixture, [
     successful_writes_commit_their_outbox,
     one_write_publishes_every_message_in_partition_order,
     failed_writes_commit_no_outbox,
+    hook_events_are_published_only_while_a_hook_is_live,
     entity_of_another_queue_is_wrong_queue,
     queues_are_isolated,
     concurrent_updates_from_one_version_have_one_winner,
@@ -198,6 +200,57 @@ async fn failed_writes_commit_no_outbox(fx: StoreFixture) {
             .await
             .is_empty(),
         "a failed write must not publish its messages"
+    );
+}
+
+/// An outbox's hook events reach topic `hook` only when, at commit, some
+/// hook has a live release; its messages and changes commit either way.
+async fn hook_events_are_published_only_while_a_hook_is_live(fx: StoreFixture) {
+    let s = fx.stores.for_queue(&queue_a());
+    let hook_topic = Topic::hook();
+    let write = |subject: &str| {
+        Outbox::none()
+            .change(change(&queue_a(), subject))
+            .publish(message(&outbox_topic(), subject, subject))
+            .publish_hook_event(message(&hook_topic, subject, subject))
+    };
+    s.requests
+        .create(&request(&queue_a(), 1), write("no-hook"))
+        .await
+        .unwrap();
+
+    let hook = HookName::new("contract-hook").unwrap();
+    let recorded =
+        HookContract::new([EventType::ValidationRecorded].into(), BTreeSet::new()).unwrap();
+    fx.hooks.upsert_hook(&hook, &recorded, T0).await.unwrap();
+    s.requests
+        .create(&request(&queue_a(), 2), write("no-release"))
+        .await
+        .unwrap();
+
+    fx.hooks
+        .create_release(&hook, &release_spec("http://hooks.example/"), "ops", T0)
+        .await
+        .unwrap();
+    s.requests
+        .create(&request(&queue_a(), 3), write("live"))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        logged_subjects(&fx.feed).await,
+        ["no-hook", "no-release", "live"],
+        "every write's changes committed"
+    );
+    assert_eq!(
+        deliverable_ids(&fx.messages, &outbox_topic()).await,
+        ["live", "no-hook", "no-release"],
+        "every write's messages were published"
+    );
+    assert_eq!(
+        deliverable_ids(&fx.messages, &hook_topic).await,
+        ["live"],
+        "hook events only once a hook had a live release"
     );
 }
 

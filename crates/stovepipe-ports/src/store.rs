@@ -9,6 +9,18 @@
 //! Every write takes an [`Outbox`]: the change-log rows and next-hop messages
 //! that MUST commit with it (transactional outbox). On success all of them
 //! are written; on any error none is.
+//!
+//! Hook events are the one conditional part: an outbox's `hook_events` are
+//! published only when, as the write commits, the hook registry of the same
+//! backend holds at least one hook with a live release. Nobody could receive
+//! them otherwise, and they would cost a message's publish, receive and ack
+//! each (three of a request's seven messages). Whether a live hook's
+//! contract matches an event stays the dispatcher's decision at pick-up.
+//! A hook event MUST be keyed by its own message id (partition key =
+//! message id), so that it is alone in its partition; an adapter MAY reject
+//! another as `InvalidValue`.
+//! A backend whose stores do not share a transaction with a hook registry
+//! MUST publish them unconditionally.
 
 use crate::error::StoreError;
 use crate::messaging::OutgoingMessage;
@@ -26,6 +38,9 @@ pub struct Outbox {
     pub changes: Vec<NewChange>,
     /// Published to the message queue (deduplicated as any publish).
     pub messages: Vec<OutgoingMessage>,
+    /// Published as `messages` are, but only when the backend's hook
+    /// registry holds a hook with a live release at commit (module docs).
+    pub hook_events: Vec<OutgoingMessage>,
 }
 
 impl Outbox {
@@ -45,8 +60,16 @@ impl Outbox {
         self
     }
 
+    /// Feeds the hook dispatcher `event` (a message of topic `hook`), if a
+    /// live hook exists when the write commits.
+    #[must_use]
+    pub fn publish_hook_event(mut self, event: OutgoingMessage) -> Self {
+        self.hook_events.push(event);
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.messages.is_empty()
+        self.changes.is_empty() && self.messages.is_empty() && self.hook_events.is_empty()
     }
 }
 

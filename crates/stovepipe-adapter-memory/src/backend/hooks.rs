@@ -34,6 +34,12 @@ fn unknown_hook(name: &HookName) -> HookError {
 }
 
 impl HookState {
+    /// Whether some hook has a live release (hook events are published only
+    /// then; see the store port's `Outbox`).
+    pub(crate) fn any_live(&self) -> bool {
+        self.hooks.values().any(|d| d.hook.live_version.is_some())
+    }
+
     fn data(&self, name: &HookName) -> Result<&HookData, HookError> {
         self.hooks.get(name).ok_or_else(|| unknown_hook(name))
     }

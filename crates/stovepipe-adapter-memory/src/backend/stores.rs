@@ -39,10 +39,15 @@ impl State {
     }
 
     /// Commits an outbox: change-log rows in order, then messages (deduplicated
-    /// as any publish).
+    /// as any publish), then its hook events when a hook is live.
     pub(crate) fn apply_outbox(&mut self, outbox: Outbox, now: Timestamp) {
         self.append_changes(outbox.changes, now);
-        for message in outbox.messages {
+        let hook_events = if self.hooks.any_live() {
+            outbox.hook_events
+        } else {
+            Vec::new()
+        };
+        for message in outbox.messages.into_iter().chain(hook_events) {
             self.publish(message, now);
         }
     }

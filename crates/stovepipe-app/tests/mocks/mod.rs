@@ -306,10 +306,10 @@ pub fn kinds_and_subjects(changes: &[NewChange]) -> Vec<(ChangeKind, String)> {
 /// order; each must be the id of a hook-able change of the same outbox.
 pub fn hook_feeds(outbox: &Outbox) -> Vec<String> {
     let feeds: Vec<String> = outbox
-        .messages
+        .hook_events
         .iter()
-        .filter(|m| m.topic == Topic::hook())
         .map(|m| {
+            assert_eq!(m.topic, Topic::hook(), "hook events go to the dispatcher");
             assert_eq!(m.partition_key, m.message_id, "hook feed keyed by event id");
             assert_eq!(
                 m.payload["id"],
@@ -338,12 +338,11 @@ pub fn hook_feeds(outbox: &Outbox) -> Vec<String> {
 
 /// An outbox's messages other than hook feeds (the pipeline's hops).
 pub fn hops(outbox: &Outbox) -> Vec<OutgoingMessage> {
-    outbox
-        .messages
-        .iter()
-        .filter(|m| m.topic != Topic::hook())
-        .cloned()
-        .collect()
+    assert!(
+        outbox.messages.iter().all(|m| m.topic != Topic::hook()),
+        "hook feeds are hook events, published only when a hook is live"
+    );
+    outbox.messages.clone()
 }
 
 /// `(kind, subject)` for assertions.
