@@ -12,6 +12,7 @@
 use crate::error;
 use crate::feed::{self, FeedHub};
 use crate::validate;
+use crate::wakeups::Wakeups;
 use sea_orm::sqlx::postgres::PgListener;
 use sea_orm::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
@@ -21,7 +22,7 @@ use sea_orm::{
     DatabaseTransaction, DbErr, QueryResult, SqlxSqliteConnector, Statement, TransactionTrait,
     Value,
 };
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -29,7 +30,6 @@ use std::time::Duration;
 use stovepipe_entity::{NewChange, Timestamp};
 use stovepipe_migrations::{Migrator, MigratorTrait};
 use stovepipe_ports::{Clock, Outbox, OutgoingMessage, StoreError, SystemClock, Topic};
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// Live buffer of each change-feed subscriber when none is given.
@@ -113,7 +113,7 @@ pub(crate) struct Shared {
     leases: DatabaseConnection,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) feed: FeedHub,
-    wakers: Mutex<HashMap<Topic, Arc<Notify>>>,
+    pub(crate) wakeups: Wakeups,
     /// `@<origin>`, appended to this backend's NOTIFY payloads
     /// (`<topic>@<origin>`), so its listener can tell its own echoes from
     /// other replicas' commits.
@@ -273,7 +273,7 @@ impl SqlBackend {
             leases,
             clock: options.clock,
             feed: FeedHub::new(options.feed_buffer),
-            wakers: Mutex::new(HashMap::new()),
+            wakeups: Wakeups::default(),
             notify_tag: format!("@{}", uuid::Uuid::new_v4().simple()),
             acks: crate::acks::AckBatch::default(),
             tasks: Mutex::new(Vec::new()),
@@ -643,36 +643,12 @@ impl Shared {
         })
     }
 
-    pub(crate) fn waker(&self, topic: &Topic) -> Arc<Notify> {
-        self.wakers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(topic.clone())
-            .or_default()
-            .clone()
-    }
-
     pub(crate) fn wake_local(&self, topic: &Topic) {
-        let n = self.waker(topic);
-        n.notify_waiters();
-        // Also leave a permit, so a consumer between its empty receive and
-        // its wait does not sleep through this wake-up (a spurious wake-up
-        // is allowed, a lost one is not).
-        n.notify_one();
+        self.wakeups.wake(topic);
     }
 
     fn wake_all_local(&self) {
-        let all: Vec<Arc<Notify>> = self
-            .wakers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
-        for n in all {
-            n.notify_waiters();
-            n.notify_one();
-        }
+        self.wakeups.wake_all();
     }
 }
 

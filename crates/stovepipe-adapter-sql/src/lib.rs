@@ -30,6 +30,7 @@ mod read_model;
 mod rows;
 mod stores;
 mod validate;
+mod wakeups;
 
 pub use backend::{DEFAULT_FEED_BUFFER, SqlBackend, SqlOptions};
 pub use validate::{MAX_JSON_BYTES, MAX_KEY_BYTES, MAX_TEXT_BYTES};

@@ -203,6 +203,7 @@ impl MessageQueue for SqlBackend {
         if max == 0 {
             return Ok(Vec::new());
         }
+        self.shared.wakeups.receiving(topic);
         let now = self.shared.clock.now();
         let lock = match self.shared.dialect {
             Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
@@ -393,9 +394,8 @@ impl MessageQueue for SqlBackend {
     }
 
     async fn wait(&self, topic: &Topic, timeout: Duration) {
-        let notify = self.shared.waker(topic);
         // Spurious returns are allowed; the caller receives again either way.
-        let _ = tokio::time::timeout(timeout, notify.notified()).await;
+        self.shared.wakeups.wait(topic, timeout).await;
     }
 
     async fn next_visible_at(&self, topic: &Topic) -> Result<Option<Timestamp>, MqError> {
