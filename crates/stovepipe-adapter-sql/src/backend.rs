@@ -447,6 +447,17 @@ impl Shared {
         self.reader.query_one(self.dialect.stmt(sql, values)).await
     }
 
+    /// Runs one atomic write statement on the writer as a transaction of
+    /// its own (autocommit: one round trip, durable at commit), returning
+    /// its first row.
+    pub(crate) async fn write_one(
+        &self,
+        sql: &str,
+        values: Vec<Value>,
+    ) -> Result<Option<QueryResult>, DbErr> {
+        self.writer.query_one(self.dialect.stmt(sql, values)).await
+    }
+
     /// Runs one lease operation of the message queue (receive, ack, hold,
     /// retry, renew) as a statement on its own (autocommit: one round trip,
     /// no BEGIN/COMMIT), returning the rows it returns. The caller wakes

@@ -309,8 +309,11 @@ pub(crate) fn spawn_sequencer(shared: &Arc<Shared>) -> JoinHandle<()> {
 
 /// One round: numbers every committed row of a transaction below the
 /// current `xmin`, in `(txid, id)` order after the highest `seq`, under
-/// [`SEQUENCER_LOCK`], announcing it on [`FEED_CHANNEL`]. A round with
-/// nothing to number writes nothing.
+/// [`SEQUENCER_LOCK`], announcing it on [`FEED_CHANNEL`] in the same
+/// statement when it numbered any. A round with nothing to number writes
+/// nothing. (The lock is its own statement: the numbering must run on a
+/// snapshot taken after the lock was granted, to see the previous holder's
+/// numbers.)
 async fn sequence_round(shared: &Shared) -> Result<Round, DbErr> {
     let dialect = shared.dialect;
     let probe = shared
@@ -347,22 +350,23 @@ async fn sequence_round(shared: &Shared) -> Result<Round, DbErr> {
                  + row_number() OVER (ORDER BY txid, id) AS n FROM ready), \
              done AS ( \
                UPDATE change_log c SET seq = numbered.n FROM numbered \
-               WHERE c.id = numbered.id RETURNING c.id) \
+               WHERE c.id = numbered.id RETURNING c.id), \
+             announced AS ( \
+               SELECT pg_notify($3, $4) WHERE EXISTS (SELECT 1 FROM done)) \
              SELECT (SELECT COUNT(*) FROM done) AS numbered, \
-               (SELECT COUNT(*) FROM change_log WHERE seq IS NULL) AS unnumbered",
-            values![watermark, SEQUENCE_BATCH],
+               (SELECT COUNT(*) FROM change_log WHERE seq IS NULL) AS unnumbered, \
+               (SELECT COUNT(*) FROM announced) AS announced",
+            values![
+                watermark,
+                SEQUENCE_BATCH,
+                FEED_CHANNEL,
+                shared.notify_tag.as_str()
+            ],
         ))
         .await?
         .ok_or_else(|| DbErr::Custom("sequencer round returned no row".into()))?;
     let numbered: i64 = row.try_get("", "numbered")?;
     let unnumbered: i64 = row.try_get("", "unnumbered")?;
-    if numbered > 0 {
-        txn.execute(dialect.stmt(
-            "SELECT pg_notify($1, $2)",
-            values![FEED_CHANNEL, shared.notify_tag.as_str()],
-        ))
-        .await?;
-    }
     txn.commit().await?;
     Ok(Round {
         // Beyond one batch, rows below the watermark may remain: do not

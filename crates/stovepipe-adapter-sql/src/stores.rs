@@ -514,10 +514,12 @@ impl FactStore for Facts {
 impl Counter for QueueCounter {
     async fn next(&self) -> Result<u64, StoreError> {
         let run = async {
-            let tx = self.0.shared.begin().await?;
-            // One atomic statement: concurrent callers serialise on the row.
-            let row = tx
-                .one(
+            // One atomic statement, its own transaction (no BEGIN/COMMIT
+            // round trips): concurrent callers serialise on the row.
+            let row = self
+                .0
+                .shared
+                .write_one(
                     "INSERT INTO counters (queue, value) VALUES ($1, 1) \
                      ON CONFLICT (queue) DO UPDATE SET value = counters.value + 1 \
                      RETURNING value",
@@ -526,7 +528,6 @@ impl Counter for QueueCounter {
                 .await?
                 .ok_or_else(|| DbErr::Custom("counter upsert returned no row".into()))?;
             let value: i64 = rows::get(&row, "value")?;
-            tx.commit().await?;
             u64::try_from(value).map_err(|e| error::corrupt("counter", e))
         };
         run.await.map_err(error::store)
