@@ -228,6 +228,31 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// `resolve_info` without the blocking pool, for the read side's hot
+    /// path: when nobody holds the repository, `rev` is a full commit id or
+    /// a URI of this queue, and the first-parent index is already at the
+    /// branch head and holds the commit, the answer is a ref read, a map
+    /// lookup and one commit object (tens of microseconds), as `resolve_oid`
+    /// would find it. A hand-off to the pool costs more than that (two
+    /// thread wake-ups): it was a quarter of a greenness read's time.
+    /// `None`: anything else, which may need a walk, an index update or a
+    /// fetch, goes to the pool.
+    fn quick_resolve_info(&self, rev: &str) -> Option<Result<ChangeInfo, ScmError>> {
+        let state = self.state.try_lock().ok()?;
+        let oid = if rev.starts_with("git://") {
+            self.scheme.parse(rev).ok()?
+        } else if rev.len() == 40 {
+            Oid::from_str(rev).ok()?
+        } else {
+            return None;
+        };
+        let head = self.branch_head(&state.repo).ok()?;
+        if state.ancestry.head() != Some(head) || state.ancestry.position(oid).is_none() {
+            return None;
+        }
+        Some(self.change_info(&state.repo, oid))
+    }
+
     fn mint(&self, oid: Oid) -> Result<Uri, ScmError> {
         self.scheme.mint(oid).map_err(ScmError::Invalid)
     }
@@ -599,8 +624,12 @@ impl SourceControl for GitSourceControl {
         .await
     }
 
-    /// One trip to the blocking pool instead of two.
+    /// On the caller's task when that is quick (see
+    /// [`Inner::quick_resolve_info`]), else one trip to the blocking pool.
     async fn resolve_info(&self, rev: &str) -> Result<ChangeInfo, ScmError> {
+        if let Some(info) = self.inner.quick_resolve_info(rev) {
+            return info;
+        }
         let rev = rev.to_owned();
         self.with_state(move |inner, state| {
             let oid = inner.resolve_oid(state, &rev)?;

@@ -412,20 +412,23 @@ impl SourceControl for ScriptedRepo {
         if let Some(id) = by_ref {
             return Ok(self.uri(&id));
         }
+        // A commit id or URI names a commit on the branch (as git's does:
+        // a commit a force-push dropped is no longer found).
+        let on_the_branch = |id: &str| {
+            on_branch(&st, id)
+                .then(|| self.uri(id))
+                .ok_or_else(not_found)
+        };
         if let Some(id) = Uri::new(rev).ok().and_then(|u| self.id_of(&u)) {
-            return st
-                .commits
-                .contains_key(&id)
-                .then(|| self.uri(&id))
-                .ok_or_else(not_found);
+            return on_the_branch(&id);
         }
         if st.commits.contains_key(rev) {
-            return Ok(self.uri(rev));
+            return on_the_branch(rev);
         }
         // An abbreviated id must be unambiguous.
         let mut matches = st.commits.keys().filter(|id| id.starts_with(rev));
         match (matches.next(), matches.next()) {
-            (Some(id), None) if !rev.is_empty() => Ok(self.uri(id)),
+            (Some(id), None) if !rev.is_empty() => on_the_branch(id),
             _ => Err(not_found()),
         }
     }

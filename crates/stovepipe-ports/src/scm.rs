@@ -42,7 +42,8 @@ pub enum PromoteOutcome {
 /// Contract (MUST):
 /// - `latest` is the branch head's URI;
 /// - `resolve` accepts a full or abbreviated commit id, a ref name, or a URI
-///   minted for this queue, and answers `NotFound` otherwise;
+///   minted for this queue, of a commit on the branch, and answers
+///   `NotFound` otherwise (a commit a force-push dropped is not found);
 /// - `is_ancestor(a, d)` is true when `a` is `d` or an ancestor of it;
 ///   `NotFound` when either is unknown;
 /// - `history(cursor, limit)` walks the branch newest first; following
