@@ -128,10 +128,11 @@ async fn flush(backend: &SqlBackend, chunk: Vec<Pending>) {
     for p in chunk {
         // A row is deleted once: a second ack of the same delivery in the
         // batch finds it settled, as it would one statement later.
-        let answer = if deleted.remove(&(p.row, p.owner.clone())) {
+        let lease = (p.row, p.owner);
+        let answer = if deleted.remove(&lease) {
             Ok(())
         } else {
-            Err(MqError::LeaseLost(p.owner))
+            Err(MqError::LeaseLost(lease.1))
         };
         let _ = p.done.send(answer);
     }

@@ -410,7 +410,7 @@ async fn spawn_listener(shared: &Arc<Shared>) -> Result<JoinHandle<()>, DbErr> {
                 // The connection dropped and was re-established: whatever
                 // was notified meanwhile is lost, so catch up on all of it.
                 Ok(None) => {
-                    shared.wake_all_local();
+                    shared.wakeups.wake_all();
                     shared.feed.catch_up(&shared).await;
                 }
                 Err(e) => {
@@ -521,6 +521,22 @@ impl Shared {
         let mut ctes = vec![format!("main AS ({sql} RETURNING 1 AS hit)")];
         let channel = bind(&mut values, MQ_CHANNEL.into());
         let tag = bind(&mut values, self.notify_tag.as_str().into());
+        // `<name> AS (INSERT … RETURNING topic, …)` of `messages`, each row
+        // joined with `sources` (which must yield a row for any insert) and
+        // kept where `filter` (empty or ` WHERE …`) holds.
+        let insert =
+            |values: &mut Vec<Value>, name: &str, messages, sources: &str, filter: &str| {
+                let rows = bind_messages(values, messages);
+                format!(
+                    "{name} AS (INSERT INTO messages (topic, partition_key, message_id, payload, \
+                 attempt, last_error, visible_at, lease_owner, lease_expires, published_at) \
+                 SELECT v.topic, v.partition_key, v.message_id, v.payload, 1, NULL, {at}, NULL, \
+                 NULL, {at} FROM {sources}, (VALUES {rows}) \
+                 AS v(topic, partition_key, message_id, payload, ord){filter} ORDER BY v.ord \
+                 ON CONFLICT (topic, partition_key, message_id) DO NOTHING \
+                 RETURNING topic, pg_notify({channel}, topic || {tag}) IS NULL AS notified)"
+                )
+            };
         let mut messages = outbox.messages;
         if messages.is_empty() {
             ctes.push("published AS (SELECT NULL::text AS topic WHERE false)".to_owned());
@@ -542,15 +558,12 @@ impl Shared {
                 );
             }
             ctes.push(format!("locks AS ({locks})"));
-            let rows = bind_messages(&mut values, messages);
-            ctes.push(format!(
-                "published AS (INSERT INTO messages (topic, partition_key, message_id, payload, \
-                 attempt, last_error, visible_at, lease_owner, lease_expires, published_at) \
-                 SELECT v.topic, v.partition_key, v.message_id, v.payload, 1, NULL, {at}, NULL, \
-                 NULL, {at} FROM main, locks, (VALUES {rows}) \
-                 AS v(topic, partition_key, message_id, payload, ord) ORDER BY v.ord \
-                 ON CONFLICT (topic, partition_key, message_id) DO NOTHING \
-                 RETURNING topic, pg_notify({channel}, topic || {tag}) IS NULL AS notified)"
+            ctes.push(insert(
+                &mut values,
+                "published",
+                messages,
+                "main, locks",
+                "",
             ));
         }
         // Hook events: inserted only when a hook is live, and without a
@@ -559,17 +572,13 @@ impl Shared {
         if outbox.hook_events.is_empty() {
             ctes.push("published_hooks AS (SELECT NULL::text AS topic WHERE false)".to_owned());
         } else {
-            let rows = bind_messages(&mut values, outbox.hook_events);
-            ctes.push(format!(
-                "published_hooks AS (INSERT INTO messages (topic, partition_key, message_id, \
-                 payload, attempt, last_error, visible_at, lease_owner, lease_expires, \
-                 published_at) \
-                 SELECT v.topic, v.partition_key, v.message_id, v.payload, 1, NULL, {at}, NULL, \
-                 NULL, {at} FROM main, (VALUES {rows}) \
-                 AS v(topic, partition_key, message_id, payload, ord) WHERE {HOOK_IS_LIVE} \
-                 ORDER BY v.ord \
-                 ON CONFLICT (topic, partition_key, message_id) DO NOTHING \
-                 RETURNING topic, pg_notify({channel}, topic || {tag}) IS NULL AS notified)"
+            let filter = format!(" WHERE {HOOK_IS_LIVE}");
+            ctes.push(insert(
+                &mut values,
+                "published_hooks",
+                outbox.hook_events,
+                "main",
+                &filter,
             ));
         }
         if outbox.changes.is_empty() {
@@ -656,10 +665,6 @@ impl Shared {
 
     pub(crate) fn wake_local(&self, topic: &Topic) {
         self.wakeups.wake(topic);
-    }
-
-    fn wake_all_local(&self) {
-        self.wakeups.wake_all();
     }
 }
 
@@ -897,8 +902,8 @@ fn in_partition_order(messages: &mut [OutgoingMessage]) {
 }
 
 /// Validates an outbox before its write starts. A hook event must be keyed
-/// by its own message id: alone in its partition, it is published without
-/// a partition lock.
+/// by its own message id: alone in its partition, it needs no partition
+/// lock (the one-statement Postgres write takes none for it).
 pub(crate) fn check_outbox(outbox: &Outbox) -> Result<(), stovepipe_entity::InvalidValue> {
     for m in outbox.messages.iter().chain(&outbox.hook_events) {
         check_message(m)?;

@@ -27,8 +27,10 @@
 //!   arrive while one is being written share the next statement (group
 //!   commit, see `acks`).
 //! - **SQLite**: the single writer connection serialises all of it.
-//! - **Wake-ups**: a local `Notify` per topic after each commit, and on
-//!   Postgres a NOTIFY in the same transaction for the other replicas.
+//! - **Wake-ups**: counted locally per topic after each commit (`wakeups`:
+//!   a wait returns at once only for one the last receive did not cover),
+//!   and on Postgres a NOTIFY in the same transaction for the other
+//!   replicas.
 
 use crate::backend::{Dialect, MQ_CHANNEL, Tx, big, check_message, limit, values};
 use crate::rows::{self, DEAD_LETTER_COLUMNS};

@@ -333,10 +333,8 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// mimalloc instead of glibc's allocator: the request paths allocate many
-/// small short-lived buffers (HTTP, JSON, SQL values), and glibc's malloc
-/// and free were about a tenth of a greenness read's time. The bench runs
-/// the production wiring, so it uses the server's allocator.
+/// The `stovepipe` binary's allocator (see its `main.rs`): the bench runs
+/// the production wiring, so it measures with the same one.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

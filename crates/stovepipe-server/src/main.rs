@@ -245,8 +245,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 /// mimalloc instead of glibc's allocator: the request paths allocate many
 /// small short-lived buffers (HTTP, JSON, SQL values), and glibc's malloc
-/// and free were about a tenth of a greenness read's time. The bench runs
-/// the production wiring, so it uses the server's allocator.
+/// and free were about a tenth of a greenness read's time. Built without
+/// transparent huge pages, which doubled the idle resident set
+/// (decisions.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
