@@ -30,17 +30,45 @@ struct Entry<V> {
 }
 
 /// Values by key, each at most `bound` old (see the module).
+///
+/// Entries live in two generations turned over every `bound`, so an entry
+/// no one asks for again is dropped within two bounds: the cache holds what
+/// was fetched or offered in the last two bounds, never more.
 #[derive(Debug)]
 pub(crate) struct FreshCache<K, V> {
     bound: Duration,
-    entries: Mutex<HashMap<K, Entry<V>>>,
+    /// Orders two values of one key: of an entry and a newcomer, the one
+    /// with the higher revision stays (equal revisions: the later fetch).
+    revision: fn(&V) -> u64,
+    entries: Mutex<AgedGenerations<K, V>>,
+}
+
+#[derive(Debug)]
+struct AgedGenerations<K, V> {
+    young: HashMap<K, Entry<V>>,
+    old: HashMap<K, Entry<V>>,
+    /// When the young generation began.
+    young_since: Option<Timestamp>,
 }
 
 impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
+    /// Values without revisions: the later fetch wins.
     pub(crate) fn new(bound: Duration) -> Self {
+        Self::versioned(bound, |_| 0)
+    }
+
+    /// Values with a revision that only grows in the store (a row's
+    /// version): a newer revision is never replaced by an older one, even
+    /// by a fetch that began later but read before the newer write landed.
+    pub(crate) fn versioned(bound: Duration, revision: fn(&V) -> u64) -> Self {
         Self {
             bound,
-            entries: Mutex::new(HashMap::new()),
+            revision,
+            entries: Mutex::new(AgedGenerations {
+                young: HashMap::new(),
+                old: HashMap::new(),
+                young_since: None,
+            }),
         }
     }
 
@@ -55,47 +83,95 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
         if let Some(fresh) = self.fresh(key, now) {
             return Ok(Some(fresh));
         }
-        let found = fetch.await?;
-        let mut entries = self.lock();
-        let Some(value) = found else {
-            entries.remove(key);
+        let Some(value) = fetch.await? else {
+            self.forget(key);
             return Ok(None);
         };
-        let value = Arc::new(value);
-        if entries.get(key).is_none_or(|e| e.fetched_at <= now) {
-            entries.insert(
-                key.clone(),
-                Entry {
-                    fetched_at: now,
-                    value: value.clone(),
-                },
-            );
+        Ok(Some(self.offer(key.clone(), value, now)))
+    }
+
+    /// Offers `value` as the stored state of `key` as of `fetched_at` (a
+    /// write through this process that began then, or a read): kept unless
+    /// the entry holds a higher revision, or the same one fetched later.
+    /// Returns the value the cache holds for `key` afterwards.
+    pub(crate) fn offer(&self, key: K, value: V, fetched_at: Timestamp) -> Arc<V> {
+        let revision = (self.revision)(&value);
+        let mut entries = self.lock();
+        entries.turn_over(fetched_at, self.bound);
+        if let Some(kept) = entries.young.get(&key).or_else(|| entries.old.get(&key))
+            && ((self.revision)(&kept.value), kept.fetched_at) > (revision, fetched_at)
+        {
+            return kept.value.clone();
         }
-        Ok(Some(value))
+        let value = Arc::new(value);
+        entries.old.remove(&key);
+        entries.young.insert(
+            key,
+            Entry {
+                fetched_at,
+                value: value.clone(),
+            },
+        );
+        value
     }
 
     /// Drops `key`'s entry: the next `get` fetches.
     pub(crate) fn forget(&self, key: &K) {
-        self.lock().remove(key);
+        let mut entries = self.lock();
+        entries.young.remove(key);
+        entries.old.remove(key);
     }
 
     /// Drops every entry.
     pub(crate) fn clear(&self) {
-        self.lock().clear();
+        let mut entries = self.lock();
+        entries.young.clear();
+        entries.old.clear();
     }
 
     fn fresh(&self, key: &K, now: Timestamp) -> Option<Arc<V>> {
         let entries = self.lock();
-        let entry = entries.get(key)?;
+        let entry = entries.young.get(key).or_else(|| entries.old.get(key))?;
         let age = now.as_millis().checked_sub(entry.fetched_at.as_millis())?;
-        let bound = i64::try_from(self.bound.as_millis()).unwrap_or(i64::MAX);
-        (0..bound).contains(&age).then(|| entry.value.clone())
+        (0..self.bound_ms())
+            .contains(&age)
+            .then(|| entry.value.clone())
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<K, Entry<V>>> {
+    fn bound_ms(&self) -> i64 {
+        i64::try_from(self.bound.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// How many entries are held (both generations).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let entries = self.lock();
+        entries.young.len() + entries.old.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, AgedGenerations<K, V>> {
         // Entries are replaced whole: a panic elsewhere cannot leave one
         // half-written.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<K, V> AgedGenerations<K, V> {
+    /// Starts a new young generation when the current one is a bound old:
+    /// the old one, whose every entry was offered more than a bound ago, is
+    /// dropped. `now` may lag the newest offer (a fetch that began earlier);
+    /// that only delays a turnover, and an entry is served by its own age.
+    fn turn_over(&mut self, now: Timestamp, bound: Duration) {
+        let bound = i64::try_from(bound.as_millis()).unwrap_or(i64::MAX);
+        let due = self.young_since.is_none_or(|since| {
+            now.as_millis()
+                .checked_sub(since.as_millis())
+                .is_some_and(|age| age >= bound)
+        });
+        if due {
+            self.old = std::mem::take(&mut self.young);
+            self.young_since = Some(now);
+        }
     }
 }
 
@@ -212,6 +288,43 @@ mod tests {
         assert_eq!(none.await, Ok(None));
         let found = cache.get(&"key", Timestamp(2), async { Ok::<_, ()>(Some("v")) });
         assert_eq!(found.await.unwrap().as_deref(), Some(&"v"));
+    }
+
+    #[test]
+    fn a_higher_revision_stays_whatever_the_order_of_offers() {
+        let cache: FreshCache<&str, (u64, &str)> =
+            FreshCache::versioned(Duration::from_secs(1), |v| v.0);
+        cache.offer("row", (2, "written"), Timestamp(10));
+        // A read that began later but saw the row before the write landed.
+        let kept = cache.offer("row", (1, "read"), Timestamp(11));
+        assert_eq!(*kept, (2, "written"));
+        // The same revision fetched later refreshes the entry's age.
+        cache.offer("row", (2, "read again"), Timestamp(900));
+        assert_eq!(
+            cache.fresh(&"row", Timestamp(1_500)).as_deref(),
+            Some(&(2, "read again"))
+        );
+        cache.offer("row", (3, "newer"), Timestamp(5));
+        assert_eq!(
+            cache.fresh(&"row", Timestamp(900)).as_deref(),
+            Some(&(3, "newer"))
+        );
+    }
+
+    #[test]
+    fn fresh_entries_are_dropped_two_bounds_after_their_offer() {
+        let cache: FreshCache<u32, u32> = FreshCache::new(Duration::from_millis(100));
+        for k in 0..50 {
+            cache.offer(k, k, Timestamp(1_000));
+        }
+        // A bound later the young generation turns over; the entries are
+        // stale, not served, and gone at the next turnover.
+        cache.offer(50, 50, Timestamp(1_100));
+        assert_eq!(cache.fresh(&0, Timestamp(1_100)), None);
+        assert_eq!(cache.len(), 51);
+        cache.offer(51, 51, Timestamp(1_200));
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.fresh(&51, Timestamp(1_250)).as_deref(), Some(&51));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod poller;
 pub mod query;
 pub mod reconcile;
 pub mod reports;
+mod row_cache;
 pub mod runtime;
 pub mod stages;
 
@@ -38,6 +39,7 @@ pub use ingest::{IngestError, IngestOutcome, IngestService};
 pub use query::{CommitStatus, QueryError, QueryService, RECORDED_FACTS_CAPACITY, RecordedFacts};
 pub use reconcile::{Reconciler, Repairs};
 pub use reports::{ReportError, ReportService};
+pub use row_cache::{CachedStores, ROW_STALENESS};
 pub use runtime::{ConsumerSettings, Pump, RetryPolicy, Settlement};
 pub use stages::{Handler, Outcome};
 
@@ -54,47 +56,59 @@ use tokio_util::sync::CancellationToken;
 /// The assembled pipeline: every handler plus ingest and the reconciler.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
+    /// As given: what the read side uses.
     deps: Arc<Deps>,
+    /// The same ports, with the stores behind [`CachedStores`]: what every
+    /// writer (ingest, the stages, reconcilers, reports, hooks) uses, so
+    /// the rows one stage writes are there for the next.
+    writers: Arc<Deps>,
     /// Shared by every query service, so facts read once stay kept.
     facts: Arc<RecordedFacts>,
 }
 
 impl Pipeline {
     pub fn new(deps: Deps) -> Self {
+        let writers = Deps {
+            stores: Arc::new(CachedStores::new(deps.stores.clone(), deps.clock.clone())),
+            ..deps.clone()
+        };
         Self {
             deps: Arc::new(deps),
+            writers: Arc::new(writers),
             facts: Arc::default(),
         }
     }
 
+    /// The ports as given to [`Pipeline::new`].
     pub fn deps(&self) -> &Arc<Deps> {
         &self.deps
     }
 
     pub fn ingest(&self) -> IngestService {
-        IngestService::new(self.deps.clone())
+        IngestService::new(self.writers.clone())
     }
 
+    /// The read side: requests and queue rows from the store on every call.
     pub fn query(&self) -> QueryService {
         QueryService::new(self.deps.clone(), self.facts.clone())
     }
 
     pub fn reports(&self) -> ReportService {
-        ReportService::new(self.deps.clone())
+        ReportService::new(self.writers.clone())
     }
 
     pub fn hooks(&self) -> HookService {
-        HookService::new(self.deps.clone())
+        HookService::new(self.writers.clone())
     }
 
     pub fn reconciler(&self) -> Reconciler {
-        Reconciler::new(self.deps.clone())
+        Reconciler::new(self.writers.clone())
     }
 
     /// Every stage handler and dead-letter reconciler, in pipeline order,
     /// then the hook dispatcher's.
     pub fn handlers(&self) -> Vec<Arc<dyn Handler>> {
-        let d = &self.deps;
+        let d = &self.writers;
         vec![
             Arc::new(ProcessStage::new(d.clone())),
             Arc::new(BuildStage::new(d.clone())),

@@ -43,9 +43,19 @@ impl BuildSignalStage {
             .ok_or_else(|| {
                 StageError::permanent(format!("request {} does not exist", build.request_id))
             })?;
-        if request.state != RequestState::Processing && !request.state.has_build_outcome() {
-            // Never admitted (or superseded): no slot to guard, nothing to poll.
-            return Ok(Outcome::Ack);
+        match request.state {
+            // Superseded: never admitted, no slot to guard, nothing to poll.
+            RequestState::Superseded => return Ok(Outcome::Ack),
+            // A build exists, so `process` admitted it: this is a view from
+            // before the admit (another replica's write, not yet seen here;
+            // see `row_cache`). Ask again once that view has expired.
+            RequestState::Accepted => {
+                return Err(StageError::retryable(format!(
+                    "request {} has a build but reads as accepted",
+                    request.id
+                )));
+            }
+            _ => {}
         }
         let config = self.deps.config(&hop.queue).await?;
 

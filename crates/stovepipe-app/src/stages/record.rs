@@ -55,9 +55,14 @@ impl RecordStage {
                 return Ok(Outcome::Ack);
             }
             RequestState::Superseded => return Ok(Outcome::Ack),
+            // Record is published with (or after) the write that gave the
+            // request its outcome: this is a view from before that write
+            // (another replica's, not yet seen here; see `row_cache`). Ask
+            // again once that view has expired; a request that really has
+            // no outcome dead-letters after the attempts.
             RequestState::Accepted | RequestState::Processing => {
-                return Err(StageError::permanent(format!(
-                    "invariant: record for request {} which is {}",
+                return Err(StageError::retryable(format!(
+                    "record for request {} which reads as {}",
                     request.id, request.state
                 )));
             }

@@ -202,13 +202,13 @@ async fn record_dead_letter_reruns_record() {
     assert!(!q.holds_slot(&rid(3)));
 }
 
-/// Record's own invariant errors stay errors in the reconciler (the runtime
-/// parks the dead letter for an operator).
+/// Record's own errors stay errors in the reconciler (the runtime retries
+/// them, then parks the dead letter for an operator).
 #[tokio::test]
 async fn record_dead_letter_keeps_record_errors() {
     let f = Fixture::new().with_request(request(3, RequestState::Processing));
     let d = request_letter(&Topic::record(), 3, Some("boom"));
     let (out, log) = handle(f, Topic::record(), &d).await;
-    assert!(matches!(out, Err(StageError::Permanent(_))), "{out:?}");
+    assert!(matches!(out, Err(StageError::Retryable(_))), "{out:?}");
     assert!(log.writes().is_empty());
 }

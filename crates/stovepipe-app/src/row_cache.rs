@@ -1,0 +1,241 @@
+//! The rows the pipeline just wrote or read, kept for the next stage.
+//!
+//! Each hop carries ids and its stage reloads the entities it names: the
+//! request that the previous stage wrote a moment ago, the queue row that
+//! ingest or `record` just moved. Reading them back from the database was
+//! about a third of a validated request's statements (4 request reads, 4
+//! queue-row reads, a build read). [`CachedStores`] wraps a
+//! [`StoreFactory`] and keeps each request, queue row and build as this
+//! process last wrote or read it, for at most [`ROW_STALENESS`] after that
+//! write or read began (the rules of [`crate::cache::FreshCache`], ordered
+//! by the row's `version`, which only grows).
+//!
+//! Why a cached row cannot make a stage decide wrongly:
+//! - Every write is a compare-and-swap on the row's version. A stage that
+//!   starts from a stale row loses its write with `VersionMismatch`, the
+//!   entry is dropped, and the stage reloads from the store, exactly as
+//!   when another writer moved the row between its read and its write.
+//! - What a stage decides without writing the row it read only ever
+//!   depends on what cannot go back: a terminal request stays terminal, the
+//!   latest pointer and the bookmark only move forward, a recorded outcome
+//!   is first-writer-wins. A stale row can only say "not yet", which the
+//!   stage then tries to write and learns otherwise, or holds and re-reads.
+//! - Within one process every write goes through the cache, so a single
+//!   replica always reads exactly what is stored. Another replica's write
+//!   is seen within the bound, or at the first conflicting write.
+//!
+//! A failed write of any kind drops the entry (its outcome is unknown), a
+//! read that finds nothing drops it, and facts, builds lists and the read
+//! side are never served from here: the server's query service reads
+//! requests and queue rows from the store on every call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use stovepipe_entity::{Build, BuildId, Queue, QueueName, Request, RequestId};
+use stovepipe_ports::{
+    BuildStore, Clock, Outbox, QueueStore, RequestStore, StoreError, StoreFactory, Stores,
+};
+
+use crate::cache::FreshCache;
+
+/// How long a row may be served after the write or read that produced it
+/// began. One second: the next stage of a request runs milliseconds after
+/// the previous one wrote it, and a replica that did not write the row
+/// sees another's write within the bound or at its first conflict.
+pub const ROW_STALENESS: Duration = Duration::from_secs(1);
+
+/// A [`StoreFactory`] whose request, queue and build stores keep the rows
+/// they wrote or read for [`ROW_STALENESS`] (see the module). Everything
+/// else (the URI index, facts, the counter, build lists) is the inner
+/// store's.
+pub struct CachedStores {
+    inner: Arc<dyn StoreFactory>,
+    rows: Arc<Rows>,
+}
+
+impl CachedStores {
+    pub fn new(inner: Arc<dyn StoreFactory>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            inner,
+            rows: Arc::new(Rows {
+                clock,
+                requests: FreshCache::versioned(ROW_STALENESS, |r: &Request| r.version),
+                queues: FreshCache::versioned(ROW_STALENESS, |q: &Queue| q.version),
+                builds: FreshCache::versioned(ROW_STALENESS, |b: &Build| b.version),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for CachedStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedStores").finish_non_exhaustive()
+    }
+}
+
+impl StoreFactory for CachedStores {
+    fn for_queue(&self, queue: &QueueName) -> Stores {
+        let inner = self.inner.for_queue(queue);
+        Stores {
+            requests: Arc::new(self.bind(queue, inner.requests.clone())),
+            queues: Arc::new(self.bind(queue, inner.queues.clone())),
+            builds: Arc::new(self.bind(queue, inner.builds.clone())),
+            ..inner
+        }
+    }
+}
+
+impl CachedStores {
+    fn bind<S: ?Sized>(&self, queue: &QueueName, store: Arc<S>) -> Bound<S> {
+        Bound {
+            queue: queue.clone(),
+            store,
+            rows: self.rows.clone(),
+        }
+    }
+}
+
+/// The kept rows of every queue. Keys lead with the queue the store was
+/// bound to, so a store of another queue never finds them (and answers
+/// `WrongQueue` from the inner store, as the contract says).
+struct Rows {
+    clock: Arc<dyn Clock>,
+    requests: FreshCache<(QueueName, RequestId), Request>,
+    queues: FreshCache<QueueName, Queue>,
+    builds: FreshCache<(QueueName, BuildId), Build>,
+}
+
+impl Rows {
+    /// A row at most the bound old: kept, or read from the store and kept.
+    async fn read<K: Eq + std::hash::Hash + Clone, V: Clone>(
+        &self,
+        cache: &FreshCache<K, V>,
+        key: &K,
+        fetch: impl Future<Output = Result<Option<V>, StoreError>>,
+    ) -> Result<Option<V>, StoreError> {
+        let found = cache.get(key, self.clock.now(), fetch).await?;
+        Ok(found.map(|row| (*row).clone()))
+    }
+
+    /// Runs a create or update of `row`; kept when it succeeded, dropped
+    /// otherwise (a conflict means the row moved; any other error leaves
+    /// the outcome unknown).
+    async fn write<K: Eq + std::hash::Hash + Clone, V: Clone>(
+        &self,
+        cache: &FreshCache<K, V>,
+        key: K,
+        row: &V,
+        write: impl Future<Output = Result<(), StoreError>>,
+    ) -> Result<(), StoreError> {
+        let began = self.clock.now();
+        match write.await {
+            Ok(()) => {
+                cache.offer(key, row.clone(), began);
+                Ok(())
+            }
+            Err(e) => {
+                cache.forget(&key);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// One inner store of one queue, in front of the shared kept rows.
+struct Bound<S: ?Sized> {
+    queue: QueueName,
+    store: Arc<S>,
+    rows: Arc<Rows>,
+}
+
+#[async_trait]
+impl RequestStore for Bound<dyn RequestStore> {
+    async fn create(&self, request: &Request, outbox: Outbox) -> Result<(), StoreError> {
+        let key = (self.queue.clone(), request.id.clone());
+        let write = self.store.create(request, outbox);
+        self.rows
+            .write(&self.rows.requests, key, request, write)
+            .await
+    }
+
+    async fn get(&self, id: &RequestId) -> Result<Option<Request>, StoreError> {
+        let key = (self.queue.clone(), id.clone());
+        self.rows
+            .read(&self.rows.requests, &key, self.store.get(id))
+            .await
+    }
+
+    async fn update(
+        &self,
+        request: &Request,
+        expected_version: u64,
+        outbox: Outbox,
+    ) -> Result<(), StoreError> {
+        let key = (self.queue.clone(), request.id.clone());
+        let write = self.store.update(request, expected_version, outbox);
+        self.rows
+            .write(&self.rows.requests, key, request, write)
+            .await
+    }
+}
+
+#[async_trait]
+impl QueueStore for Bound<dyn QueueStore> {
+    async fn create(&self, queue: &Queue) -> Result<(), StoreError> {
+        let write = self.store.create(queue);
+        self.rows
+            .write(&self.rows.queues, self.queue.clone(), queue, write)
+            .await
+    }
+
+    async fn get(&self) -> Result<Option<Queue>, StoreError> {
+        self.rows
+            .read(&self.rows.queues, &self.queue, self.store.get())
+            .await
+    }
+
+    async fn update(
+        &self,
+        queue: &Queue,
+        expected_version: u64,
+        outbox: Outbox,
+    ) -> Result<(), StoreError> {
+        let write = self.store.update(queue, expected_version, outbox);
+        self.rows
+            .write(&self.rows.queues, self.queue.clone(), queue, write)
+            .await
+    }
+}
+
+#[async_trait]
+impl BuildStore for Bound<dyn BuildStore> {
+    async fn create(&self, build: &Build, outbox: Outbox) -> Result<(), StoreError> {
+        let key = (self.queue.clone(), build.id.clone());
+        let write = self.store.create(build, outbox);
+        self.rows.write(&self.rows.builds, key, build, write).await
+    }
+
+    async fn get(&self, id: &BuildId) -> Result<Option<Build>, StoreError> {
+        let key = (self.queue.clone(), id.clone());
+        self.rows
+            .read(&self.rows.builds, &key, self.store.get(id))
+            .await
+    }
+
+    async fn update(
+        &self,
+        build: &Build,
+        expected_version: u64,
+        outbox: Outbox,
+    ) -> Result<(), StoreError> {
+        let key = (self.queue.clone(), build.id.clone());
+        let write = self.store.update(build, expected_version, outbox);
+        self.rows.write(&self.rows.builds, key, build, write).await
+    }
+
+    async fn list_for_request(&self, request_id: &RequestId) -> Result<Vec<Build>, StoreError> {
+        self.store.list_for_request(request_id).await
+    }
+}

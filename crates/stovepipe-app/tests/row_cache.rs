@@ -1,0 +1,172 @@
+//! `CachedStores`: the request, queue and build store contracts hold
+//! through the cache, and what it serves is never older than
+//! `ROW_STALENESS`, nor older than this process's last write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stovepipe_adapter_memory::{ManualClock, MemoryBackend};
+use stovepipe_app::{CachedStores, ROW_STALENESS};
+use stovepipe_contract::fixtures::{build, queue_a, request};
+use stovepipe_contract::{StoreFixture, contract_tests};
+use stovepipe_entity::{Queue, RequestState, Timestamp};
+use stovepipe_ports::{Outbox, StoreError, StoreFactory, Stores};
+
+async fn cached() -> StoreFixture {
+    let backend = MemoryBackend::new(Arc::new(ManualClock::default()));
+    StoreFixture {
+        stores: Arc::new(CachedStores::new(backend.clone(), backend.clock())),
+        read_model: backend.clone(),
+        feed: backend.clone(),
+        messages: backend.clone(),
+        hooks: backend,
+    }
+}
+
+contract_tests!(request_store, cached);
+contract_tests!(queue_store, cached);
+contract_tests!(build_store, cached);
+
+/// The cached stores of `queue_a` and, beside them, the store itself (what
+/// another replica writes through), with the clock both use.
+struct World {
+    clock: ManualClock,
+    cached: Stores,
+    elsewhere: Stores,
+}
+
+fn world() -> World {
+    let clock = ManualClock::new(Timestamp(1_000_000));
+    let backend = MemoryBackend::new(Arc::new(clock.clone()));
+    let cached = CachedStores::new(backend.clone(), Arc::new(clock.clone())).for_queue(&queue_a());
+    World {
+        clock,
+        cached,
+        elsewhere: backend.for_queue(&queue_a()),
+    }
+}
+
+fn just_under(bound: Duration) -> Duration {
+    bound - Duration::from_millis(1)
+}
+
+#[tokio::test]
+async fn a_row_written_here_is_served_until_the_bound_then_read_again() {
+    let w = world();
+    let r = request(&queue_a(), 1);
+    w.cached.requests.create(&r, Outbox::none()).await.unwrap();
+    // Another replica moves the row on.
+    let mut moved = r.clone();
+    moved.state = RequestState::Superseded;
+    moved.version += 1;
+    w.elsewhere
+        .requests
+        .update(&moved, r.version, Outbox::none())
+        .await
+        .unwrap();
+
+    w.clock.advance(just_under(ROW_STALENESS));
+    let served = w.cached.requests.get(&r.id).await.unwrap();
+    assert_eq!(
+        served,
+        Some(r.clone()),
+        "within the bound: this process's write"
+    );
+    w.clock.advance(Duration::from_millis(1));
+    let served = w.cached.requests.get(&r.id).await.unwrap();
+    assert_eq!(served, Some(moved), "at the bound: the store's row");
+}
+
+#[tokio::test]
+async fn a_stale_row_costs_one_conflict_and_the_next_read_is_the_store_s() {
+    let w = world();
+    let queue = Queue::new(queue_a(), Timestamp(1));
+    w.cached.queues.create(&queue).await.unwrap();
+    let mut theirs = queue.clone();
+    theirs.version += 1;
+    theirs.updated_at = Timestamp(2);
+    w.elsewhere
+        .queues
+        .update(&theirs, queue.version, Outbox::none())
+        .await
+        .unwrap();
+
+    // Within the bound this replica still sees its own write, and a
+    // compare-and-swap from it loses, as it would from any stale read.
+    let mut ours = w.cached.queues.get().await.unwrap().unwrap();
+    assert_eq!(ours, queue);
+    ours.version += 1;
+    let lost = w
+        .cached
+        .queues
+        .update(&ours, queue.version, Outbox::none())
+        .await;
+    assert!(
+        matches!(lost, Err(StoreError::VersionMismatch { .. })),
+        "{lost:?}"
+    );
+    // No time passed: the conflict alone dropped the entry.
+    assert_eq!(w.cached.queues.get().await.unwrap(), Some(theirs));
+}
+
+#[tokio::test]
+async fn an_older_version_read_later_never_replaces_a_newer_write() {
+    let w = world();
+    let b = build(&queue_a(), 1, "b-1");
+    w.cached.builds.create(&b, Outbox::none()).await.unwrap();
+    let mut newer = b.clone();
+    newer.version += 1;
+    w.cached
+        .builds
+        .update(&newer, b.version, Outbox::none())
+        .await
+        .unwrap();
+    // Past the bound the row is read again and kept from then on.
+    w.clock.advance(ROW_STALENESS);
+    assert_eq!(
+        w.cached.builds.get(&b.id).await.unwrap(),
+        Some(newer.clone())
+    );
+    let mut newest = newer.clone();
+    newest.version += 1;
+    w.elsewhere
+        .builds
+        .update(&newest, newer.version, Outbox::none())
+        .await
+        .unwrap();
+    w.clock.advance(just_under(ROW_STALENESS));
+    assert_eq!(
+        w.cached.builds.get(&b.id).await.unwrap(),
+        Some(newer),
+        "the read is served for the bound from when it began"
+    );
+}
+
+#[tokio::test]
+async fn nothing_found_is_not_kept_and_a_failed_write_drops_the_row() {
+    let w = world();
+    let r = request(&queue_a(), 1);
+    assert_eq!(w.cached.requests.get(&r.id).await.unwrap(), None);
+    // Created elsewhere right after: seen at once, absence was not kept.
+    w.elsewhere
+        .requests
+        .create(&r, Outbox::none())
+        .await
+        .unwrap();
+    assert_eq!(w.cached.requests.get(&r.id).await.unwrap(), Some(r.clone()));
+    // A create here of a row that exists fails and drops what was kept.
+    let mut moved = r.clone();
+    moved.version += 1;
+    moved.state = RequestState::Processing;
+    w.elsewhere
+        .requests
+        .update(&moved, r.version, Outbox::none())
+        .await
+        .unwrap();
+    let dup = w.cached.requests.create(&r, Outbox::none()).await;
+    assert!(
+        matches!(dup, Err(StoreError::AlreadyExists { .. })),
+        "{dup:?}"
+    );
+    assert_eq!(w.cached.requests.get(&r.id).await.unwrap(), Some(moved));
+}
