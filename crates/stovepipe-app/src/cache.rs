@@ -49,6 +49,9 @@ struct AgedGenerations<K, V> {
     old: HashMap<K, Entry<V>>,
     /// When the young generation began.
     young_since: Option<Timestamp>,
+    /// Keys with a write through this cache in flight, and how many: their
+    /// entries are neither served nor taken from reads until it ends.
+    writing: HashMap<K, usize>,
 }
 
 impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
@@ -68,6 +71,7 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
                 young: HashMap::new(),
                 old: HashMap::new(),
                 young_since: None,
+                writing: HashMap::new(),
             }),
         }
     }
@@ -90,13 +94,46 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
         Ok(Some(self.offer(key.clone(), value, now)))
     }
 
-    /// Offers `value` as the stored state of `key` as of `fetched_at` (a
-    /// write through this process that began then, or a read): kept unless
-    /// the entry holds a higher revision, or the same one fetched later.
-    /// Returns the value the cache holds for `key` afterwards.
+    /// Offers `value`, read from the store in a fetch that began at
+    /// `fetched_at`, as the stored state of `key`: kept unless the entry
+    /// holds a higher revision or the same one fetched later, or a write of
+    /// `key` is in flight (the read may predate it). Returns the value the
+    /// cache holds for `key` afterwards (or `value`, when not kept).
     pub(crate) fn offer(&self, key: K, value: V, fetched_at: Timestamp) -> Arc<V> {
-        let revision = (self.revision)(&value);
         let mut entries = self.lock();
+        if entries.writing.contains_key(&key) {
+            return Arc::new(value);
+        }
+        self.insert(&mut entries, key, value, fetched_at)
+    }
+
+    /// Marks a write of `key` as in flight until the returned mark is
+    /// dropped: meanwhile the entry is gone and reads go to the store, so
+    /// no one is served the row as it was before the write once the write
+    /// is visible (its hop may be delivered before the write returns here).
+    /// [`WriteMark::succeeded`] keeps the written value when the mark ends;
+    /// a mark dropped without it (a failed or abandoned write) leaves no
+    /// entry.
+    pub(crate) fn begin_write(&self, key: K) -> WriteMark<'_, K, V> {
+        let mut entries = self.lock();
+        entries.young.remove(&key);
+        entries.old.remove(&key);
+        *entries.writing.entry(key.clone()).or_insert(0) += 1;
+        WriteMark {
+            cache: self,
+            key: Some(key),
+            wrote: None,
+        }
+    }
+
+    fn insert(
+        &self,
+        entries: &mut AgedGenerations<K, V>,
+        key: K,
+        value: V,
+        fetched_at: Timestamp,
+    ) -> Arc<V> {
+        let revision = (self.revision)(&value);
         entries.turn_over(fetched_at, self.bound);
         if let Some(kept) = entries.young.get(&key).or_else(|| entries.old.get(&key))
             && ((self.revision)(&kept.value), kept.fetched_at) > (revision, fetched_at)
@@ -122,7 +159,7 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
         entries.old.remove(key);
     }
 
-    /// Drops every entry.
+    /// Drops every entry (writes in flight stay marked).
     pub(crate) fn clear(&self) {
         let mut entries = self.lock();
         entries.young.clear();
@@ -131,6 +168,9 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
 
     fn fresh(&self, key: &K, now: Timestamp) -> Option<Arc<V>> {
         let entries = self.lock();
+        if entries.writing.contains_key(key) {
+            return None;
+        }
         let entry = entries.young.get(key).or_else(|| entries.old.get(key))?;
         let age = now.as_millis().checked_sub(entry.fetched_at.as_millis())?;
         (0..self.bound_ms())
@@ -153,6 +193,45 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
         // Entries are replaced whole: a panic elsewhere cannot leave one
         // half-written.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A write of one key in flight (see [`FreshCache::begin_write`]).
+#[derive(Debug)]
+pub(crate) struct WriteMark<'c, K: Eq + Hash + Clone, V> {
+    cache: &'c FreshCache<K, V>,
+    /// Taken when the mark ends.
+    key: Option<K>,
+    /// The value written and when the write began, once it succeeded.
+    wrote: Option<(V, Timestamp)>,
+}
+
+impl<K: Eq + Hash + Clone, V> WriteMark<'_, K, V> {
+    /// The write stored `value`; it began at `began`.
+    pub(crate) fn succeeded(mut self, value: V, began: Timestamp) {
+        self.wrote = Some((value, began));
+    }
+}
+
+impl<K: Eq + Hash + Clone, V> Drop for WriteMark<'_, K, V> {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else { return };
+        let mut entries = self.cache.lock();
+        if let Some(n) = entries.writing.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                entries.writing.remove(&key);
+            }
+        }
+        match self.wrote.take() {
+            Some((value, began)) => {
+                self.cache.insert(&mut entries, key, value, began);
+            }
+            None => {
+                entries.young.remove(&key);
+                entries.old.remove(&key);
+            }
+        }
     }
 }
 
@@ -309,6 +388,34 @@ mod tests {
             cache.fresh(&"row", Timestamp(900)).as_deref(),
             Some(&(3, "newer"))
         );
+    }
+
+    #[test]
+    fn while_a_write_is_in_flight_its_key_is_read_from_the_store() {
+        let cache: FreshCache<&str, (u64, &str)> =
+            FreshCache::versioned(Duration::from_secs(1), |v| v.0);
+        cache.offer("row", (1, "before"), Timestamp(10));
+        let mark = cache.begin_write("row");
+        // The write may already be visible: neither the entry nor a read
+        // that may predate the write is served.
+        assert_eq!(cache.fresh(&"row", Timestamp(11)), None);
+        cache.offer("row", (1, "read meanwhile"), Timestamp(11));
+        assert_eq!(cache.fresh(&"row", Timestamp(12)), None);
+        mark.succeeded((2, "written"), Timestamp(11));
+        assert_eq!(
+            cache.fresh(&"row", Timestamp(13)).as_deref(),
+            Some(&(2, "written"))
+        );
+        // A read that began before the write and ends after it is older.
+        cache.offer("row", (1, "late read"), Timestamp(12));
+        assert_eq!(
+            cache.fresh(&"row", Timestamp(13)).as_deref(),
+            Some(&(2, "written"))
+        );
+        // A write that fails (or is abandoned) leaves nothing behind.
+        drop(cache.begin_write("row"));
+        assert_eq!(cache.fresh(&"row", Timestamp(14)), None);
+        assert_eq!(cache.len(), 0);
     }
 
     #[test]

@@ -121,7 +121,9 @@ impl Rows {
 
     /// Runs a create or update of `row`; kept when it succeeded, dropped
     /// otherwise (a conflict means the row moved; any other error leaves
-    /// the outcome unknown).
+    /// the outcome unknown). While it runs the row is read from the store:
+    /// the write's hop can reach the next stage before the write returns
+    /// here, and that stage must not be served the row as it was before.
     async fn write<K: Eq + std::hash::Hash + Clone, V: Clone>(
         &self,
         cache: &FreshCache<K, V>,
@@ -130,16 +132,10 @@ impl Rows {
         write: impl Future<Output = Result<(), StoreError>>,
     ) -> Result<(), StoreError> {
         let began = self.clock.now();
-        match write.await {
-            Ok(()) => {
-                cache.offer(key, row.clone(), began);
-                Ok(())
-            }
-            Err(e) => {
-                cache.forget(&key);
-                Err(e)
-            }
-        }
+        let mark = cache.begin_write(key);
+        write.await?;
+        mark.succeeded(row.clone(), began);
+        Ok(())
     }
 }
 

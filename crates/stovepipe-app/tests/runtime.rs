@@ -93,6 +93,61 @@ async fn consumers_run_the_pipeline_and_drain_on_shutdown() {
     assert!(drained.is_ok(), "every consumer stops after cancel");
 }
 
+/// Each stage's hop can reach the next stage before the write that
+/// published it has returned to its writer. The pipeline keeps the rows
+/// its stages write (`CachedStores`): the next stage must read the row as
+/// written, never as it was before, or it would take the row for "not yet"
+/// and retry. With a retry backoff of an hour, any such retry stalls a
+/// request past the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_stage_reads_a_row_as_its_hop_s_write_left_it() {
+    let clock = Arc::new(SystemClock::default());
+    let backend = MemoryBackend::new(clock.clone());
+    let queue = QueueName::new("q").unwrap();
+    let repo = ScriptedRepo::new(queue.clone());
+    let runner = ScriptedBuildRunner::new();
+    runner.set_polls_before_finish(0);
+    let mut config = QueueConfig::new(queue.clone(), "mem", "main");
+    config.gate_wait_delay = Duration::from_millis(20);
+    backend.upsert(&config).await.unwrap();
+    let pipeline = Pipeline::new(Deps {
+        stores: backend.clone(),
+        configs: backend.clone(),
+        read: backend.clone(),
+        scm: Arc::new(ScriptedScmFactory::new().with(repo.clone())),
+        runners: Arc::new(ScriptedRunnerFactory::new(runner.clone())),
+        mq: backend.clone(),
+        feed: backend.clone(),
+        clock,
+        hooks: backend.clone(),
+        sink: Arc::new(stovepipe_adapter_memory::RecordingHookSink::new()),
+    });
+    let cancel = CancellationToken::new();
+    let no_retry_in_time = RetryPolicy {
+        max_attempts: 5,
+        initial_backoff: Duration::from_secs(3600),
+        max_backoff: Duration::from_secs(3600),
+    };
+    let mut consumers = pipeline.spawn_consumers(&no_retry_in_time, &fast_settings("t"), &cancel);
+    let stores = backend.for_queue(&queue);
+    for n in 0..20 {
+        let head = format!("c{n}");
+        repo.push(&head);
+        pipeline.ingest().ingest("q", None).await.unwrap();
+        eventually(&format!("{head} recorded"), async || {
+            stores
+                .facts
+                .get(&repo.uri(&head), &ProjectName::whole_repo())
+                .await
+                .unwrap()
+                .is_some()
+        })
+        .await;
+    }
+    cancel.cancel();
+    while consumers.join_next().await.is_some() {}
+}
+
 /// A handler slower than the lease: renewal keeps the partition with its
 /// consumer, so a second consumer never handles the same message.
 struct Slow {
