@@ -223,14 +223,11 @@ impl<K: Eq + Hash + Clone, V> Drop for WriteMark<'_, K, V> {
                 entries.writing.remove(&key);
             }
         }
-        match self.wrote.take() {
-            Some((value, began)) => {
-                self.cache.insert(&mut entries, key, value, began);
-            }
-            None => {
-                entries.young.remove(&key);
-                entries.old.remove(&key);
-            }
+        if let Some((value, began)) = self.wrote.take() {
+            self.cache.insert(&mut entries, key, value, began);
+        } else {
+            entries.young.remove(&key);
+            entries.old.remove(&key);
         }
     }
 }

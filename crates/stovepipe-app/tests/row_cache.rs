@@ -47,7 +47,7 @@ fn world() -> World {
 }
 
 fn just_under(bound: Duration) -> Duration {
-    bound - Duration::from_millis(1)
+    bound.saturating_sub(Duration::from_millis(1))
 }
 
 #[tokio::test]

@@ -125,8 +125,8 @@ async fn the_next_stage_reads_a_row_as_its_hop_s_write_left_it() {
     let cancel = CancellationToken::new();
     let no_retry_in_time = RetryPolicy {
         max_attempts: 5,
-        initial_backoff: Duration::from_secs(3600),
-        max_backoff: Duration::from_secs(3600),
+        initial_backoff: Duration::from_hours(1),
+        max_backoff: Duration::from_hours(1),
     };
     let mut consumers = pipeline.spawn_consumers(&no_retry_in_time, &fast_settings("t"), &cancel);
     let stores = backend.for_queue(&queue);
