@@ -38,14 +38,22 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumers_run_the_pipeline_and_drain_on_shutdown() {
+/// A pipeline on the memory backend under the system clock: queue `q`,
+/// whose builds finish after `polls` status polls, with 20 ms delays.
+struct RealTime {
+    backend: Arc<MemoryBackend>,
+    queue: QueueName,
+    repo: ScriptedRepo,
+    pipeline: Pipeline,
+}
+
+async fn real_time(polls: u32) -> RealTime {
     let clock = Arc::new(SystemClock::default());
     let backend = MemoryBackend::new(clock.clone());
     let queue = QueueName::new("q").unwrap();
     let repo = ScriptedRepo::new(queue.clone());
     let runner = ScriptedBuildRunner::new();
-    runner.set_polls_before_finish(2);
+    runner.set_polls_before_finish(polls);
     let mut config = QueueConfig::new(queue.clone(), "mem", "main");
     config.poll_delay_accepted = Duration::from_millis(20);
     config.poll_delay_running = Duration::from_millis(20);
@@ -56,13 +64,29 @@ async fn consumers_run_the_pipeline_and_drain_on_shutdown() {
         configs: backend.clone(),
         read: backend.clone(),
         scm: Arc::new(ScriptedScmFactory::new().with(repo.clone())),
-        runners: Arc::new(ScriptedRunnerFactory::new(runner.clone())),
+        runners: Arc::new(ScriptedRunnerFactory::new(runner)),
         mq: backend.clone(),
         feed: backend.clone(),
         clock,
         hooks: backend.clone(),
         sink: Arc::new(stovepipe_adapter_memory::RecordingHookSink::new()),
     });
+    RealTime {
+        backend,
+        queue,
+        repo,
+        pipeline,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_run_the_pipeline_and_drain_on_shutdown() {
+    let RealTime {
+        backend,
+        queue,
+        repo,
+        pipeline,
+    } = real_time(2).await;
     let cancel = CancellationToken::new();
     let mut consumers =
         pipeline.spawn_consumers(&RetryPolicy::default(), &fast_settings("t"), &cancel);
@@ -101,27 +125,12 @@ async fn consumers_run_the_pipeline_and_drain_on_shutdown() {
 /// request past the deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_stage_reads_a_row_as_its_hop_s_write_left_it() {
-    let clock = Arc::new(SystemClock::default());
-    let backend = MemoryBackend::new(clock.clone());
-    let queue = QueueName::new("q").unwrap();
-    let repo = ScriptedRepo::new(queue.clone());
-    let runner = ScriptedBuildRunner::new();
-    runner.set_polls_before_finish(0);
-    let mut config = QueueConfig::new(queue.clone(), "mem", "main");
-    config.gate_wait_delay = Duration::from_millis(20);
-    backend.upsert(&config).await.unwrap();
-    let pipeline = Pipeline::new(Deps {
-        stores: backend.clone(),
-        configs: backend.clone(),
-        read: backend.clone(),
-        scm: Arc::new(ScriptedScmFactory::new().with(repo.clone())),
-        runners: Arc::new(ScriptedRunnerFactory::new(runner.clone())),
-        mq: backend.clone(),
-        feed: backend.clone(),
-        clock,
-        hooks: backend.clone(),
-        sink: Arc::new(stovepipe_adapter_memory::RecordingHookSink::new()),
-    });
+    let RealTime {
+        backend,
+        queue,
+        repo,
+        pipeline,
+    } = real_time(0).await;
     let cancel = CancellationToken::new();
     let no_retry_in_time = RetryPolicy {
         max_attempts: 5,
