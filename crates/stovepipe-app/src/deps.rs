@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stovepipe_entity::{NewChange, Queue, QueueConfig, QueueName, RequestId, Timestamp};
+use stovepipe_entity::{NewChange, Queue, QueueConfig, QueueName, Request, RequestId, Timestamp};
 use stovepipe_ports::{
     BuildRunner, BuildRunnerFactory, ChangeFeed, Clock, HookRegistry, HookSink, MessageQueue,
     Outbox, QueueConfigStore, ReadModel, SourceControl, SourceControlFactory, StoreError,
@@ -69,6 +69,22 @@ impl Deps {
     pub async fn runner(&self, config: &QueueConfig) -> Result<Arc<dyn BuildRunner>, StageError> {
         Ok(self.runners.for_queue(config).await?)
     }
+}
+
+/// Loads the request a hop names. A hop is published by the write that
+/// moved its request on, so a request that reads as `behind` what the hop
+/// proves is a kept copy from before that write (another replica's, not yet
+/// seen here: see `row_cache`) and is read again from the store.
+pub async fn load_request(
+    stores: &Stores,
+    id: &RequestId,
+    behind: impl Fn(&Request) -> bool,
+) -> Result<Request, StageError> {
+    let request = match stores.requests.get(id).await? {
+        Some(r) if behind(&r) => stores.requests.get_fresh(id).await?,
+        found => found,
+    };
+    request.ok_or_else(|| StageError::permanent(format!("request {id} does not exist")))
 }
 
 /// Loads the queue row; a missing row means ingest has not run for it, which

@@ -119,6 +119,23 @@ impl Rows {
         Ok(found.map(|row| (*row).clone()))
     }
 
+    /// The row as stored now (a kept copy is not used), kept for the next
+    /// reads.
+    async fn read_fresh<K: Eq + std::hash::Hash + Clone, V: Clone>(
+        &self,
+        cache: &FreshCache<K, V>,
+        key: &K,
+        fetch: impl Future<Output = Result<Option<V>, StoreError>>,
+    ) -> Result<Option<V>, StoreError> {
+        let began = self.clock.now();
+        let Some(row) = fetch.await? else {
+            cache.forget(key);
+            return Ok(None);
+        };
+        cache.offer(key.clone(), row.clone(), began);
+        Ok(Some(row))
+    }
+
     /// Runs a create or update of `row`; kept when it succeeded, dropped
     /// otherwise (a conflict means the row moved; any other error leaves
     /// the outcome unknown). While it runs the row is read from the store:
@@ -163,6 +180,13 @@ impl RequestStore for Bound<dyn RequestStore> {
             .await
     }
 
+    async fn get_fresh(&self, id: &RequestId) -> Result<Option<Request>, StoreError> {
+        let key = (self.queue.clone(), id.clone());
+        self.rows
+            .read_fresh(&self.rows.requests, &key, self.store.get(id))
+            .await
+    }
+
     async fn update(
         &self,
         request: &Request,
@@ -192,6 +216,12 @@ impl QueueStore for Bound<dyn QueueStore> {
             .await
     }
 
+    async fn get_fresh(&self) -> Result<Option<Queue>, StoreError> {
+        self.rows
+            .read_fresh(&self.rows.queues, &self.queue, self.store.get())
+            .await
+    }
+
     async fn update(
         &self,
         queue: &Queue,
@@ -217,6 +247,13 @@ impl BuildStore for Bound<dyn BuildStore> {
         let key = (self.queue.clone(), id.clone());
         self.rows
             .read(&self.rows.builds, &key, self.store.get(id))
+            .await
+    }
+
+    async fn get_fresh(&self, id: &BuildId) -> Result<Option<Build>, StoreError> {
+        let key = (self.queue.clone(), id.clone());
+        self.rows
+            .read_fresh(&self.rows.builds, &key, self.store.get(id))
             .await
     }
 

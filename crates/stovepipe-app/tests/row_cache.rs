@@ -170,3 +170,31 @@ async fn nothing_found_is_not_kept_and_a_failed_write_drops_the_row() {
     );
     assert_eq!(w.cached.requests.get(&r.id).await.unwrap(), Some(moved));
 }
+
+#[tokio::test]
+async fn get_fresh_reads_the_store_and_keeps_what_it_read() {
+    let w = world();
+    let r = request(&queue_a(), 1);
+    w.cached.requests.create(&r, Outbox::none()).await.unwrap();
+    let mut moved = r.clone();
+    moved.state = RequestState::Processing;
+    moved.version += 1;
+    w.elsewhere
+        .requests
+        .update(&moved, r.version, Outbox::none())
+        .await
+        .unwrap();
+    assert_eq!(w.cached.requests.get(&r.id).await.unwrap(), Some(r.clone()));
+    assert_eq!(
+        w.cached.requests.get_fresh(&r.id).await.unwrap(),
+        Some(moved.clone())
+    );
+    assert_eq!(w.cached.requests.get(&r.id).await.unwrap(), Some(moved));
+
+    let queue = Queue::new(queue_a(), Timestamp(1));
+    w.elsewhere.queues.create(&queue).await.unwrap();
+    assert_eq!(w.cached.queues.get_fresh().await.unwrap(), Some(queue));
+    let b = build(&queue_a(), 1, "b-1");
+    w.elsewhere.builds.create(&b, Outbox::none()).await.unwrap();
+    assert_eq!(w.cached.builds.get_fresh(&b.id).await.unwrap(), Some(b));
+}

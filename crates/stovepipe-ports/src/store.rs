@@ -87,6 +87,12 @@ impl Outbox {
 pub trait RequestStore: Send + Sync {
     async fn create(&self, request: &Request, outbox: Outbox) -> Result<(), StoreError>;
     async fn get(&self, id: &RequestId) -> Result<Option<Request>, StoreError>;
+    /// The request as stored now. A decorator that keeps rows (the
+    /// pipeline's row cache) answers `get` from its copy and this from the
+    /// store; a store that keeps nothing needs no implementation.
+    async fn get_fresh(&self, id: &RequestId) -> Result<Option<Request>, StoreError> {
+        self.get(id).await
+    }
     async fn update(
         &self,
         request: &Request,
@@ -118,6 +124,12 @@ pub trait RequestUriStore: Send + Sync {
 pub trait QueueStore: Send + Sync {
     async fn create(&self, queue: &Queue) -> Result<(), StoreError>;
     async fn get(&self) -> Result<Option<Queue>, StoreError>;
+    /// The queue row as stored now. A decorator that keeps rows (the
+    /// pipeline's row cache) answers `get` from its copy and this from the
+    /// store; a store that keeps nothing needs no implementation.
+    async fn get_fresh(&self) -> Result<Option<Queue>, StoreError> {
+        self.get().await
+    }
     async fn update(
         &self,
         queue: &Queue,
@@ -136,6 +148,12 @@ pub trait QueueStore: Send + Sync {
 pub trait BuildStore: Send + Sync {
     async fn create(&self, build: &Build, outbox: Outbox) -> Result<(), StoreError>;
     async fn get(&self, id: &BuildId) -> Result<Option<Build>, StoreError>;
+    /// The build as stored now. A decorator that keeps rows (the
+    /// pipeline's row cache) answers `get` from its copy and this from the
+    /// store; a store that keeps nothing needs no implementation.
+    async fn get_fresh(&self, id: &BuildId) -> Result<Option<Build>, StoreError> {
+        self.get(id).await
+    }
     async fn update(
         &self,
         build: &Build,

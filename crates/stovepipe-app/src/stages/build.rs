@@ -15,7 +15,7 @@ use stovepipe_ports::{Delivery, Outbox, StoreError, Topic, TriggerRequest};
 use tracing::info;
 
 use super::{Handler, Outcome};
-use crate::deps::Deps;
+use crate::deps::{Deps, load_request};
 use crate::error::StageError;
 use crate::events::{self, OutboxExt as _};
 use crate::hops::{BuildHop, BuildSignalHop, decode};
@@ -32,9 +32,11 @@ impl BuildStage {
 
     pub async fn run(&self, hop: &BuildHop) -> Result<Outcome, StageError> {
         let stores = self.deps.stores(&hop.queue);
-        let request = stores.requests.get(&hop.request_id).await?.ok_or_else(|| {
-            StageError::permanent(format!("request {} does not exist", hop.request_id))
-        })?;
+        // The build hop rides in the admit: an accepted request is behind.
+        let request = load_request(&stores, &hop.request_id, |r| {
+            r.state == RequestState::Accepted
+        })
+        .await?;
         if request.state.is_terminal() {
             return Ok(Outcome::Ack);
         }

@@ -15,11 +15,15 @@ use stovepipe_ports::{Delivery, Outbox, StoreError, Stores, Topic};
 use tracing::{info, warn};
 
 use super::{Handler, Outcome};
-use crate::deps::{Deps, load_queue, poll_delay};
+use crate::deps::{Deps, load_queue, load_request, poll_delay};
 use crate::error::StageError;
 use crate::events::{self, OutboxExt as _};
 use crate::fail_closed::fail_closed;
 use crate::hops::{BuildSignalHop, RecordHop, decode};
+
+/// Reloads of a build whose status write conflicted before the delivery is
+/// given back as retryable.
+const RECONCILE_ATTEMPTS: usize = 4;
 
 #[derive(Debug)]
 pub struct BuildSignalStage {
@@ -36,19 +40,17 @@ impl BuildSignalStage {
         let mut build = stores.builds.get(&hop.build_id).await?.ok_or_else(|| {
             StageError::permanent(format!("build {} does not exist", hop.build_id))
         })?;
-        let request = stores
-            .requests
-            .get(&build.request_id)
-            .await?
-            .ok_or_else(|| {
-                StageError::permanent(format!("request {} does not exist", build.request_id))
-            })?;
+        // A build exists, so `process` admitted the request: an accepted
+        // request is behind.
+        let request = load_request(&stores, &build.request_id, |r| {
+            r.state == RequestState::Accepted
+        })
+        .await?;
         match request.state {
             // Superseded: never admitted, no slot to guard, nothing to poll.
             RequestState::Superseded => return Ok(Outcome::Ack),
-            // A build exists, so `process` admitted it: this is a view from
-            // before the admit (another replica's write, not yet seen here;
-            // see `row_cache`). Ask again once that view has expired.
+            // Even as stored: a build of a request never admitted. Retried,
+            // then dead-lettered (and failed closed) if it stays so.
             RequestState::Accepted => {
                 return Err(StageError::retryable(format!(
                     "request {} has a build but reads as accepted",
@@ -69,7 +71,13 @@ impl BuildSignalStage {
 
         if !build.status.is_terminal() {
             let runner = self.deps.runner(&config).await?;
-            if !runner.reports_via_api() {
+            if runner.reports_via_api() {
+                // The report may have come through another replica, whose
+                // wake-up brought this delivery: read what it stored.
+                build = stores.builds.get_fresh(&build.id).await?.ok_or_else(|| {
+                    StageError::permanent(format!("build {} does not exist", build.id))
+                })?;
+            } else {
                 let report = runner
                     .status(&build.id)
                     .await
@@ -101,33 +109,50 @@ impl BuildSignalStage {
     }
 
     /// Folds a runner report into the stored build. Unchanged → no write; a
-    /// different terminal status than stored → keep the stored one.
+    /// different terminal status than stored → keep the stored one. A build
+    /// that moved since it was read (another replica's poll of the same
+    /// chain) is read again from the store and the report folded into that.
     async fn reconcile(
         &self,
         stores: &Stores,
-        current: Build,
+        mut current: Build,
         report: &stovepipe_entity::BuildReport,
     ) -> Result<Build, StageError> {
-        let mut updated = current.clone();
-        match updated.apply_report(report, self.deps.now()) {
-            Ok(BuildUpdate::Unchanged) => Ok(current),
-            Ok(BuildUpdate::Changed) => {
-                let now = self.deps.now();
-                let mut outbox = Outbox::none().emit(events::build_status(&updated), now);
-                if updated.status.is_terminal() {
-                    outbox = outbox.emit(events::build_finished(&updated), now);
+        for _ in 0..RECONCILE_ATTEMPTS {
+            let mut updated = current.clone();
+            match updated.apply_report(report, self.deps.now()) {
+                Ok(BuildUpdate::Unchanged) => return Ok(current),
+                Ok(BuildUpdate::Changed) => {
+                    let now = self.deps.now();
+                    let mut outbox = Outbox::none().emit(events::build_status(&updated), now);
+                    if updated.status.is_terminal() {
+                        outbox = outbox.emit(events::build_finished(&updated), now);
+                    }
+                    match stores
+                        .builds
+                        .update(&updated, current.version, outbox)
+                        .await
+                    {
+                        Ok(()) => return Ok(updated),
+                        Err(StoreError::VersionMismatch { .. }) => {
+                            current =
+                                stores.builds.get_fresh(&current.id).await?.ok_or_else(|| {
+                                    StageError::permanent(format!("build {} vanished", current.id))
+                                })?;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
-                stores
-                    .builds
-                    .update(&updated, current.version, outbox)
-                    .await?;
-                Ok(updated)
-            }
-            Err(refused) => {
-                warn!(build = %current.id, %refused, "runner contradicts a terminal status; keeping the stored one");
-                Ok(current)
+                Err(refused) => {
+                    warn!(build = %current.id, %refused, "runner contradicts a terminal status; keeping the stored one");
+                    return Ok(current);
+                }
             }
         }
+        Err(StageError::retryable(format!(
+            "build {}: still conflicting after {RECONCILE_ATTEMPTS} attempts",
+            current.id
+        )))
     }
 
     /// A terminal build: stamp the request's outcome (first writer wins) with

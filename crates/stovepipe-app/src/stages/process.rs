@@ -55,8 +55,15 @@ impl ProcessStage {
 
         // Coalesce → gate → strategy → claim; a conflicting queue write
         // reloads and starts over, since latest or the slots may have moved.
+        // A closed gate is checked once more on the stored row before the
+        // hold: a kept row can still hold a slot another replica freed.
+        let mut stored_row: Option<Queue> = None;
+        let mut gate_rechecked = false;
         loop {
-            let queue = load_queue(&stores).await?;
+            let queue = match stored_row.take() {
+                Some(queue) => queue,
+                None => load_queue(&stores).await?,
+            };
             if request.origin == Origin::Ingest {
                 match queue.compare_with_latest(&request.id)? {
                     None => {
@@ -73,6 +80,13 @@ impl ProcessStage {
             }
             let already_claimed = queue.holds_slot(&request.id);
             if !already_claimed && queue.in_flight_count() >= config.max_concurrent as usize {
+                if !gate_rechecked {
+                    gate_rechecked = true;
+                    stored_row = stores.queues.get_fresh().await?;
+                    if stored_row.is_some() {
+                        continue;
+                    }
+                }
                 debug!(request = %request.id, in_flight = queue.in_flight_count(), "gate closed: holding");
                 metrics::gate_held(&queue.name);
                 return Ok(Outcome::Hold(config.gate_wait_delay));

@@ -16,7 +16,7 @@ use stovepipe_ports::{Delivery, Outbox, PromoteOutcome, ScmError, StoreError, St
 use tracing::{info, warn};
 
 use super::{Handler, Outcome};
-use crate::deps::{Deps, release_slot, rescue_changes, update_queue};
+use crate::deps::{Deps, load_request, release_slot, rescue_changes, update_queue};
 use crate::error::StageError;
 use crate::events::{self, OutboxExt as _};
 use crate::hops::{RecordHop, decode};
@@ -37,9 +37,12 @@ impl RecordStage {
 
     pub async fn run(&self, hop: &RecordHop) -> Result<Outcome, StageError> {
         let stores = self.deps.stores(&hop.queue);
-        let request = stores.requests.get(&hop.request_id).await?.ok_or_else(|| {
-            StageError::permanent(format!("request {} does not exist", hop.request_id))
-        })?;
+        // Record rides in (or follows) the write that ended the request:
+        // one that reads as not ended is behind.
+        let request = load_request(&stores, &hop.request_id, |r| {
+            matches!(r.state, RequestState::Accepted | RequestState::Processing)
+        })
+        .await?;
         let degree = match request.state {
             RequestState::Succeeded => Degree::GREEN,
             RequestState::Failed if !request.failed_closed => Degree::BROKEN,
@@ -55,11 +58,8 @@ impl RecordStage {
                 return Ok(Outcome::Ack);
             }
             RequestState::Superseded => return Ok(Outcome::Ack),
-            // Record is published with (or after) the write that gave the
-            // request its outcome: this is a view from before that write
-            // (another replica's, not yet seen here; see `row_cache`). Ask
-            // again once that view has expired; a request that really has
-            // no outcome dead-letters after the attempts.
+            // Even as stored: retried, and dead-lettered after the
+            // attempts if it stays so.
             RequestState::Accepted | RequestState::Processing => {
                 return Err(StageError::retryable(format!(
                     "record for request {} which reads as {}",

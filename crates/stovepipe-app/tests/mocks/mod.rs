@@ -773,10 +773,15 @@ impl Fixture {
 
     /// One `builds.update` answering `err` (nothing stored).
     pub fn expect_build_update_err(&mut self, err: StoreError) {
+        self.expect_build_updates_err(1, err);
+    }
+
+    /// `times` `builds.update`s, each answering `err` (nothing stored).
+    pub fn expect_build_updates_err(&mut self, times: usize, err: StoreError) {
         let log = self.log.clone();
         self.builds
             .expect_update()
-            .times(1)
+            .times(times)
             .returning(move |b, expected, outbox| {
                 log.push(Write::BuildUpdate {
                     build: b.clone(),
@@ -920,18 +925,20 @@ impl Fixture {
 
     /// Answers reads from the rows and wires every mock into [`Deps`].
     pub fn deps(mut self) -> (Arc<Deps>, Journal) {
+        // `get` and `get_fresh` answer alike: a mock keeps no copies.
         let cell = self.request_row.clone();
-        self.requests
-            .expect_get()
-            .returning(move |id| Ok(cell.lock().unwrap().clone().filter(|r| &r.id == id)));
+        let request =
+            move |id: &RequestId| Ok(cell.lock().unwrap().clone().filter(|r| &r.id == id));
+        self.requests.expect_get().returning(request.clone());
+        self.requests.expect_get_fresh().returning(request);
         let cell = self.queue_row.clone();
-        self.queues
-            .expect_get()
-            .returning(move || Ok(cell.lock().unwrap().clone()));
+        let queue = move || Ok(cell.lock().unwrap().clone());
+        self.queues.expect_get().returning(queue.clone());
+        self.queues.expect_get_fresh().returning(queue);
         let cell = self.build_row.clone();
-        self.builds
-            .expect_get()
-            .returning(move |id| Ok(cell.lock().unwrap().clone().filter(|b| &b.id == id)));
+        let build = move |id: &BuildId| Ok(cell.lock().unwrap().clone().filter(|b| &b.id == id));
+        self.builds.expect_get().returning(build.clone());
+        self.builds.expect_get_fresh().returning(build);
         let listed = self.builds_of_request.clone();
         self.builds.expect_list_for_request().returning(move |id| {
             Ok(listed

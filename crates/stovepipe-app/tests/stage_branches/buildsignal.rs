@@ -306,18 +306,27 @@ async fn status_not_found_is_permanent() {
     assert!(log.writes().is_empty());
 }
 
+/// A conflicting status write reloads the stored build and folds the
+/// report into it again; a build that keeps moving is given back as
+/// retryable after a few reloads, with nothing stamped.
 #[tokio::test]
-async fn build_cas_conflict_is_retryable_and_stamps_nothing() {
+async fn build_cas_conflicts_reload_then_are_retryable_and_stamp_nothing() {
     let mut f = polling(BuildStatus::Running);
     runner_says(&mut f, BuildStatus::Succeeded);
-    f.expect_build_update_err(StoreError::VersionMismatch {
-        entity: "build",
-        key: "b-1".into(),
-        expected: 2,
-    });
+    f.expect_build_updates_err(
+        4,
+        StoreError::VersionMismatch {
+            entity: "build",
+            key: "b-1".into(),
+            expected: 2,
+        },
+    );
     let (out, log) = run(f).await;
-    assert!(matches!(out, Err(StageError::Retryable(_))), "{out:?}");
-    assert_eq!(log.names(), ["builds.update"]);
+    assert!(
+        matches!(&out, Err(StageError::Retryable(m)) if m.contains("still conflicting")),
+        "{out:?}"
+    );
+    assert_eq!(log.names(), ["builds.update"; 4]);
 }
 
 #[tokio::test]
