@@ -18,8 +18,9 @@
 //! - What a stage decides without writing the row it read only ever
 //!   depends on what cannot go back: a terminal request stays terminal, the
 //!   latest pointer and the bookmark only move forward, a recorded outcome
-//!   is first-writer-wins. A stale row can only say "not yet", which the
-//!   stage then tries to write and learns otherwise, or holds and re-reads.
+//!   is first-writer-wins. A stale row can only say "not yet": a stage
+//!   that finds its row behind what its hop proves, or a gate closed, asks
+//!   `get_fresh` (the store, never the copy) before it acts on that.
 //! - Within one process every write goes through the cache, so a single
 //!   replica always reads exactly what is stored. Another replica's write
 //!   is seen within the bound, or at the first conflicting write.
