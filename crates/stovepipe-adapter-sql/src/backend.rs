@@ -479,23 +479,31 @@ impl Shared {
         self.leases.query_all(self.dialect.stmt(sql, values)).await
     }
 
-    /// What follows every write's commit: wakes `woken`'s local waiters and,
-    /// when change rows were appended, brings the feed tail up to them —
-    /// on Postgres (`txid`) once the sequencer numbered them.
+    /// What follows every write's commit: when change rows were appended,
+    /// brings the feed tail up to them — on Postgres (`txid`) once the
+    /// sequencer numbered them — and then wakes `woken`'s local waiters.
+    ///
+    /// Waking last means a local consumer handles a hop only once the write
+    /// that published it is about to return to its writer, so the writer's
+    /// own bookkeeping of that write (the pipeline keeps the rows it wrote)
+    /// is in place when the next stage reads; woken first, the next stage
+    /// read the row from the database during the sequencing wait (about 4
+    /// reads per validated request). Other replicas are told at commit by
+    /// NOTIFY either way.
     async fn after_commit(
         &self,
         woken: impl IntoIterator<Item = &Topic>,
         changed: bool,
         txid: Option<i64>,
     ) {
-        for topic in woken {
-            self.wake_local(topic);
-        }
         if changed {
             match txid {
                 Some(txid) => self.feed.await_sequenced(txid).await,
                 None => self.feed.catch_up(self).await,
             }
+        }
+        for topic in woken {
+            self.wake_local(topic);
         }
     }
 
