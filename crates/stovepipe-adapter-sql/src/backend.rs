@@ -35,6 +35,10 @@ use tokio::task::JoinHandle;
 /// Live buffer of each change-feed subscriber when none is given.
 pub const DEFAULT_FEED_BUFFER: usize = 1024;
 
+/// How long a write's local wake-ups wait for its change rows to reach the
+/// feed at most (see `Shared::after_commit`).
+const LOCAL_WAKE_AT_MOST: Duration = Duration::from_millis(20);
+
 /// NOTIFY channel carrying a topic name: something was published or woken.
 pub(crate) const MQ_CHANNEL: &str = "stovepipe_mq";
 /// NOTIFY channel: change-log rows were committed.
@@ -481,29 +485,44 @@ impl Shared {
 
     /// What follows every write's commit: when change rows were appended,
     /// brings the feed tail up to them — on Postgres (`txid`) once the
-    /// sequencer numbered them — and then wakes `woken`'s local waiters.
+    /// sequencer numbered them — and wakes `woken`'s local waiters once
+    /// that is done, or after [`LOCAL_WAKE_AT_MOST`], whichever is first.
     ///
-    /// Waking last means a local consumer handles a hop only once the write
-    /// that published it is about to return to its writer, so the writer's
-    /// own bookkeeping of that write (the pipeline keeps the rows it wrote)
-    /// is in place when the next stage reads; woken first, the next stage
-    /// read the row from the database during the sequencing wait (about 4
-    /// reads per validated request). Other replicas are told at commit by
-    /// NOTIFY either way.
+    /// Waking after the feed means a local consumer handles a hop only once
+    /// the write that published it is about to return to its writer, so the
+    /// writer's bookkeeping of that write (the pipeline keeps the rows it
+    /// wrote) is in place when the next stage reads; woken at commit, the
+    /// next stage read the row from the database during the sequencing wait
+    /// (about 4 reads per validated request). The bound keeps a sequencer
+    /// held back by a long transaction elsewhere on the cluster (up to
+    /// `SEQUENCING_WAIT`) from holding the pipeline's hops back with it.
+    /// Other replicas are told at commit by NOTIFY either way.
     async fn after_commit(
         &self,
         woken: impl IntoIterator<Item = &Topic>,
         changed: bool,
         txid: Option<i64>,
     ) {
-        if changed {
-            match txid {
-                Some(txid) => self.feed.await_sequenced(txid).await,
-                None => self.feed.catch_up(self).await,
+        let wake = || {
+            for topic in woken {
+                self.wake_local(topic);
             }
-        }
-        for topic in woken {
-            self.wake_local(topic);
+        };
+        match (changed, txid) {
+            (true, Some(txid)) => {
+                let sequenced = self.feed.await_sequenced(txid);
+                tokio::pin!(sequenced);
+                let in_time = tokio::time::timeout(LOCAL_WAKE_AT_MOST, sequenced.as_mut()).await;
+                wake();
+                if in_time.is_err() {
+                    sequenced.await;
+                }
+            }
+            (true, None) => {
+                self.feed.catch_up(self).await;
+                wake();
+            }
+            (false, _) => wake(),
         }
     }
 

@@ -62,6 +62,7 @@ on_both!(
     an_ack_on_one_replica_wakes_a_waiter_on_another,
     the_feed_tail_sees_another_replicas_commits,
     a_transaction_that_commits_late_is_not_skipped_by_the_tail,
+    a_held_back_feed_does_not_hold_back_a_write_s_hop,
     nul_bytes_and_oversized_values_are_refused_whole,
     outbox_messages_are_deduplicated_like_publishes,
     a_closed_backend_is_unavailable_and_retryable,
@@ -354,6 +355,55 @@ async fn the_feed_tail_sees_another_replicas_commits(db: &TestDb) {
 /// Postgres numbers change rows after commit. A transaction that began
 /// first but commits last must still be numbered before the later one's
 /// rows reach any reader, so that "after the last seq I saw" never skips it.
+/// A write's local wake-up waits for its change rows to reach the feed
+/// (so the writer's bookkeeping is done when its hop is handled), but not
+/// for long: an older transaction holding the feed's numbering back does
+/// not hold back the hop, though the write itself waits for the numbering.
+async fn a_held_back_feed_does_not_hold_back_a_write_s_hop(db: &TestDb) {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    if !db.backend.is_postgres() {
+        return;
+    }
+    let raw = db.raw_connection().await;
+    let early = raw.begin().await.unwrap();
+    early
+        .execute_unprepared("SELECT txid_current()")
+        .await
+        .unwrap();
+
+    let topic = Topic::new("next-stage");
+    let mq: Arc<dyn MessageQueue> = db.backend.clone();
+    let waiter = {
+        let (mq, topic) = (mq.clone(), topic.clone());
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            mq.wait(&topic, Duration::from_secs(30)).await;
+            started.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stores = db.backend.for_queue(&queue());
+    let outbox = Outbox::none()
+        .change(NewChange::new(
+            &queue(),
+            ChangeKind::RequestChanged,
+            "held",
+            json!({}),
+        ))
+        .publish(OutgoingMessage::new(topic.clone(), "p", "hop", json!({})));
+    let started = tokio::time::Instant::now();
+    let writer = tokio::spawn(async move { stores.requests.create(&request(1), outbox).await });
+    let woken_after = waiter.await.unwrap();
+    assert!(
+        woken_after < Duration::from_secs(1),
+        "the hop waited {woken_after:?} for a feed held back"
+    );
+    assert!(!writer.is_finished(), "the write waits for its numbering");
+    early.commit().await.unwrap();
+    writer.await.unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
 async fn a_transaction_that_commits_late_is_not_skipped_by_the_tail(db: &TestDb) {
     use sea_orm::{ConnectionTrait, TransactionTrait};
     if !db.backend.is_postgres() {
