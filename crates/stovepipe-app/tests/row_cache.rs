@@ -2,6 +2,8 @@
 //! through the cache, and what it serves is never older than
 //! `ROW_STALENESS`, nor older than this process's last write.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use stovepipe_adapter_memory::{ManualClock, MemoryBackend};
 use stovepipe_app::{CachedStores, ROW_STALENESS};
 use stovepipe_contract::fixtures::{build, queue_a, request};
 use stovepipe_contract::{StoreFixture, contract_tests};
-use stovepipe_entity::{Queue, RequestState, Timestamp};
+use stovepipe_entity::{Queue, Request, RequestState, Timestamp};
 use stovepipe_ports::{Outbox, StoreError, StoreFactory, Stores};
 
 async fn cached() -> StoreFixture {
@@ -46,6 +48,22 @@ fn world() -> World {
     }
 }
 
+/// Creates request 1 through the cache, then moves it on to `state`
+/// elsewhere (another replica's write): returns both versions.
+async fn created_here_moved_elsewhere(w: &World, state: RequestState) -> (Request, Request) {
+    let r = request(&queue_a(), 1);
+    w.cached.requests.create(&r, Outbox::none()).await.unwrap();
+    let mut moved = r.clone();
+    moved.state = state;
+    moved.version += 1;
+    w.elsewhere
+        .requests
+        .update(&moved, r.version, Outbox::none())
+        .await
+        .unwrap();
+    (r, moved)
+}
+
 fn just_under(bound: Duration) -> Duration {
     bound.saturating_sub(Duration::from_millis(1))
 }
@@ -53,17 +71,7 @@ fn just_under(bound: Duration) -> Duration {
 #[tokio::test]
 async fn a_row_written_here_is_served_until_the_bound_then_read_again() {
     let w = world();
-    let r = request(&queue_a(), 1);
-    w.cached.requests.create(&r, Outbox::none()).await.unwrap();
-    // Another replica moves the row on.
-    let mut moved = r.clone();
-    moved.state = RequestState::Superseded;
-    moved.version += 1;
-    w.elsewhere
-        .requests
-        .update(&moved, r.version, Outbox::none())
-        .await
-        .unwrap();
+    let (r, moved) = created_here_moved_elsewhere(&w, RequestState::Superseded).await;
 
     w.clock.advance(just_under(ROW_STALENESS));
     let served = w.cached.requests.get(&r.id).await.unwrap();
@@ -174,16 +182,7 @@ async fn nothing_found_is_not_kept_and_a_failed_write_drops_the_row() {
 #[tokio::test]
 async fn get_fresh_reads_the_store_and_keeps_what_it_read() {
     let w = world();
-    let r = request(&queue_a(), 1);
-    w.cached.requests.create(&r, Outbox::none()).await.unwrap();
-    let mut moved = r.clone();
-    moved.state = RequestState::Processing;
-    moved.version += 1;
-    w.elsewhere
-        .requests
-        .update(&moved, r.version, Outbox::none())
-        .await
-        .unwrap();
+    let (r, moved) = created_here_moved_elsewhere(&w, RequestState::Processing).await;
     assert_eq!(w.cached.requests.get(&r.id).await.unwrap(), Some(r.clone()));
     assert_eq!(
         w.cached.requests.get_fresh(&r.id).await.unwrap(),

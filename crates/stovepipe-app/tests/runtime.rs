@@ -15,7 +15,8 @@ use stovepipe_app::runtime::run_consumer;
 use stovepipe_app::{ConsumerSettings, Deps, Handler, Outcome, Pipeline, RetryPolicy, StageError};
 use stovepipe_entity::{ProjectName, QueueConfig, QueueName};
 use stovepipe_ports::{
-    Delivery, MessageQueue, OutgoingMessage, QueueConfigStore, StoreFactory, SystemClock, Topic,
+    Delivery, MessageQueue, OutgoingMessage, QueueConfigStore, StoreFactory, Stores, SystemClock,
+    Topic,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +26,19 @@ fn fast_settings(id: &str) -> ConsumerSettings {
     s.lease = Duration::from_millis(300);
     s.drain_timeout = Duration::from_secs(5);
     s
+}
+
+/// Waits until `head` of `repo` has its whole-repo fact.
+async fn recorded(stores: &Stores, repo: &ScriptedRepo, head: &str) {
+    eventually(&format!("{} {head} recorded", repo.queue()), async || {
+        stores
+            .facts
+            .get(&repo.uri(head), &ProjectName::whole_repo())
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
 }
 
 /// Retries that wait an hour: a test that needs one times out.
@@ -147,15 +161,7 @@ async fn the_next_stage_reads_a_row_as_its_hop_s_write_left_it() {
         let head = format!("c{n}");
         repo.push(&head);
         pipeline.ingest().ingest("q", None).await.unwrap();
-        eventually(&format!("{head} recorded"), async || {
-            stores
-                .facts
-                .get(&repo.uri(&head), &ProjectName::whole_repo())
-                .await
-                .unwrap()
-                .is_some()
-        })
-        .await;
+        recorded(&stores, &repo, &head).await;
     }
     cancel.cancel();
     while consumers.join_next().await.is_some() {}
@@ -225,15 +231,7 @@ async fn two_replicas_with_their_own_kept_rows_validate_every_head() {
                 .ingest(repo.queue().as_str(), None)
                 .await
                 .unwrap();
-            eventually(&format!("{} {head} recorded", repo.queue()), async || {
-                stores
-                    .facts
-                    .get(&repo.uri(&head), &ProjectName::whole_repo())
-                    .await
-                    .unwrap()
-                    .is_some()
-            })
-            .await;
+            recorded(&stores, repo, &head).await;
         }
     };
     futures::future::join_all(repos.iter().map(drive)).await;
