@@ -87,6 +87,17 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
         if let Some(fresh) = self.fresh(key, now) {
             return Ok(Some(fresh));
         }
+        self.refresh(key, now, fetch).await
+    }
+
+    /// The result of `fetch`, which began at `now`, whatever the cache
+    /// holds; offered for the next reads (`Ok(None)` drops the entry).
+    pub(crate) async fn refresh<E>(
+        &self,
+        key: &K,
+        now: Timestamp,
+        fetch: impl Future<Output = Result<Option<V>, E>>,
+    ) -> Result<Option<Arc<V>>, E> {
         let Some(value) = fetch.await? else {
             self.forget(key);
             return Ok(None);
@@ -115,10 +126,7 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
     /// a mark dropped without it (a failed or abandoned write) leaves no
     /// entry.
     pub(crate) fn begin_write(&self, key: K) -> WriteMark<'_, K, V> {
-        let mut entries = self.lock();
-        entries.young.remove(&key);
-        entries.old.remove(&key);
-        *entries.writing.entry(key.clone()).or_insert(0) += 1;
+        *self.lock().writing.entry(key.clone()).or_insert(0) += 1;
         WriteMark {
             cache: self,
             key: Some(key),
@@ -134,8 +142,8 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
         fetched_at: Timestamp,
     ) -> Arc<V> {
         let revision = (self.revision)(&value);
-        entries.turn_over(fetched_at, self.bound);
-        if let Some(kept) = entries.young.get(&key).or_else(|| entries.old.get(&key))
+        entries.turn_over(fetched_at, self.bound_ms());
+        if let Some(kept) = entries.get(&key)
             && ((self.revision)(&kept.value), kept.fetched_at) > (revision, fetched_at)
         {
             return kept.value.clone();
@@ -154,9 +162,7 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
 
     /// Drops `key`'s entry: the next `get` fetches.
     pub(crate) fn forget(&self, key: &K) {
-        let mut entries = self.lock();
-        entries.young.remove(key);
-        entries.old.remove(key);
+        self.lock().remove(key);
     }
 
     /// Drops every entry (writes in flight stay marked).
@@ -171,7 +177,7 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
         if entries.writing.contains_key(key) {
             return None;
         }
-        let entry = entries.young.get(key).or_else(|| entries.old.get(key))?;
+        let entry = entries.get(key)?;
         let age = now.as_millis().checked_sub(entry.fetched_at.as_millis())?;
         (0..self.bound_ms())
             .contains(&age)
@@ -223,26 +229,35 @@ impl<K: Eq + Hash + Clone, V> Drop for WriteMark<'_, K, V> {
                 entries.writing.remove(&key);
             }
         }
-        if let Some((value, began)) = self.wrote.take() {
-            self.cache.insert(&mut entries, key, value, began);
-        } else {
-            entries.young.remove(&key);
-            entries.old.remove(&key);
+        match self.wrote.take() {
+            Some((value, began)) => {
+                self.cache.insert(&mut entries, key, value, began);
+            }
+            None => entries.remove(&key),
         }
     }
 }
 
-impl<K, V> AgedGenerations<K, V> {
-    /// Starts a new young generation when the current one is a bound old:
-    /// the old one, whose every entry was offered more than a bound ago, is
-    /// dropped. `now` may lag the newest offer (a fetch that began earlier);
-    /// that only delays a turnover, and an entry is served by its own age.
-    fn turn_over(&mut self, now: Timestamp, bound: Duration) {
-        let bound = i64::try_from(bound.as_millis()).unwrap_or(i64::MAX);
+impl<K: Eq + Hash, V> AgedGenerations<K, V> {
+    fn get(&self, key: &K) -> Option<&Entry<V>> {
+        self.young.get(key).or_else(|| self.old.get(key))
+    }
+
+    fn remove(&mut self, key: &K) {
+        self.young.remove(key);
+        self.old.remove(key);
+    }
+
+    /// Starts a new young generation when the current one is `bound_ms`
+    /// old: the old one, whose every entry was offered more than a bound
+    /// ago, is dropped. `now` may lag the newest offer (a fetch that began
+    /// earlier); that only delays a turnover, and an entry is served by its
+    /// own age.
+    fn turn_over(&mut self, now: Timestamp, bound_ms: i64) {
         let due = self.young_since.is_none_or(|since| {
             now.as_millis()
                 .checked_sub(since.as_millis())
-                .is_some_and(|age| age >= bound)
+                .is_some_and(|age| age >= bound_ms)
         });
         if due {
             self.old = std::mem::take(&mut self.young);

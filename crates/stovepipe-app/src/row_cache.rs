@@ -128,13 +128,8 @@ impl Rows {
         key: &K,
         fetch: impl Future<Output = Result<Option<V>, StoreError>>,
     ) -> Result<Option<V>, StoreError> {
-        let began = self.clock.now();
-        let Some(row) = fetch.await? else {
-            cache.forget(key);
-            return Ok(None);
-        };
-        cache.offer(key.clone(), row.clone(), began);
-        Ok(Some(row))
+        let found = cache.refresh(key, self.clock.now(), fetch).await?;
+        Ok(found.map(|row| (*row).clone()))
     }
 
     /// Runs a create or update of `row`; kept when it succeeded, dropped

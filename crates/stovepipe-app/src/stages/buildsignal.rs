@@ -10,7 +10,7 @@
 
 use async_trait::async_trait;
 use std::sync::Arc;
-use stovepipe_entity::{Build, BuildStatus, BuildUpdate, Request, RequestState};
+use stovepipe_entity::{Build, BuildId, BuildStatus, BuildUpdate, Request, RequestState};
 use stovepipe_ports::{Delivery, Outbox, StoreError, Stores, Topic};
 use tracing::{info, warn};
 
@@ -24,6 +24,16 @@ use crate::hops::{BuildSignalHop, RecordHop, decode};
 /// Reloads of a build whose status write conflicted before the delivery is
 /// given back as retryable.
 const RECONCILE_ATTEMPTS: usize = 4;
+
+/// The build as stored now (never a kept copy); a build that is gone is an
+/// invariant violation.
+async fn stored_build(stores: &Stores, id: &BuildId) -> Result<Build, StageError> {
+    stores
+        .builds
+        .get_fresh(id)
+        .await?
+        .ok_or_else(|| StageError::permanent(format!("build {id} does not exist")))
+}
 
 #[derive(Debug)]
 pub struct BuildSignalStage {
@@ -74,9 +84,7 @@ impl BuildSignalStage {
             if runner.reports_via_api() {
                 // The report may have come through another replica, whose
                 // wake-up brought this delivery: read what it stored.
-                build = stores.builds.get_fresh(&build.id).await?.ok_or_else(|| {
-                    StageError::permanent(format!("build {} does not exist", build.id))
-                })?;
+                build = stored_build(&stores, &build.id).await?;
             } else {
                 let report = runner
                     .status(&build.id)
@@ -135,10 +143,7 @@ impl BuildSignalStage {
                     {
                         Ok(()) => return Ok(updated),
                         Err(StoreError::VersionMismatch { .. }) => {
-                            current =
-                                stores.builds.get_fresh(&current.id).await?.ok_or_else(|| {
-                                    StageError::permanent(format!("build {} vanished", current.id))
-                                })?;
+                            current = stored_build(stores, &current.id).await?;
                         }
                         Err(e) => return Err(e.into()),
                     }
