@@ -35,6 +35,8 @@ mod m20250101_000012_hook_releases;
 mod m20250101_000013_hook_runs;
 mod m20250101_000014_change_log_sequencing;
 mod m20250101_000015_messages_topic_order;
+mod m20250101_000016_builds_queue_inserted;
+mod m20250101_000017_hook_runs_hook_recorded;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -59,6 +61,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20250101_000013_hook_runs::Migration),
             Box::new(m20250101_000014_change_log_sequencing::Migration),
             Box::new(m20250101_000015_messages_topic_order::Migration),
+            Box::new(m20250101_000016_builds_queue_inserted::Migration),
+            Box::new(m20250101_000017_hook_runs_hook_recorded::Migration),
         ]
     }
 }

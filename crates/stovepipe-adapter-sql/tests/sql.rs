@@ -1,7 +1,8 @@
 //! Behaviour specific to the SQL backend, on SQLite and (when configured)
 //! Postgres: several replicas on one database (leases, hook minting, wake-ups
-//! and the change-feed tail across processes), bad input refused whole, and
-//! errors classified as retryable where they should be.
+//! and the change-feed tail across processes), bad input refused whole,
+//! errors classified as retryable where they should be, and per-queue
+//! numbering that does not read the history it follows.
 
 // The checks are plain async fns run by the generated tests: an unmet
 // expectation must panic naming it.
@@ -66,6 +67,7 @@ on_both!(
     nul_bytes_and_oversized_values_are_refused_whole,
     outbox_messages_are_deduplicated_like_publishes,
     a_closed_backend_is_unavailable_and_retryable,
+    a_long_history_is_not_read_to_number_the_next_build_or_hook_run,
 );
 
 fn queue() -> QueueName {
@@ -565,6 +567,132 @@ async fn a_closed_backend_is_unavailable_and_retryable(db: &TestDb) {
         .await
         .unwrap_err();
     assert!(err.is_retryable(), "got {err:?}");
+}
+
+/// Rows of history a numbering test seeds: enough that reading them all
+/// shows in the plan's buffers, few enough to seed in a blink.
+const HISTORY: u32 = 20_000;
+
+/// How `sql` is executed on `raw`: Postgres's `EXPLAIN (ANALYZE, BUFFERS)`
+/// text, SQLite's `EXPLAIN QUERY PLAN` details, one line per node.
+async fn plan_of(raw: &sea_orm::DatabaseConnection, postgres: bool, sql: &str) -> String {
+    use sea_orm::{ConnectionTrait, Statement};
+    let (explain, column) = if postgres {
+        ("EXPLAIN (ANALYZE, BUFFERS)", "QUERY PLAN")
+    } else {
+        ("EXPLAIN QUERY PLAN", "detail")
+    };
+    let rows = raw
+        .query_all(Statement::from_string(
+            raw.get_database_backend(),
+            format!("{explain} {sql}"),
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| r.try_get::<String>("", column).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Asserts that `lookup` reads the last entry of `index` rather than the
+/// history before it: on Postgres by the buffers the whole lookup touched.
+async fn assert_reads_last_entry_of(
+    raw: &sea_orm::DatabaseConnection,
+    postgres: bool,
+    lookup: &str,
+    index: &str,
+) {
+    let plan = plan_of(raw, postgres, lookup).await;
+    assert!(
+        plan.contains(index),
+        "{lookup} does not use {index}:\n{plan}"
+    );
+    if postgres {
+        let touched: u32 = plan
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Buffers: shared hit="))
+            .and_then(|n| n.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no buffer count in:\n{plan}"));
+        assert!(
+            touched < 16,
+            "{lookup} touched {touched} buffers for {HISTORY} rows of history:\n{plan}"
+        );
+    }
+}
+
+/// A queue's next build and a hook's next run are numbered after the
+/// largest number so far; a long history must not make that a read of
+/// the whole history (each insert would cost more than the one before).
+async fn a_long_history_is_not_read_to_number_the_next_build_or_hook_run(db: &TestDb) {
+    use sea_orm::ConnectionTrait;
+    let postgres = db.backend.is_postgres();
+    let raw = db.raw_connection().await;
+    let hook = hook_on(db).await;
+    raw.execute_unprepared(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {HISTORY}) \
+         INSERT INTO builds (queue, build_id, request_number, version, request_id, project, \
+           status, url, metadata, targets, reason, created_at, updated_at, inserted) \
+         SELECT '{q}', 'seeded-' || i, i, 1, '{q}/' || i, '', 'succeeded', NULL, '{{}}', \
+           '[]', NULL, 1, 1, i FROM n",
+        q = queue()
+    ))
+    .await
+    .unwrap();
+    raw.execute_unprepared(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {HISTORY}) \
+         INSERT INTO hook_runs (id, hook, release_version, event_id, status, attempts, \
+           last_http_status, started_at, finished_at, recorded) \
+         SELECT 'seeded-' || i, '{hook}', 1, 'e' || i, 'delivered', 1, 200, i, i, i FROM n"
+    ))
+    .await
+    .unwrap();
+    raw.execute_unprepared("ANALYZE").await.unwrap();
+
+    assert_reads_last_entry_of(
+        &raw,
+        postgres,
+        &format!(
+            "SELECT COALESCE(MAX(inserted), 0) + 1 FROM builds WHERE queue = '{}'",
+            queue()
+        ),
+        "builds_queue_inserted",
+    )
+    .await;
+    assert_reads_last_entry_of(
+        &raw,
+        postgres,
+        &format!("SELECT COALESCE(MAX(recorded), 0) + 1 FROM hook_runs WHERE hook = '{hook}'"),
+        "hook_runs_hook_recorded",
+    )
+    .await;
+
+    // And the next build is numbered after the history, through the port.
+    let next = Build::accepted(
+        BuildId::new("after-history").unwrap(),
+        queue(),
+        RequestId::new(&queue(), u64::from(HISTORY) + 1).unwrap(),
+        ProjectName::whole_repo(),
+        Timestamp(2),
+    );
+    db.backend
+        .for_queue(&queue())
+        .builds
+        .create(&next, Outbox::none())
+        .await
+        .unwrap();
+    let row = raw
+        .query_one(sea_orm::Statement::from_string(
+            raw.get_database_backend(),
+            "SELECT inserted FROM builds WHERE build_id = 'after-history'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.try_get::<i64>("", "inserted").unwrap(),
+        i64::from(HISTORY) + 1
+    );
 }
 
 /// `sqlite::memory:` is one private database on the single writer
