@@ -11,6 +11,7 @@
 
 use crate::error;
 use crate::feed::{self, FeedHub};
+use crate::presence::{PRESENCE_CHANNEL, Presence};
 use crate::validate;
 use crate::wakeups::Wakeups;
 use sea_orm::sqlx::postgres::PgListener;
@@ -70,6 +71,10 @@ pub struct SqlOptions {
     pub acquire_timeout: Duration,
     /// How long SQLite waits on a lock held by another process.
     pub busy_timeout: Duration,
+    /// Postgres: how often a backend tells the other replicas it listens;
+    /// they stop notifying it three heartbeats after its last (see
+    /// `presence`).
+    pub presence_heartbeat: Duration,
 }
 
 impl Default for SqlOptions {
@@ -80,6 +85,7 @@ impl Default for SqlOptions {
             pool_size: 8,
             acquire_timeout: Duration::from_secs(10),
             busy_timeout: Duration::from_secs(5),
+            presence_heartbeat: Duration::from_secs(2),
         }
     }
 }
@@ -91,6 +97,7 @@ impl fmt::Debug for SqlOptions {
             .field("pool_size", &self.pool_size)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("busy_timeout", &self.busy_timeout)
+            .field("presence_heartbeat", &self.presence_heartbeat)
             .finish_non_exhaustive()
     }
 }
@@ -122,9 +129,15 @@ pub(crate) struct Shared {
     /// (`<topic>@<origin>`), so its listener can tell its own echoes from
     /// other replicas' commits.
     pub(crate) notify_tag: String,
+    /// Postgres: this installation's name among the replicas on the
+    /// database (the connection's schema), and whether another replica of
+    /// it listens (see `presence`).
+    installation: String,
+    pub(crate) presence: Presence,
     /// Acks waiting to be written together (see `acks`).
     pub(crate) acks: crate::acks::AckBatch,
-    /// Postgres: the LISTEN task and the change-log sequencer.
+    /// Postgres: the LISTEN task, the presence heartbeat and the change-log
+    /// sequencer.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -270,6 +283,22 @@ impl SqlBackend {
                     url.split('@').next_back().unwrap_or_default()
                 )));
             };
+        let installation = match dialect {
+            Dialect::Postgres => {
+                let row = writer
+                    .query_one(dialect.stmt(
+                        "SELECT COALESCE(current_schema(), '') AS installation",
+                        vec![],
+                    ))
+                    .await
+                    .map_err(error::store)?
+                    .ok_or_else(|| {
+                        StoreError::Backend("current_schema() returned no row".into())
+                    })?;
+                row.try_get("", "installation").map_err(error::store)?
+            }
+            Dialect::Sqlite => String::new(),
+        };
         let shared = Arc::new(Shared {
             dialect,
             writer,
@@ -279,6 +308,8 @@ impl SqlBackend {
             feed: FeedHub::new(options.feed_buffer),
             wakeups: Wakeups::default(),
             notify_tag: format!("@{}", uuid::Uuid::new_v4().simple()),
+            installation,
+            presence: Presence::new(options.presence_heartbeat),
             acks: crate::acks::AckBatch::default(),
             tasks: Mutex::new(Vec::new()),
         });
@@ -289,12 +320,15 @@ impl SqlBackend {
             .await;
         if dialect == Dialect::Postgres {
             let listener = spawn_listener(&shared).await.map_err(error::store)?;
+            // Announced once the listener is subscribed: a replica that
+            // hears us may notify us from then on.
+            let heartbeat = spawn_heartbeat(&shared);
             let sequencer = feed::spawn_sequencer(&shared);
             shared
                 .tasks
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .extend([listener, sequencer]);
+                .extend([listener, heartbeat, sequencer]);
         }
         Ok(Arc::new(Self { shared }))
     }
@@ -391,7 +425,7 @@ async fn spawn_listener(shared: &Arc<Shared>) -> Result<JoinHandle<()>, DbErr> {
     let sql = |e: sea_orm::sqlx::Error| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e));
     let mut listener = PgListener::connect_with(pool).await.map_err(sql)?;
     listener
-        .listen_all([MQ_CHANNEL, FEED_CHANNEL])
+        .listen_all([MQ_CHANNEL, FEED_CHANNEL, PRESENCE_CHANNEL])
         .await
         .map_err(sql)?;
     let weak: Weak<Shared> = Arc::downgrade(shared);
@@ -407,6 +441,8 @@ async fn spawn_listener(shared: &Arc<Shared>) -> Result<JoinHandle<()>, DbErr> {
                     };
                     if n.channel() == MQ_CHANNEL {
                         shared.wake_local(&Topic::new(what));
+                    } else if n.channel() == PRESENCE_CHANNEL {
+                        shared.presence.heard(what, &shared.installation);
                     } else {
                         shared.feed.catch_up(&shared).await;
                     }
@@ -425,6 +461,33 @@ async fn spawn_listener(shared: &Arc<Shared>) -> Result<JoinHandle<()>, DbErr> {
             }
         }
     }))
+}
+
+/// Announces this backend to the other replicas every heartbeat, starting
+/// now (see `presence`). A failed announcement is retried at the next beat;
+/// until then the others may stop notifying us, which only costs latency.
+fn spawn_heartbeat(shared: &Arc<Shared>) -> JoinHandle<()> {
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let every = shared.presence.heartbeat();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(shared) = weak.upgrade() else { return };
+            let payload = format!("{}{}", shared.installation, shared.notify_tag);
+            if let Err(e) = shared
+                .leases
+                .execute(shared.dialect.stmt(
+                    "SELECT pg_notify($1, $2)",
+                    values![PRESENCE_CHANNEL, payload.as_str()],
+                ))
+                .await
+            {
+                tracing::debug!(error = %e, "presence heartbeat failed; retried at the next beat");
+            }
+        }
+    })
 }
 
 impl Shared {
@@ -546,8 +609,18 @@ impl Shared {
     ) -> Result<bool, DbErr> {
         let at = bind(&mut values, now.as_millis().into());
         let mut ctes = vec![format!("main AS ({sql} RETURNING 1 AS hit)")];
-        let channel = bind(&mut values, MQ_CHANNEL.into());
-        let tag = bind(&mut values, self.notify_tag.as_str().into());
+        // Other replicas hear of each insert by a NOTIFY in its RETURNING,
+        // while there are any (`presence`). The channel and tag are bound
+        // only when some insert uses them: a statement's text and its
+        // parameter count must agree every time it runs (prepared once).
+        let inserts = !outbox.messages.is_empty() || !outbox.hook_events.is_empty();
+        let notify = if inserts && self.notifies() {
+            let channel = bind(&mut values, MQ_CHANNEL.into());
+            let tag = bind(&mut values, self.notify_tag.as_str().into());
+            format!(", pg_notify({channel}, topic || {tag}) IS NULL AS notified")
+        } else {
+            String::new()
+        };
         // `<name> AS (INSERT … RETURNING topic, …)` of `messages`, each row
         // joined with `sources` (which must yield a row for any insert) and
         // kept where `filter` (empty or ` WHERE …`) holds.
@@ -561,7 +634,7 @@ impl Shared {
                  NULL, {at} FROM {sources}, (VALUES {rows}) \
                  AS v(topic, partition_key, message_id, payload, ord){filter} ORDER BY v.ord \
                  ON CONFLICT (topic, partition_key, message_id) DO NOTHING \
-                 RETURNING topic, pg_notify({channel}, topic || {tag}) IS NULL AS notified)"
+                 RETURNING topic{notify})"
                 )
             };
         let mut messages = outbox.messages;
@@ -690,6 +763,12 @@ impl Shared {
         })
     }
 
+    /// Whether this write should NOTIFY other replicas: on Postgres, while
+    /// one may be listening (see `presence`).
+    pub(crate) fn notifies(&self) -> bool {
+        self.dialect == Dialect::Postgres && self.presence.others_listening()
+    }
+
     pub(crate) fn wake_local(&self, topic: &Topic) {
         self.wakeups.wake(topic);
     }
@@ -776,6 +855,12 @@ impl Tx {
     ) -> Result<usize, DbErr> {
         in_partition_order(&mut messages);
         let condition = condition.map_or_else(String::new, |c| format!(" WHERE {c}"));
+        let notify_others = self.shared.notifies();
+        let notify = if notify_others {
+            " RETURNING pg_notify($7, topic || $8)"
+        } else {
+            ""
+        };
         let sql = match self.dialect() {
             Dialect::Postgres => format!(
                 "INSERT INTO messages (topic, partition_key, message_id, payload, attempt, \
@@ -783,8 +868,7 @@ impl Tx {
                  SELECT $1, $2, $3, $4, 1, $5, $6, NULL, NULL, $6 \
                  FROM (SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))) AS partition_lock\
                  {condition} \
-                 ON CONFLICT (topic, partition_key, message_id) DO NOTHING \
-                 RETURNING pg_notify($7, topic || $8)"
+                 ON CONFLICT (topic, partition_key, message_id) DO NOTHING{notify}"
             ),
             Dialect::Sqlite => format!(
                 "INSERT INTO messages (topic, partition_key, message_id, payload, attempt, \
@@ -803,13 +887,13 @@ impl Tx {
                 last_error.clone().into(),
                 now.as_millis().into(),
             ];
-            if self.dialect() == Dialect::Postgres {
+            if notify_others {
                 v.push(MQ_CHANNEL.into());
                 v.push(self.shared.notify_tag.as_str().into());
             }
             if self.exec(&sql, v).await? > 0 {
                 inserted += 1;
-                // Other replicas were notified by the statement itself.
+                // Other replicas (if any) were notified by the statement.
                 self.woken_locally.insert(m.topic);
             }
         }
@@ -859,7 +943,7 @@ impl Tx {
     /// them). On Postgres the wake-up NOTIFYs ride in the transaction, so
     /// other replicas hear of it exactly when it commits.
     pub(crate) async fn commit(self) -> Result<(), DbErr> {
-        if self.dialect() == Dialect::Postgres && !self.woken.is_empty() {
+        if !self.woken.is_empty() && self.shared.notifies() {
             // One statement for every topic: `SELECT pg_notify($1, $2),
             // pg_notify($1, $3), …`.
             let calls: Vec<String> = (2..self.woken.len() + 2)

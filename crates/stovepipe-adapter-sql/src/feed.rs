@@ -352,7 +352,7 @@ async fn sequence_round(shared: &Shared) -> Result<Round, DbErr> {
                UPDATE change_log c SET seq = numbered.n FROM numbered \
                WHERE c.id = numbered.id RETURNING c.id), \
              announced AS ( \
-               SELECT pg_notify($3, $4) WHERE EXISTS (SELECT 1 FROM done)) \
+               SELECT pg_notify($3, $4) WHERE EXISTS (SELECT 1 FROM done) AND $5) \
              SELECT (SELECT COUNT(*) FROM done) AS numbered, \
                (SELECT COUNT(*) FROM change_log WHERE seq IS NULL) AS unnumbered, \
                (SELECT COUNT(*) FROM announced) AS announced",
@@ -360,7 +360,10 @@ async fn sequence_round(shared: &Shared) -> Result<Round, DbErr> {
                 watermark,
                 SEQUENCE_BATCH,
                 FEED_CHANNEL,
-                shared.notify_tag.as_str()
+                shared.notify_tag.as_str(),
+                // Other replicas' tails hear of the round, while there are
+                // any (`presence`); each tail also catches up every tick.
+                shared.notifies()
             ],
         ))
         .await?

@@ -18,7 +18,8 @@
 //!   version = ?` statements; message-queue heads are leased with
 //!   `FOR UPDATE SKIP LOCKED` and a lease column; hook releases are minted
 //!   under a `FOR UPDATE` row lock on the hook; LISTEN/NOTIFY carries
-//!   wake-ups and change-feed tails between replicas.
+//!   wake-ups and change-feed tails between replicas, sent only while
+//!   another replica is heard (`presence`).
 
 mod acks;
 mod backend;
@@ -26,6 +27,7 @@ mod error;
 mod feed;
 mod hooks;
 mod mq;
+mod presence;
 mod read_model;
 mod rows;
 mod stores;

@@ -30,7 +30,7 @@
 //! - **Wake-ups**: counted locally per topic after each commit (`wakeups`:
 //!   a wait returns at once only for one the last receive did not cover),
 //!   and on Postgres a NOTIFY in the same transaction for the other
-//!   replicas.
+//!   replicas, while there are any (`presence`).
 
 use crate::backend::{Dialect, MQ_CHANNEL, Tx, big, check_message, limit, values};
 use crate::rows::{self, DEAD_LETTER_COLUMNS};
@@ -130,7 +130,7 @@ impl SqlBackend {
             }
         };
         let settle = format!("{settle} RETURNING id, lease_owner, topic, {worth_waking} AS wake");
-        if wake == Wake::Never || !postgres {
+        if wake == Wake::Never || !self.shared.notifies() {
             return settle;
         }
         v.push(MQ_CHANNEL.into());

@@ -695,6 +695,124 @@ async fn a_long_history_is_not_read_to_number_the_next_build_or_hook_run(db: &Te
     );
 }
 
+/// Heartbeat of the presence test's backends: short, so that being alone
+/// (three heartbeats unheard) takes a fraction of a second.
+const BEAT: Duration = Duration::from_millis(100);
+
+/// Publishes `id` to `topic` on `mq`; true when `listener` heard of it
+/// within a few heartbeats.
+async fn publish_is_notified(
+    mq: &Arc<dyn MessageQueue>,
+    listener: &mut sea_orm::sqlx::postgres::PgListener,
+    topic: &Topic,
+    id: &str,
+) -> bool {
+    mq.publish(OutgoingMessage::new(topic.clone(), "p", id, json!({})))
+        .await
+        .unwrap();
+    let ours = format!("{topic}@");
+    let deadline = tokio::time::Instant::now() + BEAT * 3;
+    loop {
+        match tokio::time::timeout_at(deadline, listener.recv()).await {
+            Ok(Ok(n)) if n.payload().starts_with(&ours) => return true,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("listener failed: {e}"),
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A Postgres backend alone in its installation stops sending NOTIFYs once
+/// it has gone three heartbeats without hearing another replica — and its
+/// writes, acks and feed rounds still work without them — sends them again
+/// once a replica announces itself, and stops three heartbeats after that
+/// replica is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_are_sent_only_while_another_replica_listens() {
+    let Some(db) = TestDb::open_with_heartbeat(Kind::Postgres, BEAT).await else {
+        return;
+    };
+    let mut listener = db.listen("stovepipe_mq").await;
+    let topic = Topic::new(format!("presence-{}", uuid::Uuid::new_v4().simple()));
+    let mq: Arc<dyn MessageQueue> = db.backend.clone();
+    assert!(
+        publish_is_notified(&mq, &mut listener, &topic, "young").await,
+        "a young backend notifies: it cannot know yet whether it is alone"
+    );
+    // Writes without an outbox, made again below when alone: the statement
+    // each connection prepared must serve both.
+    let stores = db.backend.for_queue(&queue());
+    let change = |subject: &str| {
+        Outbox::none().change(NewChange::new(
+            &queue(),
+            ChangeKind::RequestCreated,
+            subject,
+            json!({}),
+        ))
+    };
+    // Concurrent, so that every connection of the pool prepares them.
+    let create_all = |numbers: std::ops::Range<u64>| {
+        let stores = stores.clone();
+        futures::future::join_all(numbers.map(move |n| {
+            let (stores, r) = (stores.clone(), request(n));
+            async move { stores.requests.create(&r, Outbox::none()).await }
+        }))
+    };
+    for written in create_all(10..26).await {
+        written.unwrap();
+    }
+
+    tokio::time::sleep(BEAT * 4).await;
+    assert!(
+        !publish_is_notified(&mq, &mut listener, &topic, "alone").await,
+        "a backend alone notified a publish"
+    );
+    // Every statement that would notify runs without it: writes, one with
+    // an outbox, the feed round numbering its change, an ack.
+    for written in create_all(30..46).await {
+        written.unwrap();
+    }
+    let outbox = change("r1").publish(OutgoingMessage::new(topic.clone(), "q", "hop", json!({})));
+    stores.requests.create(&request(1), outbox).await.unwrap();
+    let feed: Arc<dyn ChangeFeed> = db.backend.clone();
+    let numbered = feed.read_after(0, 100).await.unwrap();
+    assert_eq!(numbered.len(), 1, "the change was numbered: {numbered:?}");
+    let leased = mq
+        .receive(&topic, "presence", 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 2, "the heads of p and q: {leased:?}");
+    for delivery in &leased {
+        mq.ack(delivery).await.unwrap();
+    }
+    assert!(
+        mq.receive(&topic, "presence", 10, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.message_id != "young" && d.message_id != "hop"),
+        "acked messages are gone"
+    );
+
+    let replica = db.replica().await;
+    let mut heard = false;
+    for attempt in 0..20 {
+        if publish_is_notified(&mq, &mut listener, &topic, &format!("replica-{attempt}")).await {
+            heard = true;
+            break;
+        }
+    }
+    assert!(heard, "a replica announced itself and was never notified");
+
+    replica.close().await;
+    tokio::time::sleep(BEAT * 4).await;
+    assert!(
+        !publish_is_notified(&mq, &mut listener, &topic, "gone").await,
+        "a replica gone for three heartbeats was still notified"
+    );
+    db.finish().await;
+}
+
 /// `sqlite::memory:` is one private database on the single writer
 /// connection, which serves reads too.
 #[tokio::test]

@@ -14,6 +14,7 @@ use futures::FutureExt;
 use sea_orm::{ConnectionTrait, Database};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 use stovepipe_adapter_memory::ManualClock;
 use stovepipe_adapter_sql::{SqlBackend, SqlOptions};
 use stovepipe_contract::Case;
@@ -32,6 +33,8 @@ pub struct TestDb {
     pub clock: ManualClock,
     /// Another connection to the same database (a second replica).
     url: String,
+    /// Every backend's presence heartbeat (`SqlOptions::presence_heartbeat`).
+    heartbeat: Duration,
     cleanup: Cleanup,
 }
 
@@ -55,9 +58,10 @@ pub fn postgres_url() -> Option<String> {
     }
 }
 
-fn options(clock: &ManualClock) -> SqlOptions {
+fn options(clock: &ManualClock, presence_heartbeat: Duration) -> SqlOptions {
     SqlOptions {
         clock: Arc::new(clock.clone()),
+        presence_heartbeat,
         feed_buffer: FEED_BUFFER,
         ..SqlOptions::default()
     }
@@ -66,6 +70,12 @@ fn options(clock: &ManualClock) -> SqlOptions {
 impl TestDb {
     /// A fresh, migrated database of `kind`; `None` when Postgres is skipped.
     pub async fn open(kind: Kind) -> Option<Self> {
+        Self::open_with_heartbeat(kind, SqlOptions::default().presence_heartbeat).await
+    }
+
+    /// [`open`](Self::open), its backends announcing themselves to each
+    /// other every `heartbeat`.
+    pub async fn open_with_heartbeat(kind: Kind, heartbeat: Duration) -> Option<Self> {
         let clock = ManualClock::default();
         let (url, cleanup) = match kind {
             Kind::Sqlite => {
@@ -87,7 +97,7 @@ impl TestDb {
                 (url, Cleanup::Postgres { base, schema })
             }
         };
-        let backend = SqlBackend::connect_with(&url, options(&clock))
+        let backend = SqlBackend::connect_with(&url, options(&clock, heartbeat))
             .await
             .unwrap();
         backend.migrate().await.unwrap();
@@ -95,6 +105,7 @@ impl TestDb {
             backend,
             clock,
             url,
+            heartbeat,
             cleanup,
         })
     }
@@ -102,7 +113,7 @@ impl TestDb {
     /// Another backend on the same database and clock, as a second
     /// process would have.
     pub async fn replica(&self) -> Arc<SqlBackend> {
-        SqlBackend::connect_with(&self.url, options(&self.clock))
+        SqlBackend::connect_with(&self.url, options(&self.clock, self.heartbeat))
             .await
             .unwrap()
     }
@@ -111,6 +122,17 @@ impl TestDb {
     /// open transaction held across a test's steps).
     pub async fn raw_connection(&self) -> sea_orm::DatabaseConnection {
         Database::connect(&self.url).await.unwrap()
+    }
+
+    /// Postgres: a plain LISTEN connection to the same database, which
+    /// hears what the backends NOTIFY (and is no replica: it never
+    /// announces itself).
+    pub async fn listen(&self, channel: &str) -> sea_orm::sqlx::postgres::PgListener {
+        let mut listener = sea_orm::sqlx::postgres::PgListener::connect(&self.url)
+            .await
+            .unwrap();
+        listener.listen(channel).await.unwrap();
+        listener
     }
 
     /// Closes the backend and removes the database.
