@@ -129,10 +129,8 @@ pub(crate) struct Shared {
     /// (`<topic>@<origin>`), so its listener can tell its own echoes from
     /// other replicas' commits.
     pub(crate) notify_tag: String,
-    /// Postgres: this installation's name among the replicas on the
-    /// database (the connection's schema), and whether another replica of
-    /// it listens (see `presence`).
-    installation: String,
+    /// Postgres: whether another replica of this installation listens
+    /// (see `presence`).
     pub(crate) presence: Presence,
     /// Acks waiting to be written together (see `acks`).
     pub(crate) acks: crate::acks::AckBatch,
@@ -308,8 +306,7 @@ impl SqlBackend {
             feed: FeedHub::new(options.feed_buffer),
             wakeups: Wakeups::default(),
             notify_tag: format!("@{}", uuid::Uuid::new_v4().simple()),
-            installation,
-            presence: Presence::new(options.presence_heartbeat),
+            presence: Presence::new(installation, options.presence_heartbeat),
             acks: crate::acks::AckBatch::default(),
             tasks: Mutex::new(Vec::new()),
         });
@@ -442,7 +439,7 @@ async fn spawn_listener(shared: &Arc<Shared>) -> Result<JoinHandle<()>, DbErr> {
                     if n.channel() == MQ_CHANNEL {
                         shared.wake_local(&Topic::new(what));
                     } else if n.channel() == PRESENCE_CHANNEL {
-                        shared.presence.heard(what, &shared.installation);
+                        shared.presence.heard(what);
                     } else {
                         shared.feed.catch_up(&shared).await;
                     }
@@ -475,7 +472,7 @@ fn spawn_heartbeat(shared: &Arc<Shared>) -> JoinHandle<()> {
         loop {
             tick.tick().await;
             let Some(shared) = weak.upgrade() else { return };
-            let payload = format!("{}{}", shared.installation, shared.notify_tag);
+            let payload = shared.presence.announcement(&shared.notify_tag);
             if let Err(e) = shared
                 .leases
                 .execute(shared.dialect.stmt(

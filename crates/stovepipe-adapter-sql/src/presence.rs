@@ -39,6 +39,9 @@ const HEARTBEATS_IN_WINDOW: u32 = 3;
 /// What this backend knows of the other replicas of its installation.
 #[derive(Debug)]
 pub(crate) struct Presence {
+    /// The installation's name among the backends on the database (the
+    /// connection's schema).
+    installation: String,
     heartbeat: Duration,
     started: Instant,
     /// When a heartbeat of another replica of this installation last came.
@@ -46,8 +49,9 @@ pub(crate) struct Presence {
 }
 
 impl Presence {
-    pub(crate) fn new(heartbeat: Duration) -> Self {
+    pub(crate) fn new(installation: String, heartbeat: Duration) -> Self {
         Self {
+            installation,
             heartbeat: heartbeat.max(Duration::from_millis(1)),
             started: Instant::now(),
             last_heard: Mutex::new(None),
@@ -57,6 +61,12 @@ impl Presence {
     /// How often this backend announces itself.
     pub(crate) fn heartbeat(&self) -> Duration {
         self.heartbeat
+    }
+
+    /// The heartbeat's payload for the backend tagged `tag`
+    /// (`@<origin>`).
+    pub(crate) fn announcement(&self, tag: &str) -> String {
+        format!("{}{tag}", self.installation)
     }
 
     fn window(&self) -> Duration {
@@ -79,13 +89,13 @@ impl Presence {
     }
 
     /// A heartbeat named `installation` came from another backend: it counts
-    /// when it is of this backend's `own` installation.
-    pub(crate) fn heard(&self, installation: &str, own: &str) {
-        self.heard_at(installation, own, Instant::now());
+    /// when it is of this backend's installation.
+    pub(crate) fn heard(&self, installation: &str) {
+        self.heard_at(installation, Instant::now());
     }
 
-    fn heard_at(&self, installation: &str, own: &str, at: Instant) {
-        if installation == own {
+    fn heard_at(&self, installation: &str, at: Instant) {
+        if installation == self.installation {
             *self
                 .last_heard
                 .lock()
@@ -101,17 +111,17 @@ mod tests {
     #[test]
     fn a_young_backend_assumes_others_and_an_old_lone_one_does_not() {
         let beat = Duration::from_secs(2);
-        let presence = Presence::new(beat);
+        let presence = Presence::new("mine".to_owned(), beat);
         let start = presence.started;
         assert!(presence.others_listening_at(start + beat * 2), "young");
         let old = start + beat * 4;
         assert!(!presence.others_listening_at(old), "nobody was heard");
-        presence.heard_at("other-installation", "mine", old);
+        presence.heard_at("other-installation", old);
         assert!(
             !presence.others_listening_at(old),
             "another installation does not count"
         );
-        presence.heard_at("mine", "mine", old);
+        presence.heard_at("mine", old);
         assert!(presence.others_listening_at(old + beat * 2), "heard lately");
         assert!(
             !presence.others_listening_at(old + beat * 3),

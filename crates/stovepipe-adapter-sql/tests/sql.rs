@@ -573,6 +573,18 @@ async fn a_closed_backend_is_unavailable_and_retryable(db: &TestDb) {
 /// shows in the plan's buffers, few enough to seed in a blink.
 const HISTORY: u32 = 20_000;
 
+/// Runs `insert`, an `INSERT … SELECT … FROM n`, with `n(i)` counting
+/// from 1 to [`HISTORY`] (a recursive CTE: both backends have it).
+async fn seed_history(raw: &sea_orm::DatabaseConnection, insert: &str) {
+    use sea_orm::ConnectionTrait;
+    raw.execute_unprepared(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {HISTORY}) \
+         {insert}"
+    ))
+    .await
+    .unwrap();
+}
+
 /// How `sql` is executed on `raw`: Postgres's `EXPLAIN (ANALYZE, BUFFERS)`
 /// text, SQLite's `EXPLAIN QUERY PLAN` details, one line per node.
 async fn plan_of(raw: &sea_orm::DatabaseConnection, postgres: bool, sql: &str) -> String {
@@ -629,24 +641,27 @@ async fn a_long_history_is_not_read_to_number_the_next_build_or_hook_run(db: &Te
     let postgres = db.backend.is_postgres();
     let raw = db.raw_connection().await;
     let hook = hook_on(db).await;
-    raw.execute_unprepared(&format!(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {HISTORY}) \
-         INSERT INTO builds (queue, build_id, request_number, version, request_id, project, \
-           status, url, metadata, targets, reason, created_at, updated_at, inserted) \
-         SELECT '{q}', 'seeded-' || i, i, 1, '{q}/' || i, '', 'succeeded', NULL, '{{}}', \
-           '[]', NULL, 1, 1, i FROM n",
-        q = queue()
-    ))
-    .await
-    .unwrap();
-    raw.execute_unprepared(&format!(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {HISTORY}) \
-         INSERT INTO hook_runs (id, hook, release_version, event_id, status, attempts, \
-           last_http_status, started_at, finished_at, recorded) \
-         SELECT 'seeded-' || i, '{hook}', 1, 'e' || i, 'delivered', 1, 200, i, i, i FROM n"
-    ))
-    .await
-    .unwrap();
+    seed_history(
+        &raw,
+        &format!(
+            "INSERT INTO builds (queue, build_id, request_number, version, request_id, \
+               project, status, url, metadata, targets, reason, created_at, updated_at, \
+               inserted) \
+             SELECT '{q}', 'seeded-' || i, i, 1, '{q}/' || i, '', 'succeeded', NULL, '{{}}', \
+               '[]', NULL, 1, 1, i FROM n",
+            q = queue()
+        ),
+    )
+    .await;
+    seed_history(
+        &raw,
+        &format!(
+            "INSERT INTO hook_runs (id, hook, release_version, event_id, status, attempts, \
+               last_http_status, started_at, finished_at, recorded) \
+             SELECT 'seeded-' || i, '{hook}', 1, 'e' || i, 'delivered', 1, 200, i, i, i FROM n"
+        ),
+    )
+    .await;
     raw.execute_unprepared("ANALYZE").await.unwrap();
 
     assert_reads_last_entry_of(
