@@ -17,6 +17,7 @@
 
 mod ancestry;
 mod api;
+mod cpu;
 mod memory;
 mod pipeline;
 mod support;
@@ -28,7 +29,8 @@ use std::time::Duration;
 use anyhow::bail;
 use serde_json::json;
 
-use support::{Machine, ScratchDb, pgbench, pgbench_init, write_json};
+use cpu::CpuMeter;
+use support::{Machine, ScratchDb, pgbench, pgbench_init, postgres_admin_url, write_json};
 
 const NAMES: [&str; 5] = ["pipeline", "latency", "api", "ancestry", "memory"];
 const PIPELINE_QUEUES: usize = 32;
@@ -83,15 +85,24 @@ fn verdict(met: bool) -> &'static str {
 }
 
 async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_json::Value> {
-    let pg = {
+    let meter = CpuMeter::new(&postgres_admin_url());
+    let (pg, pg_cpu) = {
         let db = ScratchDb::create("pgbench")?;
         pgbench_init(&db.url, 10)?;
-        pgbench(&db.url, "-N", plan.pgbench_seconds)?
+        let before = meter.sample();
+        let run = pgbench(&db.url, "-N", plan.pgbench_seconds)?;
+        (run, before.until(&meter.sample()))
     };
+    // The server's CPU per pgbench transaction: the unit of the target.
+    let pgbench_cpu_ms = pg_cpu
+        .postgres_seconds
+        .filter(|_| pg.transactions > 0)
+        .map(|s| s * 1e3 / pg.transactions as f64);
     println!("pgbench -N: {:.0} tps", pg.tps);
     let sqlite = pipeline::throughput(
         "sqlite",
         None,
+        &meter,
         PIPELINE_QUEUES,
         plan.warmup,
         plan.windows,
@@ -107,6 +118,7 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
         pipeline::throughput(
             "postgres",
             Some(&db.url),
+            &meter,
             PIPELINE_QUEUES,
             plan.warmup,
             plan.windows,
@@ -141,6 +153,35 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
         );
     }
     println!("| pgbench -N -c 8 -j 2 (tps) | {:.0} | | |", pg.tps);
+    // The target's own unit: pgbench transactions of database work (the
+    // server's CPU) per validated request.
+    let work = pgbench_cpu_ms
+        .zip(postgres.postgres_cpu_ms_per_fact)
+        .map(|(unit, fact)| fact / unit);
+    let show = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1}"));
+    let show_ms = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3} ms"));
+    println!();
+    println!("| CPU | Postgres server | bench process | machine busy |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| per pgbench -N transaction | {} | | {:.0} % |",
+        show_ms(pgbench_cpu_ms),
+        pg_cpu.machine_busy_share * 100.0
+    );
+    for t in [&sqlite, &postgres] {
+        println!(
+            "| per validated request, {} | {} | {} | {:.0} % |",
+            t.backend,
+            show_ms(t.postgres_cpu_ms_per_fact),
+            show_ms(t.bench_cpu_ms_per_fact),
+            t.cpu.machine_busy_share * 100.0
+        );
+    }
+    println!(
+        "database work per validated request = {} pgbench -N transactions (target ≤ 4: {})",
+        show(work),
+        work.map_or("n/a", |w| verdict(w <= 4.0))
+    );
     println!(
         "pipeline(Postgres) / pgbench -N = {pg_ratio:.3} (target ≥ 0.25: {}); SQLite / Postgres = {sqlite_ratio:.2} (target ≥ 1: {})",
         verdict(pg_ratio >= 0.25),
@@ -149,6 +190,9 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
     Ok(json!({
         "machine": machine,
         "pgbench_n": pg,
+        "pgbench_n_cpu": pg_cpu,
+        "pgbench_n_postgres_cpu_ms_per_transaction": pgbench_cpu_ms,
+        "postgres_work_in_pgbench_n_transactions_per_request": work,
         "sqlite": sqlite,
         "postgres": postgres,
         "ratio_postgres_to_pgbench_n": pg_ratio,
@@ -156,6 +200,7 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
         "targets": {
             "postgres_to_pgbench_n_at_least": 0.25,
             "sqlite_to_postgres_at_least": 1.0,
+            "postgres_work_in_pgbench_n_transactions_per_request_at_most": 4.0,
         },
     }))
 }

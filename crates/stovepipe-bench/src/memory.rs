@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
+use crate::cpu::CpuMeter;
 use crate::pipeline;
-use crate::support::{Rss, ScratchDb};
+use crate::support::{Rss, ScratchDb, postgres_admin_url};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct IdleServer {
@@ -141,8 +142,16 @@ pub async fn run(
 
     let db = ScratchDb::create("mempipe")?;
     let before = Rss::this_process()?;
-    let t =
-        pipeline::throughput("postgres", Some(&db.url), queues, warmup, windows, window).await?;
+    let t = pipeline::throughput(
+        "postgres",
+        Some(&db.url),
+        &CpuMeter::new(&postgres_admin_url()),
+        queues,
+        warmup,
+        windows,
+        window,
+    )
+    .await?;
     println!(
         "bench process: VmRSS {:.1} MB before the pipeline, {:.1} MB at its end (peak {:.1} MB), {:.0} facts/s",
         before.rss_mb(),

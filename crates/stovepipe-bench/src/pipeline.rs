@@ -30,6 +30,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::cpu::{CpuMeter, CpuUse};
 use crate::support::{Rss, median, ms, percentile};
 
 /// How long one ingest may wait for its fact before the run is declared
@@ -342,6 +343,13 @@ pub struct Throughput {
     /// over the measured windows (`pg_stat_database`, which backends flush
     /// about once a second), per recorded fact.
     pub db_transactions_per_fact: Option<f64>,
+    /// CPU over the measured windows: the Postgres server's (absent for
+    /// SQLite, or when the server is not on this machine), this process's,
+    /// and how busy the machine was.
+    pub cpu: CpuUse,
+    /// `cpu`'s server and process time per recorded fact, in ms.
+    pub postgres_cpu_ms_per_fact: Option<f64>,
+    pub bench_cpu_ms_per_fact: Option<f64>,
     pub rss_end: Rss,
 }
 
@@ -363,6 +371,7 @@ fn db_transactions(database_url: Option<&str>) -> anyhow::Result<Option<u64>> {
 pub async fn throughput(
     backend: &str,
     database_url: Option<&str>,
+    meter: &CpuMeter,
     queues: usize,
     warmup: Duration,
     windows: usize,
@@ -386,6 +395,7 @@ pub async fn throughput(
     tokio::time::sleep(warmup).await;
     let (facts_before, xacts_before) =
         (done.load(Ordering::Relaxed), db_transactions(database_url)?);
+    let cpu_before = meter.sample();
     let mut rates = Vec::with_capacity(windows);
     for _ in 0..windows {
         let (c0, t0) = (done.load(Ordering::Relaxed), Instant::now());
@@ -393,8 +403,16 @@ pub async fn throughput(
         let (c1, dt) = (done.load(Ordering::Relaxed), t0.elapsed());
         rates.push((c1 - c0) as f64 / dt.as_secs_f64());
     }
+    let cpu = cpu_before.until(&meter.sample());
     let rss_end = Rss::this_process()?;
     let facts_measured = done.load(Ordering::Relaxed) - facts_before;
+    let per_fact =
+        |seconds: f64| (facts_measured > 0).then(|| seconds * 1e3 / facts_measured as f64);
+    let postgres_cpu_ms_per_fact = match database_url {
+        Some(_) => cpu.postgres_seconds.and_then(per_fact),
+        None => None,
+    };
+    let bench_cpu_ms_per_fact = per_fact(cpu.this_process_seconds);
     let db_transactions_per_fact = match (xacts_before, db_transactions(database_url)?) {
         (Some(before), Some(after)) if facts_measured > 0 => {
             Some(after.saturating_sub(before) as f64 / facts_measured as f64)
@@ -425,6 +443,9 @@ pub async fn throughput(
         latency_p50_ms: percentile(&latencies, 0.5),
         latency_p99_ms: percentile(&latencies, 0.99),
         db_transactions_per_fact,
+        cpu,
+        postgres_cpu_ms_per_fact,
+        bench_cpu_ms_per_fact,
         rss_end,
     })
 }

@@ -184,6 +184,8 @@ fn with_database(url: &str, db: &str) -> anyhow::Result<String> {
 pub struct PgbenchRun {
     pub args: String,
     pub tps: f64,
+    /// "number of transactions actually processed".
+    pub transactions: u64,
     pub median_tps_per_second: f64,
     pub mean_latency_ms: f64,
 }
@@ -238,6 +240,10 @@ pub fn pgbench(url: &str, mode: &str, seconds: u32) -> anyhow::Result<PgbenchRun
         .find(|l| l.starts_with("tps = "))
         .and_then(|l| number_after(l, "tps = "))
         .context("pgbench printed no tps")?;
+    let transactions = stdout
+        .lines()
+        .find_map(|l| number_after(l, "number of transactions actually processed: "))
+        .context("pgbench printed no transaction count")? as u64;
     let mean_latency_ms = stdout
         .lines()
         .find_map(|l| number_after(l, "latency average = "))
@@ -256,6 +262,7 @@ pub fn pgbench(url: &str, mode: &str, seconds: u32) -> anyhow::Result<PgbenchRun
     Ok(PgbenchRun {
         args: format!("pgbench {}", args.join(" ")),
         tps,
+        transactions,
         median_tps_per_second: median(&per_second),
         mean_latency_ms,
     })

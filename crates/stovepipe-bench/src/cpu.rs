@@ -1,0 +1,242 @@
+//! CPU time, read from `/proc` (Linux): the bench process's own, the whole
+//! local Postgres server's, and the machine's.
+//!
+//! The pipeline target is stated as database work: at most four pgbench
+//! transactions of it per validated request. Transactions per fact count
+//! statements, not work (a pgbench statement and a write with its outbox
+//! are not the same size), so the pipeline benchmark also measures the
+//! server's CPU time over its windows and over the pgbench run beside it,
+//! and divides each by what was done: CPU per validated request over CPU
+//! per pgbench transaction is that budget, measured.
+//!
+//! The server's CPU is the postmaster's own and its reaped children's
+//! (`cutime`/`cstime`, where a backend's time goes when it exits) plus every
+//! live child's, so backends that come and go (pgbench's) are counted once.
+
+use std::process::Command;
+
+use serde::Serialize;
+
+/// A point-in-time reading of the counters, in seconds of CPU.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSample {
+    /// The Postgres server, when it runs on this machine.
+    postgres: Option<f64>,
+    this_process: f64,
+    /// All CPUs, busy (not idle, not waiting for I/O) and in all.
+    machine_busy: f64,
+    machine_total: f64,
+}
+
+/// CPU used between two samples.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CpuUse {
+    pub postgres_seconds: Option<f64>,
+    pub this_process_seconds: f64,
+    /// Share of the machine's CPU time that was busy (0–1).
+    pub machine_busy_share: f64,
+}
+
+impl CpuSample {
+    pub fn until(&self, later: &CpuSample) -> CpuUse {
+        let total = later.machine_total - self.machine_total;
+        CpuUse {
+            postgres_seconds: self.postgres.zip(later.postgres).map(|(a, b)| b - a),
+            this_process_seconds: later.this_process - self.this_process,
+            machine_busy_share: if total > 0.0 {
+                (later.machine_busy - self.machine_busy) / total
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+/// Reads [`CpuSample`]s; finds the server's postmaster once.
+#[derive(Debug, Clone)]
+pub struct CpuMeter {
+    ticks_per_second: f64,
+    postmaster: Option<u32>,
+}
+
+impl CpuMeter {
+    /// `admin_url`: the server whose CPU to count. When it is not on this
+    /// machine (or `/proc` cannot be read) samples carry no server figure.
+    pub fn new(admin_url: &str) -> Self {
+        let ticks_per_second = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0);
+        // The checkpointer lives as long as the server; its parent is the
+        // postmaster.
+        let postmaster = crate::support::psql(
+            admin_url,
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'",
+        )
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        .and_then(ProcStat::read)
+        .map(|checkpointer| checkpointer.ppid);
+        Self {
+            ticks_per_second,
+            postmaster,
+        }
+    }
+
+    pub fn sample(&self) -> CpuSample {
+        let seconds = |ticks: u64| ticks as f64 / self.ticks_per_second;
+        let this_process = ProcStat::read_self().map_or(0, |s| s.utime + s.stime);
+        let (machine_busy, machine_total) = machine_ticks();
+        CpuSample {
+            postgres: self.postmaster.and_then(server_ticks).map(seconds),
+            this_process: seconds(this_process),
+            machine_busy: seconds(machine_busy),
+            machine_total: seconds(machine_total),
+        }
+    }
+}
+
+/// The postmaster's own and reaped children's ticks plus its live
+/// children's. Read again when a child was reaped during the scan (it
+/// would be counted twice).
+fn server_ticks(postmaster: u32) -> Option<u64> {
+    for _ in 0..5 {
+        let before = ProcStat::read(postmaster)?;
+        let mut children = 0;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            if let Some(stat) = ProcStat::read(pid)
+                && stat.ppid == postmaster
+            {
+                children += stat.utime + stat.stime;
+            }
+        }
+        let after = ProcStat::read(postmaster)?;
+        if after.cutime + after.cstime == before.cutime + before.cstime {
+            return Some(after.utime + after.stime + after.cutime + after.cstime + children);
+        }
+    }
+    None
+}
+
+/// Busy and total ticks of all CPUs (`/proc/stat`'s `cpu` line).
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let total: u64 = fields.iter().take(8).sum();
+    // user nice system idle iowait irq softirq steal
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total.saturating_sub(idle), total)
+}
+
+/// The fields of `/proc/<pid>/stat` used here, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcStat {
+    ppid: u32,
+    utime: u64,
+    stime: u64,
+    cutime: u64,
+    cstime: u64,
+}
+
+impl ProcStat {
+    fn read(pid: u32) -> Option<Self> {
+        Self::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    }
+
+    fn read_self() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/self/stat").ok()?)
+    }
+
+    /// `pid (comm) state ppid … utime stime cutime cstime …`; `comm` may
+    /// hold spaces and parentheses, so fields are counted after the last
+    /// `)`.
+    fn parse(stat: &str) -> Option<Self> {
+        let (_, rest) = stat.rsplit_once(')')?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| fields.get(i)?.parse::<u64>().ok();
+        Some(Self {
+            ppid: u32::try_from(field(1)?).ok()?,
+            utime: field(11)?,
+            stime: field(12)?,
+            cutime: field(13)?,
+            cstime: field(14)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let line = "4242 (postgres: a (b) c) S 17 4242 4242 0 -1 4194560 900 0 0 0 \
+                    31 7 5 3 20 0 1 0 12345 1000 200 18446744073709551615";
+        assert_eq!(
+            ProcStat::parse(line),
+            Some(ProcStat {
+                ppid: 17,
+                utime: 31,
+                stime: 7,
+                cutime: 5,
+                cstime: 3,
+            })
+        );
+        assert_eq!(ProcStat::parse("4242 (truncated) S 17 1"), None);
+    }
+
+    #[test]
+    fn this_process_and_the_machine_are_measured() {
+        let meter = CpuMeter {
+            ticks_per_second: 100.0,
+            postmaster: None,
+        };
+        let before = meter.sample();
+        // Burn enough CPU for a few clock ticks.
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < std::time::Duration::from_millis(200) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let used = before.until(&meter.sample());
+        assert!(used.this_process_seconds >= 0.1, "{used:?}");
+        assert!(
+            used.machine_busy_share > 0.0 && used.machine_busy_share <= 1.0,
+            "{used:?}"
+        );
+        assert_eq!(used.postgres_seconds, None);
+    }
+
+    /// The work of a backend that has exited by the second sample (what
+    /// pgbench's are when its run ends) is counted.
+    #[test]
+    fn the_work_of_an_exited_backend_is_counted() {
+        let url = crate::support::postgres_admin_url();
+        let meter = CpuMeter::new(&url);
+        assert!(
+            meter.postmaster.is_some(),
+            "no local postmaster found through {url}"
+        );
+        let before = meter.sample();
+        // psql's backend does this and exits.
+        crate::support::psql(&url, "SELECT count(*) FROM generate_series(1, 5000000)").unwrap();
+        let used = before.until(&meter.sample());
+        let server = used.postgres_seconds.expect("a server figure");
+        assert!(server >= 0.1, "{used:?}");
+    }
+}
