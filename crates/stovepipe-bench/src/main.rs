@@ -30,7 +30,9 @@ use anyhow::bail;
 use serde_json::json;
 
 use cpu::CpuMeter;
-use support::{Machine, ScratchDb, pgbench, pgbench_init, postgres_admin_url, write_json};
+use support::{
+    Machine, ScratchDb, pgbench, pgbench_init, postgres_admin_url, wal_position, write_json,
+};
 
 const NAMES: [&str; 5] = ["pipeline", "latency", "api", "ancestry", "memory"];
 const PIPELINE_QUEUES: usize = 32;
@@ -86,18 +88,20 @@ fn verdict(met: bool) -> &'static str {
 
 async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_json::Value> {
     let meter = CpuMeter::new(&postgres_admin_url());
-    let (pg, pg_cpu) = {
+    let (pg, pg_cpu, pg_wal) = {
         let db = ScratchDb::create("pgbench")?;
         pgbench_init(&db.url, 10)?;
-        let before = meter.sample();
+        let (before, wal_before) = (meter.sample(), wal_position(&db.url)?);
         let run = pgbench(&db.url, "-N", plan.pgbench_seconds)?;
-        (run, before.until(&meter.sample()))
+        let wal = wal_position(&db.url)?.saturating_sub(wal_before);
+        (run, before.until(&meter.sample()), wal)
     };
     // The server's CPU per pgbench transaction: the unit of the target.
     let pgbench_cpu_ms = pg_cpu
         .postgres_seconds
         .filter(|_| pg.transactions > 0)
         .map(|s| s * 1e3 / pg.transactions as f64);
+    let pgbench_wal_bytes = (pg.transactions > 0).then(|| pg_wal as f64 / pg.transactions as f64);
     println!("pgbench -N: {:.0} tps", pg.tps);
     let sqlite = pipeline::throughput(
         "sqlite",
@@ -182,6 +186,15 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
         show(work),
         work.map_or("n/a", |w| verdict(w <= 4.0))
     );
+    let wal_ratio = pgbench_wal_bytes
+        .zip(postgres.wal_bytes_per_fact)
+        .map(|(unit, fact)| fact / unit);
+    println!(
+        "WAL per validated request = {} bytes, {} × pgbench -N's {} bytes per transaction",
+        show(postgres.wal_bytes_per_fact),
+        show(wal_ratio),
+        show(pgbench_wal_bytes)
+    );
     println!(
         "pipeline(Postgres) / pgbench -N = {pg_ratio:.3} (target ≥ 0.25: {}); SQLite / Postgres = {sqlite_ratio:.2} (target ≥ 1: {})",
         verdict(pg_ratio >= 0.25),
@@ -192,6 +205,7 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
         "pgbench_n": pg,
         "pgbench_n_cpu": pg_cpu,
         "pgbench_n_postgres_cpu_ms_per_transaction": pgbench_cpu_ms,
+        "pgbench_n_wal_bytes_per_transaction": pgbench_wal_bytes,
         "postgres_work_in_pgbench_n_transactions_per_request": work,
         "sqlite": sqlite,
         "postgres": postgres,

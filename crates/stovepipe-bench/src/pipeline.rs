@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cpu::{CpuMeter, CpuUse};
-use crate::support::{Rss, median, ms, percentile};
+use crate::support::{Rss, median, ms, percentile, wal_position};
 
 /// How long one ingest may wait for its fact before the run is declared
 /// broken.
@@ -343,6 +343,9 @@ pub struct Throughput {
     /// over the measured windows (`pg_stat_database`, which backends flush
     /// about once a second), per recorded fact.
     pub db_transactions_per_fact: Option<f64>,
+    /// Postgres: bytes of WAL written over the measured windows (rows,
+    /// index entries, commits) per recorded fact: the volume of the writes.
+    pub wal_bytes_per_fact: Option<f64>,
     /// CPU over the measured windows: the Postgres server's (absent for
     /// SQLite, or when the server is not on this machine), this process's,
     /// and how busy the machine was.
@@ -396,6 +399,7 @@ pub async fn throughput(
     let (facts_before, xacts_before) =
         (done.load(Ordering::Relaxed), db_transactions(database_url)?);
     let cpu_before = meter.sample();
+    let wal_before = database_url.map(wal_position).transpose()?;
     let mut rates = Vec::with_capacity(windows);
     for _ in 0..windows {
         let (c0, t0) = (done.load(Ordering::Relaxed), Instant::now());
@@ -404,10 +408,15 @@ pub async fn throughput(
         rates.push((c1 - c0) as f64 / dt.as_secs_f64());
     }
     let cpu = cpu_before.until(&meter.sample());
+    let wal_after = database_url.map(wal_position).transpose()?;
     let rss_end = Rss::this_process()?;
     let facts_measured = done.load(Ordering::Relaxed) - facts_before;
     let per_fact =
         |seconds: f64| (facts_measured > 0).then(|| seconds * 1e3 / facts_measured as f64);
+    let wal_bytes_per_fact = wal_before
+        .zip(wal_after)
+        .filter(|_| facts_measured > 0)
+        .map(|(a, b)| b.saturating_sub(a) as f64 / facts_measured as f64);
     let postgres_cpu_ms_per_fact = match database_url {
         Some(_) => cpu.postgres_seconds.and_then(per_fact),
         None => None,
@@ -443,6 +452,7 @@ pub async fn throughput(
         latency_p50_ms: percentile(&latencies, 0.5),
         latency_p99_ms: percentile(&latencies, 0.99),
         db_transactions_per_fact,
+        wal_bytes_per_fact,
         cpu,
         postgres_cpu_ms_per_fact,
         bench_cpu_ms_per_fact,

@@ -268,6 +268,13 @@ pub fn pgbench(url: &str, mode: &str, seconds: u32) -> anyhow::Result<PgbenchRun
     })
 }
 
+/// Bytes of WAL the server has written so far (its insert position; the
+/// whole cluster's, so read it around work nothing else runs beside).
+pub fn wal_position(url: &str) -> anyhow::Result<u64> {
+    let bytes = psql(url, "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")?;
+    bytes.parse().context("WAL position")
+}
+
 /// Writes `value` as `<dir>/<name>.json`.
 pub fn write_json(dir: &Path, name: &str, value: &serde_json::Value) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
