@@ -23,9 +23,10 @@ pub struct CpuSample {
     /// The Postgres server, when it runs on this machine.
     postgres: Option<f64>,
     this_process: f64,
-    /// All CPUs, busy (not idle, not waiting for I/O) and in all.
-    machine_busy: f64,
-    machine_total: f64,
+    /// Clock ticks of all CPUs, busy (not idle, not waiting for I/O) and in
+    /// all (kept whole, so a share of them is exact).
+    machine_busy: u64,
+    machine_total: u64,
 }
 
 /// CPU used between two samples.
@@ -39,12 +40,13 @@ pub struct CpuUse {
 
 impl CpuSample {
     pub fn until(&self, later: &CpuSample) -> CpuUse {
-        let total = later.machine_total - self.machine_total;
+        let total = later.machine_total.saturating_sub(self.machine_total);
+        let busy = later.machine_busy.saturating_sub(self.machine_busy);
         CpuUse {
             postgres_seconds: self.postgres.zip(later.postgres).map(|(a, b)| b - a),
             this_process_seconds: later.this_process - self.this_process,
-            machine_busy_share: if total > 0.0 {
-                (later.machine_busy - self.machine_busy) / total
+            machine_busy_share: if total > 0 {
+                busy.min(total) as f64 / total as f64
             } else {
                 0.0
             },
@@ -93,8 +95,8 @@ impl CpuMeter {
         CpuSample {
             postgres: self.postmaster.and_then(server_ticks).map(seconds),
             this_process: seconds(this_process),
-            machine_busy: seconds(machine_busy),
-            machine_total: seconds(machine_total),
+            machine_busy,
+            machine_total,
         }
     }
 }
@@ -207,14 +209,15 @@ mod tests {
             postmaster: None,
         };
         let before = meter.sample();
-        // Burn enough CPU for a few clock ticks.
+        // Spin for 300 ms: with even a sixth of a core (tests run side by
+        // side on two), that is five clock ticks of this process.
         let started = std::time::Instant::now();
         let mut x = 0u64;
-        while started.elapsed() < std::time::Duration::from_millis(200) {
+        while started.elapsed() < std::time::Duration::from_millis(300) {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
         }
         let used = before.until(&meter.sample());
-        assert!(used.this_process_seconds >= 0.1, "{used:?}");
+        assert!(used.this_process_seconds >= 0.05, "{used:?}");
         assert!(
             used.machine_busy_share > 0.0 && used.machine_busy_share <= 1.0,
             "{used:?}"
