@@ -72,19 +72,9 @@ impl CpuMeter {
             .and_then(|o| String::from_utf8(o.stdout).ok())
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(100.0);
-        // The checkpointer lives as long as the server; its parent is the
-        // postmaster.
-        let postmaster = crate::support::psql(
-            admin_url,
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'",
-        )
-        .ok()
-        .and_then(|pid| pid.trim().parse::<u32>().ok())
-        .and_then(ProcStat::read)
-        .map(|checkpointer| checkpointer.ppid);
         Self {
             ticks_per_second,
-            postmaster,
+            postmaster: local_postmaster(admin_url),
         }
     }
 
@@ -98,6 +88,33 @@ impl CpuMeter {
             machine_busy,
             machine_total,
         }
+    }
+}
+
+/// The pid of `admin_url`'s postmaster, when it runs on this machine: the
+/// parent of the server's checkpointer (which lives as long as the server),
+/// provided that process is a `postgres` and, where both can be read,
+/// works in the server's data directory (a pid the server reports is
+/// someone else's here when the server runs elsewhere).
+fn local_postmaster(admin_url: &str) -> Option<u32> {
+    let checkpointer = crate::support::psql(
+        admin_url,
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'",
+    )
+    .ok()?
+    .trim()
+    .parse::<u32>()
+    .ok()?;
+    let postmaster = ProcStat::read(checkpointer)?.ppid;
+    let comm = std::fs::read_to_string(format!("/proc/{postmaster}/comm")).ok()?;
+    if comm.trim() != "postgres" {
+        return None;
+    }
+    let data_directory = crate::support::psql(admin_url, "SHOW data_directory").ok();
+    let cwd = std::fs::read_link(format!("/proc/{postmaster}/cwd")).ok();
+    match (data_directory, cwd) {
+        (Some(data), Some(cwd)) if cwd != std::path::Path::new(data.trim()) => None,
+        _ => Some(postmaster),
     }
 }
 
