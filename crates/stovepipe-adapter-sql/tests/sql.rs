@@ -111,6 +111,11 @@ async fn replicas(db: &TestDb) -> [Arc<SqlBackend>; 2] {
     [db.backend.clone(), db.replica().await]
 }
 
+/// A `request.changed` change of the test queue named `subject`.
+fn request_changed(subject: &str) -> NewChange {
+    NewChange::new(&queue(), ChangeKind::RequestChanged, subject, json!({}))
+}
+
 async fn identical_releases_from_two_replicas_mint_one_version(db: &TestDb) {
     let name = hook_on(db).await;
     let both = replicas(db).await;
@@ -340,11 +345,11 @@ async fn the_feed_tail_sees_another_replicas_commits(db: &TestDb) {
     if !db.backend.is_postgres() {
         return;
     }
-    let a: Arc<dyn ChangeFeed> = db.backend.clone();
-    let b: Arc<dyn ChangeFeed> = db.replica().await;
+    let [a, b] = replicas(db).await;
     let mut live = b.subscribe();
-    let change = |s: &str| NewChange::new(&queue(), ChangeKind::RequestChanged, s, json!({}));
-    a.append(vec![change("one"), change("two")]).await.unwrap();
+    a.append(vec![request_changed("one"), request_changed("two")])
+        .await
+        .unwrap();
     for expected in ["one", "two"] {
         let e = tokio::time::timeout(Duration::from_secs(10), live.next())
             .await
@@ -363,11 +368,9 @@ async fn a_tail_sees_every_event_once_in_order_while_two_replicas_number_rows(db
     if !db.backend.is_postgres() {
         return;
     }
-    let a: Arc<dyn ChangeFeed> = db.backend.clone();
-    let b: Arc<dyn ChangeFeed> = db.replica().await;
+    let [a, b] = replicas(db).await;
     let mut live = a.subscribe();
     let start = a.last_seq().await.unwrap();
-    let change = |s: String| NewChange::new(&queue(), ChangeKind::RequestChanged, &s, json!({}));
     let rounds = 25;
     // Read while writing: the test tail's buffer holds only a few events.
     let tail = tokio::spawn(async move {
@@ -384,8 +387,11 @@ async fn a_tail_sees_every_event_once_in_order_while_two_replicas_number_rows(db
     });
     for i in 0..rounds {
         let (from_a, from_b) = tokio::join!(
-            a.append(vec![change(format!("a{i}"))]),
-            b.append(vec![change(format!("b{i}")), change(format!("b{i}'"))])
+            a.append(vec![request_changed(&format!("a{i}"))]),
+            b.append(vec![
+                request_changed(&format!("b{i}")),
+                request_changed(&format!("b{i}'"))
+            ])
         );
         from_a.unwrap();
         from_b.unwrap();
@@ -433,12 +439,7 @@ async fn a_held_back_feed_does_not_hold_back_a_write_s_hop(db: &TestDb) {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let stores = db.backend.for_queue(&queue());
     let outbox = Outbox::none()
-        .change(NewChange::new(
-            &queue(),
-            ChangeKind::RequestChanged,
-            "held",
-            json!({}),
-        ))
+        .change(request_changed("held"))
         .publish(OutgoingMessage::new(topic.clone(), "p", "hop", json!({})));
     let started = tokio::time::Instant::now();
     let writer = tokio::spawn(async move { stores.requests.create(&request(1), outbox).await });
@@ -474,12 +475,7 @@ async fn a_transaction_that_commits_late_is_not_skipped_by_the_tail(db: &TestDb)
     // store write returns (the rows are committed), but nothing is numbered.
     let stores = db.backend.for_queue(&queue());
     let late = request(1);
-    let outbox = Outbox::none().change(NewChange::new(
-        &queue(),
-        ChangeKind::RequestChanged,
-        "late",
-        json!({}),
-    ));
+    let outbox = Outbox::none().change(request_changed("late"));
     let writer = tokio::spawn(async move { stores.requests.create(&late, outbox).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(

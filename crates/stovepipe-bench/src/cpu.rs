@@ -80,7 +80,7 @@ impl CpuMeter {
 
     pub fn sample(&self) -> CpuSample {
         let seconds = |ticks: u64| ticks as f64 / self.ticks_per_second;
-        let this_process = ProcStat::read_self().map_or(0, |s| s.utime + s.stime);
+        let this_process = ProcStat::at("/proc/self/stat").map_or(0, |s| s.utime + s.stime);
         let (machine_busy, machine_total) = machine_ticks();
         CpuSample {
             postgres: self.postmaster.and_then(server_ticks).map(seconds),
@@ -97,25 +97,22 @@ impl CpuMeter {
 /// works in the server's data directory (a pid the server reports is
 /// someone else's here when the server runs elsewhere).
 fn local_postmaster(admin_url: &str) -> Option<u32> {
-    let checkpointer = crate::support::psql(
+    let row = crate::support::psql(
         admin_url,
-        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'",
+        // The data directory is readable with `pg_read_all_settings`
+        // only; without it, empty (not checked).
+        "SELECT pid, CASE WHEN pg_has_role('pg_read_all_settings', 'USAGE') \
+           THEN current_setting('data_directory') END \
+         FROM pg_stat_activity WHERE backend_type = 'checkpointer'",
     )
-    .ok()?
-    .trim()
-    .parse::<u32>()
     .ok()?;
-    let postmaster = ProcStat::read(checkpointer)?.ppid;
+    let (checkpointer, data_directory) = row.split_once('|')?;
+    let postmaster = ProcStat::read(checkpointer.parse().ok()?)?.ppid;
     let comm = std::fs::read_to_string(format!("/proc/{postmaster}/comm")).ok()?;
-    if comm.trim() != "postgres" {
-        return None;
-    }
-    let data_directory = crate::support::psql(admin_url, "SHOW data_directory").ok();
     let cwd = std::fs::read_link(format!("/proc/{postmaster}/cwd")).ok();
-    match (data_directory, cwd) {
-        (Some(data), Some(cwd)) if cwd != std::path::Path::new(data.trim()) => None,
-        _ => Some(postmaster),
-    }
+    let elsewhere = !data_directory.is_empty()
+        && cwd.is_some_and(|cwd| cwd != std::path::Path::new(data_directory));
+    (comm.trim() == "postgres" && !elsewhere).then_some(postmaster)
 }
 
 /// The postmaster's own and reaped children's ticks plus its live
@@ -174,11 +171,11 @@ struct ProcStat {
 
 impl ProcStat {
     fn read(pid: u32) -> Option<Self> {
-        Self::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+        Self::at(&format!("/proc/{pid}/stat"))
     }
 
-    fn read_self() -> Option<Self> {
-        Self::parse(&std::fs::read_to_string("/proc/self/stat").ok()?)
+    fn at(path: &str) -> Option<Self> {
+        Self::parse(&std::fs::read_to_string(path).ok()?)
     }
 
     /// `pid (comm) state ppid … utime stime cutime cstime …`; `comm` may

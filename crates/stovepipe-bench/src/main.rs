@@ -31,7 +31,7 @@ use serde_json::json;
 
 use cpu::CpuMeter;
 use support::{
-    Machine, ScratchDb, pgbench, pgbench_init, postgres_admin_url, wal_position, write_json,
+    Machine, ScratchDb, per, pgbench, pgbench_init, postgres_admin_url, wal_position, write_json,
 };
 
 const NAMES: [&str; 5] = ["pipeline", "latency", "api", "ancestry", "memory"];
@@ -82,6 +82,11 @@ fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
 }
 
+/// `amount` in `unit`s, when both were measured.
+fn in_units(amount: Option<f64>, unit: Option<f64>) -> Option<f64> {
+    amount.zip(unit).map(|(a, u)| a / u)
+}
+
 fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "MISSED" }
 }
@@ -99,9 +104,8 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
     // The server's CPU per pgbench transaction: the unit of the target.
     let pgbench_cpu_ms = pg_cpu
         .postgres_seconds
-        .filter(|_| pg.transactions > 0)
-        .map(|s| s * 1e3 / pg.transactions as f64);
-    let pgbench_wal_bytes = (pg.transactions > 0).then(|| pg_wal as f64 / pg.transactions as f64);
+        .and_then(|s| per(s * 1e3, pg.transactions));
+    let pgbench_wal_bytes = per(pg_wal as f64, pg.transactions);
     println!("pgbench -N: {:.0} tps", pg.tps);
     let sqlite = pipeline::throughput(
         "sqlite",
@@ -159,9 +163,7 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
     println!("| pgbench -N -c 8 -j 2 (tps) | {:.0} | | |", pg.tps);
     // The target's own unit: pgbench transactions of database work (the
     // server's CPU) per validated request.
-    let work = pgbench_cpu_ms
-        .zip(postgres.postgres_cpu_ms_per_fact)
-        .map(|(unit, fact)| fact / unit);
+    let work = in_units(postgres.postgres_cpu_ms_per_fact, pgbench_cpu_ms);
     let show = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1}"));
     let show_ms = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3} ms"));
     println!();
@@ -186,9 +188,7 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
         show(work),
         work.map_or("n/a", |w| verdict(w <= 4.0))
     );
-    let wal_ratio = pgbench_wal_bytes
-        .zip(postgres.wal_bytes_per_fact)
-        .map(|(unit, fact)| fact / unit);
+    let wal_ratio = in_units(postgres.wal_bytes_per_fact, pgbench_wal_bytes);
     println!(
         "WAL per validated request = {} bytes, {} × pgbench -N's {} bytes per transaction",
         show(postgres.wal_bytes_per_fact),

@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cpu::{CpuMeter, CpuUse};
-use crate::support::{Rss, median, ms, percentile, wal_position};
+use crate::support::{Rss, median, ms, per, percentile, wal_position};
 
 /// How long one ingest may wait for its fact before the run is declared
 /// broken.
@@ -411,23 +411,19 @@ pub async fn throughput(
     let wal_after = database_url.map(wal_position).transpose()?;
     let rss_end = Rss::this_process()?;
     let facts_measured = done.load(Ordering::Relaxed) - facts_before;
-    let per_fact =
-        |seconds: f64| (facts_measured > 0).then(|| seconds * 1e3 / facts_measured as f64);
-    let wal_bytes_per_fact = wal_before
-        .zip(wal_after)
-        .filter(|_| facts_measured > 0)
-        .map(|(a, b)| b.saturating_sub(a) as f64 / facts_measured as f64);
-    let postgres_cpu_ms_per_fact = match database_url {
-        Some(_) => cpu.postgres_seconds.and_then(per_fact),
-        None => None,
+    let per_fact = |amount: f64| per(amount, facts_measured);
+    // A counter read before and after the windows, as an amount.
+    let grown = |before: Option<u64>, after: Option<u64>| {
+        before.zip(after).map(|(b, a)| a.saturating_sub(b) as f64)
     };
-    let bench_cpu_ms_per_fact = per_fact(cpu.this_process_seconds);
-    let db_transactions_per_fact = match (xacts_before, db_transactions(database_url)?) {
-        (Some(before), Some(after)) if facts_measured > 0 => {
-            Some(after.saturating_sub(before) as f64 / facts_measured as f64)
-        }
-        _ => None,
-    };
+    let wal_bytes_per_fact = grown(wal_before, wal_after).and_then(per_fact);
+    let db_transactions_per_fact =
+        grown(xacts_before, db_transactions(database_url)?).and_then(per_fact);
+    // The server's CPU is measured on both runs; only Postgres's is ours.
+    let postgres_cpu_ms_per_fact = database_url
+        .and(cpu.postgres_seconds)
+        .and_then(|s| per_fact(s * 1e3));
+    let bench_cpu_ms_per_fact = per_fact(cpu.this_process_seconds * 1e3);
     stop.cancel();
     let mut latencies = Vec::new();
     let mut verdicts = [0u64; 3];

@@ -31,6 +31,11 @@ pub fn percentile(values: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
+/// `amount` per one of `count` things (none when there were none).
+pub fn per(amount: f64, count: u64) -> Option<f64> {
+    (count > 0).then(|| amount / count as f64)
+}
+
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
