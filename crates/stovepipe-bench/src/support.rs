@@ -134,7 +134,9 @@ pub fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// A database created for one benchmark and dropped when it goes away.
+/// A database created for one benchmark and dropped when it goes away,
+/// unless [`KEEP_SCRATCH`] is set: then it is kept, and its name printed,
+/// for a look at its tables, indexes and statistics after the run.
 #[derive(Debug)]
 pub struct ScratchDb {
     admin: String,
@@ -156,8 +158,18 @@ impl ScratchDb {
     }
 }
 
+/// Environment variable that keeps scratch databases after a run.
+pub const KEEP_SCRATCH: &str = "STOVEPIPE_BENCH_KEEP_DATABASES";
+
 impl Drop for ScratchDb {
     fn drop(&mut self) {
+        if keep_requested(std::env::var_os(KEEP_SCRATCH).as_deref()) {
+            eprintln!(
+                "kept scratch database {} ({KEEP_SCRATCH} is set)",
+                self.name
+            );
+            return;
+        }
         if let Err(e) = psql(
             &self.admin,
             &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
@@ -165,6 +177,12 @@ impl Drop for ScratchDb {
             eprintln!("warning: could not drop scratch database: {e}");
         }
     }
+}
+
+/// Whether [`KEEP_SCRATCH`]'s value asks to keep scratch databases: set
+/// and not empty.
+fn keep_requested(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| !v.is_empty())
 }
 
 /// `url` with its database path replaced by `db`.
@@ -294,6 +312,14 @@ pub fn write_json(dir: &Path, name: &str, value: &serde_json::Value) -> anyhow::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scratch_databases_are_kept_only_when_asked() {
+        use std::ffi::OsStr;
+        assert!(!keep_requested(None));
+        assert!(!keep_requested(Some(OsStr::new(""))));
+        assert!(keep_requested(Some(OsStr::new("1"))));
+    }
 
     #[test]
     fn database_is_replaced_in_urls() {
