@@ -360,10 +360,10 @@ async fn the_feed_tail_sees_another_replicas_commits(db: &TestDb) {
     }
 }
 
-/// Each replica's sequencer broadcasts the rows it numbered without reading
-/// them back, but only when its tail stands right before them: rows the
-/// other replica numbered in between are read from the log first. A tail
-/// fed by both must see every event once, in seq order, without a gap.
+/// Both replicas' sequencers number rows, one round at a time, and a tail
+/// catches up from the log after its own replica's rounds and after each
+/// round the other replica announces. With appends interleaved on both, a
+/// tail must see every event once, in seq order, without a gap.
 async fn a_tail_sees_every_event_once_in_order_while_two_replicas_number_rows(db: &TestDb) {
     if !db.backend.is_postgres() {
         return;

@@ -82,9 +82,10 @@ fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
 }
 
-/// `amount` in `unit`s, when both were measured.
+/// `amount` in `unit`s, when both were measured and the unit is not zero
+/// (a run too short for one clock tick of the server).
 fn in_units(amount: Option<f64>, unit: Option<f64>) -> Option<f64> {
-    amount.zip(unit).map(|(a, u)| a / u)
+    amount.zip(unit.filter(|u| *u > 0.0)).map(|(a, u)| a / u)
 }
 
 fn verdict(met: bool) -> &'static str {

@@ -159,7 +159,7 @@ impl ScratchDb {
 }
 
 /// Environment variable that keeps scratch databases after a run.
-pub const KEEP_SCRATCH: &str = "STOVEPIPE_BENCH_KEEP_DATABASES";
+const KEEP_SCRATCH: &str = "STOVEPIPE_BENCH_KEEP_DATABASES";
 
 impl Drop for ScratchDb {
     fn drop(&mut self) {
