@@ -54,6 +54,34 @@ impl CpuSample {
     }
 }
 
+impl CpuUse {
+    /// The CPU of several stretches together; the machine's busy share is
+    /// their mean (the stretches are of about equal length).
+    pub fn sum<'a>(uses: impl IntoIterator<Item = &'a CpuUse>) -> CpuUse {
+        let mut total = CpuUse {
+            postgres_seconds: Some(0.0),
+            this_process_seconds: 0.0,
+            machine_busy_share: 0.0,
+        };
+        let mut n = 0;
+        for u in uses {
+            total.postgres_seconds = total
+                .postgres_seconds
+                .zip(u.postgres_seconds)
+                .map(|(a, b)| a + b);
+            total.this_process_seconds += u.this_process_seconds;
+            total.machine_busy_share += u.machine_busy_share;
+            n += 1;
+        }
+        if n == 0 {
+            total.postgres_seconds = None;
+        } else {
+            total.machine_busy_share /= f64::from(n);
+        }
+        total
+    }
+}
+
 /// Reads [`CpuSample`]s; finds the server's postmaster once.
 #[derive(Debug, Clone)]
 pub struct CpuMeter {
@@ -198,6 +226,26 @@ impl ProcStat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn used(server: Option<f64>, process: f64, busy: f64) -> CpuUse {
+        CpuUse {
+            postgres_seconds: server,
+            this_process_seconds: process,
+            machine_busy_share: busy,
+        }
+    }
+
+    #[test]
+    fn stretches_add_their_seconds_and_average_their_busy_share() {
+        let total = CpuUse::sum(&[used(Some(1.5), 0.5, 0.8), used(Some(2.5), 1.0, 0.6)]);
+        assert_eq!(total.postgres_seconds, Some(4.0));
+        assert!((total.this_process_seconds - 1.5).abs() < 1e-9);
+        assert!((total.machine_busy_share - 0.7).abs() < 1e-9);
+        // A stretch without the server's figure leaves the sum without one.
+        let partial = CpuUse::sum(&[used(Some(1.0), 0.5, 0.5), used(None, 0.5, 0.5)]);
+        assert_eq!(partial.postgres_seconds, None);
+        assert_eq!(CpuUse::sum(&[]).postgres_seconds, None);
+    }
 
     #[test]
     fn stat_fields_are_counted_after_the_command_name() {

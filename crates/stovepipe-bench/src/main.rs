@@ -31,7 +31,7 @@ use serde_json::json;
 
 use cpu::CpuMeter;
 use support::{
-    Machine, ScratchDb, per, pgbench, pgbench_init, postgres_admin_url, wal_position, write_json,
+    Machine, ScratchDb, median, per, pgbench_init, postgres_admin_url, ratio, write_json,
 };
 
 const NAMES: [&str; 5] = ["pipeline", "latency", "api", "ancestry", "memory"];
@@ -78,36 +78,26 @@ impl Plan {
     }
 }
 
-fn ratio(a: f64, b: f64) -> f64 {
-    if b > 0.0 { a / b } else { 0.0 }
-}
-
-/// `amount` in `unit`s, when both were measured and the unit is not zero
-/// (a run too short for one clock tick of the server).
-fn in_units(amount: Option<f64>, unit: Option<f64>) -> Option<f64> {
-    amount.zip(unit.filter(|u| *u > 0.0)).map(|(a, u)| a / u)
-}
-
 fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "MISSED" }
 }
 
+/// The median of `values` with their least and greatest, as
+/// "median (least–greatest)".
+fn spread(values: &[f64], decimals: usize) -> String {
+    if values.is_empty() {
+        return "n/a".to_owned();
+    }
+    let least = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let greatest = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!(
+        "{:.decimals$} ({least:.decimals$}–{greatest:.decimals$})",
+        median(values)
+    )
+}
+
 async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_json::Value> {
     let meter = CpuMeter::new(&postgres_admin_url());
-    let (pg, pg_cpu, pg_wal) = {
-        let db = ScratchDb::create("pgbench")?;
-        pgbench_init(&db.url, 10)?;
-        let (before, wal_before) = (meter.sample(), wal_position(&db.url)?);
-        let run = pgbench(&db.url, "-N", plan.pgbench_seconds)?;
-        let wal = wal_position(&db.url)?.saturating_sub(wal_before);
-        (run, before.until(&meter.sample()), wal)
-    };
-    // The server's CPU per pgbench transaction: the unit of the target.
-    let pgbench_cpu_ms = pg_cpu
-        .postgres_seconds
-        .and_then(|s| per(s * 1e3, pg.transactions));
-    let pgbench_wal_bytes = per(pg_wal as f64, pg.transactions);
-    println!("pgbench -N: {:.0} tps", pg.tps);
     let sqlite = pipeline::throughput(
         "sqlite",
         None,
@@ -116,12 +106,17 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
         plan.warmup,
         plan.windows,
         plan.window,
+        None,
     )
     .await?;
     println!(
         "pipeline on SQLite: {:.0} facts/s",
         sqlite.median_per_second
     );
+    // Postgres: each window of the pipeline is followed by a pgbench -N
+    // run of the same length on the same server (`pipeline::Baseline`).
+    let pgbench_db = ScratchDb::create("pgbench")?;
+    pgbench_init(&pgbench_db.url, 10)?;
     let postgres = {
         let db = ScratchDb::create("pipeline")?;
         pipeline::throughput(
@@ -132,18 +127,49 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
             plan.warmup,
             plan.windows,
             plan.window,
+            Some(pipeline::Baseline {
+                url: &pgbench_db.url,
+                mode: "-N",
+                seconds: u32::try_from(plan.window.as_secs().max(1)).unwrap_or(u32::MAX),
+            }),
         )
         .await?
     };
+    drop(pgbench_db);
+    let rounds = &postgres.rounds;
+    let pgbench_tps: Vec<f64> = rounds.iter().map(|r| r.baseline.tps).collect();
+    let ratios: Vec<f64> = rounds.iter().map(pipeline::PairedRound::ratio).collect();
+    let works: Vec<f64> = rounds
+        .iter()
+        .filter_map(pipeline::PairedRound::work)
+        .collect();
+    let wals: Vec<f64> = rounds
+        .iter()
+        .filter_map(pipeline::PairedRound::wal)
+        .collect();
+    let transactions: u64 = rounds.iter().map(|r| r.baseline.transactions).sum();
+    let pgbench_cpu = cpu::CpuUse::sum(rounds.iter().map(|r| &r.baseline_cpu));
+    // The server's CPU per pgbench transaction: the unit of the target.
+    let pgbench_cpu_ms = pgbench_cpu
+        .postgres_seconds
+        .and_then(|s| per(s * 1e3, transactions));
+    let pgbench_wal_bytes = per(
+        rounds.iter().map(|r| r.baseline_wal_bytes as f64).sum(),
+        transactions,
+    );
     println!(
-        "pipeline on Postgres: {:.0} facts/s, {} database transactions per fact",
+        "pipeline on Postgres: {:.0} facts/s, {} database transactions per fact; pgbench -N between its windows: {:.0} tps",
         postgres.median_per_second,
         postgres
             .db_transactions_per_fact
-            .map_or_else(|| "?".to_owned(), |n| format!("{n:.1}"))
+            .map_or_else(|| "?".to_owned(), |n| format!("{n:.1}")),
+        median(&pgbench_tps)
     );
-    let pg_ratio = ratio(postgres.median_per_second, pg.tps);
+    let pg_ratio = median(&ratios);
+    let work = (!works.is_empty()).then(|| median(&works));
     let sqlite_ratio = ratio(sqlite.median_per_second, postgres.median_per_second);
+    let show = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1}"));
+    let show_ms = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3} ms"));
     println!();
     println!(
         "| pipeline, {PIPELINE_QUEUES} queues, instant runner | validated requests/s (median of {} × {:.0} s windows) | ingest-to-fact p50 / p99 | RSS at end |",
@@ -161,19 +187,35 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
             t.rss_end.rss_mb()
         );
     }
-    println!("| pgbench -N -c 8 -j 2 (tps) | {:.0} | | |", pg.tps);
-    // The target's own unit: pgbench transactions of database work (the
-    // server's CPU) per validated request.
-    let work = in_units(postgres.postgres_cpu_ms_per_fact, pgbench_cpu_ms);
-    let show = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1}"));
-    let show_ms = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3} ms"));
+    println!();
+    println!(
+        "| Postgres round | requests/s | pgbench -N tps | ratio | server CPU per request / per pgbench txn | database work (pgbench txns per request) | WAL per request / per txn | machine busy (pipeline / pgbench) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (i, r) in rounds.iter().enumerate() {
+        let cpu_ms = |cpu: &cpu::CpuUse, n: u64| cpu.postgres_seconds.and_then(|s| per(s * 1e3, n));
+        println!(
+            "| {} | {:.0} | {:.0} | {:.3} | {} / {} | {} | {:.0} / {:.0} B | {:.0} / {:.0} % |",
+            i + 1,
+            r.pipeline_per_second,
+            r.baseline.tps,
+            r.ratio(),
+            show_ms(cpu_ms(&r.pipeline_cpu, r.pipeline_facts)),
+            show_ms(cpu_ms(&r.baseline_cpu, r.baseline.transactions)),
+            show(r.work()),
+            per(r.pipeline_wal_bytes as f64, r.pipeline_facts).unwrap_or(0.0),
+            per(r.baseline_wal_bytes as f64, r.baseline.transactions).unwrap_or(0.0),
+            r.pipeline_cpu.machine_busy_share * 100.0,
+            r.baseline_cpu.machine_busy_share * 100.0,
+        );
+    }
     println!();
     println!("| CPU | Postgres server | bench process | machine busy |");
     println!("|---|---:|---:|---:|");
     println!(
         "| per pgbench -N transaction | {} | | {:.0} % |",
         show_ms(pgbench_cpu_ms),
-        pg_cpu.machine_busy_share * 100.0
+        pgbench_cpu.machine_busy_share * 100.0
     );
     for t in [&sqlite, &postgres] {
         println!(
@@ -185,29 +227,31 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
         );
     }
     println!(
-        "database work per validated request = {} pgbench -N transactions (target ≤ 4: {})",
-        show(work),
+        "database work per validated request = {} pgbench -N transactions, median (least–greatest) of the rounds (target ≤ 4: {})",
+        spread(&works, 1),
         work.map_or("n/a", |w| verdict(w <= 4.0))
     );
-    let wal_ratio = in_units(postgres.wal_bytes_per_fact, pgbench_wal_bytes);
     println!(
-        "WAL per validated request = {} bytes, {} × pgbench -N's {} bytes per transaction",
+        "WAL per validated request = {} × pgbench -N's per transaction ({} against {} bytes over all rounds)",
+        spread(&wals, 1),
         show(postgres.wal_bytes_per_fact),
-        show(wal_ratio),
         show(pgbench_wal_bytes)
     );
     println!(
-        "pipeline(Postgres) / pgbench -N = {pg_ratio:.3} (target ≥ 0.25: {}); SQLite / Postgres = {sqlite_ratio:.2} (target ≥ 1: {})",
+        "pipeline(Postgres) / pgbench -N = {} (target ≥ 0.25: {}); SQLite / Postgres = {sqlite_ratio:.2} (target ≥ 1: {})",
+        spread(&ratios, 3),
         verdict(pg_ratio >= 0.25),
         verdict(sqlite_ratio >= 1.0)
     );
     Ok(json!({
         "machine": machine,
-        "pgbench_n": pg,
-        "pgbench_n_cpu": pg_cpu,
+        "pgbench_n_median_tps": median(&pgbench_tps),
+        "pgbench_n_cpu": pgbench_cpu,
         "pgbench_n_postgres_cpu_ms_per_transaction": pgbench_cpu_ms,
         "pgbench_n_wal_bytes_per_transaction": pgbench_wal_bytes,
         "postgres_work_in_pgbench_n_transactions_per_request": work,
+        "postgres_work_per_round": works,
+        "ratio_postgres_to_pgbench_n_per_round": ratios,
         "sqlite": sqlite,
         "postgres": postgres,
         "ratio_postgres_to_pgbench_n": pg_ratio,
@@ -407,5 +451,17 @@ async fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spread_is_the_median_with_the_least_and_the_greatest() {
+        assert_eq!(spread(&[14.0, 12.25, 15.5], 1), "14.0 (12.2–15.5)");
+        assert_eq!(spread(&[0.0581], 3), "0.058 (0.058–0.058)");
+        assert_eq!(spread(&[], 1), "n/a");
     }
 }

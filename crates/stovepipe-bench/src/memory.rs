@@ -150,6 +150,7 @@ pub async fn run(
         warmup,
         windows,
         window,
+        None,
     )
     .await?;
     println!(

@@ -26,12 +26,18 @@ use stovepipe_ports::{
 };
 use stovepipe_server::config::Settings;
 use stovepipe_server::wiring::{Wired, wire};
-use tokio::sync::oneshot;
+use tokio::sync::{RwLock, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cpu::{CpuMeter, CpuUse};
-use crate::support::{Rss, median, ms, per, percentile, wal_position};
+use crate::support::{
+    PgbenchRun, Rss, in_units, median, ms, per, percentile, pgbench, ratio, wal_position,
+};
+
+/// How long a paired round lets the loops restart before its window
+/// counts facts (a few ingest-to-fact latencies).
+const SETTLE: Duration = Duration::from_millis(500);
 
 /// How long one ingest may wait for its fact before the run is declared
 /// broken.
@@ -292,11 +298,15 @@ impl Harness {
 }
 
 /// One queue's closed loop: push a commit, ingest the head, wait for its
-/// fact; repeat until `stop`.
+/// fact; repeat until `stop`. Each iteration holds `gate` for reading, so a
+/// writer of `gate` pauses every loop once the requests in flight have
+/// their facts.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     ingest: IngestService,
     repo: ScriptedRepo,
     watcher: Arc<FactWatcher>,
+    gate: Arc<RwLock<()>>,
     stop: CancellationToken,
     done: Arc<AtomicU64>,
     limit: Option<usize>,
@@ -307,6 +317,7 @@ async fn drive(
     let mut verdicts = [0u64; 3];
     let mut k = first_commit;
     while !stop.is_cancelled() && limit.is_none_or(|l| latencies.len() < l) {
+        let _running = gate.read().await;
         k += 1;
         repo.push(&format!("c{k}"));
         let started = Instant::now();
@@ -354,6 +365,65 @@ pub struct Throughput {
     pub postgres_cpu_ms_per_fact: Option<f64>,
     pub bench_cpu_ms_per_fact: Option<f64>,
     pub rss_end: Rss,
+    /// With a baseline: each window and the baseline run after it.
+    pub rounds: Vec<PairedRound>,
+}
+
+/// A baseline run between the pipeline's windows, on the same server: the
+/// loops pause (the requests in flight finish), `pgbench <mode>` runs for
+/// `seconds`, the loops go on. Whatever else the machine is doing (a busy
+/// neighbour, a slower CPU for a while) then weighs on a window and its
+/// baseline alike, and each round gives its own ratio.
+#[derive(Debug, Clone, Copy)]
+pub struct Baseline<'a> {
+    pub url: &'a str,
+    pub mode: &'a str,
+    pub seconds: u32,
+}
+
+/// One window of the pipeline and the baseline run right after it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairedRound {
+    /// Facts per second over the window, which starts [`SETTLE`] after
+    /// the loops resume.
+    pub pipeline_per_second: f64,
+    /// Facts recorded from the loops' resuming until they were paused
+    /// again with nothing in flight, and the server's CPU and the WAL
+    /// written over that span: the whole work of those requests.
+    pub pipeline_facts: u64,
+    pub pipeline_cpu: CpuUse,
+    pub pipeline_wal_bytes: u64,
+    pub baseline: PgbenchRun,
+    pub baseline_cpu: CpuUse,
+    pub baseline_wal_bytes: u64,
+}
+
+impl PairedRound {
+    /// The pipeline's facts per second over the baseline's transactions
+    /// per second.
+    pub fn ratio(&self) -> f64 {
+        ratio(self.pipeline_per_second, self.baseline.tps)
+    }
+
+    /// The server's CPU per fact, in the baseline's CPU per transaction.
+    pub fn work(&self) -> Option<f64> {
+        in_units(
+            self.pipeline_cpu
+                .postgres_seconds
+                .and_then(|s| per(s, self.pipeline_facts)),
+            self.baseline_cpu
+                .postgres_seconds
+                .and_then(|s| per(s, self.baseline.transactions)),
+        )
+    }
+
+    /// The WAL per fact, in the baseline's WAL per transaction.
+    pub fn wal(&self) -> Option<f64> {
+        in_units(
+            per(self.pipeline_wal_bytes as f64, self.pipeline_facts),
+            per(self.baseline_wal_bytes as f64, self.baseline.transactions),
+        )
+    }
 }
 
 /// Transactions the database has finished so far (Postgres).
@@ -371,6 +441,51 @@ fn db_transactions(database_url: Option<&str>) -> anyhow::Result<Option<u64>> {
     ))
 }
 
+/// What one measured stretch used: facts done, CPU, and WAL written (with
+/// a database URL).
+struct Span {
+    facts: u64,
+    cpu: CpuUse,
+    wal_bytes: Option<u64>,
+}
+
+/// Samples the counters a [`Span`] is made of.
+struct SpanStart<'a> {
+    done: &'a AtomicU64,
+    meter: &'a CpuMeter,
+    url: Option<&'a str>,
+    facts: u64,
+    cpu: crate::cpu::CpuSample,
+    wal: Option<u64>,
+}
+
+impl<'a> SpanStart<'a> {
+    fn now(done: &'a AtomicU64, meter: &'a CpuMeter, url: Option<&'a str>) -> anyhow::Result<Self> {
+        Ok(Self {
+            done,
+            meter,
+            url,
+            facts: done.load(Ordering::Relaxed),
+            cpu: meter.sample(),
+            wal: url.map(wal_position).transpose()?,
+        })
+    }
+
+    fn end(self) -> anyhow::Result<Span> {
+        let cpu = self.cpu.until(&self.meter.sample());
+        let wal_after = self.url.map(wal_position).transpose()?;
+        Ok(Span {
+            facts: self.done.load(Ordering::Relaxed) - self.facts,
+            cpu,
+            wal_bytes: self
+                .wal
+                .zip(wal_after)
+                .map(|(before, after)| after.saturating_sub(before)),
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub async fn throughput(
     backend: &str,
     database_url: Option<&str>,
@@ -379,16 +494,19 @@ pub async fn throughput(
     warmup: Duration,
     windows: usize,
     window: Duration,
+    baseline: Option<Baseline<'_>>,
 ) -> anyhow::Result<Throughput> {
     let harness = Harness::start(database_url, queues).await?;
     let stop = CancellationToken::new();
     let done = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(RwLock::new(()));
     let mut drivers = JoinSet::new();
     for repo in &harness.repos {
         drivers.spawn(drive(
             harness.pipeline.ingest(),
             repo.clone(),
             harness.watcher.clone(),
+            gate.clone(),
             stop.clone(),
             done.clone(),
             None,
@@ -396,29 +514,72 @@ pub async fn throughput(
         ));
     }
     tokio::time::sleep(warmup).await;
-    let (facts_before, xacts_before) =
-        (done.load(Ordering::Relaxed), db_transactions(database_url)?);
-    let cpu_before = meter.sample();
-    let wal_before = database_url.map(wal_position).transpose()?;
+    let xacts_before = db_transactions(database_url)?;
     let mut rates = Vec::with_capacity(windows);
-    for _ in 0..windows {
-        let (c0, t0) = (done.load(Ordering::Relaxed), Instant::now());
-        tokio::time::sleep(window).await;
-        let (c1, dt) = (done.load(Ordering::Relaxed), t0.elapsed());
-        rates.push((c1 - c0) as f64 / dt.as_secs_f64());
+    let mut rounds = Vec::new();
+    let mut spans = Vec::with_capacity(windows);
+    match baseline {
+        None => {
+            let span = SpanStart::now(&done, meter, database_url)?;
+            for _ in 0..windows {
+                let (c0, t0) = (done.load(Ordering::Relaxed), Instant::now());
+                tokio::time::sleep(window).await;
+                let (c1, dt) = (done.load(Ordering::Relaxed), t0.elapsed());
+                rates.push((c1 - c0) as f64 / dt.as_secs_f64());
+            }
+            spans.push(span.end()?);
+        }
+        Some(baseline) => {
+            if database_url.is_none() {
+                bail!("a baseline runs beside the pipeline on Postgres, not SQLite");
+            }
+            let mut paused = Some(gate.write().await);
+            for _ in 0..windows {
+                let span = SpanStart::now(&done, meter, database_url)?;
+                drop(paused.take());
+                tokio::time::sleep(SETTLE).await;
+                let (c0, t0) = (done.load(Ordering::Relaxed), Instant::now());
+                tokio::time::sleep(window).await;
+                let (c1, dt) = (done.load(Ordering::Relaxed), t0.elapsed());
+                let rate = (c1 - c0) as f64 / dt.as_secs_f64();
+                rates.push(rate);
+                paused = Some(gate.write().await);
+                let pipeline = span.end()?;
+                let (cpu, wal) = (meter.sample(), wal_position(baseline.url)?);
+                let (url, mode) = (baseline.url.to_owned(), baseline.mode.to_owned());
+                let run =
+                    tokio::task::spawn_blocking(move || pgbench(&url, &mode, baseline.seconds))
+                        .await??;
+                let baseline_cpu = cpu.until(&meter.sample());
+                let baseline_wal_bytes = wal_position(baseline.url)?.saturating_sub(wal);
+                rounds.push(PairedRound {
+                    pipeline_per_second: rate,
+                    pipeline_facts: pipeline.facts,
+                    pipeline_cpu: pipeline.cpu,
+                    pipeline_wal_bytes: pipeline.wal_bytes.unwrap_or(0),
+                    baseline: run,
+                    baseline_cpu,
+                    baseline_wal_bytes,
+                });
+                spans.push(pipeline);
+            }
+            drop(paused);
+        }
     }
-    let cpu = cpu_before.until(&meter.sample());
-    let wal_after = database_url.map(wal_position).transpose()?;
     let rss_end = Rss::this_process()?;
-    let facts_measured = done.load(Ordering::Relaxed) - facts_before;
+    let facts_measured: u64 = spans.iter().map(|s| s.facts).sum();
+    let cpu = CpuUse::sum(spans.iter().map(|s| &s.cpu));
     let per_fact = |amount: f64| per(amount, facts_measured);
-    // A counter read before and after the windows, as an amount.
-    let grown = |before: Option<u64>, after: Option<u64>| {
-        before.zip(after).map(|(b, a)| a.saturating_sub(b) as f64)
-    };
-    let wal_bytes_per_fact = grown(wal_before, wal_after).and_then(per_fact);
-    let db_transactions_per_fact =
-        grown(xacts_before, db_transactions(database_url)?).and_then(per_fact);
+    let wal_bytes_per_fact = spans
+        .iter()
+        .map(|s| s.wal_bytes)
+        .sum::<Option<u64>>()
+        .and_then(|bytes| per_fact(bytes as f64));
+    // Only the pipeline's database is counted, so the baseline's
+    // transactions between the windows are not among them.
+    let db_transactions_per_fact = xacts_before
+        .zip(db_transactions(database_url)?)
+        .and_then(|(before, after)| per_fact(after.saturating_sub(before) as f64));
     // The server's CPU is measured on both runs; only Postgres's is ours.
     let postgres_cpu_ms_per_fact = database_url
         .and(cpu.postgres_seconds)
@@ -453,6 +614,7 @@ pub async fn throughput(
         postgres_cpu_ms_per_fact,
         bench_cpu_ms_per_fact,
         rss_end,
+        rounds,
     })
 }
 
@@ -479,6 +641,7 @@ pub async fn latency(
             harness.pipeline.ingest(),
             repo.clone(),
             harness.watcher.clone(),
+            Arc::new(RwLock::new(())),
             CancellationToken::new(),
             Arc::new(AtomicU64::new(0)),
             Some(n),
@@ -495,4 +658,49 @@ pub async fn latency(
         p99_ms: percentile(&latencies, 0.99),
         max_ms: percentile(&latencies, 1.0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(server_pipeline: Option<f64>, server_pgbench: Option<f64>) -> PairedRound {
+        let cpu = |server| CpuUse {
+            postgres_seconds: server,
+            this_process_seconds: 0.0,
+            machine_busy_share: 0.9,
+        };
+        PairedRound {
+            pipeline_per_second: 300.0,
+            pipeline_facts: 1_000,
+            pipeline_cpu: cpu(server_pipeline),
+            pipeline_wal_bytes: 14_000_000,
+            baseline: PgbenchRun {
+                args: "-N".into(),
+                tps: 5_000.0,
+                transactions: 15_000,
+                median_tps_per_second: 5_000.0,
+                mean_latency_ms: 1.6,
+            },
+            baseline_cpu: cpu(server_pgbench),
+            baseline_wal_bytes: 4_500_000,
+        }
+    }
+
+    #[test]
+    fn a_round_states_the_pipeline_in_its_own_baseline() {
+        // 4 ms of server CPU per request against 0.25 ms per transaction.
+        let r = round(Some(4.0), Some(3.75));
+        assert!((r.ratio() - 0.06).abs() < 1e-9);
+        assert!((r.work().unwrap() - 16.0).abs() < 1e-9);
+        // 14 000 bytes per request against 300 per transaction.
+        assert!((r.wal().unwrap() - 14_000.0 / 300.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_round_without_the_server_s_cpu_gives_no_work_figure() {
+        assert_eq!(round(None, Some(3.75)).work(), None);
+        assert_eq!(round(Some(4.0), None).work(), None);
+        assert_eq!(round(Some(4.0), Some(0.0)).work(), None);
+    }
 }

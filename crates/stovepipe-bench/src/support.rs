@@ -36,6 +36,17 @@ pub fn per(amount: f64, count: u64) -> Option<f64> {
     (count > 0).then(|| amount / count as f64)
 }
 
+/// `a / b`, or 0 when nothing of `b` was measured.
+pub fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
+}
+
+/// `amount` in `unit`s, when both were measured and the unit is not zero
+/// (a run too short for one clock tick of the server).
+pub fn in_units(amount: Option<f64>, unit: Option<f64>) -> Option<f64> {
+    amount.zip(unit.filter(|u| *u > 0.0)).map(|(a, u)| a / u)
+}
+
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -335,6 +346,16 @@ mod tests {
             with_database("postgres://h", "x").unwrap(),
             "postgres://h/x"
         );
+    }
+
+    #[test]
+    fn a_unit_measured_as_nothing_gives_no_figure() {
+        assert_eq!(in_units(Some(6.0), Some(2.0)), Some(3.0));
+        assert_eq!(in_units(Some(6.0), Some(0.0)), None);
+        assert_eq!(in_units(None, Some(2.0)), None);
+        assert_eq!(in_units(Some(6.0), None), None);
+        assert!((ratio(3.0, 4.0) - 0.75).abs() < f64::EPSILON);
+        assert!(ratio(3.0, 0.0).abs() < f64::EPSILON);
     }
 
     #[test]
