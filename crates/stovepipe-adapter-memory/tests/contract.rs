@@ -63,7 +63,6 @@ contract_tests!(uri_store, stores);
 contract_tests!(queue_store, stores);
 contract_tests!(build_store, stores);
 contract_tests!(fact_store, stores);
-contract_tests!(counter, stores);
 contract_tests!(read_model, stores);
 contract_tests!(queue_config, queue_configs);
 contract_tests!(message_queue, mq);
@@ -76,7 +75,7 @@ contract_tests!(clock, manual_clock);
 async fn system_clock_and_whole_suite_runner() {
     stovepipe_contract::clock::run(|| async { Arc::new(SystemClock::default()) as Arc<dyn Clock> })
         .await;
-    stovepipe_contract::counter::run(stores).await;
+    stovepipe_contract::uri_store::run(stores).await;
 }
 
 // --- source control, build runner, hook sink --------------------------------

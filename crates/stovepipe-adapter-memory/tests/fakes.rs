@@ -87,11 +87,12 @@ async fn every_kind_of_write_is_gated() {
     assert!(matches!(err, MqError::Unavailable(_)));
     assert_eq!(b.pending_messages(&Topic::build()), 0);
     b.fail_writes_after(0);
-    assert!(b.for_queue(&q()).counter.next().await.is_err());
+    let c1 = request(1).uri;
+    assert!(b.for_queue(&q()).request_uris.mint(&c1).await.is_err());
     assert_eq!(
-        b.for_queue(&q()).counter.next().await.unwrap(),
-        1,
-        "the refused value was not used"
+        b.for_queue(&q()).request_uris.mint(&c1).await.unwrap(),
+        (RequestId::new(&q(), 1).unwrap(), true),
+        "the refused mint neither indexed the URI nor spent its number"
     );
     b.fail_writes_after(0);
     assert!(b.append(vec![]).await.is_err());
@@ -106,7 +107,7 @@ async fn crash_points_can_be_enumerated() {
         let mut failures = 0;
         for n in 1..=3 {
             failures += usize::from(s.requests.create(&request(n), outbox(n)).await.is_err());
-            failures += usize::from(s.counter.next().await.is_err());
+            failures += usize::from(s.request_uris.mint(&request(n + 3).uri).await.is_err());
         }
         failures
     }

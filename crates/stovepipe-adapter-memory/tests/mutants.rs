@@ -7,6 +7,7 @@ use futures::{FutureExt, StreamExt};
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use stovepipe_adapter_memory::{ManualClock, MemoryBackend};
@@ -17,9 +18,9 @@ use stovepipe_entity::{
     Timestamp, Uri,
 };
 use stovepipe_ports::{
-    ChangeFeed, ChangeStream, CommitRecord, Counter, DeadLetter, Delivery, HookError, HookRegistry,
+    ChangeFeed, ChangeStream, CommitRecord, DeadLetter, Delivery, HookError, HookRegistry,
     MessageQueue, MqError, Outbox, OutgoingMessage, ReadModel, ReleaseOutcome, RequestStore,
-    StoreError, StoreFactory, Stores, Topic, UpsertOutcome,
+    RequestUriStore, StoreError, StoreFactory, Stores, Topic, UpsertOutcome,
 };
 
 /// Runs a whole suite and checks that it fails, naming `case` among the
@@ -68,11 +69,13 @@ impl RequestStore for CasIgnoring {
     }
 }
 
-/// Stores whose request store or counter is swapped for a broken one.
+/// Stores whose request store or URI index is swapped for a broken one.
 struct Swapped {
     inner: Arc<MemoryBackend>,
     requests: bool,
-    counter: bool,
+    /// The broken index's numbers, shared by every handle as a store's
+    /// counter would be.
+    racy_numbers: Option<Arc<AtomicU64>>,
 }
 
 impl StoreFactory for Swapped {
@@ -81,20 +84,24 @@ impl StoreFactory for Swapped {
         if self.requests {
             s.requests = Arc::new(CasIgnoring(s.requests.clone()));
         }
-        if self.counter {
-            s.counter = Arc::new(RacyCounter(s.counter.clone()));
+        if let Some(numbers) = &self.racy_numbers {
+            s.request_uris = Arc::new(RacyMint {
+                inner: s.request_uris.clone(),
+                queue: queue.clone(),
+                numbers: numbers.clone(),
+            });
         }
         s
     }
 }
 
-fn swapped(requests: bool, counter: bool) -> StoreFixture {
+fn swapped(requests: bool, racy_mint: bool) -> StoreFixture {
     let (b, _) = backend();
     StoreFixture {
         stores: Arc::new(Swapped {
             inner: b.clone(),
             requests,
-            counter,
+            racy_numbers: racy_mint.then(|| Arc::new(AtomicU64::new(0))),
         }),
         read_model: b.clone(),
         feed: b.clone(),
@@ -113,28 +120,48 @@ async fn request_store_suite_catches_a_cas_that_ignores_the_version() {
     .await;
 }
 
-// --- a counter that reads, then writes --------------------------------------
+// --- a mint that reads, then writes -----------------------------------------
 
-/// Derives its values lossily from the real counter, as a read-then-write
-/// race would: values repeat once several callers interleave.
-struct RacyCounter(Arc<dyn Counter>);
+/// Looks the URI up, then indexes it under a number of its own; when a
+/// concurrent mint indexed the URI in between, it reports its own id as
+/// minted instead of adopting the winner's: the read-then-write race.
+struct RacyMint {
+    inner: Arc<dyn RequestUriStore>,
+    queue: QueueName,
+    numbers: Arc<AtomicU64>,
+}
 
 #[async_trait]
-impl Counter for RacyCounter {
-    async fn next(&self) -> Result<u64, StoreError> {
-        let seen = self.0.next().await?;
+impl RequestUriStore for RacyMint {
+    async fn mint(&self, uri: &Uri) -> Result<(RequestId, bool), StoreError> {
+        if let Some(id) = self.inner.get(uri).await? {
+            return Ok((id, false));
+        }
         tokio::task::yield_now().await;
-        // The bug: 1, 2, 2, 3, 3, … instead of 1, 2, 3, 4, 5, …
-        Ok(seen / 2 + 1)
+        let n = self.numbers.fetch_add(1, Ordering::SeqCst) + 1;
+        let id = RequestId::new(&self.queue, n)?;
+        match self.inner.create(uri, &id).await {
+            // The bug: the lost race goes unnoticed.
+            Ok(()) | Err(StoreError::AlreadyExists { .. }) => Ok((id, true)),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create(&self, uri: &Uri, request_id: &RequestId) -> Result<(), StoreError> {
+        self.inner.create(uri, request_id).await
+    }
+
+    async fn get(&self, uri: &Uri) -> Result<Option<RequestId>, StoreError> {
+        self.inner.get(uri).await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn counter_suite_catches_duplicate_values() {
+async fn uri_store_suite_catches_a_mint_that_loses_races_unnoticed() {
     assert_suite_fails(
-        "counter",
-        "concurrent_callers_get_unique_increasing_values",
-        stovepipe_contract::counter::run(|| async { swapped(false, true) }),
+        "uri_store",
+        "concurrent_mints_of_one_uri_index_it_once",
+        stovepipe_contract::uri_store::run(|| async { swapped(false, true) }),
     )
     .await;
 }

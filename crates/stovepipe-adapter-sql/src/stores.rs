@@ -20,8 +20,8 @@ use stovepipe_entity::{
     Build, BuildId, Fact, ProjectName, Queue, QueueConfig, QueueName, Request, RequestId, Uri,
 };
 use stovepipe_ports::{
-    BuildStore, Counter, FactStore, Outbox, QueueConfigStore, QueueStore, RequestStore,
-    RequestUriStore, StoreError, StoreFactory, Stores,
+    BuildStore, FactStore, Outbox, QueueConfigStore, QueueStore, RequestStore, RequestUriStore,
+    StoreError, StoreFactory, Stores,
 };
 
 const REQUEST: &str = "request";
@@ -116,7 +116,6 @@ struct RequestUris(Bound);
 struct Queues(Bound);
 struct Builds(Bound);
 struct Facts(Bound);
-struct QueueCounter(Bound);
 
 impl Requests {
     fn check(&self, r: &Request) -> Result<(), StoreError> {
@@ -221,6 +220,25 @@ impl RequestStore for Requests {
 
 #[async_trait]
 impl RequestUriStore for RequestUris {
+    async fn mint(&self, uri: &Uri) -> Result<(RequestId, bool), StoreError> {
+        let minted = if self.0.shared.dialect == Dialect::Postgres {
+            self.mint_postgres(uri).await
+        } else {
+            self.mint_sqlite(uri).await
+        };
+        if let Some(minted) = minted.map_err(error::store)? {
+            return Ok(minted);
+        }
+        // Lost the race to a concurrent mint of the same URI, whose entry
+        // committed after this statement's snapshot was taken.
+        let winner = self.lookup(uri).await.map_err(error::store)?;
+        winner.map(|id| (id, false)).ok_or_else(|| {
+            StoreError::Unavailable(format!(
+                "uri index entry for {uri} exists but cannot be read"
+            ))
+        })
+    }
+
     async fn create(&self, uri: &Uri, request_id: &RequestId) -> Result<(), StoreError> {
         self.0.check_request_id(REQUEST_URI, request_id)?;
         self.0
@@ -237,6 +255,84 @@ impl RequestUriStore for RequestUris {
     }
 
     async fn get(&self, uri: &Uri) -> Result<Option<RequestId>, StoreError> {
+        self.lookup(uri).await.map_err(error::store)
+    }
+}
+
+impl RequestUris {
+    /// One statement: the lookup, and when the URI is not indexed the
+    /// counter's upsert and the entry's insert. `None`: a concurrent mint
+    /// indexed the URI first (its entry is not in this statement's
+    /// snapshot; the counter value is spent).
+    async fn mint_postgres(&self, uri: &Uri) -> Result<Option<(RequestId, bool)>, DbErr> {
+        let row = self
+            .0
+            .shared
+            .write_one(
+                "WITH found AS ( \
+                     SELECT request_id FROM request_uris WHERE queue = $1 AND uri = $2 \
+                 ), numbered AS ( \
+                     INSERT INTO counters (queue, value) \
+                     SELECT $1, 1 WHERE NOT EXISTS (SELECT 1 FROM found) \
+                     ON CONFLICT (queue) DO UPDATE SET value = counters.value + 1 \
+                     RETURNING value \
+                 ), indexed AS ( \
+                     INSERT INTO request_uris (queue, uri, request_id) \
+                     SELECT $1, $2, $3 || CAST(value AS TEXT) FROM numbered \
+                     ON CONFLICT (queue, uri) DO NOTHING \
+                     RETURNING request_id \
+                 ) \
+                 SELECT request_id, TRUE AS minted FROM indexed \
+                 UNION ALL SELECT request_id, FALSE AS minted FROM found",
+                values![self.0.q(), uri.as_str(), RequestId::prefix(&self.0.queue)],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let minted: bool = rows::get(&row, "minted")?;
+        Ok(Some((Self::request_id(&row)?, minted)))
+    }
+
+    /// SQLite has no writes inside `WITH`; its one writer connection makes
+    /// the three statements of one transaction as atomic. A hit is read
+    /// without taking the write lock.
+    async fn mint_sqlite(&self, uri: &Uri) -> Result<Option<(RequestId, bool)>, DbErr> {
+        if let Some(id) = self.lookup(uri).await? {
+            return Ok(Some((id, false)));
+        }
+        let tx = self.0.shared.begin().await?;
+        let values = || values![self.0.q(), uri.as_str()];
+        if let Some(row) = tx
+            .one(
+                "SELECT request_id FROM request_uris WHERE queue = $1 AND uri = $2",
+                values(),
+            )
+            .await?
+        {
+            return Ok(Some((Self::request_id(&row)?, false)));
+        }
+        let row = tx
+            .one(
+                "INSERT INTO counters (queue, value) VALUES ($1, 1) \
+                 ON CONFLICT (queue) DO UPDATE SET value = counters.value + 1 \
+                 RETURNING value",
+                values![self.0.q()],
+            )
+            .await?
+            .ok_or_else(|| DbErr::Custom("counter upsert returned no row".into()))?;
+        let value: i64 = rows::get(&row, "value")?;
+        let n = u64::try_from(value).map_err(|e| error::corrupt("counter", e))?;
+        let id = RequestId::new(&self.0.queue, n).map_err(|e| error::corrupt("counter", e))?;
+        tx.exec(
+            "INSERT INTO request_uris (queue, uri, request_id) VALUES ($1, $2, $3)",
+            values![self.0.q(), uri.as_str(), id.as_str()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some((id, true)))
+    }
+
+    /// The entry for `uri`, read on the reader.
+    async fn lookup(&self, uri: &Uri) -> Result<Option<RequestId>, DbErr> {
         let row = self
             .0
             .shared
@@ -244,13 +340,13 @@ impl RequestUriStore for RequestUris {
                 "SELECT request_id FROM request_uris WHERE queue = $1 AND uri = $2",
                 values![self.0.q(), uri.as_str()],
             )
-            .await
-            .map_err(error::store)?;
-        let Some(row) = row else { return Ok(None) };
-        let text: String = rows::get(&row, "request_id").map_err(error::store)?;
-        RequestId::parse(&text)
-            .map(Some)
-            .map_err(|e| error::store(error::corrupt("request_id", e)))
+            .await?;
+        row.map(|row| Self::request_id(&row)).transpose()
+    }
+
+    fn request_id(row: &sea_orm::QueryResult) -> Result<RequestId, DbErr> {
+        let text: String = rows::get(row, "request_id")?;
+        RequestId::parse(&text).map_err(|e| error::corrupt("request_id", e))
     }
 }
 
@@ -510,30 +606,6 @@ impl FactStore for Facts {
     }
 }
 
-#[async_trait]
-impl Counter for QueueCounter {
-    async fn next(&self) -> Result<u64, StoreError> {
-        let run = async {
-            // One atomic statement, its own transaction (no BEGIN/COMMIT
-            // round trips): concurrent callers serialise on the row.
-            let row = self
-                .0
-                .shared
-                .write_one(
-                    "INSERT INTO counters (queue, value) VALUES ($1, 1) \
-                     ON CONFLICT (queue) DO UPDATE SET value = counters.value + 1 \
-                     RETURNING value",
-                    values![self.0.q()],
-                )
-                .await?
-                .ok_or_else(|| DbErr::Custom("counter upsert returned no row".into()))?;
-            let value: i64 = rows::get(&row, "value")?;
-            u64::try_from(value).map_err(|e| error::corrupt("counter", e))
-        };
-        run.await.map_err(error::store)
-    }
-}
-
 impl StoreFactory for SqlBackend {
     fn for_queue(&self, queue: &QueueName) -> Stores {
         let bound = Bound {
@@ -546,8 +618,7 @@ impl StoreFactory for SqlBackend {
             request_uris: Arc::new(RequestUris(bound.clone())),
             queues: Arc::new(Queues(bound.clone())),
             builds: Arc::new(Builds(bound.clone())),
-            facts: Arc::new(Facts(bound.clone())),
-            counter: Arc::new(QueueCounter(bound)),
+            facts: Arc::new(Facts(bound)),
         }
     }
 }

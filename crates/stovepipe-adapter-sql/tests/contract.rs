@@ -124,6 +124,12 @@ suite!(
     uri_store,
     stores,
     [
+        mint_numbers_from_one_and_then_finds_the_entry,
+        mint_numbers_strictly_increase,
+        concurrent_mints_of_distinct_uris_get_distinct_numbers,
+        concurrent_mints_of_one_uri_index_it_once,
+        mint_finds_an_entry_made_by_create,
+        queues_number_independently,
         create_then_get,
         get_unindexed_is_none,
         indexed_uri_is_already_exists_and_keeps_the_first,
@@ -168,15 +174,6 @@ suite!(
         projects_are_distinct_facts,
         fact_of_another_queue_is_wrong_queue,
         queues_are_isolated,
-    ]
-);
-suite!(
-    counter,
-    stores,
-    [
-        starts_at_one_and_increases,
-        concurrent_callers_get_unique_increasing_values,
-        queues_count_independently,
     ]
 );
 suite!(

@@ -107,7 +107,9 @@ impl IngestService {
         uri: Uri,
     ) -> Result<IngestOutcome, IngestError> {
         let stores = self.deps.stores(queue);
-        let (request_id, created) = self.dedup(&stores, &uri).await?;
+        // Dedup: the request indexed for the URI, or a newly numbered one
+        // (a mint that lost the race to a concurrent one adopts the winner).
+        let (request_id, created) = stores.request_uris.mint(&uri).await?;
         let request = self
             .ensure_request(&stores, &request_id, &uri, created)
             .await?;
@@ -136,29 +138,6 @@ impl IngestService {
             state: request.state,
             created,
         })
-    }
-
-    /// Reuses the request indexed for `uri`, or mints one. Losing the race to
-    /// index the URI adopts the winner (the counter value is simply spent).
-    async fn dedup(&self, stores: &Stores, uri: &Uri) -> Result<(RequestId, bool), IngestError> {
-        if let Some(id) = stores.request_uris.get(uri).await? {
-            return Ok((id, false));
-        }
-        let n = stores.counter.next().await?;
-        let id =
-            RequestId::new(&stores.queue, n).map_err(|e| IngestError::Internal(e.to_string()))?;
-        match stores.request_uris.create(uri, &id).await {
-            Ok(()) => Ok((id, true)),
-            Err(StoreError::AlreadyExists { .. }) => {
-                let winner = stores.request_uris.get(uri).await?.ok_or_else(|| {
-                    IngestError::Unavailable(format!(
-                        "uri index entry for {uri} exists but cannot be read"
-                    ))
-                })?;
-                Ok((winner, false))
-            }
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// Makes sure the request row exists; this also repairs an index entry

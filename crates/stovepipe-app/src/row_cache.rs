@@ -49,8 +49,8 @@ pub const ROW_STALENESS: Duration = Duration::from_secs(1);
 
 /// A [`StoreFactory`] whose request, queue and build stores keep the rows
 /// they wrote or read for [`ROW_STALENESS`] (see the module). Everything
-/// else (the URI index, facts, the counter, build lists) is the inner
-/// store's.
+/// else (the URI index and its numbering, facts, build lists) is the
+/// inner store's.
 pub struct CachedStores {
     inner: Arc<dyn StoreFactory>,
     rows: Arc<Rows>,

@@ -37,7 +37,6 @@ pub mod build_runner;
 pub mod build_store;
 pub mod change_feed;
 pub mod clock;
-pub mod counter;
 pub mod fact_store;
 pub mod hook_registry;
 pub mod hook_sink;
@@ -197,9 +196,6 @@ macro_rules! contract_tests {
     };
     (fact_store, $factory:expr) => {
         $crate::fact_store_tests!($factory);
-    };
-    (counter, $factory:expr) => {
-        $crate::counter_tests!($factory);
     };
     (read_model, $factory:expr) => {
         $crate::read_model_tests!($factory);

@@ -70,7 +70,14 @@ impl RequestId {
         if n == 0 {
             return Err(InvalidValue::new("request number", "0", "a number >= 1"));
         }
-        Self::parse(&format!("{REQUEST_PREFIX}{queue}/{n}"))
+        Self::parse(&format!("{}{n}", Self::prefix(queue)))
+    }
+
+    /// What every id of `queue` starts with: request number `n`'s id is
+    /// this followed by `n` in decimal (for a store that numbers and
+    /// writes an id in one statement).
+    pub fn prefix(queue: &QueueName) -> String {
+        format!("{REQUEST_PREFIX}{queue}/")
     }
 
     /// Parses `request/<queue>/<n>`.

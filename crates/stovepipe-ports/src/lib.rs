@@ -28,7 +28,7 @@ pub use messaging::{DeadLetter, Delivery, MessageQueue, OutgoingMessage, Topic};
 pub use runner::{BuildRunner, BuildRunnerFactory, TriggerRequest};
 pub use scm::{ChangeInfo, HistoryPage, PromoteOutcome, SourceControl, SourceControlFactory};
 pub use store::{
-    BuildStore, CommitRecord, Counter, FactStore, Outbox, QueueConfigStore, QueueStore, ReadModel,
+    BuildStore, CommitRecord, FactStore, Outbox, QueueConfigStore, QueueStore, ReadModel,
     RequestStore, RequestUriStore, StoreFactory, Stores,
 };
 
@@ -37,7 +37,6 @@ pub use {
     clock::MockClock, feed::MockChangeFeed, hooks::MockHookRegistry, hooks::MockHookSink,
     messaging::MockMessageQueue, runner::MockBuildRunner, runner::MockBuildRunnerFactory,
     scm::MockSourceControl, scm::MockSourceControlFactory, store::MockBuildStore,
-    store::MockCounter, store::MockFactStore, store::MockQueueConfigStore, store::MockQueueStore,
-    store::MockReadModel, store::MockRequestStore, store::MockRequestUriStore,
-    store::MockStoreFactory,
+    store::MockFactStore, store::MockQueueConfigStore, store::MockQueueStore, store::MockReadModel,
+    store::MockRequestStore, store::MockRequestUriStore, store::MockStoreFactory,
 };

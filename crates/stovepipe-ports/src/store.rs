@@ -101,15 +101,24 @@ pub trait RequestStore: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
-/// The `(queue, uri) → request id` dedup index.
+/// The `(queue, uri) → request id` dedup index, and the queue's durable
+/// request numbering behind it.
 ///
-/// Contract (MUST): `create` returns `AlreadyExists` when the URI is indexed
-/// (whatever the request id) and leaves the existing entry; `get` returns
-/// `Ok(None)` for an unindexed URI; a request id of another queue is
-/// `WrongQueue`.
+/// Contract (MUST): `mint` returns the request id indexed for the URI with
+/// `false`, or indexes the URI under a new id, `request/<queue>/<n>`, and
+/// returns it with `true`; `n` is 1 for a queue's first mint, then strictly
+/// increasing, and never handed out twice, even to concurrent callers or
+/// after a caller lost a race (its number is spent). Concurrent mints of
+/// one URI return one id, `true` to exactly one of them. `create` returns
+/// `AlreadyExists` when the URI is indexed (whatever the request id) and
+/// leaves the existing entry; `get` returns `Ok(None)` for an unindexed
+/// URI; a request id of another queue is `WrongQueue`.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait RequestUriStore: Send + Sync {
+    /// Ingest's dedup step in one call (one statement on Postgres): look
+    /// the URI up and, when it is not indexed, number and index it.
+    async fn mint(&self, uri: &Uri) -> Result<(RequestId, bool), StoreError>;
     async fn create(&self, uri: &Uri, request_id: &RequestId) -> Result<(), StoreError>;
     async fn get(&self, uri: &Uri) -> Result<Option<RequestId>, StoreError>;
 }
@@ -175,17 +184,6 @@ pub trait FactStore: Send + Sync {
     async fn get(&self, uri: &Uri, project: &ProjectName) -> Result<Option<Fact>, StoreError>;
 }
 
-/// The durable per-queue request counter.
-///
-/// Contract (MUST): `next` returns 1 on first use, then strictly increasing
-/// values; concurrent callers never receive the same value; a value, once
-/// returned, is never returned again (even if the caller does not use it).
-#[cfg_attr(feature = "mock", mockall::automock)]
-#[async_trait]
-pub trait Counter: Send + Sync {
-    async fn next(&self) -> Result<u64, StoreError>;
-}
-
 /// The stores of one queue, as the stages use them.
 #[derive(Clone)]
 pub struct Stores {
@@ -195,7 +193,6 @@ pub struct Stores {
     pub queues: Arc<dyn QueueStore>,
     pub builds: Arc<dyn BuildStore>,
     pub facts: Arc<dyn FactStore>,
-    pub counter: Arc<dyn Counter>,
 }
 
 impl std::fmt::Debug for Stores {

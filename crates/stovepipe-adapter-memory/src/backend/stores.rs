@@ -16,8 +16,8 @@ use stovepipe_entity::{
     Timestamp, Uri,
 };
 use stovepipe_ports::{
-    BuildStore, Counter, FactStore, Outbox, QueueConfigStore, QueueStore, RequestStore,
-    RequestUriStore, StoreError, StoreFactory, Stores,
+    BuildStore, FactStore, Outbox, QueueConfigStore, QueueStore, RequestStore, RequestUriStore,
+    StoreError, StoreFactory, Stores,
 };
 
 /// Everything stored for one queue.
@@ -98,7 +98,6 @@ struct RequestUris(Bound);
 struct Queues(Bound);
 struct Builds(Bound);
 struct Facts(Bound);
-struct QueueCounter(Bound);
 
 const REQUEST: &str = "request";
 const REQUEST_URI: &str = "request uri";
@@ -160,6 +159,19 @@ impl RequestStore for Requests {
 
 #[async_trait]
 impl RequestUriStore for RequestUris {
+    async fn mint(&self, uri: &Uri) -> Result<(RequestId, bool), StoreError> {
+        self.0.shared.write(|st, _| {
+            let q = st.queue_mut(&self.0.queue);
+            if let Some(id) = q.uris.get(uri) {
+                return Ok((id.clone(), false));
+            }
+            q.counter += 1;
+            let id = RequestId::new(&self.0.queue, q.counter)?;
+            q.uris.insert(uri.clone(), id.clone());
+            Ok((id, true))
+        })
+    }
+
     async fn create(&self, uri: &Uri, request_id: &RequestId) -> Result<(), StoreError> {
         self.0.check_request_id(REQUEST_URI, request_id)?;
         self.0.shared.write(|st, _| {
@@ -318,17 +330,6 @@ impl FactStore for Facts {
     }
 }
 
-#[async_trait]
-impl Counter for QueueCounter {
-    async fn next(&self) -> Result<u64, StoreError> {
-        self.0.shared.write(|st, _| {
-            let q = st.queue_mut(&self.0.queue);
-            q.counter += 1;
-            Ok(q.counter)
-        })
-    }
-}
-
 impl StoreFactory for MemoryBackend {
     fn for_queue(&self, queue: &QueueName) -> Stores {
         let bound = Bound {
@@ -341,8 +342,7 @@ impl StoreFactory for MemoryBackend {
             request_uris: Arc::new(RequestUris(bound.clone())),
             queues: Arc::new(Queues(bound.clone())),
             builds: Arc::new(Builds(bound.clone())),
-            facts: Arc::new(Facts(bound.clone())),
-            counter: Arc::new(QueueCounter(bound)),
+            facts: Arc::new(Facts(bound)),
         }
     }
 }

@@ -24,7 +24,7 @@ use stovepipe_entity::{
 use stovepipe_entity::{BuildReport, Degree};
 use stovepipe_ports::{
     BuildRunner, Delivery, MockBuildRunner, MockBuildRunnerFactory, MockBuildStore, MockChangeFeed,
-    MockClock, MockCounter, MockFactStore, MockMessageQueue, MockQueueConfigStore, MockQueueStore,
+    MockClock, MockFactStore, MockMessageQueue, MockQueueConfigStore, MockQueueStore,
     MockReadModel, MockRequestStore, MockRequestUriStore, MockSourceControl,
     MockSourceControlFactory, MockStoreFactory, Outbox, OutgoingMessage, PromoteOutcome,
     RunnerError, ScmError, SourceControl, StoreError, Stores, Topic, TriggerRequest,
@@ -364,11 +364,11 @@ pub enum Write {
         expected: u64,
         outbox: Outbox,
     },
-    UriIndex {
+    /// A mint that numbered and indexed `uri` as `id`.
+    Mint {
         uri: Uri,
         id: RequestId,
     },
-    Counter,
     QueueCreate {
         queue: Queue,
     },
@@ -405,8 +405,7 @@ impl Write {
         match self {
             Self::RequestCreate { .. } => "requests.create",
             Self::RequestUpdate { .. } => "requests.update",
-            Self::UriIndex { .. } => "request_uris.create",
-            Self::Counter => "counter.next",
+            Self::Mint { .. } => "request_uris.mint",
             Self::QueueCreate { .. } => "queues.create",
             Self::QueueUpdate { .. } => "queues.update",
             Self::BuildCreate { .. } => "builds.create",
@@ -523,7 +522,6 @@ pub struct Fixture {
     pub queues: MockQueueStore,
     pub builds: MockBuildStore,
     pub facts: MockFactStore,
-    pub counter: MockCounter,
     pub configs: MockQueueConfigStore,
     pub scm: MockSourceControl,
     pub runner: MockBuildRunner,
@@ -555,7 +553,6 @@ impl Fixture {
             queues: MockQueueStore::new(),
             builds: MockBuildStore::new(),
             facts: MockFactStore::new(),
-            counter: MockCounter::new(),
             configs: MockQueueConfigStore::new(),
             scm: MockSourceControl::new(),
             runner: MockBuildRunner::new(),
@@ -832,41 +829,18 @@ impl Fixture {
         });
     }
 
-    /// One `counter.next` answering `n`.
-    pub fn expect_counter(&mut self, n: u64) {
-        let log = self.log.clone();
-        self.counter.expect_next().times(1).returning(move || {
-            log.push(Write::Counter);
-            Ok(n)
-        });
-    }
-
-    /// One `request_uris.create` that succeeds (the index then answers it).
-    pub fn expect_uri_index(&mut self) {
+    /// One `request_uris.mint` that numbers the URI `n` and indexes it
+    /// (the index then answers it).
+    pub fn expect_mint(&mut self, n: u64) {
         let (log, cell) = (self.log.clone(), self.uri_row.clone());
-        self.uris.expect_create().times(1).returning(move |u, id| {
-            log.push(Write::UriIndex {
+        self.uris.expect_mint().times(1).returning(move |u| {
+            let id = rid(n);
+            log.push(Write::Mint {
                 uri: u.clone(),
                 id: id.clone(),
             });
             *cell.lock().unwrap() = Some(id.clone());
-            Ok(())
-        });
-    }
-
-    /// One `request_uris.create` that finds `winner` indexed meanwhile.
-    pub fn expect_uri_index_lost_to(&mut self, winner: RequestId) {
-        let (log, cell) = (self.log.clone(), self.uri_row.clone());
-        self.uris.expect_create().times(1).returning(move |u, id| {
-            log.push(Write::UriIndex {
-                uri: u.clone(),
-                id: id.clone(),
-            });
-            *cell.lock().unwrap() = Some(winner.clone());
-            Err(StoreError::AlreadyExists {
-                entity: "request uri",
-                key: u.to_string(),
-            })
+            Ok((id, true))
         });
     }
 
@@ -959,6 +933,13 @@ impl Fixture {
         self.uris
             .expect_get()
             .returning(move |_| Ok(cell.lock().unwrap().clone()));
+        // A mint the test did not expect can only find the indexed entry.
+        let cell = self.uri_row.clone();
+        self.uris.expect_mint().returning(move |u| {
+            let indexed = cell.lock().unwrap().clone();
+            let id = indexed.unwrap_or_else(|| panic!("unexpected mint of {u}"));
+            Ok((id, false))
+        });
         let config = self.config.clone();
         self.configs
             .expect_get()
@@ -974,7 +955,6 @@ impl Fixture {
             queues: Arc::new(self.queues),
             builds: Arc::new(self.builds),
             facts: Arc::new(self.facts),
-            counter: Arc::new(self.counter),
         };
         let mut factory = MockStoreFactory::new();
         factory.expect_for_queue().returning(move |q| {

@@ -81,8 +81,7 @@ async fn source_control_unavailable_is_unavailable() {
 async fn new_head_mints_indexes_creates_advances_and_publishes() {
     let mut f = Fixture::new();
     head_is(&mut f, 1);
-    f.expect_counter(1);
-    f.expect_uri_index();
+    f.expect_mint(1);
     f.expect_request_create(Ok(()));
     f.expect_queue_create();
     f.expect_queue_update();
@@ -100,8 +99,7 @@ async fn new_head_mints_indexes_creates_advances_and_publishes() {
     assert_eq!(
         log.names(),
         [
-            "counter.next",
-            "request_uris.create",
+            "request_uris.mint",
             "requests.create",
             "queues.create",
             "queues.update",
@@ -109,13 +107,13 @@ async fn new_head_mints_indexes_creates_advances_and_publishes() {
         "a minted id has no row to look for; process rides with latest"
     );
     assert_eq!(
-        w[1],
-        crate::mocks::Write::UriIndex {
+        w[0],
+        crate::mocks::Write::Mint {
             uri: uri(1),
             id: rid(1)
         }
     );
-    let (r, outbox) = w[2].request_create();
+    let (r, outbox) = w[1].request_create();
     assert_eq!(
         r,
         &Request::accepted(rid(1), queue_name(), uri(1), Origin::Ingest, NOW)
@@ -130,11 +128,11 @@ async fn new_head_mints_indexes_creates_advances_and_publishes() {
         "process is published with the latest pointer"
     );
 
-    let crate::mocks::Write::QueueCreate { queue: created } = &w[3] else {
+    let crate::mocks::Write::QueueCreate { queue: created } = &w[2] else {
         panic!("{w:#?}")
     };
     assert_eq!(created, &Queue::new(queue_name(), NOW));
-    let (advanced, expected, outbox) = w[4].queue_update();
+    let (advanced, expected, outbox) = w[3].queue_update();
     assert_eq!(expected, 1);
     assert_eq!(advanced.latest_request_id, Some(rid(1)));
     assert_eq!(advanced.version, 2);
@@ -154,8 +152,7 @@ async fn new_head_mints_indexes_creates_advances_and_publishes() {
 async fn new_head_on_an_existing_queue_only_moves_latest() {
     let mut f = Fixture::new().with_queue(queue(Some(3), &[3], Some(1)));
     head_is(&mut f, 4);
-    f.expect_counter(4);
-    f.expect_uri_index();
+    f.expect_mint(4);
     f.expect_request_create(Ok(()));
     f.expect_queue_update();
     let (out, log) = ingest(f, "monorepo/main", None).await;
@@ -163,14 +160,9 @@ async fn new_head_on_an_existing_queue_only_moves_latest() {
     let w = log.writes();
     assert_eq!(
         log.names(),
-        [
-            "counter.next",
-            "request_uris.create",
-            "requests.create",
-            "queues.update",
-        ]
+        ["request_uris.mint", "requests.create", "queues.update"]
     );
-    let (q, expected, outbox) = w[3].queue_update();
+    let (q, expected, outbox) = w[2].queue_update();
     assert_eq!(expected, QUEUE_VERSION);
     let mut want = queue(Some(4), &[3], Some(1));
     want.version = QUEUE_VERSION + 1;
@@ -187,8 +179,7 @@ async fn explicit_revision_is_resolved_instead_of_latest() {
         .withf(|rev| rev == "abc123")
         .times(1)
         .returning(|_| Ok(uri(2)));
-    f.expect_counter(2);
-    f.expect_uri_index();
+    f.expect_mint(2);
     f.expect_request_create(Ok(()));
     f.expect_queue_update();
     let (out, _) = ingest(f, "monorepo/main", Some("abc123")).await;
@@ -197,7 +188,7 @@ async fn explicit_revision_is_resolved_instead_of_latest() {
 }
 
 #[tokio::test]
-async fn dedup_hit_reuses_the_request_without_counter() {
+async fn dedup_hit_reuses_the_request_without_minting() {
     let mut f = Fixture::new()
         .with_uri_indexed(rid(3))
         .with_request(request(3, RequestState::Accepted))
@@ -217,7 +208,7 @@ async fn dedup_hit_reuses_the_request_without_counter() {
     assert_eq!(
         log.names(),
         ["mq.publish"],
-        "no counter, no index, no row, latest already there; process again (deduplicated by the queue)"
+        "nothing numbered or indexed, no row, latest already there; process again (deduplicated by the queue)"
     );
     assert_eq!(log.writes()[0].published(), &process_message(3));
 }
@@ -235,15 +226,17 @@ async fn dedup_hit_past_accepted_does_not_publish_process() {
     assert!(log.writes().is_empty());
 }
 
+/// A mint that lost the race to index the URI answers the winner's id
+/// (the store's contract); ingest takes it as it finds it, even when its
+/// number is not the one the head would suggest.
 #[tokio::test]
-async fn lost_race_on_the_uri_index_adopts_the_winner() {
+async fn a_mint_answering_another_request_adopts_it() {
     let winner = Request::accepted(rid(6), queue_name(), uri(7), Origin::Ingest, T0);
     let mut f = Fixture::new()
+        .with_uri_indexed(rid(6))
         .with_request(winner)
         .with_queue(queue(Some(6), &[], None));
     head_is(&mut f, 7);
-    f.expect_counter(7);
-    f.expect_uri_index_lost_to(rid(6));
     f.expect_publish();
     let (out, log) = ingest(f, "monorepo/main", None).await;
     assert_eq!(
@@ -255,20 +248,8 @@ async fn lost_race_on_the_uri_index_adopts_the_winner() {
             created: false,
         })
     );
-    let w = log.writes();
-    assert_eq!(
-        log.names(),
-        ["counter.next", "request_uris.create", "mq.publish"],
-        "counter value 7 is spent; no second row"
-    );
-    assert_eq!(
-        w[1],
-        crate::mocks::Write::UriIndex {
-            uri: uri(7),
-            id: rid(7)
-        }
-    );
-    assert_eq!(w[2].published(), &process_message(6));
+    assert_eq!(log.names(), ["mq.publish"], "no second row");
+    assert_eq!(log.writes()[0].published(), &process_message(6));
 }
 
 /// An index entry written without its row (crash between the two) is
@@ -295,8 +276,7 @@ async fn indexed_uri_without_a_row_gets_its_row() {
 async fn request_row_created_concurrently_is_reread() {
     let mut f = Fixture::new().with_queue(queue(Some(4), &[], None));
     head_is(&mut f, 4);
-    f.expect_counter(4);
-    f.expect_uri_index();
+    f.expect_mint(4);
     // A row for the id this call just minted (a racing writer): our create
     // finds it, and ingest reads it instead.
     let stored = request(4, RequestState::Processing);
@@ -316,7 +296,7 @@ async fn request_row_created_concurrently_is_reread() {
     );
     assert_eq!(
         log.names(),
-        ["counter.next", "request_uris.create", "requests.create"],
+        ["request_uris.mint", "requests.create"],
         "processing already: no process hop"
     );
 }
@@ -339,7 +319,7 @@ async fn store_unavailable_is_unavailable() {
     let mut f = Fixture::new();
     head_is(&mut f, 1);
     f.uris
-        .expect_get()
+        .expect_mint()
         .times(1)
         .returning(|_| Err(StoreError::Unavailable("connection refused".into())));
     let (out, log) = ingest(f, "monorepo/main", None).await;
@@ -351,27 +331,13 @@ async fn store_unavailable_is_unavailable() {
 }
 
 #[tokio::test]
-async fn counter_unavailable_is_unavailable() {
-    let mut f = Fixture::new();
-    head_is(&mut f, 1);
-    f.counter
-        .expect_next()
-        .times(1)
-        .returning(|| Err(StoreError::Unavailable("busy".into())));
-    let (out, log) = ingest(f, "monorepo/main", None).await;
-    assert!(matches!(out, Err(IngestError::Unavailable(_))), "{out:?}");
-    assert!(log.writes().is_empty());
-}
-
-#[tokio::test]
 async fn backend_error_is_internal() {
     let mut f = Fixture::new();
     head_is(&mut f, 1);
-    f.expect_counter(1);
     f.uris
-        .expect_create()
+        .expect_mint()
         .times(1)
-        .returning(|_, _| Err(StoreError::Backend("disk full".into())));
+        .returning(|_| Err(StoreError::Backend("disk full".into())));
     let (out, _) = ingest(f, "monorepo/main", None).await;
     assert!(matches!(out, Err(IngestError::Internal(_))), "{out:?}");
 }
