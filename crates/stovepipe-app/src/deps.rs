@@ -136,10 +136,13 @@ pub async fn update_queue_from<R>(
     )))
 }
 
-/// Releases `id`'s build slot; absent means already released (no write).
-/// `known` is a recent snapshot of the queue row, if the caller has one.
-/// `changes` are appended with the release, or on their own when there was
-/// nothing to release. Returns the queue row as written (or as found) and
+/// Releases `id`'s build slot; absent means already released. `known` is a
+/// recent snapshot of the queue row, if the caller has one. `also` changes
+/// the same row in the same write (it runs on every attempt, on the row as
+/// loaded) and returns the change to emit when it changed something; the
+/// row is written when the slot was released or `also` changed it.
+/// `changes` are appended with that write, or on their own when there was
+/// nothing to write. Returns the queue row as written (or as found) and
 /// whether it released.
 async fn free_slot(
     deps: &Deps,
@@ -147,23 +150,27 @@ async fn free_slot(
     id: &RequestId,
     known: Option<Queue>,
     changes: Vec<NewChange>,
+    mut also: impl FnMut(&mut Queue) -> Result<Option<NewChange>, StageError>,
 ) -> Result<(bool, Queue), StageError> {
     let now = deps.now();
     let written = update_queue_from(stores, known, |q| {
+        let extra = also(q)?;
         let released = q.release_slot(id, now);
-        let outbox = released.then(|| {
+        let wrote = released || extra.is_some();
+        let outbox = wrote.then(|| {
             changes
                 .iter()
+                .chain(extra.iter())
                 .fold(Outbox::none(), |o, c| o.emit(c.clone(), now))
         });
-        Ok((released, outbox))
+        Ok(((released, wrote), outbox))
     })
     .await;
-    let (released, queue) = match written {
+    let ((released, wrote), queue) = match written {
         Ok(written) => written,
         Err(e) => return Err(rescue_changes(deps, changes, e).await),
     };
-    if !released && !changes.is_empty() {
+    if !wrote && !changes.is_empty() {
         deps.feed.append(changes).await?;
     }
     Ok((released, queue))
@@ -192,7 +199,7 @@ pub async fn release_slot_in_process(
     id: &RequestId,
     known: Option<Queue>,
 ) -> Result<(), StageError> {
-    free_slot(deps, stores, id, known, Vec::new())
+    free_slot(deps, stores, id, known, Vec::new(), |_| Ok(None))
         .await
         .map(|_| ())
 }
@@ -210,7 +217,21 @@ pub async fn release_slot(
     known: Option<Queue>,
     changes: Vec<NewChange>,
 ) -> Result<(), StageError> {
-    let (released, queue) = free_slot(deps, stores, id, known, changes).await?;
+    release_slot_and(deps, stores, id, known, changes, |_| Ok(None)).await
+}
+
+/// [`release_slot`] with `also`, another change to the queue row, in the
+/// same write (see [`free_slot`]): one round trip and one commit where two
+/// would follow each other.
+pub async fn release_slot_and(
+    deps: &Deps,
+    stores: &Stores,
+    id: &RequestId,
+    known: Option<Queue>,
+    changes: Vec<NewChange>,
+    also: impl FnMut(&mut Queue) -> Result<Option<NewChange>, StageError>,
+) -> Result<(), StageError> {
+    let (released, queue) = free_slot(deps, stores, id, known, changes, also).await?;
     if released && queue.compare_with_latest(id)? == Some(Ordering::Less) {
         // Best effort: the release is committed; a wake-up lost here only
         // leaves the held head to its own delay.

@@ -178,6 +178,50 @@ async fn late_older_green_never_moves_the_bookmark_back(backend: Backend) {
     assert_eq!(w.change_count(ChangeKind::LastGreenAdvanced).await, 1);
 }
 
+/// Without a promotion ref, record moves the bookmark and releases the slot
+/// in one write: B's green frees its slot while A still holds its own, and
+/// A's late green releases without moving the bookmark back.
+async fn without_promotion_the_bookmark_and_the_release_are_one_write(backend: Backend) {
+    let Some(w) = World::on(backend, |c| {
+        c.max_concurrent = 2;
+        c.promotion_ref = None;
+    })
+    .await
+    else {
+        return;
+    };
+    let a = w.push("A");
+    w.runner.set_never_finishes(&a);
+    w.ingest().await;
+    w.step().await;
+    w.push_and_ingest("B").await;
+    w.until("B released", async |w| {
+        !w.queue_row().await.holds_slot(&w.id(2))
+    })
+    .await;
+    assert!(w.fact(&w.uri("B")).await.unwrap().is_green());
+    let q = w.queue_row().await;
+    assert_eq!(
+        q.last_green.as_ref().unwrap().uri,
+        w.uri("B"),
+        "the bookmark moved with B's release"
+    );
+    assert!(q.holds_slot(&w.id(1)), "A still builds");
+
+    w.runner.set_outcome(&a, BuildStatus::Succeeded);
+    w.settle().await;
+    assert!(w.fact(&a).await.unwrap().is_green());
+    let q = w.queue_row().await;
+    assert_eq!(
+        q.last_green.as_ref().unwrap().uri,
+        w.uri("B"),
+        "bookmark never moves back"
+    );
+    assert_eq!(q.in_flight_count(), 0, "A released too");
+    assert_eq!(w.repo.promoted(), None, "nothing to promote");
+    assert_eq!(w.change_count(ChangeKind::LastGreenAdvanced).await, 1);
+}
+
 async fn promotion_is_skipped_when_the_commit_left_the_branch(backend: Backend) {
     let Some(w) = World::on(backend, |_| {}).await else {
         return;
@@ -520,6 +564,7 @@ on_every_backend!(
     history_rewrite_forces_a_full_build,
     failure_keeps_last_green,
     late_older_green_never_moves_the_bookmark_back,
+    without_promotion_the_bookmark_and_the_release_are_one_write,
     promotion_is_skipped_when_the_commit_left_the_branch,
     hung_build_fails_closed_after_max_validation,
     a_build_that_cannot_be_triggered_fails_closed_through_the_dead_letter_reconciler,

@@ -10,13 +10,15 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use stovepipe_entity::{
     BookmarkMove, BuildId, Degree, Fact, NewChange, ProjectName, Queue, QueueConfig, Request,
-    RequestState,
+    RequestState, Timestamp,
 };
 use stovepipe_ports::{Delivery, Outbox, PromoteOutcome, ScmError, StoreError, Stores, Topic};
 use tracing::{info, warn};
 
 use super::{Handler, Outcome};
-use crate::deps::{Deps, load_request, release_slot, rescue_changes, update_queue};
+use crate::deps::{
+    Deps, load_request, release_slot, release_slot_and, rescue_changes, update_queue,
+};
 use crate::error::StageError;
 use crate::events::{self, OutboxExt as _};
 use crate::hops::{RecordHop, decode};
@@ -82,6 +84,12 @@ impl RecordStage {
             metrics::fact_recorded(&request, &fact, self.deps.now());
         }
 
+        if fact.is_green() && config.promotion_ref.is_none() {
+            // Steps 3 and 5 in one write: with no promotion between them,
+            // nothing can tell the two writes apart, and one is cheaper.
+            self.advance_bookmark_and_release(&stores, &request).await?;
+            return Ok(Outcome::Ack);
+        }
         // The release starts from the queue row as the bookmark step last saw
         // it instead of reading it again; the promotions' events ride with it.
         let (known, promoted) = if fact.is_green() {
@@ -164,24 +172,32 @@ impl RecordStage {
         request: &Request,
     ) -> Result<(BookmarkMove, Queue), StageError> {
         let now = self.deps.now();
-        let whole = ProjectName::whole_repo();
         let (moved, queue) = update_queue(stores, |q| {
-            let previous = q.last_green.clone();
-            let moved = q.advance_last_green(&whole, &request.uri, &request.id, now)?;
-            let outbox = (moved == BookmarkMove::Advanced).then(|| {
-                Outbox::none().emit(
-                    events::last_green_advanced(request, &whole, previous.as_ref()),
-                    now,
-                )
-            });
-            Ok((moved, outbox))
+            let (moved, event) = bookmark_step(q, request, now)?;
+            Ok((moved, event.map(|e| Outbox::none().emit(e, now))))
         })
         .await?;
-        if moved == BookmarkMove::Advanced {
-            info!(queue = %queue.name, request = %request.id, uri = %request.uri, "last green advanced");
-            metrics::last_green_advanced(&queue.name, now);
-        }
+        announce(moved, request, now);
         Ok((moved, queue))
+    }
+
+    /// [`advance_bookmark`](Self::advance_bookmark) and the slot's release
+    /// as one write of the queue row.
+    async fn advance_bookmark_and_release(
+        &self,
+        stores: &Stores,
+        request: &Request,
+    ) -> Result<(), StageError> {
+        let now = self.deps.now();
+        let mut moved = BookmarkMove::NotHeld;
+        release_slot_and(&self.deps, stores, &request.id, None, Vec::new(), |q| {
+            let (step, event) = bookmark_step(q, request, now)?;
+            moved = step;
+            Ok(event)
+        })
+        .await?;
+        announce(moved, request, now);
+        Ok(())
     }
 
     /// Moves the promotion ref to the bookmark. If the bookmark moved on
@@ -261,5 +277,29 @@ impl Handler for RecordStage {
 
     async fn handle(&self, delivery: &Delivery) -> Result<Outcome, StageError> {
         self.run(&decode(delivery)?).await
+    }
+}
+
+/// Step 3 on a loaded queue row: moves the whole-repository bookmark to
+/// `request` unless it holds a newer one, with `last_green.advanced` when
+/// it moved.
+fn bookmark_step(
+    queue: &mut Queue,
+    request: &Request,
+    now: Timestamp,
+) -> Result<(BookmarkMove, Option<NewChange>), StageError> {
+    let whole = ProjectName::whole_repo();
+    let previous = queue.last_green.clone();
+    let moved = queue.advance_last_green(&whole, &request.uri, &request.id, now)?;
+    let event = (moved == BookmarkMove::Advanced)
+        .then(|| events::last_green_advanced(request, &whole, previous.as_ref()));
+    Ok((moved, event))
+}
+
+/// Logs and counts a bookmark move once its write has committed.
+fn announce(moved: BookmarkMove, request: &Request, now: Timestamp) {
+    if moved == BookmarkMove::Advanced {
+        info!(queue = %request.queue, request = %request.id, uri = %request.uri, "last green advanced");
+        metrics::last_green_advanced(&request.queue, now);
     }
 }

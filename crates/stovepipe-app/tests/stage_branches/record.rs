@@ -90,6 +90,23 @@ fn assert_released_with(w: &Write, expected_version: u64, with: &[(ChangeKind, S
     assert!(outbox.messages.is_empty());
 }
 
+/// A queue write that moves the bookmark to request 3 and releases its
+/// slot together (no promotion between them): two changes of the row, each
+/// counting a version, in one conditional write.
+fn assert_advanced_and_released(w: &Write, expected_version: u64) {
+    let (q, expected, outbox) = w.queue_update();
+    assert_eq!(expected, expected_version);
+    assert_eq!(q.last_green.as_ref().map(|b| &b.request_id), Some(&rid(3)));
+    assert!(!q.holds_slot(&rid(3)));
+    assert_eq!(q.in_flight_count(), 0);
+    assert_eq!(q.version, expected_version + 2);
+    assert_eq!(
+        changes(outbox),
+        [(ChangeKind::LastGreenAdvanced, rid(3).to_string())]
+    );
+    assert!(outbox.messages.is_empty());
+}
+
 #[tokio::test]
 async fn superseded_is_acked_without_writes() {
     let f = Fixture::new()
@@ -233,7 +250,6 @@ async fn first_green_advances_an_empty_bookmark() {
             c
         });
     f.expect_fact_create(Ok(()));
-    f.expect_queue_update();
     f.expect_queue_update();
     let (out, log) = run(f).await;
     assert_eq!(out, Ok(Outcome::Ack));
@@ -502,14 +518,33 @@ async fn no_promotion_ref_never_calls_promote() {
     let mut f = recording(RequestState::Succeeded).with_config(cfg);
     f.expect_fact_create(Ok(()));
     f.expect_queue_update();
-    f.expect_queue_update();
     let (out, log) = run(f).await;
     assert_eq!(out, Ok(Outcome::Ack));
     let w = log.writes();
     assert_eq!(
         log.names(),
-        ["facts.create", "queues.update", "queues.update"]
+        ["facts.create", "queues.update"],
+        "with no promotion between them, the bookmark and the release are one write"
     );
+    assert_advanced_and_released(&w[1], QUEUE_VERSION);
+}
+
+/// Without promotion, a bookmark that stays (a newer request holds it)
+/// leaves the release alone in its write.
+#[tokio::test]
+async fn no_promotion_ref_and_a_newer_bookmark_only_releases() {
+    let mut cfg = config();
+    cfg.promotion_ref = None;
+    let mut f = recording(RequestState::Succeeded)
+        .with_config(cfg)
+        .with_queue(queue(Some(5), &[3], Some(4)));
+    f.expect_fact_create(Ok(()));
+    f.expect_queue_update();
+    f.expect_wake();
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    let w = log.writes();
+    assert_eq!(log.names(), ["facts.create", "queues.update", "mq.wake"]);
     assert_eq!(
         w[1].queue_update()
             .0
@@ -517,9 +552,10 @@ async fn no_promotion_ref_never_calls_promote() {
             .as_ref()
             .unwrap()
             .request_id,
-        rid(3)
+        rid(4),
+        "the newer bookmark stays"
     );
-    assert_released(&w[2], QUEUE_VERSION + 1);
+    assert_released(&w[1], QUEUE_VERSION);
 }
 
 #[tokio::test]
@@ -532,32 +568,18 @@ async fn bookmark_cas_conflict_reloads_and_retries() {
     f.expect_fact_create(Ok(()));
     f.expect_queue_update_conflict(concurrent);
     f.expect_queue_update();
-    f.expect_queue_update();
     f.expect_wake();
     let (out, log) = run(f).await;
     assert_eq!(out, Ok(Outcome::Ack));
     let w = log.writes();
     assert_eq!(
         log.names(),
-        [
-            "facts.create",
-            "queues.update",
-            "queues.update",
-            "queues.update",
-            "mq.wake"
-        ]
+        ["facts.create", "queues.update", "queues.update", "mq.wake"]
     );
-    let (q, expected, outbox) = w[2].queue_update();
-    assert_eq!(expected, QUEUE_VERSION + 1);
     assert_eq!(
-        q.latest_request_id,
+        w[2].queue_update().0.latest_request_id,
         Some(rid(4)),
         "rebased on the reloaded row"
     );
-    assert_eq!(q.last_green.as_ref().unwrap().request_id, rid(3));
-    assert_eq!(
-        changes(outbox),
-        [(ChangeKind::LastGreenAdvanced, rid(3).to_string())]
-    );
-    assert_released(&w[3], QUEUE_VERSION + 2);
+    assert_advanced_and_released(&w[2], QUEUE_VERSION + 1);
 }
