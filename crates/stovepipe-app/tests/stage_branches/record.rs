@@ -5,7 +5,7 @@ use serde_json::json;
 use stovepipe_app::stages::record::RecordStage;
 use stovepipe_app::{Outcome, StageError};
 use stovepipe_entity::{
-    Bookmark, BuildStatus, ChangeKind, Degree, Fact, ProjectName, RequestState,
+    Bookmark, BuildStatus, ChangeKind, Degree, Fact, ProjectName, QueueConfig, RequestState,
 };
 use stovepipe_ports::{PromoteOutcome, ScmError, StoreError};
 
@@ -88,6 +88,14 @@ fn assert_released_with(w: &Write, expected_version: u64, with: &[(ChangeKind, S
     assert_eq!(q.version, expected_version + 1);
     assert_eq!(changes(outbox), with);
     assert!(outbox.messages.is_empty());
+}
+
+/// The test configuration without a promotion ref: record then moves the
+/// bookmark and releases the slot in one write.
+fn unpromoted() -> QueueConfig {
+    let mut c = config();
+    c.promotion_ref = None;
+    c
 }
 
 /// A queue write that moves the bookmark to request 3 and releases its
@@ -244,11 +252,7 @@ async fn succeeded_records_green_advances_bookmark_promotes_and_releases() {
 async fn first_green_advances_an_empty_bookmark() {
     let mut f = recording(RequestState::Succeeded)
         .with_queue(queue(Some(3), &[3], None))
-        .with_config({
-            let mut c = config();
-            c.promotion_ref = None;
-            c
-        });
+        .with_config(unpromoted());
     f.expect_fact_create(Ok(()));
     f.expect_queue_update();
     let (out, log) = run(f).await;
@@ -513,9 +517,7 @@ async fn promote_unavailable_is_retryable_and_keeps_the_slot() {
 
 #[tokio::test]
 async fn no_promotion_ref_never_calls_promote() {
-    let mut cfg = config();
-    cfg.promotion_ref = None;
-    let mut f = recording(RequestState::Succeeded).with_config(cfg);
+    let mut f = recording(RequestState::Succeeded).with_config(unpromoted());
     f.expect_fact_create(Ok(()));
     f.expect_queue_update();
     let (out, log) = run(f).await;
@@ -533,10 +535,8 @@ async fn no_promotion_ref_never_calls_promote() {
 /// leaves the release alone in its write.
 #[tokio::test]
 async fn no_promotion_ref_and_a_newer_bookmark_only_releases() {
-    let mut cfg = config();
-    cfg.promotion_ref = None;
     let mut f = recording(RequestState::Succeeded)
-        .with_config(cfg)
+        .with_config(unpromoted())
         .with_queue(queue(Some(5), &[3], Some(4)));
     f.expect_fact_create(Ok(()));
     f.expect_queue_update();
@@ -560,11 +560,9 @@ async fn no_promotion_ref_and_a_newer_bookmark_only_releases() {
 
 #[tokio::test]
 async fn bookmark_cas_conflict_reloads_and_retries() {
-    let mut cfg = config();
-    cfg.promotion_ref = None;
     let mut concurrent = queue(Some(4), &[3], Some(1));
     concurrent.version = QUEUE_VERSION + 1;
-    let mut f = recording(RequestState::Succeeded).with_config(cfg);
+    let mut f = recording(RequestState::Succeeded).with_config(unpromoted());
     f.expect_fact_create(Ok(()));
     f.expect_queue_update_conflict(concurrent);
     f.expect_queue_update();
