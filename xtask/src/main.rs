@@ -13,8 +13,14 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context as _, bail};
 
 fn workspace_root() -> PathBuf {
-    // xtask lives one level below the workspace root.
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // xtask lives one level below the workspace root. `cargo run` sets
+    // CARGO_MANIFEST_DIR for the program too, naming the checkout it was
+    // run in; the value compiled in names the checkout that built this
+    // binary, which with a target directory shared between clones (as
+    // `.ci/run` sets up) can be another one.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
