@@ -221,6 +221,11 @@ impl RequestStore for Requests {
 #[async_trait]
 impl RequestUriStore for RequestUris {
     async fn mint(&self, uri: &Uri) -> Result<(RequestId, bool), StoreError> {
+        // A head seen again (every poll of an unchanged branch) is the
+        // common case: a plain read on the reader, no write statement.
+        if let Some(id) = self.lookup(uri).await.map_err(error::store)? {
+            return Ok((id, false));
+        }
         let minted = if self.0.shared.dialect == Dialect::Postgres {
             self.mint_postgres(uri).await
         } else {
@@ -260,10 +265,11 @@ impl RequestUriStore for RequestUris {
 }
 
 impl RequestUris {
-    /// One statement: the lookup, and when the URI is not indexed the
-    /// counter's upsert and the entry's insert. `None`: a concurrent mint
-    /// indexed the URI first (its entry is not in this statement's
-    /// snapshot; the counter value is spent).
+    /// One statement: the lookup again (a concurrent mint may have indexed
+    /// the URI since), and when the URI is not indexed the counter's
+    /// upsert and the entry's insert. `None`: a concurrent mint indexed the
+    /// URI first (its entry is not in this statement's snapshot; the
+    /// counter value is spent).
     async fn mint_postgres(&self, uri: &Uri) -> Result<Option<(RequestId, bool)>, DbErr> {
         let row = self
             .0
@@ -293,12 +299,9 @@ impl RequestUris {
     }
 
     /// SQLite has no writes inside `WITH`; its one writer connection makes
-    /// the three statements of one transaction as atomic. A hit is read
-    /// without taking the write lock.
+    /// the three statements of one transaction as atomic (the lookup again
+    /// under the write lock, the counter, the entry).
     async fn mint_sqlite(&self, uri: &Uri) -> Result<Option<(RequestId, bool)>, DbErr> {
-        if let Some(id) = self.lookup(uri).await? {
-            return Ok(Some((id, false)));
-        }
         let tx = self.0.shared.begin().await?;
         let values = || values![self.0.q(), uri.as_str()];
         if let Some(row) = tx

@@ -116,8 +116,8 @@ pub trait RequestStore: Send + Sync {
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait RequestUriStore: Send + Sync {
-    /// Ingest's dedup step in one call (one statement on Postgres): look
-    /// the URI up and, when it is not indexed, number and index it.
+    /// Ingest's dedup step in one call: look the URI up and, when it is
+    /// not indexed, number and index it.
     async fn mint(&self, uri: &Uri) -> Result<(RequestId, bool), StoreError>;
     async fn create(&self, uri: &Uri, request_id: &RequestId) -> Result<(), StoreError>;
     async fn get(&self, uri: &Uri) -> Result<Option<RequestId>, StoreError>;
