@@ -55,6 +55,13 @@ impl CpuSample {
 }
 
 impl CpuUse {
+    /// The server's CPU in milliseconds per one of `count` things done (a
+    /// request, a transaction), when it was measured and `count` is not 0.
+    pub fn server_ms_per(&self, count: u64) -> Option<f64> {
+        self.postgres_seconds
+            .and_then(|s| crate::support::per(s * 1e3, count))
+    }
+
     /// The CPU of several stretches together; the machine's busy share is
     /// their mean (the stretches are of about equal length).
     pub fn sum<'a>(uses: impl IntoIterator<Item = &'a CpuUse>) -> CpuUse {
@@ -245,6 +252,13 @@ mod tests {
         let partial = CpuUse::sum(&[used(Some(1.0), 0.5, 0.5), used(None, 0.5, 0.5)]);
         assert_eq!(partial.postgres_seconds, None);
         assert_eq!(CpuUse::sum(&[]).postgres_seconds, None);
+    }
+
+    #[test]
+    fn server_ms_per_thing_needs_the_server_s_figure_and_a_count() {
+        assert_eq!(used(Some(1.5), 0.0, 0.0).server_ms_per(500), Some(3.0));
+        assert_eq!(used(Some(1.5), 0.0, 0.0).server_ms_per(0), None);
+        assert_eq!(used(None, 0.0, 0.0).server_ms_per(500), None);
     }
 
     #[test]

@@ -150,9 +150,7 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
     let transactions: u64 = rounds.iter().map(|r| r.baseline.transactions).sum();
     let pgbench_cpu = cpu::CpuUse::sum(rounds.iter().map(|r| &r.baseline_cpu));
     // The server's CPU per pgbench transaction: the unit of the target.
-    let pgbench_cpu_ms = pgbench_cpu
-        .postgres_seconds
-        .and_then(|s| per(s * 1e3, transactions));
+    let pgbench_cpu_ms = pgbench_cpu.server_ms_per(transactions);
     let pgbench_wal_bytes = per(
         rounds.iter().map(|r| r.baseline_wal_bytes as f64).sum(),
         transactions,
@@ -193,18 +191,17 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (i, r) in rounds.iter().enumerate() {
-        let cpu_ms = |cpu: &cpu::CpuUse, n: u64| cpu.postgres_seconds.and_then(|s| per(s * 1e3, n));
         println!(
             "| {} | {:.0} | {:.0} | {:.3} | {} / {} | {} | {:.0} / {:.0} B | {:.0} / {:.0} % |",
             i + 1,
             r.pipeline_per_second,
             r.baseline.tps,
             r.ratio(),
-            show_ms(cpu_ms(&r.pipeline_cpu, r.pipeline_facts)),
-            show_ms(cpu_ms(&r.baseline_cpu, r.baseline.transactions)),
+            show_ms(r.server_ms_per_fact()),
+            show_ms(r.server_ms_per_transaction()),
             show(r.work()),
-            per(r.pipeline_wal_bytes as f64, r.pipeline_facts).unwrap_or(0.0),
-            per(r.baseline_wal_bytes as f64, r.baseline.transactions).unwrap_or(0.0),
+            r.wal_bytes_per_fact().unwrap_or(0.0),
+            r.wal_bytes_per_transaction().unwrap_or(0.0),
             r.pipeline_cpu.machine_busy_share * 100.0,
             r.baseline_cpu.machine_busy_share * 100.0,
         );

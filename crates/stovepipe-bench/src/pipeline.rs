@@ -405,24 +405,32 @@ impl PairedRound {
         ratio(self.pipeline_per_second, self.baseline.tps)
     }
 
+    /// The server's CPU per fact, in milliseconds.
+    pub fn server_ms_per_fact(&self) -> Option<f64> {
+        self.pipeline_cpu.server_ms_per(self.pipeline_facts)
+    }
+
+    /// The server's CPU per baseline transaction, in milliseconds.
+    pub fn server_ms_per_transaction(&self) -> Option<f64> {
+        self.baseline_cpu.server_ms_per(self.baseline.transactions)
+    }
+
+    pub fn wal_bytes_per_fact(&self) -> Option<f64> {
+        per(self.pipeline_wal_bytes as f64, self.pipeline_facts)
+    }
+
+    pub fn wal_bytes_per_transaction(&self) -> Option<f64> {
+        per(self.baseline_wal_bytes as f64, self.baseline.transactions)
+    }
+
     /// The server's CPU per fact, in the baseline's CPU per transaction.
     pub fn work(&self) -> Option<f64> {
-        in_units(
-            self.pipeline_cpu
-                .postgres_seconds
-                .and_then(|s| per(s, self.pipeline_facts)),
-            self.baseline_cpu
-                .postgres_seconds
-                .and_then(|s| per(s, self.baseline.transactions)),
-        )
+        in_units(self.server_ms_per_fact(), self.server_ms_per_transaction())
     }
 
     /// The WAL per fact, in the baseline's WAL per transaction.
     pub fn wal(&self) -> Option<f64> {
-        in_units(
-            per(self.pipeline_wal_bytes as f64, self.pipeline_facts),
-            per(self.baseline_wal_bytes as f64, self.baseline.transactions),
-        )
+        in_units(self.wal_bytes_per_fact(), self.wal_bytes_per_transaction())
     }
 }
 
@@ -485,6 +493,13 @@ impl<'a> SpanStart<'a> {
     }
 }
 
+/// Facts recorded per second over one `window` from now.
+async fn facts_per_second(done: &AtomicU64, window: Duration) -> f64 {
+    let (before, started) = (done.load(Ordering::Relaxed), Instant::now());
+    tokio::time::sleep(window).await;
+    (done.load(Ordering::Relaxed) - before) as f64 / started.elapsed().as_secs_f64()
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn throughput(
     backend: &str,
@@ -522,10 +537,7 @@ pub async fn throughput(
         None => {
             let span = SpanStart::now(&done, meter, database_url)?;
             for _ in 0..windows {
-                let (c0, t0) = (done.load(Ordering::Relaxed), Instant::now());
-                tokio::time::sleep(window).await;
-                let (c1, dt) = (done.load(Ordering::Relaxed), t0.elapsed());
-                rates.push((c1 - c0) as f64 / dt.as_secs_f64());
+                rates.push(facts_per_second(&done, window).await);
             }
             spans.push(span.end()?);
         }
@@ -538,10 +550,7 @@ pub async fn throughput(
                 let span = SpanStart::now(&done, meter, database_url)?;
                 drop(paused.take());
                 tokio::time::sleep(SETTLE).await;
-                let (c0, t0) = (done.load(Ordering::Relaxed), Instant::now());
-                tokio::time::sleep(window).await;
-                let (c1, dt) = (done.load(Ordering::Relaxed), t0.elapsed());
-                let rate = (c1 - c0) as f64 / dt.as_secs_f64();
+                let rate = facts_per_second(&done, window).await;
                 rates.push(rate);
                 paused = Some(gate.write().await);
                 let pipeline = span.end()?;
@@ -581,9 +590,7 @@ pub async fn throughput(
         .zip(db_transactions(database_url)?)
         .and_then(|(before, after)| per_fact(after.saturating_sub(before) as f64));
     // The server's CPU is measured on both runs; only Postgres's is ours.
-    let postgres_cpu_ms_per_fact = database_url
-        .and(cpu.postgres_seconds)
-        .and_then(|s| per_fact(s * 1e3));
+    let postgres_cpu_ms_per_fact = database_url.and(cpu.server_ms_per(facts_measured));
     let bench_cpu_ms_per_fact = per_fact(cpu.this_process_seconds * 1e3);
     stop.cancel();
     let mut latencies = Vec::new();
