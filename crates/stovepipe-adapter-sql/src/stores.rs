@@ -234,8 +234,8 @@ impl RequestUriStore for RequestUris {
         if let Some(minted) = minted.map_err(error::store)? {
             return Ok(minted);
         }
-        // Lost the race to a concurrent mint of the same URI, whose entry
-        // committed after this statement's snapshot was taken.
+        // Lost the race to a concurrent mint of the same URI: its entry
+        // committed after the first lookup; read it now.
         let winner = self.lookup(uri).await.map_err(error::store)?;
         winner.map(|id| (id, false)).ok_or_else(|| {
             StoreError::Unavailable(format!(
@@ -298,21 +298,12 @@ impl RequestUris {
         Ok(Some((Self::request_id(&row)?, minted)))
     }
 
-    /// SQLite has no writes inside `WITH`; its one writer connection makes
-    /// the three statements of one transaction as atomic (the lookup again
-    /// under the write lock, the counter, the entry).
+    /// SQLite has no writes inside `WITH`: the counter's upsert and the
+    /// entry's insert in one transaction on the single writer. `None`: a
+    /// concurrent mint (another process on the same file) indexed the URI
+    /// first; the transaction rolls back.
     async fn mint_sqlite(&self, uri: &Uri) -> Result<Option<(RequestId, bool)>, DbErr> {
         let tx = self.0.shared.begin().await?;
-        let values = || values![self.0.q(), uri.as_str()];
-        if let Some(row) = tx
-            .one(
-                "SELECT request_id FROM request_uris WHERE queue = $1 AND uri = $2",
-                values(),
-            )
-            .await?
-        {
-            return Ok(Some((Self::request_id(&row)?, false)));
-        }
         let row = tx
             .one(
                 "INSERT INTO counters (queue, value) VALUES ($1, 1) \
@@ -325,11 +316,16 @@ impl RequestUris {
         let value: i64 = rows::get(&row, "value")?;
         let n = u64::try_from(value).map_err(|e| error::corrupt("counter", e))?;
         let id = RequestId::new(&self.0.queue, n).map_err(|e| error::corrupt("counter", e))?;
-        tx.exec(
-            "INSERT INTO request_uris (queue, uri, request_id) VALUES ($1, $2, $3)",
-            values![self.0.q(), uri.as_str(), id.as_str()],
-        )
-        .await?;
+        let indexed = tx
+            .exec(
+                "INSERT INTO request_uris (queue, uri, request_id) VALUES ($1, $2, $3) \
+                 ON CONFLICT (queue, uri) DO NOTHING",
+                values![self.0.q(), uri.as_str(), id.as_str()],
+            )
+            .await?;
+        if indexed == 0 {
+            return Ok(None);
+        }
         tx.commit().await?;
         Ok(Some((id, true)))
     }
