@@ -6,7 +6,7 @@
 #[macro_use]
 mod support;
 
-use stovepipe_entity::{BuildStatus, BuildStrategy, ChangeKind, Degree, RequestState};
+use stovepipe_entity::{BuildStatus, BuildStrategy, ChangeKind, Degree, RequestState, Uri};
 use stovepipe_ports::{Clock as _, RunnerError, Topic};
 use support::{Backend, World, secs};
 
@@ -141,17 +141,24 @@ async fn failure_keeps_last_green(backend: Backend) {
     assert_eq!(w.request(&w.id(3)).await.base_uri, Some(w.uri("A")));
 }
 
+/// On a queue with two slots: A is admitted and its build does not finish
+/// (until the test says so), then B is pushed and ingested. Returns A's URI.
+async fn a_builds_while_b_is_ingested(w: &World) -> Uri {
+    let a = w.push("A");
+    w.runner.set_never_finishes(&a);
+    w.ingest().await;
+    w.step().await;
+    w.push_and_ingest("B").await;
+    a
+}
+
 /// With two slots, B (newer) goes green before A (older): the bookmark and
 /// the promotion ref stay on B when A's green arrives late.
 async fn late_older_green_never_moves_the_bookmark_back(backend: Backend) {
     let Some(w) = World::on(backend, |c| c.max_concurrent = 2).await else {
         return;
     };
-    let a = w.push("A");
-    w.runner.set_never_finishes(&a);
-    w.ingest().await;
-    w.step().await;
-    w.push_and_ingest("B").await;
+    let a = a_builds_while_b_is_ingested(&w).await;
     w.until("B recorded", async |w| w.fact(&w.uri("B")).await.is_some())
         .await;
     assert_eq!(w.request(&w.id(1)).await.state, RequestState::Processing);
@@ -190,11 +197,7 @@ async fn without_promotion_the_bookmark_and_the_release_are_one_write(backend: B
     else {
         return;
     };
-    let a = w.push("A");
-    w.runner.set_never_finishes(&a);
-    w.ingest().await;
-    w.step().await;
-    w.push_and_ingest("B").await;
+    let a = a_builds_while_b_is_ingested(&w).await;
     w.until("B released", async |w| {
         !w.queue_row().await.holds_slot(&w.id(2))
     })

@@ -345,28 +345,33 @@ async fn failed_records_broken_keeps_the_bookmark_and_does_not_promote() {
     assert_eq!(w[1].queue_update().0, &released(before, 3));
 }
 
+/// With or without a promotion ref: the release is the only write.
 #[tokio::test]
 async fn newer_bookmark_holder_is_not_overwritten_and_not_promoted() {
-    let before = queue(Some(5), &[3], Some(5));
-    let mut f = recording(RequestState::Succeeded).with_queue(before.clone());
-    f.expect_fact_create(Ok(()));
-    f.expect_queue_update();
-    f.expect_wake();
-    let (out, log) = run(f).await;
-    assert_eq!(out, Ok(Outcome::Ack));
-    let w = log.writes();
-    assert_eq!(
-        log.names(),
-        ["facts.create", "queues.update", "mq.wake"],
-        "only the release: no bookmark write, no promote"
-    );
-    assert_fact_written(&w[0], Degree::GREEN);
-    assert_eq!(w[1].queue_update().0, &released(before, 3));
-    assert_eq!(
-        w[2],
-        Write::Wake("process".into(), "monorepo/main".into()),
-        "head 5 is newer: its process delivery may be held at the gate"
-    );
+    for cfg in [config(), unpromoted()] {
+        let before = queue(Some(5), &[3], Some(5));
+        let mut f = recording(RequestState::Succeeded)
+            .with_config(cfg)
+            .with_queue(before.clone());
+        f.expect_fact_create(Ok(()));
+        f.expect_queue_update();
+        f.expect_wake();
+        let (out, log) = run(f).await;
+        assert_eq!(out, Ok(Outcome::Ack));
+        let w = log.writes();
+        assert_eq!(
+            log.names(),
+            ["facts.create", "queues.update", "mq.wake"],
+            "only the release: no bookmark write, no promote"
+        );
+        assert_fact_written(&w[0], Degree::GREEN);
+        assert_eq!(w[1].queue_update().0, &released(before, 3));
+        assert_eq!(
+            w[2],
+            Write::Wake("process".into(), "monorepo/main".into()),
+            "head 5 is newer: its process delivery may be held at the gate"
+        );
+    }
 }
 
 /// Several slots recording at once: the bookmark moved on while promoting,
@@ -529,33 +534,6 @@ async fn no_promotion_ref_never_calls_promote() {
         "with no promotion between them, the bookmark and the release are one write"
     );
     assert_advanced_and_released(&w[1], QUEUE_VERSION);
-}
-
-/// Without promotion, a bookmark that stays (a newer request holds it)
-/// leaves the release alone in its write.
-#[tokio::test]
-async fn no_promotion_ref_and_a_newer_bookmark_only_releases() {
-    let mut f = recording(RequestState::Succeeded)
-        .with_config(unpromoted())
-        .with_queue(queue(Some(5), &[3], Some(4)));
-    f.expect_fact_create(Ok(()));
-    f.expect_queue_update();
-    f.expect_wake();
-    let (out, log) = run(f).await;
-    assert_eq!(out, Ok(Outcome::Ack));
-    let w = log.writes();
-    assert_eq!(log.names(), ["facts.create", "queues.update", "mq.wake"]);
-    assert_eq!(
-        w[1].queue_update()
-            .0
-            .last_green
-            .as_ref()
-            .unwrap()
-            .request_id,
-        rid(4),
-        "the newer bookmark stays"
-    );
-    assert_released(&w[1], QUEUE_VERSION);
 }
 
 #[tokio::test]
