@@ -223,7 +223,9 @@ impl RecordStage {
         }
     }
 
-    /// [`promote`](Self::promote)'s loop, pushing an event per move.
+    /// [`promote`](Self::promote)'s loop, pushing an event per move. Only
+    /// queues with a promotion ref get here (`run` writes the bookmark and
+    /// the release together otherwise).
     async fn chase(
         &self,
         stores: &Stores,
@@ -232,9 +234,6 @@ impl RecordStage {
         queue: Queue,
         promoted: &mut Vec<NewChange>,
     ) -> Result<Option<Queue>, StageError> {
-        if config.promotion_ref.is_none() {
-            return Ok(Some(queue));
-        }
         let scm = self.deps.source_control(config).await?;
         let mut target = queue.last_green.clone();
         let mut latest = Some(queue);
