@@ -17,7 +17,7 @@ use crate::events::OutboxExt as _;
 
 /// How many times a compare-and-swap loop reloads after a version conflict
 /// before giving the delivery back as retryable.
-const CAS_ATTEMPTS: usize = 16;
+pub(crate) const CAS_ATTEMPTS: usize = 16;
 
 #[derive(Clone)]
 pub struct Deps {
@@ -130,47 +130,46 @@ pub async fn update_queue_from<R>(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(StageError::retryable(format!(
+    Err(still_conflicting(stores))
+}
+
+/// What a compare-and-swap loop on the queue row gives back when every
+/// one of its [`CAS_ATTEMPTS`] lost to a concurrent writer.
+pub(crate) fn still_conflicting(stores: &Stores) -> StageError {
+    StageError::retryable(format!(
         "queue {}: still conflicting after {CAS_ATTEMPTS} attempts",
         stores.queue
-    )))
+    ))
 }
 
 /// Releases `id`'s build slot; absent means already released. `known` is a
-/// recent snapshot of the queue row, if the caller has one. `also` changes
-/// the same row in the same write (it runs on every attempt, on the row as
-/// loaded) and returns the change to emit when it changed something; the
-/// row is written when the slot was released or `also` changed it.
-/// `changes` are appended with that write, or on their own when there was
-/// nothing to write. Returns the queue row as written (or as found) and
-/// whether it released.
+/// recent snapshot of the queue row, if the caller has one. `changes` are
+/// appended with the release, or on their own when there was nothing to
+/// release. Returns the queue row as written (or as found) and whether it
+/// released.
 async fn free_slot(
     deps: &Deps,
     stores: &Stores,
     id: &RequestId,
     known: Option<Queue>,
     changes: Vec<NewChange>,
-    mut also: impl FnMut(&mut Queue) -> Result<Option<NewChange>, StageError>,
 ) -> Result<(bool, Queue), StageError> {
     let now = deps.now();
     let written = update_queue_from(stores, known, |q| {
-        let extra = also(q)?;
         let released = q.release_slot(id, now);
-        let wrote = released || extra.is_some();
-        let outbox = wrote.then(|| {
+        let outbox = released.then(|| {
             changes
                 .iter()
-                .chain(extra.iter())
                 .fold(Outbox::none(), |o, c| o.emit(c.clone(), now))
         });
-        Ok(((released, wrote), outbox))
+        Ok((released, outbox))
     })
     .await;
-    let ((released, wrote), queue) = match written {
+    let (released, queue) = match written {
         Ok(written) => written,
         Err(e) => return Err(rescue_changes(deps, changes, e).await),
     };
-    if !wrote && !changes.is_empty() {
+    if !released && !changes.is_empty() {
         deps.feed.append(changes).await?;
     }
     Ok((released, queue))
@@ -199,17 +198,13 @@ pub async fn release_slot_in_process(
     id: &RequestId,
     known: Option<Queue>,
 ) -> Result<(), StageError> {
-    free_slot(deps, stores, id, known, Vec::new(), |_| Ok(None))
+    free_slot(deps, stores, id, known, Vec::new())
         .await
         .map(|_| ())
 }
 
 /// Releases `id`'s build slot (see [`free_slot`]; `changes` ride with the
-/// release) and opens the gate at once: when a newer head than `id` was
-/// ingested meanwhile, its `process` delivery is probably held at the
-/// closed gate, and it is woken now instead of waiting out
-/// `gate_wait_delay`. A wake-up only re-runs coalescing and the gate, so a
-/// spurious one is harmless.
+/// release) and opens the gate at once (see [`wake_gate`]).
 pub async fn release_slot(
     deps: &Deps,
     stores: &Stores,
@@ -217,22 +212,20 @@ pub async fn release_slot(
     known: Option<Queue>,
     changes: Vec<NewChange>,
 ) -> Result<(), StageError> {
-    release_slot_and(deps, stores, id, known, changes, |_| Ok(None)).await
+    let (released, queue) = free_slot(deps, stores, id, known, changes).await?;
+    if released {
+        wake_gate(deps, &queue, id).await?;
+    }
+    Ok(())
 }
 
-/// [`release_slot`] with `also`, another change to the queue row, in the
-/// same write (see [`free_slot`]): one round trip and one commit where two
-/// would follow each other.
-pub async fn release_slot_and(
-    deps: &Deps,
-    stores: &Stores,
-    id: &RequestId,
-    known: Option<Queue>,
-    changes: Vec<NewChange>,
-    also: impl FnMut(&mut Queue) -> Result<Option<NewChange>, StageError>,
-) -> Result<(), StageError> {
-    let (released, queue) = free_slot(deps, stores, id, known, changes, also).await?;
-    if released && queue.compare_with_latest(id)? == Some(Ordering::Less) {
+/// Opens the gate at once after `id`'s slot was released in the write that
+/// left `queue`: when a newer head than `id` was ingested meanwhile, its
+/// `process` delivery is probably held at the closed gate, and it is woken
+/// now instead of waiting out `gate_wait_delay`. A wake-up only re-runs
+/// coalescing and the gate, so a spurious one is harmless.
+pub async fn wake_gate(deps: &Deps, queue: &Queue, id: &RequestId) -> Result<(), StageError> {
+    if queue.compare_with_latest(id)? == Some(Ordering::Less) {
         // Best effort: the release is committed; a wake-up lost here only
         // leaves the held head to its own delay.
         if let Err(e) = deps.mq.wake(&Topic::process(), queue.name.as_str()).await {

@@ -9,23 +9,23 @@
 use async_trait::async_trait;
 use std::sync::Arc;
 use stovepipe_entity::{
-    BookmarkMove, BuildId, Degree, Fact, NewChange, ProjectName, Queue, QueueConfig, Request,
-    RequestState, Timestamp,
+    BookmarkMove, BuildId, Degree, Fact, NewChange, ProjectName, Queue, QueueConfig, QueueName,
+    Request, RequestState, Timestamp,
 };
-use stovepipe_ports::{Delivery, Outbox, PromoteOutcome, ScmError, StoreError, Stores, Topic};
+use stovepipe_ports::{
+    Delivery, Outbox, PromoteOutcome, ScmError, SourceControl, StoreError, Stores, Topic,
+};
 use tracing::{info, warn};
 
 use super::{Handler, Outcome};
 use crate::deps::{
-    Deps, load_request, release_slot, release_slot_and, rescue_changes, update_queue,
+    CAS_ATTEMPTS, Deps, load_queue, load_request, release_slot, rescue_changes, still_conflicting,
+    update_queue, wake_gate,
 };
 use crate::error::StageError;
 use crate::events::{self, OutboxExt as _};
 use crate::hops::{RecordHop, decode};
 use crate::metrics;
-
-/// How many times promotion chases a bookmark that moved while promoting.
-const PROMOTE_CHASES: usize = 4;
 
 #[derive(Debug)]
 pub struct RecordStage {
@@ -84,25 +84,14 @@ impl RecordStage {
             metrics::fact_recorded(&request, &fact, self.deps.now());
         }
 
-        if fact.is_green() && config.promotion_ref.is_none() {
-            // Steps 3 and 5 in one write: with no promotion between them,
-            // nothing can tell the two writes apart, and one is cheaper.
-            self.advance_bookmark_and_release(&stores, &request).await?;
-            return Ok(Outcome::Ack);
-        }
-        // The release starts from the queue row as the bookmark step last saw
-        // it instead of reading it again; the promotions' events ride with it.
-        let (known, promoted) = if fact.is_green() {
-            let (moved, queue) = self.advance_bookmark(&stores, &request).await?;
-            if moved.holds() {
-                self.promote(&stores, &config, &request, queue).await?
-            } else {
-                (Some(queue), Vec::new())
-            }
+        if fact.is_green() {
+            // An earlier delivery got past the fact and may have moved the
+            // promotion ref before it stopped.
+            self.settle_green(&stores, &config, &request, !created)
+                .await?;
         } else {
-            (None, Vec::new())
-        };
-        release_slot(&self.deps, &stores, &request.id, known, promoted).await?;
+            release_slot(&self.deps, &stores, &request.id, None, Vec::new()).await?;
+        }
         Ok(Outcome::Ack)
     }
 
@@ -166,105 +155,154 @@ impl RecordStage {
         }
     }
 
-    async fn advance_bookmark(
+    /// Steps 3–5 for a green fact: the bookmark, the promotion ref and the
+    /// slot, with the ref moved **before** the write that moves the bookmark
+    /// and releases the slot, so that one write of the queue row does both.
+    ///
+    /// Each attempt reads the row, promotes the commit that will hold the
+    /// bookmark after the write, then writes conditionally on the row read.
+    /// A write that lost to another one starts over from the row as it is
+    /// now, promoting its holder again: the ref may have been moved behind it
+    /// by this promotion. So the last promotion before any successful write
+    /// is of the holder that write leaves, and the ref never ends behind the
+    /// bookmark. `disturbed`: an earlier delivery may have moved the ref, so
+    /// the holder is promoted even when it is another request.
+    ///
+    /// A promotion that fails moves the bookmark alone and keeps the slot:
+    /// last green does not wait for a promotion outage, the next head waits
+    /// for the retry.
+    async fn settle_green(
+        &self,
+        stores: &Stores,
+        config: &QueueConfig,
+        request: &Request,
+        disturbed: bool,
+    ) -> Result<(), StageError> {
+        let scm = match config.promotion_ref {
+            Some(_) => Some(self.deps.source_control(config).await?),
+            None => None,
+        };
+        let mut promotions = Promotions {
+            scm: scm.as_deref(),
+            config,
+            queue: &request.queue,
+            disturbed,
+            told: Vec::new(),
+        };
+        match self
+            .settle_green_attempts(stores, request, &mut promotions)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) => Err(rescue_changes(&self.deps, promotions.told, e).await),
+        }
+    }
+
+    /// [`settle_green`](Self::settle_green)'s compare-and-swap loop. The
+    /// `promoted` events wait in `promotions.told` for a write to carry them.
+    async fn settle_green_attempts(
         &self,
         stores: &Stores,
         request: &Request,
-    ) -> Result<(BookmarkMove, Queue), StageError> {
+        promotions: &mut Promotions<'_>,
+    ) -> Result<(), StageError> {
         let now = self.deps.now();
-        let (moved, queue) = update_queue(stores, |q| {
+        for _ in 0..CAS_ATTEMPTS {
+            let mut queue = load_queue(stores).await?;
+            let expected = queue.version;
+            let (moved, advanced) = bookmark_step(&mut queue, request, now)?;
+            if let Err(e) = promotions.before_write(&queue, moved).await {
+                if moved == BookmarkMove::Advanced {
+                    self.advance_bookmark(stores, request).await?;
+                }
+                return Err(e);
+            }
+            let released = queue.release_slot(&request.id, now);
+            if !released && advanced.is_none() {
+                // The row stays as it is; the ref's moves are told alone.
+                let told = std::mem::take(&mut promotions.told);
+                if !told.is_empty() {
+                    self.deps.feed.append(told).await?;
+                }
+                return Ok(());
+            }
+            let outbox = advanced
+                .iter()
+                .chain(&promotions.told)
+                .fold(Outbox::none(), |o, c| o.emit(c.clone(), now));
+            match stores.queues.update(&queue, expected, outbox).await {
+                Ok(()) => {
+                    promotions.told.clear();
+                    announce(moved, request, now);
+                    if released {
+                        wake_gate(&self.deps, &queue, &request.id).await?;
+                    }
+                    return Ok(());
+                }
+                Err(StoreError::VersionMismatch { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(still_conflicting(stores))
+    }
+
+    /// The fallback of a failed promotion: moves the bookmark in a write of
+    /// its own, keeping the slot.
+    async fn advance_bookmark(&self, stores: &Stores, request: &Request) -> Result<(), StageError> {
+        let now = self.deps.now();
+        let (moved, _) = update_queue(stores, |q| {
             let (moved, event) = bookmark_step(q, request, now)?;
             Ok((moved, event.map(|e| Outbox::none().emit(e, now))))
         })
         .await?;
         announce(moved, request, now);
-        Ok((moved, queue))
-    }
-
-    /// [`advance_bookmark`](Self::advance_bookmark) and the slot's release
-    /// as one write of the queue row.
-    async fn advance_bookmark_and_release(
-        &self,
-        stores: &Stores,
-        request: &Request,
-    ) -> Result<(), StageError> {
-        let now = self.deps.now();
-        let mut moved = BookmarkMove::NotHeld;
-        release_slot_and(&self.deps, stores, &request.id, None, Vec::new(), |q| {
-            let (step, event) = bookmark_step(q, request, now)?;
-            moved = step;
-            Ok(event)
-        })
-        .await?;
-        announce(moved, request, now);
         Ok(())
     }
+}
 
-    /// Moves the promotion ref to the bookmark. If the bookmark moved on
-    /// while promoting (several slots recording at once), promote the newer
-    /// holder so the ref ends on the bookmark, never behind it. Returns the
-    /// queue row as last read and a `promoted` event per move of the ref, for
-    /// the release to append (on an error, the moves made so far are
-    /// appended at once: see [`rescue_changes`]).
-    async fn promote(
-        &self,
-        stores: &Stores,
-        config: &QueueConfig,
-        request: &Request,
-        queue: Queue,
-    ) -> Result<(Option<Queue>, Vec<NewChange>), StageError> {
-        let mut promoted = Vec::new();
-        match self
-            .chase(stores, config, request, queue, &mut promoted)
-            .await
-        {
-            Ok(latest) => Ok((latest, promoted)),
-            Err(e) => Err(rescue_changes(&self.deps, promoted, e).await),
-        }
-    }
+/// The promotion ref's side of [`RecordStage::settle_green`].
+struct Promotions<'a> {
+    /// `None`: the queue has no promotion ref.
+    scm: Option<&'a dyn SourceControl>,
+    config: &'a QueueConfig,
+    queue: &'a QueueName,
+    /// The ref may point behind the bookmark because of this request.
+    disturbed: bool,
+    /// A `promoted` event per move of the ref not yet written.
+    told: Vec<NewChange>,
+}
 
-    /// [`promote`](Self::promote)'s loop, pushing an event per move. Only
-    /// queues with a promotion ref get here (`run` writes the bookmark and
-    /// the release together otherwise).
-    async fn chase(
-        &self,
-        stores: &Stores,
-        config: &QueueConfig,
-        request: &Request,
-        queue: Queue,
-        promoted: &mut Vec<NewChange>,
-    ) -> Result<Option<Queue>, StageError> {
-        let scm = self.deps.source_control(config).await?;
-        let mut target = queue.last_green.clone();
-        let mut latest = Some(queue);
-        for _ in 0..PROMOTE_CHASES {
-            let Some(mark) = target else {
-                return Ok(latest);
-            };
-            match scm.promote(&mark.uri).await {
-                Ok(PromoteOutcome::Moved) => {
-                    promoted.push(events::promoted(
-                        &request.queue,
-                        &mark,
-                        config.promotion_ref.as_deref(),
-                    ));
-                    metrics::promoted(&config.name);
-                }
-                Ok(PromoteOutcome::AlreadyThere | PromoteOutcome::NotConfigured) => {}
-                Err(ScmError::NotFound(what)) => {
-                    warn!(queue = %config.name, uri = %mark.uri, %what, "promotion skipped: commit left the branch");
-                    metrics::promotion_skipped(&config.name);
-                }
-                Err(e) => return Err(StageError::from(e).context("promote")),
-            }
-            latest = stores.queues.get().await?;
-            let now_holder = latest.as_ref().and_then(|q| q.last_green.clone());
-            if now_holder.as_ref().map(|b| &b.request_id) == Some(&mark.request_id) {
-                return Ok(latest);
-            }
-            target = now_holder;
+impl Promotions<'_> {
+    /// Promotes the bookmark of `queue` (the row about to be written) when
+    /// this request holds it, or when this request has moved the ref before.
+    async fn before_write(&mut self, queue: &Queue, moved: BookmarkMove) -> Result<(), StageError> {
+        let Some(scm) = self.scm else {
+            return Ok(());
+        };
+        let Some(mark) = &queue.last_green else {
+            return Ok(());
+        };
+        if !moved.holds() && !self.disturbed {
+            return Ok(());
         }
-        Ok(latest)
+        self.disturbed = true;
+        match scm.promote(&mark.uri).await {
+            Ok(PromoteOutcome::Moved) => {
+                self.told.push(events::promoted(
+                    self.queue,
+                    mark,
+                    self.config.promotion_ref.as_deref(),
+                ));
+                metrics::promoted(&self.config.name);
+            }
+            Ok(PromoteOutcome::AlreadyThere | PromoteOutcome::NotConfigured) => {}
+            Err(ScmError::NotFound(what)) => {
+                warn!(queue = %self.config.name, uri = %mark.uri, %what, "promotion skipped: commit left the branch");
+                metrics::promotion_skipped(&self.config.name);
+            }
+            Err(e) => return Err(StageError::from(e).context("promote")),
+        }
+        Ok(())
     }
 }
 

@@ -99,19 +99,28 @@ fn unpromoted() -> QueueConfig {
 }
 
 /// A queue write that moves the bookmark to request 3 and releases its
-/// slot together (no promotion between them): two changes of the row, each
-/// counting a version, in one conditional write.
+/// slot together: two changes of the row, each counting a version, in one
+/// conditional write.
 fn assert_advanced_and_released(w: &Write, expected_version: u64) {
+    assert_advanced_and_released_with(w, expected_version, &[]);
+}
+
+/// [`assert_advanced_and_released`], the write also carrying `promoted`
+/// (the ref's moves, made before it).
+fn assert_advanced_and_released_with(
+    w: &Write,
+    expected_version: u64,
+    promoted: &[(ChangeKind, String)],
+) {
     let (q, expected, outbox) = w.queue_update();
     assert_eq!(expected, expected_version);
     assert_eq!(q.last_green.as_ref().map(|b| &b.request_id), Some(&rid(3)));
     assert!(!q.holds_slot(&rid(3)));
     assert_eq!(q.in_flight_count(), 0);
     assert_eq!(q.version, expected_version + 2);
-    assert_eq!(
-        changes(outbox),
-        [(ChangeKind::LastGreenAdvanced, rid(3).to_string())]
-    );
+    let mut told = vec![(ChangeKind::LastGreenAdvanced, rid(3).to_string())];
+    told.extend_from_slice(promoted);
+    assert_eq!(changes(outbox), told);
     assert!(outbox.messages.is_empty());
 }
 
@@ -188,11 +197,12 @@ async fn missing_request_is_permanent() {
     assert!(log.writes().is_empty());
 }
 
+/// The ref moves first, then one write moves the bookmark and releases the
+/// slot, carrying both events.
 #[tokio::test]
-async fn succeeded_records_green_advances_bookmark_promotes_and_releases() {
+async fn succeeded_records_green_promotes_then_advances_the_bookmark_and_releases() {
     let mut f = recording(RequestState::Succeeded);
     f.expect_fact_create(Ok(()));
-    f.expect_queue_update();
     f.expect_promote(Ok(PromoteOutcome::Moved));
     f.expect_queue_update();
     let (out, log) = run(f).await;
@@ -200,17 +210,16 @@ async fn succeeded_records_green_advances_bookmark_promotes_and_releases() {
     let w = log.writes();
     assert_eq!(
         log.names(),
-        [
-            "facts.create",
-            "queues.update",
-            "scm.promote",
-            "queues.update"
-        ]
+        ["facts.create", "scm.promote", "queues.update"]
     );
     assert_fact_written(&w[0], Degree::GREEN);
-
-    let (q, expected, outbox) = w[1].queue_update();
-    assert_eq!(expected, QUEUE_VERSION);
+    assert_eq!(w[1], Write::Promote(uri(3)));
+    assert_advanced_and_released_with(
+        &w[2],
+        QUEUE_VERSION,
+        &[(ChangeKind::Promoted, rid(3).to_string())],
+    );
+    let (q, _, outbox) = w[2].queue_update();
     assert_eq!(
         q.last_green,
         Some(Bookmark {
@@ -219,32 +228,11 @@ async fn succeeded_records_green_advances_bookmark_promotes_and_releases() {
             recorded_at: NOW
         })
     );
-    assert!(q.holds_slot(&rid(3)), "the bookmark write does not release");
-    assert_eq!(
-        changes(outbox),
-        [(ChangeKind::LastGreenAdvanced, rid(3).to_string())]
-    );
     assert_eq!(outbox.changes[0].data["previous_uri"], json!(uri(1)));
     assert_eq!(
         hook_feeds(outbox),
-        [format!("last_green.advanced/{}", rid(3))]
-    );
-    assert!(hops(outbox).is_empty());
-
-    assert_eq!(w[2], Write::Promote(uri(3)));
-    assert_released_with(
-        &w[3],
-        QUEUE_VERSION + 1,
-        &[(ChangeKind::Promoted, rid(3).to_string())],
-    );
-    assert_eq!(
-        w[3].queue_update()
-            .0
-            .last_green
-            .as_ref()
-            .unwrap()
-            .request_id,
-        rid(3)
+        [format!("last_green.advanced/{}", rid(3))],
+        "promotions are no hook event"
     );
 }
 
@@ -267,31 +255,16 @@ async fn first_green_advances_an_empty_bookmark() {
 async fn fact_of_the_same_request_already_stored_is_adopted() {
     let mut f = recording(RequestState::Succeeded).with_fact(fact(3, 3, Degree::GREEN));
     f.expect_fact_create(Err(already_exists()));
-    f.expect_queue_update();
     f.expect_promote(Ok(PromoteOutcome::AlreadyThere));
     f.expect_queue_update();
     let (out, log) = run(f).await;
     assert_eq!(out, Ok(Outcome::Ack));
     assert_eq!(
         log.names(),
-        [
-            "facts.create",
-            "queues.update",
-            "scm.promote",
-            "queues.update"
-        ],
+        ["facts.create", "scm.promote", "queues.update"],
         "adopted: the bookmark still moves; AlreadyThere appends no promoted event"
     );
-    assert_eq!(
-        log.writes()[1]
-            .queue_update()
-            .0
-            .last_green
-            .as_ref()
-            .unwrap()
-            .request_id,
-        rid(3)
-    );
+    assert_advanced_and_released(&log.writes()[2], QUEUE_VERSION);
 }
 
 /// Redelivery after the bookmark moved and the slot was released: the
@@ -374,16 +347,47 @@ async fn newer_bookmark_holder_is_not_overwritten_and_not_promoted() {
     }
 }
 
-/// Several slots recording at once: the bookmark moved on while promoting,
-/// so the newer holder is promoted too and the ref ends on the bookmark.
+/// A redelivery (the fact is stored) may follow a delivery that moved the
+/// ref to this commit after a newer one had been promoted and then
+/// stopped: it promotes the newer holder again, so the ref does not stay
+/// behind the bookmark.
 #[tokio::test]
-async fn promotion_chases_a_bookmark_that_moved_meanwhile() {
+async fn redelivery_behind_a_newer_holder_promotes_the_holder() {
+    let before = queue(Some(5), &[3], Some(5));
+    let mut f = recording(RequestState::Succeeded)
+        .with_fact(fact(3, 3, Degree::GREEN))
+        .with_queue(before.clone());
+    f.expect_fact_create(Err(already_exists()));
+    f.expect_promote(Ok(PromoteOutcome::Moved));
+    f.expect_queue_update();
+    f.expect_wake();
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    let w = log.writes();
+    assert_eq!(
+        log.names(),
+        ["facts.create", "scm.promote", "queues.update", "mq.wake"]
+    );
+    assert_eq!(w[1], Write::Promote(uri(5)));
+    assert_eq!(w[2].queue_update().0, &released(before, 3));
+    assert_eq!(
+        changes(w[2].queue_update().2),
+        [(ChangeKind::Promoted, rid(5).to_string())]
+    );
+}
+
+/// Several slots recording at once: another record moved the bookmark on
+/// while this one promoted, so its write loses. It starts over from the row
+/// as it is now and promotes the new holder (this promotion may have moved
+/// the ref behind it) before releasing, and the ref ends on the bookmark.
+#[tokio::test]
+async fn a_write_that_lost_promotes_the_new_holder_before_it_releases() {
     let mut moved_on = queue(Some(4), &[3], Some(4));
     moved_on.version = QUEUE_VERSION + 2;
     let mut f = recording(RequestState::Succeeded);
     f.expect_fact_create(Ok(()));
-    f.expect_queue_update();
     f.expect_promote_while_bookmark_moves(Ok(PromoteOutcome::Moved), moved_on.clone());
+    f.expect_queue_update_conflict(moved_on.clone());
     f.expect_promote(Ok(PromoteOutcome::Moved));
     f.expect_queue_update();
     f.expect_wake();
@@ -394,14 +398,15 @@ async fn promotion_chases_a_bookmark_that_moved_meanwhile() {
         log.names(),
         [
             "facts.create",
-            "queues.update",
             "scm.promote",
+            "queues.update",
             "scm.promote",
             "queues.update",
             "mq.wake"
         ]
     );
-    assert_eq!(w[2], Write::Promote(uri(3)));
+    assert_eq!(w[1], Write::Promote(uri(3)));
+    assert_eq!(w[2].queue_update().1, QUEUE_VERSION, "the lost write");
     assert_eq!(w[3], Write::Promote(uri(4)));
     let (q, expected, outbox) = w[4].queue_update();
     assert_eq!(expected, QUEUE_VERSION + 2);
@@ -416,28 +421,20 @@ async fn promotion_chases_a_bookmark_that_moved_meanwhile() {
     );
 }
 
-/// The slot is gone already (the reconcile loop released it): the
-/// promotion's event is appended on its own.
+/// The bookmark is held already and the slot is gone (the reconcile loop
+/// released it): the row stays as it is and the promotion's event is
+/// appended on its own.
 #[tokio::test]
-async fn a_promotion_without_a_slot_to_release_appends_its_event_alone() {
-    let mut f = recording(RequestState::Succeeded).with_queue(queue(Some(3), &[], Some(1)));
+async fn a_promotion_without_a_row_change_appends_its_event_alone() {
+    let mut f = recording(RequestState::Succeeded).with_queue(queue(Some(3), &[], Some(3)));
     f.expect_fact_create(Ok(()));
-    f.expect_queue_update();
     f.expect_promote(Ok(PromoteOutcome::Moved));
     f.expect_feed_append();
     let (out, log) = run(f).await;
     assert_eq!(out, Ok(Outcome::Ack));
+    assert_eq!(log.names(), ["facts.create", "scm.promote", "feed.append"]);
     assert_eq!(
-        log.names(),
-        [
-            "facts.create",
-            "queues.update",
-            "scm.promote",
-            "feed.append"
-        ]
-    );
-    assert_eq!(
-        appended(&log, 3),
+        appended(&log, 2),
         [(ChangeKind::Promoted, rid(3).to_string())]
     );
 }
@@ -451,14 +448,13 @@ fn appended(log: &Journal, at: usize) -> Vec<(ChangeKind, String)> {
     kinds_and_subjects(changes)
 }
 
-/// The ref moved but the release that was to carry its event failed: the
+/// The ref moved but the write that was to carry its event failed: the
 /// event is appended on its own (the retry finds the ref already there and
 /// would not tell it), and the delivery is retried.
 #[tokio::test]
-async fn a_promotion_whose_release_fails_still_appends_its_event() {
+async fn a_promotion_whose_write_fails_still_appends_its_event() {
     let mut f = recording(RequestState::Succeeded);
     f.expect_fact_create(Ok(()));
-    f.expect_queue_update();
     f.expect_promote(Ok(PromoteOutcome::Moved));
     f.expect_queue_update_err(StoreError::Unavailable("database restarting".into()));
     f.expect_feed_append();
@@ -468,47 +464,42 @@ async fn a_promotion_whose_release_fails_still_appends_its_event() {
         log.names(),
         [
             "facts.create",
-            "queues.update",
             "scm.promote",
             "queues.update",
             "feed.append"
         ]
     );
     assert_eq!(
-        appended(&log, 4),
+        appended(&log, 3),
         [(ChangeKind::Promoted, rid(3).to_string())]
     );
 }
 
 #[tokio::test]
-async fn promote_not_found_still_releases() {
+async fn promote_not_found_still_advances_and_releases() {
     let mut f = recording(RequestState::Succeeded);
     f.expect_fact_create(Ok(()));
-    f.expect_queue_update();
     f.expect_promote(Err(ScmError::NotFound("c3 left the branch".into())));
     f.expect_queue_update();
     let (out, log) = run(f).await;
     assert_eq!(out, Ok(Outcome::Ack));
-    let w = log.writes();
     assert_eq!(
         log.names(),
-        [
-            "facts.create",
-            "queues.update",
-            "scm.promote",
-            "queues.update"
-        ],
+        ["facts.create", "scm.promote", "queues.update"],
         "no promoted event"
     );
-    assert_released(&w[3], QUEUE_VERSION + 1);
+    assert_advanced_and_released(&log.writes()[2], QUEUE_VERSION);
 }
 
+/// A promotion outage does not hold last green back: the bookmark moves in
+/// a write of its own, the slot stays claimed (the next head waits), and
+/// the delivery is retried.
 #[tokio::test]
-async fn promote_unavailable_is_retryable_and_keeps_the_slot() {
+async fn promote_unavailable_moves_the_bookmark_keeps_the_slot_and_retries() {
     let mut f = recording(RequestState::Succeeded);
     f.expect_fact_create(Ok(()));
-    f.expect_queue_update();
     f.expect_promote(Err(ScmError::Unavailable("push timed out".into())));
+    f.expect_queue_update();
     let (out, log) = run(f).await;
     assert!(
         matches!(&out, Err(StageError::Retryable(m)) if m.contains("promote")),
@@ -516,7 +507,17 @@ async fn promote_unavailable_is_retryable_and_keeps_the_slot() {
     );
     assert_eq!(
         log.names(),
-        ["facts.create", "queues.update", "scm.promote"]
+        ["facts.create", "scm.promote", "queues.update"]
+    );
+    let w = log.writes();
+    let (q, expected, outbox) = w[2].queue_update();
+    assert_eq!(expected, QUEUE_VERSION);
+    assert_eq!(q.last_green.as_ref().map(|b| &b.request_id), Some(&rid(3)));
+    assert!(q.holds_slot(&rid(3)), "the slot waits for the promotion");
+    assert_eq!(q.version, QUEUE_VERSION + 1);
+    assert_eq!(
+        changes(outbox),
+        [(ChangeKind::LastGreenAdvanced, rid(3).to_string())]
     );
 }
 
