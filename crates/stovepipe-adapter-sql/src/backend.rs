@@ -557,19 +557,14 @@ impl Shared {
     /// held back by a long transaction elsewhere on the cluster (up to
     /// `SEQUENCING_WAIT`) from holding the pipeline's hops back with it.
     /// Other replicas are told at commit by NOTIFY either way.
-    async fn after_commit(
-        &self,
-        woken: impl IntoIterator<Item = &Topic>,
-        changed: bool,
-        txid: Option<i64>,
-    ) {
+    async fn after_commit(&self, woken: impl IntoIterator<Item = &Topic>, appended: Appended) {
         let wake = || {
             for topic in woken {
                 self.wake_local(topic);
             }
         };
-        match (changed, txid) {
-            (true, Some(txid)) => {
+        match appended {
+            Appended::AsTransaction(txid) => {
                 let sequenced = self.feed.await_sequenced(txid);
                 tokio::pin!(sequenced);
                 let in_time = tokio::time::timeout(LOCAL_WAKE_AT_MOST, sequenced.as_mut()).await;
@@ -578,26 +573,121 @@ impl Shared {
                     sequenced.await;
                 }
             }
-            (true, None) => {
-                self.feed.catch_up(self).await;
+            Appended::UpTo(seq) => {
+                self.feed.catch_up_past(self, seq).await;
                 wake();
             }
-            (false, _) => wake(),
+            Appended::Nothing => wake(),
         }
     }
 
-    /// Postgres: a store's conditional write (`sql`, an `INSERT … ON
-    /// CONFLICT DO NOTHING` or `UPDATE … WHERE version = …` without
-    /// `RETURNING`) and its outbox as one autocommit statement — one round
+    /// A store's conditional write (`sql`, an `INSERT … ON CONFLICT DO
+    /// NOTHING` or `UPDATE … WHERE version = …` without `RETURNING`) and,
+    /// when it touched a row, its outbox, committed together. Returns false
+    /// when the write touched nothing (nothing was written). Then wakes
+    /// local waiters and brings the change feed up to the write's rows.
+    pub(crate) async fn write_with_outbox(
+        &self,
+        sql: &str,
+        values: Vec<Value>,
+        outbox: Outbox,
+        now: Timestamp,
+    ) -> Result<bool, DbErr> {
+        match self.dialect {
+            Dialect::Postgres => {
+                self.write_with_outbox_postgres(sql, values, outbox, now)
+                    .await
+            }
+            Dialect::Sqlite => {
+                self.write_with_outbox_sqlite(sql, values, outbox, now)
+                    .await
+            }
+        }
+    }
+
+    /// SQLite: [`write_with_outbox`](Self::write_with_outbox) as one
+    /// transaction whose statements (the write, each message, the change
+    /// rows) go to the writer's thread in one multi-statement call: BEGIN,
+    /// the statements and COMMIT are three hand-overs to that thread, where
+    /// a statement at a time made one per statement, each holding the
+    /// single writer connection while the task that sent it was woken. The
+    /// statements cannot be made conditional on the write in SQLite (no
+    /// data-modifying CTEs), so all of them run and a write that touched
+    /// nothing rolls the transaction back. Each statement says what it is in
+    /// its `RETURNING` (`part`: 0 the write, 1 a message, 2 a change row).
+    async fn write_with_outbox_sqlite(
+        &self,
+        sql: &str,
+        mut values: Vec<Value>,
+        outbox: Outbox,
+        now: Timestamp,
+    ) -> Result<bool, DbErr> {
+        let at = bind(&mut values, now.as_millis().into());
+        let mut statements = vec![format!("{sql} RETURNING 0 AS part, NULL AS topic")];
+        let mut messages = outbox.messages;
+        in_partition_order(&mut messages);
+        let hook_filter = format!(" WHERE {HOOK_IS_LIVE}");
+        let conditions = std::iter::repeat("")
+            .zip(messages)
+            .chain(std::iter::repeat(hook_filter.as_str()).zip(outbox.hook_events));
+        for (condition, m) in conditions {
+            let t = bind(&mut values, m.topic.as_str().into());
+            let k = bind(&mut values, m.partition_key.into());
+            let id = bind(&mut values, m.message_id.into());
+            let payload = bind(&mut values, json_value(m.payload));
+            statements.push(format!(
+                "INSERT INTO messages (topic, partition_key, message_id, payload, attempt, \
+                 last_error, visible_at, lease_owner, lease_expires, published_at) \
+                 SELECT {t}, {k}, {id}, {payload}, 1, NULL, {at}, NULL, NULL, {at}{condition} \
+                 ON CONFLICT (topic, partition_key, message_id) DO NOTHING \
+                 RETURNING 1 AS part, topic"
+            ));
+        }
+        if !outbox.changes.is_empty() {
+            let rows = bind_changes(&mut values, outbox.changes, |_| at.clone());
+            statements.push(format!(
+                "INSERT INTO change_log (queue, kind, subject, data, created_at) \
+                 VALUES {rows} RETURNING 2 AS part, NULL AS topic, seq"
+            ));
+        }
+        // Placeholders stay `$n` here, not `?n` as `Dialect::stmt` spells
+        // them: sqlx numbers each statement's `?n` slots up to the highest
+        // n, binds the unused ones positionally across the statements, and
+        // stops binding once that count passes the values, leaving later
+        // statements' values NULL; a `$n` is a name it looks up.
+        let statement =
+            Statement::from_sql_and_values(self.dialect.backend(), statements.join(";\n"), values);
+        let txn = self.writer.begin().await?;
+        let rows = txn.query_all(statement).await?;
+        let (mut hit, mut appended, mut topics) = (false, Appended::Nothing, BTreeSet::new());
+        for row in &rows {
+            match row.try_get::<i64>("", "part")? {
+                0 => hit = true,
+                1 => {
+                    topics.insert(Topic::new(row.try_get::<String>("", "topic")?));
+                }
+                _ => appended = appended.and_seq(row.try_get("", "seq")?),
+            }
+        }
+        if !hit {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        txn.commit().await?;
+        self.after_commit(&topics, appended).await;
+        Ok(true)
+    }
+
+    /// Postgres: [`write_with_outbox`](Self::write_with_outbox) as one
+    /// autocommit statement — one round
     /// trip instead of BEGIN, the write, each message, the change rows, the
     /// NOTIFYs and COMMIT. Data-modifying CTEs insert the outbox only when
     /// the write touched a row; messages take their partition locks first,
     /// in sorted order (nested subqueries fix the order), and are inserted
     /// in sorted `(topic, partition)` order, as [`Tx::publish`] does.
-    /// Returns false when the write touched nothing (nothing was written).
-    /// Then wakes local waiters and waits for the change rows' numbering,
-    /// as [`Tx::commit`] does.
-    pub(crate) async fn write_with_outbox(
+    /// Local waiters are woken once the change rows are numbered, as
+    /// [`Tx::commit`] does.
+    async fn write_with_outbox_postgres(
         &self,
         sql: &str,
         mut values: Vec<Value>,
@@ -714,7 +804,8 @@ impl Shared {
             None => BTreeSet::new(),
         };
         let txid: Option<i64> = row.try_get("", "txid")?;
-        self.after_commit(&topics, txid.is_some(), txid).await;
+        let appended = txid.map_or(Appended::Nothing, Appended::AsTransaction);
+        self.after_commit(&topics, appended).await;
         Ok(true)
     }
 
@@ -755,8 +846,7 @@ impl Shared {
             txn,
             woken: BTreeSet::new(),
             woken_locally: BTreeSet::new(),
-            changed: false,
-            txid: None,
+            appended: Appended::Nothing,
         })
     }
 
@@ -782,11 +872,31 @@ pub(crate) struct Tx {
     /// Topics to wake here once committed, whose NOTIFY is already in the
     /// transaction.
     woken_locally: BTreeSet<Topic>,
-    /// Change-log rows were appended.
-    changed: bool,
-    /// Postgres: this transaction's id, once it appended change rows (the
-    /// sequencer numbers them after every older transaction ended).
-    txid: Option<i64>,
+    /// What this transaction appended to the change log.
+    appended: Appended,
+}
+
+/// What a write appended to the change log, which decides how the feed's
+/// tail is brought up to it after the commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Appended {
+    Nothing,
+    /// SQLite: rows up to this `seq`, given at insert.
+    UpTo(u64),
+    /// Postgres: rows of this transaction id, which the sequencer numbers
+    /// after every older transaction ended.
+    AsTransaction(i64),
+}
+
+impl Appended {
+    /// Also a SQLite row numbered `seq`.
+    fn and_seq(self, seq: i64) -> Self {
+        let seq = u64::try_from(seq).unwrap_or(0);
+        match self {
+            Self::UpTo(upto) => Self::UpTo(upto.max(seq)),
+            _ => Self::UpTo(seq),
+        }
+    }
 }
 
 impl Tx {
@@ -812,16 +922,6 @@ impl Tx {
         self.woken.insert(topic.clone());
     }
 
-    /// Commits the outbox: messages, hook events if a hook is live, then
-    /// the change rows.
-    pub(crate) async fn outbox(&mut self, outbox: Outbox, now: Timestamp) -> Result<(), DbErr> {
-        self.publish(outbox.messages, None, now).await?;
-        self.insert_messages(outbox.hook_events, None, now, Some(HOOK_IS_LIVE))
-            .await?;
-        self.append(outbox.changes, now).await?;
-        Ok(())
-    }
-
     /// Inserts each message unless its dedup key is pending; returns how
     /// many were inserted.
     ///
@@ -834,24 +934,11 @@ impl Tx {
     /// lock, the insert and the NOTIFY for other replicas are one statement.
     pub(crate) async fn publish(
         &mut self,
-        messages: Vec<OutgoingMessage>,
-        last_error: Option<String>,
-        now: Timestamp,
-    ) -> Result<usize, DbErr> {
-        self.insert_messages(messages, last_error, now, None).await
-    }
-
-    /// [`publish`](Self::publish), each insert only when `condition` (an
-    /// SQL predicate) holds.
-    async fn insert_messages(
-        &mut self,
         mut messages: Vec<OutgoingMessage>,
         last_error: Option<String>,
         now: Timestamp,
-        condition: Option<&str>,
     ) -> Result<usize, DbErr> {
         in_partition_order(&mut messages);
-        let condition = condition.map_or_else(String::new, |c| format!(" WHERE {c}"));
         let notify_others = self.shared.notifies();
         let notify = if notify_others {
             " RETURNING pg_notify($7, topic || $8)"
@@ -863,16 +950,14 @@ impl Tx {
                 "INSERT INTO messages (topic, partition_key, message_id, payload, attempt, \
                  last_error, visible_at, lease_owner, lease_expires, published_at) \
                  SELECT $1, $2, $3, $4, 1, $5, $6, NULL, NULL, $6 \
-                 FROM (SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))) AS partition_lock\
-                 {condition} \
+                 FROM (SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))) AS partition_lock \
                  ON CONFLICT (topic, partition_key, message_id) DO NOTHING{notify}"
             ),
-            Dialect::Sqlite => format!(
-                "INSERT INTO messages (topic, partition_key, message_id, payload, attempt, \
-                 last_error, visible_at, lease_owner, lease_expires, published_at) \
-                 SELECT $1, $2, $3, $4, 1, $5, $6, NULL, NULL, $6{condition} \
+            Dialect::Sqlite => "INSERT INTO messages (topic, partition_key, message_id, \
+                 payload, attempt, last_error, visible_at, lease_owner, lease_expires, \
+                 published_at) SELECT $1, $2, $3, $4, 1, $5, $6, NULL, NULL, $6 \
                  ON CONFLICT (topic, partition_key, message_id) DO NOTHING"
-            ),
+                .to_owned(),
         };
         let mut inserted = 0;
         for m in messages {
@@ -923,15 +1008,16 @@ impl Tx {
         let returned = self.txn.query_all(self.dialect().stmt(&sql, v)).await?;
         let mut keys = Vec::with_capacity(returned.len());
         for row in &returned {
-            keys.push(row.try_get::<i64>("", "key")?);
-            if self.dialect() == Dialect::Postgres {
-                self.txid = Some(row.try_get("", "txid")?);
-            }
+            let key = row.try_get::<i64>("", "key")?;
+            keys.push(key);
+            self.appended = match self.dialect() {
+                Dialect::Postgres => Appended::AsTransaction(row.try_get("", "txid")?),
+                Dialect::Sqlite => self.appended.and_seq(key),
+            };
         }
         // Keys are handed out in row order within the statement; RETURNING
         // promises no order, so sort them back into it.
         keys.sort_unstable();
-        self.changed = true;
         Ok(keys)
     }
 
@@ -961,12 +1047,11 @@ impl Tx {
             txn,
             woken,
             woken_locally,
-            changed,
-            txid,
+            appended,
         } = self;
         txn.commit().await?;
         shared
-            .after_commit(woken.union(&woken_locally), changed, txid)
+            .after_commit(woken.union(&woken_locally), appended)
             .await;
         Ok(())
     }

@@ -121,6 +121,22 @@ impl FeedHub {
     /// log, and the caller's write has already committed.
     pub(crate) async fn catch_up(&self, shared: &Shared) {
         let mut last = self.last.lock().await;
+        Self::read_on(&mut last, &self.tx, shared).await;
+    }
+
+    /// SQLite, after a commit that appended rows up to `seq`: a
+    /// [`catch_up`](Self::catch_up) unless one that ran meanwhile (another
+    /// write's, while this one waited for its turn) broadcast them already,
+    /// so writes that commit together share one read of the log.
+    pub(crate) async fn catch_up_past(&self, shared: &Shared, seq: u64) {
+        let mut last = self.last.lock().await;
+        if *last < seq {
+            Self::read_on(&mut last, &self.tx, shared).await;
+        }
+    }
+
+    /// Broadcasts the committed rows after `last`, moving it on.
+    async fn read_on(last: &mut u64, tx: &broadcast::Sender<ChangeEvent>, shared: &Shared) {
         loop {
             let rows = match read_after(shared, *last, CATCH_UP_PAGE).await {
                 Ok(rows) => rows,
@@ -133,7 +149,7 @@ impl FeedHub {
             for event in rows {
                 *last = event.seq;
                 // No subscriber is not an error: the log is the source of truth.
-                let _ = self.tx.send(event);
+                let _ = tx.send(event);
             }
             if !full {
                 return;

@@ -6,11 +6,12 @@
 //! (zero rows — stale version or no row — is `VersionMismatch`), creates as
 //! `INSERT … ON CONFLICT DO NOTHING` (zero rows is `AlreadyExists`), and
 //! each write's outbox committed in the same transaction (on Postgres the
-//! same statement: `Shared::write_with_outbox`). Does not own:
+//! same statement, on SQLite one multi-statement call:
+//! `Shared::write_with_outbox`). Does not own:
 //! listings (see `read_model`) or transition rules (entities bump their
 //! own versions).
 
-use crate::backend::{Dialect, Shared, Tx, big, check_outbox, json_value, values};
+use crate::backend::{Dialect, Shared, big, check_outbox, json_value, values};
 use crate::rows::{self, BUILD_COLUMNS, FACT_COLUMNS, QUEUE_COLUMNS, REQUEST_COLUMNS};
 use crate::{SqlBackend, error, validate};
 use async_trait::async_trait;
@@ -79,22 +80,11 @@ impl Bound {
     ) -> Result<(), StoreError> {
         check_outbox(&outbox)?;
         let now = self.shared.clock.now();
-        let run = async {
-            if self.shared.dialect == Dialect::Postgres {
-                return self
-                    .shared
-                    .write_with_outbox(sql, values, outbox, now)
-                    .await;
-            }
-            let mut tx: Tx = self.shared.begin().await?;
-            if tx.exec(sql, values).await? == 0 {
-                return Ok(false);
-            }
-            tx.outbox(outbox, now).await?;
-            tx.commit().await?;
-            Ok::<_, DbErr>(true)
-        };
-        if run.await.map_err(error::store)? {
+        let written = self
+            .shared
+            .write_with_outbox(sql, values, outbox, now)
+            .await;
+        if written.map_err(error::store)? {
             return Ok(());
         }
         Err(match miss {
