@@ -386,7 +386,12 @@ async fn connect_sqlite(
     let unavailable = |e: sea_orm::sqlx::Error| StoreError::Unavailable(e.to_string());
     // One writer: every write transaction queues for this connection
     // instead of racing for the database lock.
+    // No ping before handing a connection out (sqlx's default): a SQLite
+    // connection is a file in this process and does not go away, and the
+    // ping was one more hand-over to the connection's thread for every
+    // statement or transaction.
     let writer = SqlitePoolOptions::new()
+        .test_before_acquire(false)
         .max_connections(1)
         .min_connections(1)
         // Keep the one connection: for `sqlite::memory:` it *is* the
@@ -404,6 +409,7 @@ async fn connect_sqlite(
         return Ok((writer.clone(), writer));
     }
     let reader = SqlitePoolOptions::new()
+        .test_before_acquire(false)
         .max_connections(options.pool_size.max(1))
         .min_connections(0)
         .acquire_timeout(options.acquire_timeout)
