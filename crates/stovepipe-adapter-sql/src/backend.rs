@@ -656,15 +656,9 @@ impl Shared {
                  VALUES {rows} RETURNING 2 AS part, NULL AS topic, seq"
             ));
         }
-        // Placeholders stay `$n` here, not `?n` as `Dialect::stmt` spells
-        // them: sqlx numbers each statement's `?n` slots up to the highest
-        // n, binds the unused ones positionally across the statements, and
-        // stops binding once that count passes the values, leaving later
-        // statements' values NULL; a `$n` is a name it looks up.
-        let statement =
-            Statement::from_sql_and_values(self.dialect.backend(), statements.join(";\n"), values);
-        let txn = self.writer.begin().await?;
-        let rows = txn.query_all(statement).await?;
+        let (txn, rows) = self
+            .sqlite_batch(&statements.join(";\n"), values)
+            .await?;
         let (mut hit, mut appended, mut topics) = (false, Appended::Nothing, BTreeSet::new());
         for row in &rows {
             match row.try_get::<i64>("", "part")? {
@@ -682,6 +676,30 @@ impl Shared {
         txn.commit().await?;
         self.after_commit(&topics, appended).await;
         Ok(true)
+    }
+
+    /// SQLite: starts a write transaction and runs `sql`, statements
+    /// separated by `;` and numbered `$n` placeholders over one list of
+    /// `values`, in one call to the writer's thread; returns the
+    /// transaction, for the caller to commit or roll back, and every row
+    /// the statements returned. The first statement must write, which takes
+    /// the database's write lock as `begin`'s no-op write does.
+    ///
+    /// Placeholders stay `$n` here, not `?n` as `Dialect::stmt` spells
+    /// them: sqlx numbers each statement's `?n` slots up to the highest n,
+    /// binds the unused ones positionally across the statements and stops
+    /// binding once that count passes the values, leaving later
+    /// statements' values NULL; a `$n` is a name it looks up.
+    pub(crate) async fn sqlite_batch(
+        &self,
+        sql: &str,
+        values: Vec<Value>,
+    ) -> Result<(DatabaseTransaction, Vec<QueryResult>), DbErr> {
+        debug_assert_eq!(self.dialect, Dialect::Sqlite);
+        let statement = Statement::from_sql_and_values(self.dialect.backend(), sql, values);
+        let txn = self.writer.begin().await?;
+        let rows = txn.query_all(statement).await?;
+        Ok((txn, rows))
     }
 
     /// Postgres: [`write_with_outbox`](Self::write_with_outbox) as one

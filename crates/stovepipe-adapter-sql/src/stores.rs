@@ -289,34 +289,30 @@ impl RequestUris {
     }
 
     /// SQLite has no writes inside `WITH`: the counter's upsert and the
-    /// entry's insert in one transaction on the single writer. `None`: a
+    /// entry's insert, numbered from the counter as on Postgres, in one
+    /// transaction on the single writer, sent in one call. `None`: a
     /// concurrent mint (another process on the same file) indexed the URI
     /// first; the transaction rolls back.
     async fn mint_sqlite(&self, uri: &Uri) -> Result<Option<(RequestId, bool)>, DbErr> {
-        let tx = self.0.shared.begin().await?;
-        let row = tx
-            .one(
+        let (txn, rows) = self
+            .0
+            .shared
+            .sqlite_batch(
                 "INSERT INTO counters (queue, value) VALUES ($1, 1) \
-                 ON CONFLICT (queue) DO UPDATE SET value = counters.value + 1 \
-                 RETURNING value",
-                values![self.0.q()],
-            )
-            .await?
-            .ok_or_else(|| DbErr::Custom("counter upsert returned no row".into()))?;
-        let value: i64 = rows::get(&row, "value")?;
-        let n = u64::try_from(value).map_err(|e| error::corrupt("counter", e))?;
-        let id = RequestId::new(&self.0.queue, n).map_err(|e| error::corrupt("counter", e))?;
-        let indexed = tx
-            .exec(
-                "INSERT INTO request_uris (queue, uri, request_id) VALUES ($1, $2, $3) \
-                 ON CONFLICT (queue, uri) DO NOTHING",
-                values![self.0.q(), uri.as_str(), id.as_str()],
+                 ON CONFLICT (queue) DO UPDATE SET value = counters.value + 1; \
+                 INSERT INTO request_uris (queue, uri, request_id) \
+                 SELECT $1, $2, $3 || CAST(value AS TEXT) FROM counters WHERE queue = $1 \
+                 ON CONFLICT (queue, uri) DO NOTHING \
+                 RETURNING request_id",
+                values![self.0.q(), uri.as_str(), RequestId::prefix(&self.0.queue)],
             )
             .await?;
-        if indexed == 0 {
+        let Some(row) = rows.first() else {
+            txn.rollback().await?;
             return Ok(None);
-        }
-        tx.commit().await?;
+        };
+        let id = Self::request_id(row)?;
+        txn.commit().await?;
         Ok(Some((id, true)))
     }
 
