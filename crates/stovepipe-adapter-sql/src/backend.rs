@@ -656,9 +656,7 @@ impl Shared {
                  VALUES {rows} RETURNING 2 AS part, NULL AS topic, seq"
             ));
         }
-        let (txn, rows) = self
-            .sqlite_batch(&statements.join(";\n"), values)
-            .await?;
+        let (txn, rows) = self.sqlite_batch(&statements.join(";\n"), values).await?;
         let (mut hit, mut appended, mut topics) = (false, Appended::Nothing, BTreeSet::new());
         for row in &rows {
             match row.try_get::<i64>("", "part")? {
