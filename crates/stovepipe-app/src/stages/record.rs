@@ -1,6 +1,8 @@
-//! `record`: turn a build outcome into an immutable fact, advance the
-//! last-green bookmark (never backwards), move the promotion ref, release
-//! the request's slot, and emit the events.
+//! `record`: turn a build outcome into an immutable fact, move the
+//! promotion ref to the commit that will hold the last-green bookmark, then
+//! advance the bookmark (never backwards) and release the request's slot in
+//! one write, and emit the events (docs/decisions.md: "The promotion ref
+//! moves before the bookmark's write").
 //!
 //! Every decision after the fact is written uses the **stored** fact, never
 //! the value computed in this delivery: a redelivery, or a racing delivery,
