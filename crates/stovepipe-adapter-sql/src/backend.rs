@@ -11,6 +11,7 @@
 
 use crate::error;
 use crate::feed::{self, FeedHub};
+use crate::held::HeldConnections;
 use crate::presence::{PRESENCE_CHANNEL, Presence};
 use crate::validate;
 use crate::wakeups::Wakeups;
@@ -122,6 +123,10 @@ pub(crate) struct Shared {
     /// a small pool with `synchronous_commit = off` (see
     /// [`Shared::lease_write`]).
     leases: DatabaseConnection,
+    /// Postgres: connections of `writer`'s pool and of `leases` kept out of
+    /// them for the statements that run outside a transaction (see
+    /// `held`).
+    held: Option<(HeldConnections, HeldConnections)>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) feed: FeedHub,
     pub(crate) wakeups: Wakeups,
@@ -297,11 +302,28 @@ impl SqlBackend {
             }
             Dialect::Sqlite => String::new(),
         };
+        // Two of the pool's connections stay for transactions; the lease
+        // pool runs only single statements.
+        let held = (dialect == Dialect::Postgres).then(|| {
+            let size = |db: &DatabaseConnection| {
+                db.get_postgres_connection_pool()
+                    .options()
+                    .get_max_connections() as usize
+            };
+            (
+                HeldConnections::new(
+                    writer.get_postgres_connection_pool().clone(),
+                    size(&writer).saturating_sub(2),
+                ),
+                HeldConnections::new(leases.get_postgres_connection_pool().clone(), size(&leases)),
+            )
+        });
         let shared = Arc::new(Shared {
             dialect,
             writer,
             reader,
             leases,
+            held,
             clock: options.clock,
             feed: FeedHub::new(options.feed_buffer),
             wakeups: Wakeups::default(),
@@ -354,6 +376,10 @@ impl SqlBackend {
     /// Further calls fail with `Unavailable`.
     pub async fn close(&self) {
         self.shared.stop_tasks();
+        if let Some((statements, leases)) = &self.shared.held {
+            statements.release().await;
+            leases.release().await;
+        }
         // Closing an already closed pool is a no-op; errors say nothing new.
         let _ = self.shared.writer.clone().close().await;
         if self.shared.dialect == Dialect::Postgres {
@@ -506,7 +532,10 @@ impl Shared {
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Vec<QueryResult>, DbErr> {
-        self.reader.query_all(self.dialect.stmt(sql, values)).await
+        match &self.held {
+            Some((statements, _)) => statements.fetch_all(sql, values).await,
+            None => self.reader.query_all(self.dialect.stmt(sql, values)).await,
+        }
     }
 
     pub(crate) async fn query_one(
@@ -514,7 +543,12 @@ impl Shared {
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Option<QueryResult>, DbErr> {
-        self.reader.query_one(self.dialect.stmt(sql, values)).await
+        match &self.held {
+            Some((statements, _)) => {
+                Ok(statements.fetch_all(sql, values).await?.into_iter().next())
+            }
+            None => self.reader.query_one(self.dialect.stmt(sql, values)).await,
+        }
     }
 
     /// Runs one atomic write statement on the writer as a transaction of
@@ -525,7 +559,12 @@ impl Shared {
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Option<QueryResult>, DbErr> {
-        self.writer.query_one(self.dialect.stmt(sql, values)).await
+        match &self.held {
+            Some((statements, _)) => {
+                Ok(statements.fetch_all(sql, values).await?.into_iter().next())
+            }
+            None => self.writer.query_one(self.dialect.stmt(sql, values)).await,
+        }
     }
 
     /// Runs one lease operation of the message queue (receive, ack, hold,
@@ -546,7 +585,10 @@ impl Shared {
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Vec<QueryResult>, DbErr> {
-        self.leases.query_all(self.dialect.stmt(sql, values)).await
+        match &self.held {
+            Some((_, leases)) => leases.fetch_all(sql, values).await,
+            None => self.leases.query_all(self.dialect.stmt(sql, values)).await,
+        }
     }
 
     /// What follows every write's commit: when change rows were appended,
@@ -808,8 +850,7 @@ impl Shared {
             ctes.join(", ")
         );
         let row = self
-            .writer
-            .query_one(self.dialect.stmt(&statement, values))
+            .write_one(&statement, values)
             .await?
             .ok_or_else(|| DbErr::Custom("a write returned no row".into()))?;
         let hit: i64 = row.try_get("", "hit")?;

@@ -7,7 +7,7 @@ use sea_orm::{DbErr, RuntimeErr};
 use stovepipe_ports::{HookError, MqError, StoreError};
 
 /// Whether a later attempt may succeed.
-fn is_transient(e: &DbErr) -> bool {
+pub(crate) fn is_transient(e: &DbErr) -> bool {
     match e {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
         DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {

@@ -25,6 +25,7 @@ mod acks;
 mod backend;
 mod error;
 mod feed;
+mod held;
 mod hooks;
 mod mq;
 mod presence;

@@ -1,0 +1,242 @@
+//! Postgres connections kept out of sqlx's pool between statements.
+//!
+//! sqlx sends every pooled connection a ping when it goes back to its pool
+//! (`PoolConnection`'s drop: a Sync message and its ReadyForQuery, "a
+//! band-aid" in sqlx's words, with no option to turn it off), and sea-orm
+//! takes a connection from the pool for each statement. So every statement
+//! cost the server two round trips. The statements that run outside a
+//! transaction (reads, the stores' one-statement writes, the message
+//! queue's lease operations) go through [`HeldConnections`] instead: each
+//! slot keeps a connection it took from the pool once, and a statement
+//! borrows a slot, not the connection.
+//!
+//! A statement whose future is dropped half way leaves its connection with
+//! a reply to read; sqlx reads up to the connection's ReadyForQuery before
+//! its next statement, as the release ping did. A statement that fails with
+//! a retryable error (a lost connection, the server shutting the session
+//! down, also a deadlock or serialisation failure, where a fresh
+//! connection costs little) gives its connection back to the pool, which
+//! closes it when its ping fails; the slot takes a fresh one on its next
+//! use. Any other error is the server's answer to the statement, and the
+//! connection stays.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use sea_orm::sea_query::Values;
+use sea_orm::sqlx::pool::PoolConnection;
+use sea_orm::sqlx::{self, PgPool, Postgres};
+use sea_orm::{DbErr, QueryResult, RuntimeErr, Value};
+use sea_query_binder::SqlxValues;
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::error;
+
+type Slot = Option<PoolConnection<Postgres>>;
+
+pub(crate) struct HeldConnections {
+    pool: PgPool,
+    /// Filled on demand: a slot takes a connection only when every filled
+    /// slot is busy, so an idle backend holds one.
+    slots: Vec<Mutex<Slot>>,
+    next: AtomicUsize,
+}
+
+impl HeldConnections {
+    /// At most `size` connections of `pool` held (the pool keeps the rest
+    /// for transactions).
+    pub(crate) fn new(pool: PgPool, size: usize) -> Self {
+        Self {
+            pool,
+            slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Runs one statement (`$n` placeholders) and returns its rows.
+    pub(crate) async fn fetch_all(
+        &self,
+        sql: &str,
+        values: Vec<Value>,
+    ) -> Result<Vec<QueryResult>, DbErr> {
+        let mut slot = self.slot().await;
+        let conn = match &mut *slot {
+            Some(conn) => conn,
+            empty => empty.insert(self.pool.acquire().await.map_err(failed)?),
+        };
+        let query = sqlx::query_with(sql, SqlxValues(Values(values)));
+        match query.fetch_all(&mut **conn).await {
+            Ok(rows) => Ok(rows.into_iter().map(QueryResult::from).collect()),
+            Err(e) => {
+                let e = failed(e);
+                if error::is_transient(&e) {
+                    *slot = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives every held connection back to the pool (which a pool's
+    /// `close` waits for), waiting for statements running on them.
+    pub(crate) async fn release(&self) {
+        for slot in &self.slots {
+            *slot.lock().await = None;
+        }
+    }
+
+    /// A free slot holding a connection, else a free empty one, else the
+    /// next slot in turn once it is free.
+    async fn slot(&self) -> MutexGuard<'_, Slot> {
+        let n = self.slots.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut empty = None;
+        for i in 0..n {
+            if let Ok(slot) = self.slots[(start + i) % n].try_lock() {
+                if slot.is_some() {
+                    return slot;
+                }
+                if empty.is_none() {
+                    empty = Some(slot);
+                }
+            }
+        }
+        match empty {
+            Some(slot) => slot,
+            None => self.slots[start % n].lock().await,
+        }
+    }
+}
+
+/// As sea-orm reports a failed statement.
+fn failed(e: sqlx::Error) -> DbErr {
+    DbErr::Query(RuntimeErr::SqlxError(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::sqlx::postgres::PgPoolOptions;
+    use std::time::Duration;
+    use stovepipe_ports::StoreError;
+
+    /// A pool of `size` on the test database; `None` (the test skips) only
+    /// when Postgres is not required.
+    async fn pool(size: u32) -> Option<PgPool> {
+        let Ok(url) = std::env::var("STOVEPIPE_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var("STOVEPIPE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "STOVEPIPE_REQUIRE_SERVICES=1 but STOVEPIPE_TEST_POSTGRES_URL is not set"
+            );
+            eprintln!("skipped: STOVEPIPE_TEST_POSTGRES_URL not set");
+            return None;
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(size)
+            .test_before_acquire(false)
+            .connect(&url)
+            .await
+            .unwrap();
+        Some(pool)
+    }
+
+    /// The server process behind the connection a statement got.
+    async fn backend_pid(held: &HeldConnections) -> i32 {
+        let rows = held
+            .fetch_all("SELECT pg_backend_pid() AS pid", vec![])
+            .await
+            .unwrap();
+        rows[0].try_get("", "pid").unwrap()
+    }
+
+    #[tokio::test]
+    async fn statements_one_after_another_keep_one_connection_out_of_the_pool() {
+        let Some(pool) = pool(4).await else { return };
+        let held = HeldConnections::new(pool.clone(), 3);
+        let first = backend_pid(&held).await;
+        for _ in 0..5 {
+            assert_eq!(backend_pid(&held).await, first, "the same connection");
+        }
+        assert_eq!(pool.size(), 1, "an idle user holds one connection");
+        assert_eq!(pool.num_idle(), 0, "held, not back in the pool");
+        held.release().await;
+        tokio::time::timeout(Duration::from_secs(5), pool.close())
+            .await
+            .expect("the pool closes once the held connections are back");
+    }
+
+    #[tokio::test]
+    async fn concurrent_statements_take_more_slots_up_to_the_size() {
+        let Some(pool) = pool(4).await else { return };
+        let held = HeldConnections::new(pool.clone(), 2);
+        let sleep = || held.fetch_all("SELECT pg_sleep(0.2)", vec![]);
+        let (a, b, c) = tokio::join!(sleep(), sleep(), sleep());
+        a.unwrap();
+        b.unwrap();
+        c.unwrap();
+        assert_eq!(pool.size(), 2, "never more connections than slots");
+        held.release().await;
+        pool.close().await;
+    }
+
+    /// A statement whose future was dropped before its reply leaves the
+    /// reply on the connection; the next statement on it reads past it.
+    #[tokio::test]
+    async fn a_statement_dropped_half_way_leaves_a_usable_connection() {
+        let Some(pool) = pool(2).await else { return };
+        let held = HeldConnections::new(pool.clone(), 1);
+        let pid = backend_pid(&held).await;
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(20),
+            held.fetch_all("SELECT pg_sleep(0.3)", vec![]),
+        )
+        .await;
+        assert!(dropped.is_err(), "the statement was dropped");
+        let rows = held
+            .fetch_all("SELECT $1::bigint + 1 AS n", vec![Value::from(41_i64)])
+            .await
+            .unwrap();
+        assert_eq!(rows[0].try_get::<i64>("", "n").unwrap(), 42);
+        assert_eq!(backend_pid(&held).await, pid, "the same connection");
+        held.release().await;
+        pool.close().await;
+    }
+
+    /// A connection that died costs the statement that meets it, reported
+    /// as retryable; the next statement takes a fresh one.
+    #[tokio::test]
+    async fn a_dead_connection_fails_one_statement_as_retryable_and_is_replaced() {
+        let Some(pool) = pool(3).await else { return };
+        let held = HeldConnections::new(pool.clone(), 1);
+        let pid = backend_pid(&held).await;
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let err = held.fetch_all("SELECT 1 AS one", vec![]).await.unwrap_err();
+        assert!(
+            matches!(error::store(err), StoreError::Unavailable(_)),
+            "a lost connection is retryable"
+        );
+        assert_ne!(backend_pid(&held).await, pid, "a fresh connection");
+        held.release().await;
+        pool.close().await;
+    }
+
+    /// The server's answer to a statement (here a division by zero) is the
+    /// statement's error; the connection stays.
+    #[tokio::test]
+    async fn a_database_error_keeps_the_connection() {
+        let Some(pool) = pool(2).await else { return };
+        let held = HeldConnections::new(pool.clone(), 1);
+        let pid = backend_pid(&held).await;
+        let err = held
+            .fetch_all("SELECT 1 / 0 AS x", vec![])
+            .await
+            .unwrap_err();
+        assert!(matches!(error::store(err), StoreError::Backend(_)));
+        assert_eq!(backend_pid(&held).await, pid);
+        held.release().await;
+        pool.close().await;
+    }
+}
