@@ -34,6 +34,7 @@ use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use stovepipe_entity::{BuildId, BuildReport, BuildStatus, QueueConfig, QueueName, TargetResult};
@@ -104,6 +105,9 @@ fn active() -> MutexGuard<'static, BTreeMap<String, Arc<Active>>> {
 /// A running build's in-memory side.
 struct Active {
     cancel: Notify,
+    /// Set by `cancel`, which also kills the process group itself: the
+    /// build ends cancelled however its process ended meanwhile.
+    cancelled: AtomicBool,
     log: Mutex<TailBuffer>,
 }
 
@@ -538,6 +542,7 @@ impl BuildRunner for CommandRunner {
 
         let build = Arc::new(Active {
             cancel: Notify::new(),
+            cancelled: AtomicBool::new(false),
             log: Mutex::new(TailBuffer::new(inner.log_limit)),
         });
         active().insert(id_text.clone(), Arc::clone(&build));
@@ -558,6 +563,11 @@ impl BuildRunner for CommandRunner {
                 },
                 () = tokio::time::sleep(inner.timeout) => Outcome::TimedOut,
                 () = build.cancel.notified() => Outcome::Cancelled,
+            };
+            let outcome = if build.cancelled.load(Ordering::SeqCst) {
+                Outcome::Cancelled
+            } else {
+                outcome
             };
             // Always: leftover background jobs die with their build.
             if let Some(pid) = pid {
@@ -591,6 +601,14 @@ impl BuildRunner for CommandRunner {
             return Err(RunnerError::NotFound(id.to_string()));
         }
         if let Some(build) = active().get(id.as_str()) {
+            build.cancelled.store(true, Ordering::SeqCst);
+            // Killed here, not only when the build's task next runs: the
+            // caller may stop right after (a test's runtime, a server
+            // shutting down), and the output reader would then wait for
+            // the killed group's pipe until the command ended by itself.
+            if let Some(pid) = state.pid {
+                kill_group(pid);
+            }
             // `notify_one` keeps a permit if the task is not waiting yet.
             build.cancel.notify_one();
         }

@@ -528,3 +528,28 @@ async fn build_ids_are_unique() {
         assert!(ids.insert(id));
     }
 }
+
+/// `cancel` kills the build's processes itself: a caller that stops right
+/// after it (a runtime shutting down, before the build's own task runs
+/// again) does not wait for the command to end by itself, which a reader
+/// of its output pipe would otherwise do.
+#[test]
+fn a_runtime_stopping_right_after_cancel_does_not_wait_for_the_command() {
+    let f = fixture();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let runner = f.runner("q", "sleep 30", MINUTE);
+        let id = runner.trigger(&request("q", true)).await.unwrap();
+        runner.cancel(&id).await.unwrap();
+    });
+    let stopping = std::time::Instant::now();
+    drop(runtime);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "the runtime waited {:?} for the cancelled command's output",
+        stopping.elapsed()
+    );
+}
