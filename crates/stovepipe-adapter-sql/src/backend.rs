@@ -1260,12 +1260,7 @@ mod tests {
     /// other write stays durable at commit.
     #[tokio::test]
     async fn only_lease_operations_commit_without_waiting_for_the_flush() {
-        let Ok(url) = std::env::var("STOVEPIPE_TEST_POSTGRES_URL") else {
-            assert!(
-                std::env::var("STOVEPIPE_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "STOVEPIPE_REQUIRE_SERVICES=1 but STOVEPIPE_TEST_POSTGRES_URL is not set"
-            );
-            eprintln!("skipped: STOVEPIPE_TEST_POSTGRES_URL not set");
+        let Some(url) = crate::test_postgres_url() else {
             return;
         };
         let backend = SqlBackend::connect(&url).await.unwrap();

@@ -119,17 +119,9 @@ mod tests {
     use std::time::Duration;
     use stovepipe_ports::StoreError;
 
-    /// A pool of `size` on the test database; `None` (the test skips) only
-    /// when Postgres is not required.
+    /// A pool of `size` on the test database; `None`: the test skips.
     async fn pool(size: u32) -> Option<PgPool> {
-        let Ok(url) = std::env::var("STOVEPIPE_TEST_POSTGRES_URL") else {
-            assert!(
-                std::env::var("STOVEPIPE_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "STOVEPIPE_REQUIRE_SERVICES=1 but STOVEPIPE_TEST_POSTGRES_URL is not set"
-            );
-            eprintln!("skipped: STOVEPIPE_TEST_POSTGRES_URL not set");
-            return None;
-        };
+        let url = crate::test_postgres_url()?;
         let pool = PgPoolOptions::new()
             .max_connections(size)
             .test_before_acquire(false)

@@ -19,7 +19,8 @@
 //!   `FOR UPDATE SKIP LOCKED` and a lease column; hook releases are minted
 //!   under a `FOR UPDATE` row lock on the hook; LISTEN/NOTIFY carries
 //!   wake-ups and change-feed tails between replicas, sent only while
-//!   another replica is heard (`presence`).
+//!   another replica is heard (`presence`); statements outside a
+//!   transaction run on connections `held` out of the pool.
 
 mod acks;
 mod backend;
@@ -34,6 +35,21 @@ mod rows;
 mod stores;
 mod validate;
 mod wakeups;
+
+/// The test database's URL for this crate's own Postgres unit tests;
+/// `None` (the test skips) only when Postgres is not required.
+#[cfg(test)]
+fn test_postgres_url() -> Option<String> {
+    let Ok(url) = std::env::var("STOVEPIPE_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("STOVEPIPE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "STOVEPIPE_REQUIRE_SERVICES=1 but STOVEPIPE_TEST_POSTGRES_URL is not set"
+        );
+        eprintln!("skipped: STOVEPIPE_TEST_POSTGRES_URL not set");
+        return None;
+    };
+    Some(url)
+}
 
 pub use backend::{DEFAULT_FEED_BUFFER, SqlBackend, SqlOptions};
 pub use validate::{MAX_JSON_BYTES, MAX_KEY_BYTES, MAX_TEXT_BYTES};
