@@ -17,7 +17,7 @@ use crate::events::OutboxExt as _;
 
 /// How many times a compare-and-swap loop reloads after a version conflict
 /// before giving the delivery back as retryable.
-pub(crate) const CAS_ATTEMPTS: usize = 16;
+const CAS_ATTEMPTS: usize = 16;
 
 #[derive(Clone)]
 pub struct Deps {
@@ -111,35 +111,78 @@ pub async fn update_queue<R>(
 /// reload a conflict causes anyway.
 pub async fn update_queue_from<R>(
     stores: &Stores,
-    mut known: Option<Queue>,
+    known: Option<Queue>,
     mut change: impl FnMut(&mut Queue) -> Result<(R, Option<Outbox>), StageError>,
 ) -> Result<(R, Queue), StageError> {
-    for _ in 0..CAS_ATTEMPTS {
-        let mut queue = match known.take() {
-            Some(queue) => queue,
-            None => load_queue(stores).await?,
-        };
-        let expected = queue.version;
+    let mut attempts = QueueAttempts::from(stores, known);
+    loop {
+        let (mut queue, expected) = attempts.next().await?;
         let (result, outbox) = change(&mut queue)?;
         let Some(outbox) = outbox else {
             return Ok((result, queue));
         };
-        match stores.queues.update(&queue, expected, outbox).await {
-            Ok(()) => return Ok((result, queue)),
-            Err(StoreError::VersionMismatch { .. }) => {}
-            Err(e) => return Err(e.into()),
+        if attempts.write(&queue, expected, outbox).await? {
+            return Ok((result, queue));
         }
     }
-    Err(still_conflicting(stores))
 }
 
-/// What a compare-and-swap loop on the queue row gives back when every
-/// one of its [`CAS_ATTEMPTS`] lost to a concurrent writer.
-pub(crate) fn still_conflicting(stores: &Stores) -> StageError {
-    StageError::retryable(format!(
-        "queue {}: still conflicting after {CAS_ATTEMPTS} attempts",
-        stores.queue
-    ))
+/// The attempts of a compare-and-swap loop on the queue row, for a loop
+/// that waits on something outside the store between its read and its
+/// write ([`update_queue_from`] is the loop for a change that does not):
+/// each attempt reads the row, and its write is conditional on the
+/// version read; a lost write reloads, up to [`CAS_ATTEMPTS`].
+pub(crate) struct QueueAttempts<'a> {
+    stores: &'a Stores,
+    known: Option<Queue>,
+    made: usize,
+}
+
+impl<'a> QueueAttempts<'a> {
+    pub(crate) fn new(stores: &'a Stores) -> Self {
+        Self::from(stores, None)
+    }
+
+    fn from(stores: &'a Stores, known: Option<Queue>) -> Self {
+        Self {
+            stores,
+            known,
+            made: 0,
+        }
+    }
+
+    /// The row for the next attempt and the version its write expects;
+    /// retryable once every attempt lost to a concurrent writer.
+    pub(crate) async fn next(&mut self) -> Result<(Queue, u64), StageError> {
+        if self.made == CAS_ATTEMPTS {
+            return Err(StageError::retryable(format!(
+                "queue {}: still conflicting after {CAS_ATTEMPTS} attempts",
+                self.stores.queue
+            )));
+        }
+        self.made += 1;
+        let queue = match self.known.take() {
+            Some(queue) => queue,
+            None => load_queue(self.stores).await?,
+        };
+        let expected = queue.version;
+        Ok((queue, expected))
+    }
+
+    /// Writes `queue` if the row is still at `expected`; false when a
+    /// concurrent writer got there first (the next attempt reloads).
+    pub(crate) async fn write(
+        &self,
+        queue: &Queue,
+        expected: u64,
+        outbox: Outbox,
+    ) -> Result<bool, StageError> {
+        match self.stores.queues.update(queue, expected, outbox).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::VersionMismatch { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 /// Releases `id`'s build slot; absent means already released. `known` is a

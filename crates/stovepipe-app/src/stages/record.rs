@@ -21,8 +21,7 @@ use tracing::{info, warn};
 
 use super::{Handler, Outcome};
 use crate::deps::{
-    CAS_ATTEMPTS, Deps, load_queue, load_request, release_slot, rescue_changes, still_conflicting,
-    update_queue, wake_gate,
+    Deps, QueueAttempts, load_request, release_slot, rescue_changes, update_queue, wake_gate,
 };
 use crate::error::StageError;
 use crate::events::{self, OutboxExt as _};
@@ -209,9 +208,9 @@ impl RecordStage {
         promotions: &mut Promotions<'_>,
     ) -> Result<(), StageError> {
         let now = self.deps.now();
-        for _ in 0..CAS_ATTEMPTS {
-            let mut queue = load_queue(stores).await?;
-            let expected = queue.version;
+        let mut attempts = QueueAttempts::new(stores);
+        loop {
+            let (mut queue, expected) = attempts.next().await?;
             let (moved, advanced) = bookmark_step(&mut queue, request, now)?;
             if let Err(e) = promotions.before_write(&queue, moved).await {
                 if moved == BookmarkMove::Advanced {
@@ -232,20 +231,15 @@ impl RecordStage {
                 .iter()
                 .chain(&promotions.told)
                 .fold(Outbox::none(), |o, c| o.emit(c.clone(), now));
-            match stores.queues.update(&queue, expected, outbox).await {
-                Ok(()) => {
-                    promotions.told.clear();
-                    announce(moved, request, now);
-                    if released {
-                        wake_gate(&self.deps, &queue, &request.id).await?;
-                    }
-                    return Ok(());
+            if attempts.write(&queue, expected, outbox).await? {
+                promotions.told.clear();
+                announce(moved, request, now);
+                if released {
+                    wake_gate(&self.deps, &queue, &request.id).await?;
                 }
-                Err(StoreError::VersionMismatch { .. }) => {}
-                Err(e) => return Err(e.into()),
+                return Ok(());
             }
         }
-        Err(still_conflicting(stores))
     }
 
     /// The fallback of a failed promotion: moves the bookmark in a write of
