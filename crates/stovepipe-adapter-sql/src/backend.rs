@@ -123,10 +123,11 @@ pub(crate) struct Shared {
     /// a small pool with `synchronous_commit = off` (see
     /// [`Shared::lease_write`]).
     leases: DatabaseConnection,
-    /// Postgres: connections of `writer`'s pool and of `leases` kept out of
-    /// them for the statements that run outside a transaction (see
-    /// `held`).
-    held: Option<(HeldConnections, HeldConnections)>,
+    /// Postgres: connections kept out of `writer`'s pool for the
+    /// statements that run outside a transaction (see `held`).
+    held_statements: Option<HeldConnections>,
+    /// Postgres: connections kept out of `leases`.
+    held_leases: Option<HeldConnections>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) feed: FeedHub,
     pub(crate) wakeups: Wakeups,
@@ -304,26 +305,21 @@ impl SqlBackend {
         };
         // Two of the pool's connections stay for transactions; the lease
         // pool runs only single statements.
-        let held = (dialect == Dialect::Postgres).then(|| {
-            let size = |db: &DatabaseConnection| {
-                db.get_postgres_connection_pool()
-                    .options()
-                    .get_max_connections() as usize
-            };
-            (
-                HeldConnections::new(
-                    writer.get_postgres_connection_pool().clone(),
-                    size(&writer).saturating_sub(2),
-                ),
-                HeldConnections::new(leases.get_postgres_connection_pool().clone(), size(&leases)),
-            )
-        });
+        let held = |db: &DatabaseConnection, left: usize| {
+            (dialect == Dialect::Postgres).then(|| {
+                let pool = db.get_postgres_connection_pool();
+                let size = pool.options().get_max_connections() as usize;
+                HeldConnections::new(pool.clone(), size.saturating_sub(left))
+            })
+        };
+        let (held_statements, held_leases) = (held(&writer, 2), held(&leases, 0));
         let shared = Arc::new(Shared {
             dialect,
             writer,
             reader,
             leases,
-            held,
+            held_statements,
+            held_leases,
             clock: options.clock,
             feed: FeedHub::new(options.feed_buffer),
             wakeups: Wakeups::default(),
@@ -376,9 +372,11 @@ impl SqlBackend {
     /// Further calls fail with `Unavailable`.
     pub async fn close(&self) {
         self.shared.stop_tasks();
-        if let Some((statements, leases)) = &self.shared.held {
-            statements.release().await;
-            leases.release().await;
+        for held in [&self.shared.held_statements, &self.shared.held_leases]
+            .into_iter()
+            .flatten()
+        {
+            held.release().await;
         }
         // Closing an already closed pool is a no-op; errors say nothing new.
         let _ = self.shared.writer.clone().close().await;
@@ -526,16 +524,29 @@ impl Shared {
         &self.writer
     }
 
+    /// Runs one statement outside a transaction: on a connection `held`
+    /// out of `pool` (Postgres), else on `pool`.
+    async fn statement(
+        &self,
+        held: Option<&HeldConnections>,
+        pool: &DatabaseConnection,
+        sql: &str,
+        values: Vec<Value>,
+    ) -> Result<Vec<QueryResult>, DbErr> {
+        match held {
+            Some(held) => held.fetch_all(sql, values).await,
+            None => pool.query_all(self.dialect.stmt(sql, values)).await,
+        }
+    }
+
     /// Runs a read on the reader.
     pub(crate) async fn query_all(
         &self,
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Vec<QueryResult>, DbErr> {
-        match &self.held {
-            Some((statements, _)) => statements.fetch_all(sql, values).await,
-            None => self.reader.query_all(self.dialect.stmt(sql, values)).await,
-        }
+        let held = self.held_statements.as_ref();
+        self.statement(held, &self.reader, sql, values).await
     }
 
     pub(crate) async fn query_one(
@@ -543,12 +554,7 @@ impl Shared {
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Option<QueryResult>, DbErr> {
-        match &self.held {
-            Some((statements, _)) => {
-                Ok(statements.fetch_all(sql, values).await?.into_iter().next())
-            }
-            None => self.reader.query_one(self.dialect.stmt(sql, values)).await,
-        }
+        Ok(self.query_all(sql, values).await?.into_iter().next())
     }
 
     /// Runs one atomic write statement on the writer as a transaction of
@@ -559,12 +565,9 @@ impl Shared {
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Option<QueryResult>, DbErr> {
-        match &self.held {
-            Some((statements, _)) => {
-                Ok(statements.fetch_all(sql, values).await?.into_iter().next())
-            }
-            None => self.writer.query_one(self.dialect.stmt(sql, values)).await,
-        }
+        let held = self.held_statements.as_ref();
+        let rows = self.statement(held, &self.writer, sql, values).await?;
+        Ok(rows.into_iter().next())
     }
 
     /// Runs one lease operation of the message queue (receive, ack, hold,
@@ -585,10 +588,8 @@ impl Shared {
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Vec<QueryResult>, DbErr> {
-        match &self.held {
-            Some((_, leases)) => leases.fetch_all(sql, values).await,
-            None => self.leases.query_all(self.dialect.stmt(sql, values)).await,
-        }
+        let held = self.held_leases.as_ref();
+        self.statement(held, &self.leases, sql, values).await
     }
 
     /// What follows every write's commit: when change rows were appended,
@@ -684,11 +685,9 @@ impl Shared {
             let id = bind(&mut values, m.message_id.into());
             let payload = bind(&mut values, json_value(m.payload));
             statements.push(format!(
-                "INSERT INTO messages (topic, partition_key, message_id, payload, attempt, \
-                 last_error, visible_at, lease_owner, lease_expires, published_at) \
+                "{INSERT_MESSAGE} \
                  SELECT {t}, {k}, {id}, {payload}, 1, NULL, {at}, NULL, NULL, {at}{condition} \
-                 ON CONFLICT (topic, partition_key, message_id) DO NOTHING \
-                 RETURNING 1 AS part, topic"
+                 {UNLESS_PENDING} RETURNING 1 AS part, topic"
             ));
         }
         if !outbox.changes.is_empty() {
@@ -779,13 +778,11 @@ impl Shared {
             |values: &mut Vec<Value>, name: &str, messages, sources: &str, filter: &str| {
                 let rows = bind_messages(values, messages);
                 format!(
-                    "{name} AS (INSERT INTO messages (topic, partition_key, message_id, payload, \
-                 attempt, last_error, visible_at, lease_owner, lease_expires, published_at) \
+                    "{name} AS ({INSERT_MESSAGE} \
                  SELECT v.topic, v.partition_key, v.message_id, v.payload, 1, NULL, {at}, NULL, \
                  NULL, {at} FROM {sources}, (VALUES {rows}) \
                  AS v(topic, partition_key, message_id, payload, ord){filter} ORDER BY v.ord \
-                 ON CONFLICT (topic, partition_key, message_id) DO NOTHING \
-                 RETURNING topic{notify})"
+                 {UNLESS_PENDING} RETURNING topic{notify})"
                 )
             };
         let mut messages = outbox.messages;
@@ -1010,17 +1007,13 @@ impl Tx {
         };
         let sql = match self.dialect() {
             Dialect::Postgres => format!(
-                "INSERT INTO messages (topic, partition_key, message_id, payload, attempt, \
-                 last_error, visible_at, lease_owner, lease_expires, published_at) \
-                 SELECT $1, $2, $3, $4, 1, $5, $6, NULL, NULL, $6 \
+                "{INSERT_MESSAGE} SELECT $1, $2, $3, $4, 1, $5, $6, NULL, NULL, $6 \
                  FROM (SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))) AS partition_lock \
-                 ON CONFLICT (topic, partition_key, message_id) DO NOTHING{notify}"
+                 {UNLESS_PENDING}{notify}"
             ),
-            Dialect::Sqlite => "INSERT INTO messages (topic, partition_key, message_id, \
-                 payload, attempt, last_error, visible_at, lease_owner, lease_expires, \
-                 published_at) SELECT $1, $2, $3, $4, 1, $5, $6, NULL, NULL, $6 \
-                 ON CONFLICT (topic, partition_key, message_id) DO NOTHING"
-                .to_owned(),
+            Dialect::Sqlite => format!(
+                "{INSERT_MESSAGE} SELECT $1, $2, $3, $4, 1, $5, $6, NULL, NULL, $6 {UNLESS_PENDING}"
+            ),
         };
         let mut inserted = 0;
         for m in messages {
@@ -1177,6 +1170,14 @@ pub(crate) fn check_outbox(outbox: &Outbox) -> Result<(), stovepipe_entity::Inva
 }
 
 /// Whether hook events are published: some hook has a live release.
+/// The head of every insert of a message; a `SELECT` of the columns follows.
+const INSERT_MESSAGE: &str = "INSERT INTO messages (topic, partition_key, message_id, payload, \
+     attempt, last_error, visible_at, lease_owner, lease_expires, published_at)";
+
+/// The tail of every insert of a message: a message whose dedup key is
+/// pending is not inserted again.
+const UNLESS_PENDING: &str = "ON CONFLICT (topic, partition_key, message_id) DO NOTHING";
+
 const HOOK_IS_LIVE: &str = "EXISTS (SELECT 1 FROM hooks WHERE live_version IS NOT NULL)";
 
 /// Binds messages as `VALUES` rows of `(topic, partition_key, message_id,
