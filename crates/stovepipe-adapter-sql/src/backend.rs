@@ -13,12 +13,14 @@ use crate::error;
 use crate::feed::{self, FeedHub};
 use crate::held::HeldConnections;
 use crate::presence::{PRESENCE_CHANNEL, Presence};
+use crate::sqlite_writer::{HeldWriter, SqliteWriter, WRITE_HIT};
 use crate::validate;
 use crate::wakeups::Wakeups;
 use sea_orm::sqlx::postgres::PgListener;
 use sea_orm::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
+use sea_orm::sqlx::{Postgres, Sqlite};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
     DatabaseTransaction, DbErr, QueryResult, SqlxSqliteConnector, Statement, TransactionTrait,
@@ -115,7 +117,8 @@ pub struct SqlBackend {
 
 pub(crate) struct Shared {
     pub(crate) dialect: Dialect,
-    /// SQLite: the single writer connection. Postgres: the pool.
+    /// SQLite: the pool of the single writer connection (used directly
+    /// only by the migrations). Postgres: the pool.
     writer: DatabaseConnection,
     /// SQLite: read-only connections. Postgres: the same pool.
     reader: DatabaseConnection,
@@ -123,11 +126,8 @@ pub(crate) struct Shared {
     /// a small pool with `synchronous_commit = off` (see
     /// [`Shared::lease_write`]).
     leases: DatabaseConnection,
-    /// Postgres: connections kept out of `writer`'s pool for the
-    /// statements that run outside a transaction (see `held`).
-    held_statements: Option<HeldConnections>,
-    /// Postgres: connections kept out of `leases`.
-    held_leases: Option<HeldConnections>,
+    /// The connections statements run on, kept out of those pools.
+    held: Held,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) feed: FeedHub,
     pub(crate) wakeups: Wakeups,
@@ -162,6 +162,32 @@ impl Drop for Shared {
     fn drop(&mut self) {
         self.stop_tasks();
     }
+}
+
+/// The connections kept out of the pools (see `held` and `sqlite_writer`),
+/// where everything but a Postgres transaction runs.
+enum Held {
+    Postgres {
+        /// Out of `writer`'s pool: reads and the one-statement writes.
+        statements: HeldConnections<Postgres>,
+        /// Out of `leases`.
+        leases: HeldConnections<Postgres>,
+    },
+    Sqlite {
+        /// Every write, and the reads of a private in-memory database (which
+        /// exists only on this connection).
+        writer: SqliteWriter,
+        /// Reads of a database file.
+        reader: Option<HeldConnections<Sqlite>>,
+    },
+}
+
+/// What a statement outside a transaction does, which decides where it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Read,
+    Write,
+    Lease,
 }
 
 /// The SQL differences between the two backends.
@@ -253,6 +279,8 @@ impl SqlBackend {
 
     /// Connects with every option spelled out.
     pub async fn connect_with(url: &str, options: SqlOptions) -> Result<Arc<Self>, StoreError> {
+        // SQLite: the reader pool of a database file (none in memory).
+        let mut file_readers = None;
         let (dialect, writer, reader, leases) =
             if url.starts_with("postgres:") || url.starts_with("postgresql:") {
                 let pool_options = |size: u32| {
@@ -279,7 +307,9 @@ impl SqlBackend {
                 let leases = Database::connect(relaxed).await.map_err(error::store)?;
                 (Dialect::Postgres, pool.clone(), pool, leases)
             } else if url.starts_with("sqlite:") {
-                let (writer, reader) = connect_sqlite(url, &options).await?;
+                let (writer, readers) = connect_sqlite(url, &options).await?;
+                file_readers.clone_from(&readers);
+                let reader = readers.unwrap_or_else(|| writer.clone());
                 (Dialect::Sqlite, writer.clone(), reader, writer)
             } else {
                 return Err(StoreError::Backend(format!(
@@ -303,23 +333,38 @@ impl SqlBackend {
             }
             Dialect::Sqlite => String::new(),
         };
-        // Two of the pool's connections stay for transactions; the lease
-        // pool runs only single statements.
-        let held = |db: &DatabaseConnection, left: usize| {
-            (dialect == Dialect::Postgres).then(|| {
-                let pool = db.get_postgres_connection_pool();
-                let size = pool.options().get_max_connections() as usize;
-                HeldConnections::new(pool.clone(), size.saturating_sub(left))
-            })
+        let held = match dialect {
+            Dialect::Postgres => {
+                // Two of the pool's connections stay for transactions; the
+                // lease pool runs only single statements.
+                let held = |db: &DatabaseConnection, left: usize| {
+                    let pool = db.get_postgres_connection_pool();
+                    let size = pool.options().get_max_connections() as usize;
+                    HeldConnections::new(pool.clone(), size.saturating_sub(left))
+                };
+                Held::Postgres {
+                    statements: held(&writer, 2),
+                    leases: held(&leases, 0),
+                }
+            }
+            Dialect::Sqlite => {
+                let pool = writer.get_sqlite_connection_pool().clone();
+                Held::Sqlite {
+                    writer: SqliteWriter::new(pool, options.acquire_timeout),
+                    reader: file_readers.map(|db: DatabaseConnection| {
+                        let pool = db.get_sqlite_connection_pool();
+                        let size = pool.options().get_max_connections() as usize;
+                        HeldConnections::new(pool.clone(), size)
+                    }),
+                }
+            }
         };
-        let (held_statements, held_leases) = (held(&writer, 2), held(&leases, 0));
         let shared = Arc::new(Shared {
             dialect,
             writer,
             reader,
             leases,
-            held_statements,
-            held_leases,
+            held,
             clock: options.clock,
             feed: FeedHub::new(options.feed_buffer),
             wakeups: Wakeups::default(),
@@ -350,9 +395,16 @@ impl SqlBackend {
 
     /// Applies every pending migration.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        // SQLite: the migrations run on the writer's pool, so its one
+        // connection goes back there meanwhile.
+        let parked = match &self.shared.held {
+            Held::Sqlite { writer, .. } => Some(writer.park().await.map_err(error::store)?),
+            Held::Postgres { .. } => None,
+        };
         Migrator::up(&self.shared.writer, None)
             .await
             .map_err(error::store)?;
+        drop(parked);
         let last = self.shared.last_seq().await.map_err(error::store)?;
         self.shared.feed.start_at(last).await;
         Ok(())
@@ -372,11 +424,17 @@ impl SqlBackend {
     /// Further calls fail with `Unavailable`.
     pub async fn close(&self) {
         self.shared.stop_tasks();
-        for held in [&self.shared.held_statements, &self.shared.held_leases]
-            .into_iter()
-            .flatten()
-        {
-            held.release().await;
+        match &self.shared.held {
+            Held::Postgres { statements, leases } => {
+                statements.release().await;
+                leases.release().await;
+            }
+            Held::Sqlite { writer, reader } => {
+                writer.release().await;
+                if let Some(reader) = reader {
+                    reader.release().await;
+                }
+            }
         }
         // Closing an already closed pool is a no-op; errors say nothing new.
         let _ = self.shared.writer.clone().close().await;
@@ -397,16 +455,20 @@ impl fmt::Debug for SqlBackend {
     }
 }
 
+/// The writer's pool (one connection) and, for a database file, the
+/// reader pool.
 async fn connect_sqlite(
     url: &str,
     options: &SqlOptions,
-) -> Result<(DatabaseConnection, DatabaseConnection), StoreError> {
+) -> Result<(DatabaseConnection, Option<DatabaseConnection>), StoreError> {
     let base = SqliteConnectOptions::from_str(url)
         .map_err(|e| StoreError::Backend(format!("bad SQLite URL: {e}")))?
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(options.busy_timeout)
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // The writer's `WRITE_HIT` table lives in memory.
+        .pragma("temp_store", "memory");
     let unavailable = |e: sea_orm::sqlx::Error| StoreError::Unavailable(e.to_string());
     // One writer: every write transaction queues for this connection
     // instead of racing for the database lock.
@@ -430,7 +492,7 @@ async fn connect_sqlite(
     let writer = SqlxSqliteConnector::from_sqlx_sqlite_pool(writer);
     if in_memory {
         // A private in-memory database exists only on its one connection.
-        return Ok((writer.clone(), writer));
+        return Ok((writer, None));
     }
     let reader = SqlitePoolOptions::new()
         .test_before_acquire(false)
@@ -440,7 +502,10 @@ async fn connect_sqlite(
         .connect_with(base.read_only(true).create_if_missing(false))
         .await
         .map_err(unavailable)?;
-    Ok((writer, SqlxSqliteConnector::from_sqlx_sqlite_pool(reader)))
+    Ok((
+        writer,
+        Some(SqlxSqliteConnector::from_sqlx_sqlite_pool(reader)),
+    ))
 }
 
 /// Listens for other replicas' commits: a topic on [`MQ_CHANNEL`] wakes
@@ -524,18 +589,33 @@ impl Shared {
         &self.writer
     }
 
-    /// Runs one statement outside a transaction: on a connection `held`
-    /// out of `pool` (Postgres), else on `pool`.
+    /// Runs one statement (`$n` placeholders) outside a transaction, on
+    /// the held connections for its role.
     async fn statement(
         &self,
-        held: Option<&HeldConnections>,
-        pool: &DatabaseConnection,
+        role: Role,
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Vec<QueryResult>, DbErr> {
-        match held {
-            Some(held) => held.fetch_all(sql, values).await,
-            None => pool.query_all(self.dialect.stmt(sql, values)).await,
+        match (&self.held, role) {
+            (Held::Postgres { leases, .. }, Role::Lease) => leases.fetch_all(sql, values).await,
+            (Held::Postgres { statements, .. }, _) => statements.fetch_all(sql, values).await,
+            (
+                Held::Sqlite {
+                    reader: Some(reader),
+                    ..
+                },
+                Role::Read,
+            ) => reader.fetch_all(sql, values).await,
+            (Held::Sqlite { writer, .. }, _) => writer.fetch_all(sql, values).await,
+        }
+    }
+
+    /// SQLite: the writer.
+    fn sqlite_writer(&self) -> &SqliteWriter {
+        match &self.held {
+            Held::Sqlite { writer, .. } => writer,
+            Held::Postgres { .. } => unreachable!("the SQLite writer on Postgres"),
         }
     }
 
@@ -545,8 +625,7 @@ impl Shared {
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Vec<QueryResult>, DbErr> {
-        let held = self.held_statements.as_ref();
-        self.statement(held, &self.reader, sql, values).await
+        self.statement(Role::Read, sql, values).await
     }
 
     pub(crate) async fn query_one(
@@ -565,8 +644,7 @@ impl Shared {
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Option<QueryResult>, DbErr> {
-        let held = self.held_statements.as_ref();
-        let rows = self.statement(held, &self.writer, sql, values).await?;
+        let rows = self.statement(Role::Write, sql, values).await?;
         Ok(rows.into_iter().next())
     }
 
@@ -588,8 +666,7 @@ impl Shared {
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Vec<QueryResult>, DbErr> {
-        let held = self.held_leases.as_ref();
-        self.statement(held, &self.leases, sql, values).await
+        self.statement(Role::Lease, sql, values).await
     }
 
     /// What follows every write's commit: when change rows were appended,
@@ -655,15 +732,14 @@ impl Shared {
     }
 
     /// SQLite: [`write_with_outbox`](Self::write_with_outbox) as one
-    /// transaction whose statements (the write, each message, the change
-    /// rows) go to the writer's thread in one multi-statement call: BEGIN,
-    /// the statements and COMMIT are three hand-overs to that thread, where
-    /// a statement at a time made one per statement, each holding the
-    /// single writer connection while the task that sent it was woken. The
-    /// statements cannot be made conditional on the write in SQLite (no
-    /// data-modifying CTEs), so all of them run and a write that touched
-    /// nothing rolls the transaction back. Each statement says what it is in
-    /// its `RETURNING` (`part`: 0 the write, 1 a message, 2 a change row).
+    /// transaction in one call to the writer's thread (see
+    /// `sqlite_writer`): BEGIN, the write, a note of whether it touched a
+    /// row, each message and the change rows, each of those only when the
+    /// note says so (SQLite has no data-modifying CTEs to make them depend
+    /// on the write), and COMMIT. The note is a row in the connection's
+    /// [`WRITE_HIT`] table, deleted again before the commit. Each statement
+    /// that returns rows says what it is (`part`: 0 the write, 1 a message,
+    /// 2 a change row).
     async fn write_with_outbox_sqlite(
         &self,
         sql: &str,
@@ -672,13 +748,17 @@ impl Shared {
         now: Timestamp,
     ) -> Result<bool, DbErr> {
         let at = bind(&mut values, now.as_millis().into());
-        let mut statements = vec![format!("{sql} RETURNING 0 AS part, NULL AS topic")];
+        let hit = format!("EXISTS (SELECT 1 FROM {WRITE_HIT})");
+        let mut statements = vec![
+            format!("{sql} RETURNING 0 AS part, NULL AS topic"),
+            format!("INSERT INTO {WRITE_HIT} (hit) SELECT 1 WHERE changes() > 0"),
+        ];
         let mut messages = outbox.messages;
         in_partition_order(&mut messages);
-        let hook_filter = format!(" WHERE {HOOK_IS_LIVE}");
-        let conditions = std::iter::repeat("")
+        let hook_condition = format!("{hit} AND {HOOK_IS_LIVE}");
+        let conditions = std::iter::repeat(hit.as_str())
             .zip(messages)
-            .chain(std::iter::repeat(hook_filter.as_str()).zip(outbox.hook_events));
+            .chain(std::iter::repeat(hook_condition.as_str()).zip(outbox.hook_events));
         for (condition, m) in conditions {
             let t = bind(&mut values, m.topic.as_str().into());
             let k = bind(&mut values, m.partition_key.into());
@@ -686,18 +766,23 @@ impl Shared {
             let payload = bind(&mut values, json_value(m.payload));
             statements.push(format!(
                 "{INSERT_MESSAGE} \
-                 SELECT {t}, {k}, {id}, {payload}, 1, NULL, {at}, NULL, NULL, {at}{condition} \
-                 {UNLESS_PENDING} RETURNING 1 AS part, topic"
+                 SELECT {t}, {k}, {id}, {payload}, 1, NULL, {at}, NULL, NULL, {at} \
+                 WHERE {condition} {UNLESS_PENDING} RETURNING 1 AS part, topic"
             ));
         }
         if !outbox.changes.is_empty() {
-            let rows = bind_changes(&mut values, outbox.changes, |_| at.clone());
+            // In the list's order (`column5`), as the sequence numbers them.
+            let rows = bind_changes(&mut values, outbox.changes, |ord| ord.to_string());
             statements.push(format!(
                 "INSERT INTO change_log (queue, kind, subject, data, created_at) \
-                 VALUES {rows} RETURNING 2 AS part, NULL AS topic, seq"
+                 SELECT column1, column2, column3, column4, {at} FROM (VALUES {rows}) \
+                 WHERE {hit} ORDER BY column5 RETURNING 2 AS part, NULL AS topic, seq"
             ));
         }
-        let (txn, rows) = self.sqlite_batch(&statements.join(";\n"), values).await?;
+        statements.push(format!("DELETE FROM {WRITE_HIT}"));
+        let rows = self
+            .sqlite_transaction(&statements.join(";\n"), values)
+            .await?;
         let (mut hit, mut appended, mut topics) = (false, Appended::Nothing, BTreeSet::new());
         for row in &rows {
             match row.try_get::<i64>("", "part")? {
@@ -709,36 +794,22 @@ impl Shared {
             }
         }
         if !hit {
-            txn.rollback().await?;
             return Ok(false);
         }
-        txn.commit().await?;
         self.after_commit(&topics, appended).await;
         Ok(true)
     }
 
-    /// SQLite: starts a write transaction and runs `sql`, statements
-    /// separated by `;` and numbered `$n` placeholders over one list of
-    /// `values`, in one call to the writer's thread; returns the
-    /// transaction, for the caller to commit or roll back, and every row
-    /// the statements returned. The first statement must write, which takes
-    /// the database's write lock as `begin`'s no-op write does.
-    ///
-    /// Placeholders stay `$n` here, not `?n` as `Dialect::stmt` spells
-    /// them: sqlx numbers each statement's `?n` slots up to the highest n,
-    /// binds the unused ones positionally across the statements and stops
-    /// binding once that count passes the values, leaving later
-    /// statements' values NULL; a `$n` is a name it looks up.
-    pub(crate) async fn sqlite_batch(
+    /// SQLite: runs `sql` (statements separated by `;`, `$n` placeholders
+    /// over one list of `values`) as one transaction in one call to the
+    /// writer's thread; returns every row the statements returned.
+    pub(crate) async fn sqlite_transaction(
         &self,
         sql: &str,
         values: Vec<Value>,
-    ) -> Result<(DatabaseTransaction, Vec<QueryResult>), DbErr> {
-        debug_assert_eq!(self.dialect, Dialect::Sqlite);
-        let statement = Statement::from_sql_and_values(self.dialect.backend(), sql, values);
-        let txn = self.writer.begin().await?;
-        let rows = txn.query_all(statement).await?;
-        Ok((txn, rows))
+    ) -> Result<Vec<QueryResult>, DbErr> {
+        let mut writer = self.sqlite_writer().hold().await?;
+        writer.transaction(sql, values).await
     }
 
     /// Postgres: [`write_with_outbox`](Self::write_with_outbox) as one
@@ -883,27 +954,20 @@ impl Shared {
         Ok(u64::try_from(seq).unwrap_or(0))
     }
 
-    /// Starts a write transaction on the writer.
+    /// Starts a write transaction on the writer (SQLite: `BEGIN
+    /// IMMEDIATE`, see `sqlite_writer`).
     pub(crate) async fn begin(self: &Arc<Self>) -> Result<Tx, DbErr> {
-        let txn = self.writer.begin().await?;
-        if self.dialect == Dialect::Sqlite {
-            // sea-orm opens SQLite transactions DEFERRED. A deferred
-            // transaction that reads first and writes later fails at once
-            // with SQLITE_BUSY when another process committed in between (a
-            // stale snapshot cannot be upgraded; busy_timeout does not
-            // help). Writing first takes the write lock up front, waiting
-            // for it under busy_timeout, like BEGIN IMMEDIATE; this no-op
-            // write touches no row. In one process the single writer
-            // connection already serialises everything.
-            txn.execute(
-                self.dialect
-                    .stmt("UPDATE counters SET value = value WHERE 0 = 1", vec![]),
-            )
-            .await?;
-        }
+        let conn = match &self.held {
+            Held::Postgres { .. } => TxConn::Pool(self.writer.begin().await?),
+            Held::Sqlite { writer, .. } => {
+                let mut writer = writer.hold().await?;
+                writer.begin().await?;
+                TxConn::Writer(writer)
+            }
+        };
         Ok(Tx {
             shared: self.clone(),
-            txn,
+            conn,
             woken: BTreeSet::new(),
             woken_locally: BTreeSet::new(),
             appended: Appended::Nothing,
@@ -925,7 +989,7 @@ impl Shared {
 /// rolls back; committing runs the after-commit effects.
 pub(crate) struct Tx {
     shared: Arc<Shared>,
-    txn: DatabaseTransaction,
+    conn: TxConn,
     /// Topics to wake once committed (here, and on Postgres in the other
     /// replicas through NOTIFY).
     woken: BTreeSet<Topic>,
@@ -934,6 +998,14 @@ pub(crate) struct Tx {
     woken_locally: BTreeSet<Topic>,
     /// What this transaction appended to the change log.
     appended: Appended,
+}
+
+/// The connection a transaction runs on.
+enum TxConn {
+    /// Postgres: a pool connection, through sea-orm.
+    Pool(DatabaseTransaction),
+    /// SQLite: the held writer, through sqlx.
+    Writer(HeldWriter),
 }
 
 /// What a write appended to the change log, which decides how the feed's
@@ -964,17 +1036,36 @@ impl Tx {
         self.shared.dialect
     }
 
-    pub(crate) async fn exec(&self, sql: &str, values: Vec<Value>) -> Result<u64, DbErr> {
-        let result = self.txn.execute(self.dialect().stmt(sql, values)).await?;
-        Ok(result.rows_affected())
+    /// Runs a statement (`$n` placeholders); returns the rows it changed.
+    pub(crate) async fn exec(&mut self, sql: &str, values: Vec<Value>) -> Result<u64, DbErr> {
+        match &mut self.conn {
+            TxConn::Pool(txn) => {
+                let result = txn.execute(self.shared.dialect.stmt(sql, values)).await?;
+                Ok(result.rows_affected())
+            }
+            TxConn::Writer(writer) => writer.execute(sql, values).await,
+        }
     }
 
+    /// Runs a statement (`$n` placeholders); returns its rows.
+    pub(crate) async fn all(
+        &mut self,
+        sql: &str,
+        values: Vec<Value>,
+    ) -> Result<Vec<QueryResult>, DbErr> {
+        match &mut self.conn {
+            TxConn::Pool(txn) => txn.query_all(self.shared.dialect.stmt(sql, values)).await,
+            TxConn::Writer(writer) => writer.fetch_all(sql, values).await,
+        }
+    }
+
+    /// Runs a statement (`$n` placeholders); returns its first row.
     pub(crate) async fn one(
-        &self,
+        &mut self,
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Option<QueryResult>, DbErr> {
-        self.txn.query_one(self.dialect().stmt(sql, values)).await
+        Ok(self.all(sql, values).await?.into_iter().next())
     }
 
     /// Wakes `topic`'s waiters after the commit.
@@ -1061,7 +1152,7 @@ impl Tx {
             "INSERT INTO change_log (queue, kind, subject, data, created_at) \
              VALUES {rows} RETURNING {returning}"
         );
-        let returned = self.txn.query_all(self.dialect().stmt(&sql, v)).await?;
+        let returned = self.all(&sql, v).await?;
         let mut keys = Vec::with_capacity(returned.len());
         for row in &returned {
             let key = row.try_get::<i64>("", "key")?;
@@ -1081,7 +1172,7 @@ impl Tx {
     /// to this commit's rows (on Postgres: once the sequencer numbered
     /// them). On Postgres the wake-up NOTIFYs ride in the transaction, so
     /// other replicas hear of it exactly when it commits.
-    pub(crate) async fn commit(self) -> Result<(), DbErr> {
+    pub(crate) async fn commit(mut self) -> Result<(), DbErr> {
         if !self.woken.is_empty() && self.shared.notifies() {
             // One statement for every topic: `SELECT pg_notify($1, $2),
             // pg_notify($1, $3), …`.
@@ -1100,12 +1191,15 @@ impl Tx {
         }
         let Self {
             shared,
-            txn,
+            conn,
             woken,
             woken_locally,
             appended,
         } = self;
-        txn.commit().await?;
+        match conn {
+            TxConn::Pool(txn) => txn.commit().await?,
+            TxConn::Writer(mut writer) => writer.commit().await?,
+        }
         shared
             .after_commit(woken.union(&woken_locally), appended)
             .await;

@@ -1,18 +1,24 @@
-//! Postgres connections kept out of sqlx's pool between statements.
+//! Connections kept out of sqlx's pool between statements.
 //!
 //! sqlx sends every pooled connection a ping when it goes back to its pool
-//! (`PoolConnection`'s drop: a Sync message and its ReadyForQuery, "a
-//! band-aid" in sqlx's words, with no option to turn it off), and sea-orm
-//! takes a connection from the pool for each statement. So every statement
-//! cost the server two round trips. The statements that run outside a
-//! transaction (reads, the stores' one-statement writes, the message
-//! queue's lease operations) go through [`HeldConnections`] instead: each
-//! slot keeps a connection it took from the pool once, and a statement
-//! borrows a slot, not the connection.
+//! (`PoolConnection`'s drop: on Postgres a Sync message and its
+//! ReadyForQuery, "a band-aid" in sqlx's words; on SQLite a hand-over to the
+//! connection's thread and back; no option turns it off), and sea-orm takes
+//! a connection from the pool for each statement. So every Postgres
+//! statement cost the server two round trips, and every SQLite read two
+//! trips to its connection's thread. The statements that run outside a
+//! transaction (Postgres: reads, the stores' one-statement writes, the
+//! message queue's lease operations; SQLite: reads) go through
+//! [`HeldConnections`] instead: each slot keeps a connection it took from
+//! the pool once, and a statement borrows a slot, not the connection. (The
+//! SQLite writer is one such connection with transactions on it:
+//! `sqlite_writer`.)
 //!
-//! A statement whose future is dropped half way leaves its connection with
-//! a reply to read; sqlx reads up to the connection's ReadyForQuery before
-//! its next statement, as the release ping did. A statement that fails with
+//! A Postgres statement whose future is dropped half way leaves its
+//! connection with a reply to read; sqlx reads up to the connection's
+//! ReadyForQuery before its next statement, as the release ping did. (A
+//! SQLite read dropped half way stops at its next row; the connection's
+//! thread takes the next command after it.) A statement that fails with
 //! a retryable error (a lost connection, the server shutting the session
 //! down, also a deadlock or serialisation failure, where a fresh
 //! connection costs little) gives its connection back to the pool, which
@@ -22,29 +28,62 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use futures::future::BoxFuture;
 use sea_orm::sea_query::Values;
 use sea_orm::sqlx::pool::PoolConnection;
-use sea_orm::sqlx::{self, PgPool, Postgres};
+use sea_orm::sqlx::{self, Pool, Postgres, Sqlite};
 use sea_orm::{DbErr, QueryResult, RuntimeErr, Value};
 use sea_query_binder::SqlxValues;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::error;
 
-type Slot = Option<PoolConnection<Postgres>>;
+/// A database whose connections can run a sea-orm statement directly.
+pub(crate) trait Driver: sqlx::Database {
+    /// Runs `sql` (`$n` placeholders; on SQLite possibly several
+    /// statements separated by `;`) on `conn` and returns every row.
+    fn fetch_all<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        values: Vec<Value>,
+    ) -> BoxFuture<'c, Result<Vec<QueryResult>, sqlx::Error>>;
+}
 
-pub(crate) struct HeldConnections {
-    pool: PgPool,
+/// The same code for each driver; the types differ.
+macro_rules! driver {
+    ($db:ty) => {
+        impl Driver for $db {
+            fn fetch_all<'c>(
+                conn: &'c mut Self::Connection,
+                sql: &'c str,
+                values: Vec<Value>,
+            ) -> BoxFuture<'c, Result<Vec<QueryResult>, sqlx::Error>> {
+                Box::pin(async move {
+                    let query = sqlx::query_with(sql, SqlxValues(Values(values)));
+                    let rows = query.fetch_all(conn).await?;
+                    Ok(rows.into_iter().map(QueryResult::from).collect())
+                })
+            }
+        }
+    };
+}
+driver!(Postgres);
+driver!(Sqlite);
+
+type Slot<DB> = Option<PoolConnection<DB>>;
+
+pub(crate) struct HeldConnections<DB: Driver> {
+    pool: Pool<DB>,
     /// Filled on demand: a slot takes a connection only when every filled
     /// slot is busy, so an idle backend holds one.
-    slots: Vec<Mutex<Slot>>,
+    slots: Vec<Mutex<Slot<DB>>>,
     next: AtomicUsize,
 }
 
-impl HeldConnections {
+impl<DB: Driver> HeldConnections<DB> {
     /// At most `size` connections of `pool` held (the pool keeps the rest
     /// for transactions).
-    pub(crate) fn new(pool: PgPool, size: usize) -> Self {
+    pub(crate) fn new(pool: Pool<DB>, size: usize) -> Self {
         Self {
             pool,
             slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(),
@@ -63,9 +102,8 @@ impl HeldConnections {
             Some(conn) => conn,
             empty => empty.insert(self.pool.acquire().await.map_err(failed)?),
         };
-        let query = sqlx::query_with(sql, SqlxValues(Values(values)));
-        match query.fetch_all(&mut **conn).await {
-            Ok(rows) => Ok(rows.into_iter().map(QueryResult::from).collect()),
+        match DB::fetch_all(&mut **conn, sql, values).await {
+            Ok(rows) => Ok(rows),
             Err(e) => {
                 let e = failed(e);
                 if error::is_transient(&e) {
@@ -86,7 +124,7 @@ impl HeldConnections {
 
     /// A free slot holding a connection, else a free empty one, else the
     /// next slot in turn once it is free.
-    async fn slot(&self) -> MutexGuard<'_, Slot> {
+    async fn slot(&self) -> MutexGuard<'_, Slot<DB>> {
         let n = self.slots.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut empty = None;
@@ -108,13 +146,14 @@ impl HeldConnections {
 }
 
 /// As sea-orm reports a failed statement.
-fn failed(e: sqlx::Error) -> DbErr {
+pub(crate) fn failed(e: sqlx::Error) -> DbErr {
     DbErr::Query(RuntimeErr::SqlxError(e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sea_orm::sqlx::PgPool;
     use sea_orm::sqlx::postgres::PgPoolOptions;
     use std::time::Duration;
     use stovepipe_ports::StoreError;
@@ -132,7 +171,7 @@ mod tests {
     }
 
     /// The server process behind the connection a statement got.
-    async fn backend_pid(held: &HeldConnections) -> i32 {
+    async fn backend_pid(held: &HeldConnections<Postgres>) -> i32 {
         let rows = held
             .fetch_all("SELECT pg_backend_pid() AS pid", vec![])
             .await

@@ -12,8 +12,10 @@
 //!
 //! Concurrency model:
 //! - **SQLite**: WAL, `busy_timeout`, foreign keys on; one writer connection
-//!   (a pool of one) serialises every write, a reader pool serves reads, so
-//!   callers never see `SQLITE_BUSY`.
+//!   (`sqlite_writer`, held out of a pool of one) serialises every write,
+//!   each a single call that begins and commits its transaction; a reader
+//!   pool serves reads, its connections `held` too. Callers of one process
+//!   never see `SQLITE_BUSY`.
 //! - **Postgres**: one pool; conditional writes are single `UPDATE … WHERE
 //!   version = ?` statements; message-queue heads are leased with
 //!   `FOR UPDATE SKIP LOCKED` and a lease column; hook releases are minted
@@ -32,6 +34,7 @@ mod mq;
 mod presence;
 mod read_model;
 mod rows;
+mod sqlite_writer;
 mod stores;
 mod validate;
 mod wakeups;

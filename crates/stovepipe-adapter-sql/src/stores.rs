@@ -292,12 +292,12 @@ impl RequestUris {
     /// entry's insert, numbered from the counter as on Postgres, in one
     /// transaction on the single writer, sent in one call. `None`: a
     /// concurrent mint (another process on the same file) indexed the URI
-    /// first; the transaction rolls back.
+    /// first (the counter value is spent, as on Postgres).
     async fn mint_sqlite(&self, uri: &Uri) -> Result<Option<(RequestId, bool)>, DbErr> {
-        let (txn, rows) = self
+        let rows = self
             .0
             .shared
-            .sqlite_batch(
+            .sqlite_transaction(
                 "INSERT INTO counters (queue, value) VALUES ($1, 1) \
                  ON CONFLICT (queue) DO UPDATE SET value = counters.value + 1; \
                  INSERT INTO request_uris (queue, uri, request_id) \
@@ -308,12 +308,9 @@ impl RequestUris {
             )
             .await?;
         let Some(row) = rows.first() else {
-            txn.rollback().await?;
             return Ok(None);
         };
-        let id = Self::request_id(row)?;
-        txn.commit().await?;
-        Ok(Some((id, true)))
+        Ok(Some((Self::request_id(row)?, true)))
     }
 
     /// The entry for `uri`, read on the reader.
@@ -645,7 +642,7 @@ impl QueueConfigStore for SqlBackend {
     async fn upsert(&self, config: &QueueConfig) -> Result<(), StoreError> {
         let json = validate::json("queue config", config)?;
         let run = async {
-            let tx = self.shared.begin().await?;
+            let mut tx = self.shared.begin().await?;
             tx.exec(
                 "INSERT INTO queue_configs (name, config) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET config = excluded.config",
