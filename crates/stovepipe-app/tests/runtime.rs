@@ -119,18 +119,14 @@ async fn consumers_run_the_pipeline_and_drain_on_shutdown() {
         pipeline.ingest().ingest("q", None).await.unwrap();
     }
     let stores = backend.for_queue(&queue);
-    eventually("C recorded green", async || {
-        stores
-            .facts
-            .get(&repo.uri("C"), &ProjectName::whole_repo())
-            .await
-            .unwrap()
-            .is_some()
+    recorded(&stores, &repo, "C").await;
+    // The queue row that moves the bookmark and releases the slot is
+    // written just after the fact.
+    eventually("bookmark at C and no slot held", async || {
+        let q = stores.queues.get().await.unwrap().unwrap();
+        q.last_green.as_ref().map(|g| &g.uri) == Some(&repo.uri("C")) && q.in_flight_count() == 0
     })
     .await;
-    let q = stores.queues.get().await.unwrap().unwrap();
-    assert_eq!(q.last_green.as_ref().unwrap().uri, repo.uri("C"));
-    assert_eq!(q.in_flight_count(), 0);
 
     cancel.cancel();
     let drained = tokio::time::timeout(Duration::from_secs(10), async {
@@ -235,27 +231,25 @@ async fn two_replicas_with_their_own_kept_rows_validate_every_head() {
         }
     };
     futures::future::join_all(repos.iter().map(drive)).await;
+    // Record writes the fact before the queue row that moves the bookmark
+    // and releases the slot: the row settles just after the last fact.
     for repo in &repos {
-        let row = backend
-            .for_queue(repo.queue())
-            .queues
-            .get()
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            row.in_flight_count(),
-            0,
-            "{}: no slot left held",
-            repo.queue()
-        );
         let last = repo.uri(&format!("c{}", heads - 1));
-        assert_eq!(
-            row.last_green.as_ref().map(|g| &g.uri),
-            Some(&last),
-            "{}",
+        let what = format!(
+            "{}: bookmark at the last head and no slot left held",
             repo.queue()
         );
+        eventually(&what, async || {
+            let row = backend
+                .for_queue(repo.queue())
+                .queues
+                .get()
+                .await
+                .unwrap()
+                .unwrap();
+            row.in_flight_count() == 0 && row.last_green.as_ref().map(|g| &g.uri) == Some(&last)
+        })
+        .await;
     }
     let mq: Arc<dyn MessageQueue> = backend.clone();
     assert!(
