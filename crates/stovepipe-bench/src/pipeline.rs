@@ -434,6 +434,23 @@ impl PairedRound {
     }
 }
 
+/// Postgres: gathers the planner's statistics of the bench's database,
+/// whose tables filled during the warm-up. A database in service has them:
+/// autovacuum analyses a table within about a minute (its nap time) of 50
+/// rows and a tenth of it changing, and `pgbench -i` analyses the
+/// baseline's tables. Without them the planner sees seconds-old tables as
+/// a page or so, prices every index alike, and its generic plans, kept on
+/// the held connections until statistics arrive, looked a request up by
+/// `number` through the `(queue, uri)` index and a build by `build_id`
+/// through `(queue, inserted)`, reading the queue's whole history each
+/// time.
+fn analyze(database_url: Option<&str>) -> anyhow::Result<()> {
+    if let Some(url) = database_url {
+        crate::support::psql(url, "ANALYZE")?;
+    }
+    Ok(())
+}
+
 /// Transactions the database has finished so far (Postgres).
 fn db_transactions(database_url: Option<&str>) -> anyhow::Result<Option<u64>> {
     let Some(url) = database_url else {
@@ -529,6 +546,7 @@ pub async fn throughput(
         ));
     }
     tokio::time::sleep(warmup).await;
+    analyze(database_url)?;
     let xacts_before = db_transactions(database_url)?;
     let mut rates = Vec::with_capacity(windows);
     let mut rounds = Vec::new();
