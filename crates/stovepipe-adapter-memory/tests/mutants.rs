@@ -137,7 +137,10 @@ impl RequestUriStore for RacyMint {
         if let Some(id) = self.inner.get(uri).await? {
             return Ok((id, false));
         }
-        tokio::task::yield_now().await;
+        // Long enough for the suite's other concurrent mints to read too: a
+        // yield let a mint spawned alone run through before the next one
+        // started, and the suite then missed the race now and then.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         let n = self.numbers.fetch_add(1, Ordering::SeqCst) + 1;
         let id = RequestId::new(&self.queue, n)?;
         match self.inner.create(uri, &id).await {
