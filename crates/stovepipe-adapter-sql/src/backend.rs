@@ -18,7 +18,7 @@ use crate::validate;
 use crate::wakeups::Wakeups;
 use sea_orm::sqlx::postgres::PgListener;
 use sea_orm::sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sea_orm::sqlx::{Postgres, Sqlite};
 use sea_orm::{
@@ -120,8 +120,6 @@ pub(crate) struct Shared {
     /// SQLite: the pool of the single writer connection (used directly
     /// only by the migrations). Postgres: the pool.
     writer: DatabaseConnection,
-    /// SQLite: read-only connections. Postgres: the same pool.
-    reader: DatabaseConnection,
     /// Lease operations of the message queue. SQLite: the writer. Postgres:
     /// a small pool with `synchronous_commit = off` (see
     /// [`Shared::lease_write`]).
@@ -205,14 +203,9 @@ impl Dialect {
         }
     }
 
-    /// A statement written with `$n` placeholders (SQLite spells them `?n`).
+    /// A statement for sea-orm, written with `$n` placeholders (on SQLite
+    /// a name sqlx looks up).
     pub(crate) fn stmt(self, sql: &str, values: Vec<Value>) -> Statement {
-        let sql = match self {
-            Self::Postgres => sql.to_owned(),
-            // No SQL here contains a literal `$`, so this only touches
-            // placeholders.
-            Self::Sqlite => sql.replace('$', "?"),
-        };
         Statement::from_sql_and_values(self.backend(), sql, values)
     }
 
@@ -279,9 +272,7 @@ impl SqlBackend {
 
     /// Connects with every option spelled out.
     pub async fn connect_with(url: &str, options: SqlOptions) -> Result<Arc<Self>, StoreError> {
-        // SQLite: the reader pool of a database file (none in memory).
-        let mut file_readers = None;
-        let (dialect, writer, reader, leases) =
+        let (dialect, writer, leases, held) =
             if url.starts_with("postgres:") || url.starts_with("postgresql:") {
                 let pool_options = |size: u32| {
                     let mut opts = ConnectOptions::new(url.to_owned());
@@ -305,12 +296,23 @@ impl SqlBackend {
                 let mut relaxed = pool_options((options.pool_size / 2).max(2));
                 relaxed.map_sqlx_postgres_opts(|o| o.options([("synchronous_commit", "off")]));
                 let leases = Database::connect(relaxed).await.map_err(error::store)?;
-                (Dialect::Postgres, pool.clone(), pool, leases)
+                // Two of the pool's connections stay for transactions; the
+                // lease pool runs only single statements.
+                let held = Held::Postgres {
+                    statements: HeldConnections::all_but(pool.get_postgres_connection_pool(), 2),
+                    leases: HeldConnections::all_but(leases.get_postgres_connection_pool(), 0),
+                };
+                (Dialect::Postgres, pool, leases, held)
             } else if url.starts_with("sqlite:") {
                 let (writer, readers) = connect_sqlite(url, &options).await?;
-                file_readers.clone_from(&readers);
-                let reader = readers.unwrap_or_else(|| writer.clone());
-                (Dialect::Sqlite, writer.clone(), reader, writer)
+                let held = Held::Sqlite {
+                    writer: SqliteWriter::new(
+                        writer.get_sqlite_connection_pool().clone(),
+                        options.acquire_timeout,
+                    ),
+                    reader: readers.map(|pool| HeldConnections::all_but(&pool, 0)),
+                };
+                (Dialect::Sqlite, writer.clone(), writer, held)
             } else {
                 return Err(StoreError::Backend(format!(
                     "unsupported database URL (expected postgres:// or sqlite:): {}",
@@ -333,36 +335,9 @@ impl SqlBackend {
             }
             Dialect::Sqlite => String::new(),
         };
-        let held = match dialect {
-            Dialect::Postgres => {
-                // Two of the pool's connections stay for transactions; the
-                // lease pool runs only single statements.
-                let held = |db: &DatabaseConnection, left: usize| {
-                    let pool = db.get_postgres_connection_pool();
-                    let size = pool.options().get_max_connections() as usize;
-                    HeldConnections::new(pool.clone(), size.saturating_sub(left))
-                };
-                Held::Postgres {
-                    statements: held(&writer, 2),
-                    leases: held(&leases, 0),
-                }
-            }
-            Dialect::Sqlite => {
-                let pool = writer.get_sqlite_connection_pool().clone();
-                Held::Sqlite {
-                    writer: SqliteWriter::new(pool, options.acquire_timeout),
-                    reader: file_readers.map(|db: DatabaseConnection| {
-                        let pool = db.get_sqlite_connection_pool();
-                        let size = pool.options().get_max_connections() as usize;
-                        HeldConnections::new(pool.clone(), size)
-                    }),
-                }
-            }
-        };
         let shared = Arc::new(Shared {
             dialect,
             writer,
-            reader,
             leases,
             held,
             clock: options.clock,
@@ -427,23 +402,17 @@ impl SqlBackend {
         match &self.shared.held {
             Held::Postgres { statements, leases } => {
                 statements.release().await;
-                leases.release().await;
+                leases.close().await;
             }
             Held::Sqlite { writer, reader } => {
                 writer.release().await;
                 if let Some(reader) = reader {
-                    reader.release().await;
+                    reader.close().await;
                 }
             }
         }
         // Closing an already closed pool is a no-op; errors say nothing new.
         let _ = self.shared.writer.clone().close().await;
-        if self.shared.dialect == Dialect::Postgres {
-            let _ = self.shared.leases.clone().close().await;
-        }
-        if self.shared.dialect == Dialect::Sqlite {
-            let _ = self.shared.reader.clone().close().await;
-        }
     }
 }
 
@@ -460,7 +429,7 @@ impl fmt::Debug for SqlBackend {
 async fn connect_sqlite(
     url: &str,
     options: &SqlOptions,
-) -> Result<(DatabaseConnection, Option<DatabaseConnection>), StoreError> {
+) -> Result<(DatabaseConnection, Option<SqlitePool>), StoreError> {
     let base = SqliteConnectOptions::from_str(url)
         .map_err(|e| StoreError::Backend(format!("bad SQLite URL: {e}")))?
         .journal_mode(SqliteJournalMode::Wal)
@@ -502,10 +471,7 @@ async fn connect_sqlite(
         .connect_with(base.read_only(true).create_if_missing(false))
         .await
         .map_err(unavailable)?;
-    Ok((
-        writer,
-        Some(SqlxSqliteConnector::from_sqlx_sqlite_pool(reader)),
-    ))
+    Ok((writer, Some(reader)))
 }
 
 /// Listens for other replicas' commits: a topic on [`MQ_CHANNEL`] wakes

@@ -91,6 +91,13 @@ impl<DB: Driver> HeldConnections<DB> {
         }
     }
 
+    /// All of `pool`'s connections but `leave` held (the pool keeps those
+    /// for transactions).
+    pub(crate) fn all_but(pool: &Pool<DB>, leave: usize) -> Self {
+        let size = pool.options().get_max_connections() as usize;
+        Self::new(pool.clone(), size.saturating_sub(leave))
+    }
+
     /// Runs one statement (`$n` placeholders) and returns its rows.
     pub(crate) async fn fetch_all(
         &self,
@@ -120,6 +127,12 @@ impl<DB: Driver> HeldConnections<DB> {
         for slot in &self.slots {
             *slot.lock().await = None;
         }
+    }
+
+    /// [`release`](Self::release), then closes the pool.
+    pub(crate) async fn close(&self) {
+        self.release().await;
+        self.pool.close().await;
     }
 
     /// A free slot holding a connection, else a free empty one, else the

@@ -134,11 +134,11 @@ impl HeldWriter {
     /// Runs `sql` (statements separated by `;`, numbered `$n` placeholders
     /// over one list of `values`) in one call and returns every row.
     ///
-    /// Placeholders stay `$n`, not the `?n` that `Dialect::stmt` spells:
-    /// sqlx numbers each statement's `?n` slots up to the highest n, binds
-    /// the unused ones positionally across the statements and stops
-    /// binding once that count passes the values, leaving later
-    /// statements' values NULL; a `$n` is a name it looks up.
+    /// Placeholders are `$n`, never `?n`: sqlx numbers each statement's
+    /// `?n` slots up to the highest n, binds the unused ones positionally
+    /// across the statements and stops binding once that count passes the
+    /// values, leaving later statements' values NULL; a `$n` is a name it
+    /// looks up.
     pub(crate) async fn fetch_all(
         &mut self,
         sql: &str,
