@@ -61,6 +61,10 @@ pub(crate) fn notification_from_elsewhere<'p>(payload: &'p str, tag: &str) -> Op
     Some(payload.rsplit_once('@').map_or(payload, |(what, _)| what))
 }
 
+/// Postgres: batches of store writes in flight at once by default (see
+/// `write_batch`).
+pub const DEFAULT_WRITE_LANES: usize = 2;
+
 /// How to connect.
 #[derive(Clone)]
 pub struct SqlOptions {
@@ -78,6 +82,9 @@ pub struct SqlOptions {
     /// they stop notifying it three heartbeats after its last (see
     /// `presence`).
     pub presence_heartbeat: Duration,
+    /// Postgres: how many batches of store writes commit at once (see
+    /// `write_batch`; at least 1).
+    pub write_lanes: usize,
 }
 
 impl Default for SqlOptions {
@@ -89,6 +96,7 @@ impl Default for SqlOptions {
             acquire_timeout: Duration::from_secs(10),
             busy_timeout: Duration::from_secs(5),
             presence_heartbeat: Duration::from_secs(2),
+            write_lanes: DEFAULT_WRITE_LANES,
         }
     }
 }
@@ -101,6 +109,7 @@ impl fmt::Debug for SqlOptions {
             .field("acquire_timeout", &self.acquire_timeout)
             .field("busy_timeout", &self.busy_timeout)
             .field("presence_heartbeat", &self.presence_heartbeat)
+            .field("write_lanes", &self.write_lanes)
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +147,9 @@ pub(crate) struct Shared {
     pub(crate) presence: Presence,
     /// Acks waiting to be written together (see `acks`).
     pub(crate) acks: crate::acks::AckBatch,
+    /// Postgres: the stores' writes waiting to commit together (see
+    /// `write_batch`).
+    writes: crate::write_batch::WriteBatch,
     /// Postgres: the LISTEN task, the presence heartbeat and the change-log
     /// sequencer.
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -346,6 +358,7 @@ impl SqlBackend {
             notify_tag: format!("@{}", uuid::Uuid::new_v4().simple()),
             presence: Presence::new(installation, options.presence_heartbeat),
             acks: crate::acks::AckBatch::default(),
+            writes: crate::write_batch::WriteBatch::new(options.write_lanes),
             tasks: Mutex::new(Vec::new()),
         });
         // A database not yet migrated has no change log: nothing to tail.
@@ -565,6 +578,9 @@ impl Shared {
     ) -> Result<Vec<QueryResult>, DbErr> {
         match (&self.held, role) {
             (Held::Postgres { leases, .. }, Role::Lease) => leases.fetch_all(sql, values).await,
+            (Held::Postgres { statements, .. }, Role::Write) => {
+                self.writes.write(statements, sql, values).await
+            }
             (Held::Postgres { statements, .. }, _) => statements.fetch_all(sql, values).await,
             (
                 Held::Sqlite {

@@ -39,6 +39,17 @@ fn sqlx_transient(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether `e` is the server's answer to a statement (an error it
+/// reported), not a failure to reach it: a transaction that met one did
+/// not commit.
+pub(crate) fn is_server_answer(e: &DbErr) -> bool {
+    matches!(
+        e,
+        DbErr::Exec(RuntimeErr::SqlxError(sqlx::Error::Database(_)))
+            | DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Database(_)))
+    )
+}
+
 /// SQLite reports (extended) numeric result codes; the primary code is the
 /// low byte: 5 = `SQLITE_BUSY`, 6 = `SQLITE_LOCKED`.
 fn sqlite_transient(code: &str) -> bool {

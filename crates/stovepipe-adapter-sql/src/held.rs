@@ -121,6 +121,39 @@ impl<DB: Driver> HeldConnections<DB> {
         }
     }
 
+    /// Runs `statements` (`$n` placeholders) in one transaction on one
+    /// held connection and returns each one's rows. The first error ends
+    /// it: nothing of it commits, and the error is returned. A future
+    /// dropped half way leaves its connection's transaction to be rolled
+    /// back before that connection's next statement (sqlx's `Transaction`).
+    pub(crate) async fn fetch_each_in_transaction(
+        &self,
+        statements: &[(String, Vec<Value>)],
+    ) -> Result<Vec<Vec<QueryResult>>, DbErr> {
+        let mut slot = self.slot().await;
+        let conn = match &mut *slot {
+            Some(conn) => conn,
+            empty => empty.insert(self.pool.acquire().await.map_err(failed)?),
+        };
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+            let mut answers = Vec::with_capacity(statements.len());
+            for (sql, values) in statements {
+                answers.push(DB::fetch_all(&mut *tx, sql, values.clone()).await?);
+            }
+            tx.commit().await?;
+            Ok(answers)
+        }
+        .await;
+        result.map_err(|e| {
+            let e = failed(e);
+            if error::is_transient(&e) {
+                *slot = None;
+            }
+            e
+        })
+    }
+
     /// Gives every held connection back to the pool (which a pool's
     /// `close` waits for), waiting for statements running on them.
     pub(crate) async fn release(&self) {

@@ -38,6 +38,7 @@ mod sqlite_writer;
 mod stores;
 mod validate;
 mod wakeups;
+mod write_batch;
 
 /// The test database's URL for this crate's own Postgres unit tests;
 /// `None` (the test skips) only when Postgres is not required.

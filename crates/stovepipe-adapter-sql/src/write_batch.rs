@@ -1,0 +1,309 @@
+//! Postgres: group commit of the stores' one-statement writes.
+//!
+//! Every store write on Postgres is one statement (the write, its messages
+//! and its change rows in one `WITH`) that committed alone. Under load the
+//! server spent as much on each one's round trip and commit as on the
+//! write itself. Now a write joins the pending list and waits for a lane
+//! (`SqlOptions::write_lanes`, two by default); the write that gets one
+//! takes every pending write and runs them, one after another in the order
+//! they came, in **one transaction** on one held connection, then hands
+//! each its own rows. A write that finds a lane free and nothing pending
+//! runs at once as a statement of its own, so an idle backend pays nothing
+//! for this; a busy one pays one commit per batch instead of one per write.
+//!
+//! Several writes in one transaction behave as the same writes one after
+//! another: each statement sees what the ones before it wrote (READ
+//! COMMITTED: a fresh snapshot per statement, plus the transaction's own
+//! writes), so an optimistic-lock update that an earlier write of the
+//! batch outdated touches nothing, as it would have a moment later. What
+//! changes is what fails together. When the server fails a statement (its
+//! own error, or a deadlock between two lanes' batches, which Postgres
+//! detects), the batch is rolled back whole and each of its writes runs
+//! again alone, to get its own answer. When the connection is lost
+//! instead, whether the batch committed is unknown, as for a statement
+//! alone, and each write gets a retryable error.
+//!
+//! A write whose caller went away while it waited still runs with its
+//! batch (its answer is dropped), as a statement already sent would have.
+//! If the caller holding a lane is cancelled before its batch's result,
+//! the batch's transaction is rolled back (sqlx's `Transaction`, before
+//! the connection's next statement) and the batch's other writes get a
+//! retryable error.
+//!
+//! Only the stores' writes and `mint` come here. Transactions ([`Tx`]) and
+//! the message queue's lease operations keep their own connections.
+//!
+//! [`Tx`]: crate::backend::Tx
+
+use std::sync::{Mutex, PoisonError};
+
+use sea_orm::sqlx::Postgres;
+use sea_orm::{DbErr, QueryResult, Value};
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::error;
+use crate::held::HeldConnections;
+
+/// At most this many writes per transaction (a longer list is several).
+const MAX_BATCH: usize = 32;
+
+type Answer = Result<Vec<QueryResult>, DbErr>;
+
+/// One write waiting for its flush.
+struct Pending {
+    sql: String,
+    values: Vec<Value>,
+    done: oneshot::Sender<Answer>,
+}
+
+/// The writes of one backend (see the module).
+pub(crate) struct WriteBatch {
+    pending: Mutex<Vec<Pending>>,
+    /// A permit per batch in flight.
+    lanes: Semaphore,
+}
+
+impl WriteBatch {
+    /// At most `lanes` batches in flight at once.
+    pub(crate) fn new(lanes: usize) -> Self {
+        Self {
+            pending: Mutex::default(),
+            lanes: Semaphore::new(lanes.max(1)),
+        }
+    }
+
+    /// Runs the write `sql` on `held`, batched with the writes pending
+    /// beside it, and returns its rows.
+    pub(crate) async fn write(
+        &self,
+        held: &HeldConnections<Postgres>,
+        sql: &str,
+        values: Vec<Value>,
+    ) -> Answer {
+        let (done, mut answer) = oneshot::channel();
+        self.lock_pending().push(Pending {
+            sql: sql.to_owned(),
+            values,
+            done,
+        });
+        let Ok(lane) = self.lanes.acquire().await else {
+            return Err(abandoned());
+        };
+        match answer.try_recv() {
+            Ok(answered) => return answered,
+            Err(oneshot::error::TryRecvError::Closed) => return Err(abandoned()),
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        let batch = std::mem::take(&mut *self.lock_pending());
+        let mut batch = batch.into_iter().peekable();
+        while batch.peek().is_some() {
+            let chunk: Vec<Pending> = batch.by_ref().take(MAX_BATCH).collect();
+            flush(held, chunk).await;
+        }
+        drop(lane);
+        // Answered by now, or in a batch another lane is running.
+        answer.await.unwrap_or_else(|_| Err(abandoned()))
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        // Entries are pushed and taken whole.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The flusher that took a write was cancelled before its result.
+fn abandoned() -> DbErr {
+    DbErr::Conn(sea_orm::RuntimeErr::Internal(
+        "the write's batch was abandoned before its result".into(),
+    ))
+}
+
+/// Runs `chunk` as one transaction (alone: as one statement) and answers
+/// each write; when the transaction fails, each write again alone.
+async fn flush(held: &HeldConnections<Postgres>, mut chunk: Vec<Pending>) {
+    if chunk.len() == 1 {
+        let p = chunk.remove(0);
+        let _ = p.done.send(held.fetch_all(&p.sql, p.values).await);
+        return;
+    }
+    let statements: Vec<(String, Vec<Value>)> = chunk
+        .iter_mut()
+        .map(|p| (std::mem::take(&mut p.sql), std::mem::take(&mut p.values)))
+        .collect();
+    match held.fetch_each_in_transaction(&statements).await {
+        Ok(answers) => {
+            for (p, rows) in chunk.into_iter().zip(answers) {
+                let _ = p.done.send(Ok(rows));
+            }
+        }
+        // The server's error (a statement's own, or a deadlock with
+        // another transaction) rolled the batch back: each write alone.
+        Err(e) if error::is_server_answer(&e) => {
+            tracing::debug!(writes = chunk.len(), error = %e, "a batch of writes rolled back; each runs alone");
+            for (p, (sql, values)) in chunk.into_iter().zip(statements) {
+                let _ = p.done.send(held.fetch_all(&sql, values).await);
+            }
+        }
+        // Lost with its connection: whether it committed is unknown, as
+        // for a statement alone; each write is told so (retryable).
+        Err(e) => {
+            for p in chunk {
+                let _ = p.done.send(Err(DbErr::Conn(sea_orm::RuntimeErr::Internal(
+                    e.to_string(),
+                ))));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::sqlx::postgres::PgPoolOptions;
+    use std::time::Duration;
+
+    /// One held connection (so a temporary table is seen by every
+    /// statement) and a batch of one lane; `None`: the test skips.
+    async fn one_lane() -> Option<(HeldConnections<Postgres>, WriteBatch)> {
+        let url = crate::test_postgres_url()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
+            .await
+            .unwrap();
+        let held = HeldConnections::new(pool, 1);
+        held.fetch_all(
+            "CREATE TEMPORARY TABLE batched (n bigint PRIMARY KEY, version bigint NOT NULL)",
+            vec![],
+        )
+        .await
+        .unwrap();
+        Some((held, WriteBatch::new(1)))
+    }
+
+    /// An insert of `n` returning its transaction's id.
+    fn insert(n: i64) -> (String, Vec<Value>) {
+        (
+            "INSERT INTO batched (n, version) VALUES ($1, 1) RETURNING txid_current() AS txid"
+                .to_owned(),
+            vec![n.into()],
+        )
+    }
+
+    async fn write(
+        batch: &WriteBatch,
+        held: &HeldConnections<Postgres>,
+        (sql, values): (String, Vec<Value>),
+    ) -> Answer {
+        batch.write(held, &sql, values).await
+    }
+
+    fn txid(rows: &[QueryResult]) -> i64 {
+        rows[0].try_get("", "txid").unwrap()
+    }
+
+    async fn count(held: &HeldConnections<Postgres>) -> i64 {
+        let rows = held
+            .fetch_all("SELECT COUNT(*) AS n FROM batched", vec![])
+            .await
+            .unwrap();
+        rows[0].try_get("", "n").unwrap()
+    }
+
+    /// The first write finds the lane free and runs alone; the ones that
+    /// came while it ran commit together, in one transaction.
+    #[tokio::test]
+    async fn writes_that_wait_for_the_lane_commit_in_one_transaction() {
+        let Some((held, batch)) = one_lane().await else {
+            return;
+        };
+        let answers =
+            futures::future::join_all((1..=5).map(|n| write(&batch, &held, insert(n)))).await;
+        let txids: Vec<i64> = answers.iter().map(|a| txid(a.as_ref().unwrap())).collect();
+        assert!(
+            txids[1..].iter().all(|t| *t == txids[1]),
+            "the waiting writes share one transaction: {txids:?}"
+        );
+        assert_ne!(txids[0], txids[1], "the first ran alone");
+        assert_eq!(count(&held).await, 5);
+    }
+
+    /// A write that fails rolls its batch back; the others are run again
+    /// alone and commit, and the failing one gets its own error.
+    #[tokio::test]
+    async fn a_failing_write_fails_alone() {
+        let Some((held, batch)) = one_lane().await else {
+            return;
+        };
+        let writes = [insert(1), insert(2), insert(2), insert(3)];
+        let answers = futures::future::join_all(writes.map(|w| write(&batch, &held, w))).await;
+        assert!(answers[0].is_ok() && answers[1].is_ok() && answers[3].is_ok());
+        let err = answers[2].as_ref().unwrap_err();
+        assert!(
+            err.to_string().contains("duplicate key"),
+            "the duplicate's own error: {err}"
+        );
+        assert_eq!(count(&held).await, 3);
+    }
+
+    /// Two conditional updates of one row on the same version in one batch:
+    /// the first wins and the second touches nothing, as one after another.
+    #[tokio::test]
+    async fn writes_in_a_batch_see_the_ones_before_them() {
+        let Some((held, batch)) = one_lane().await else {
+            return;
+        };
+        write(&batch, &held, insert(1)).await.unwrap();
+        let update = || {
+            (
+                "UPDATE batched SET version = version + 1 WHERE n = 1 AND version = 1 \
+                 RETURNING version"
+                    .to_owned(),
+                vec![],
+            )
+        };
+        let answers = futures::future::join_all(
+            [insert(2), update(), update()].map(|w| write(&batch, &held, w)),
+        )
+        .await;
+        assert_eq!(
+            answers[1].as_ref().unwrap().len(),
+            1,
+            "the first update won"
+        );
+        assert!(answers[2].as_ref().unwrap().is_empty(), "the second saw it");
+    }
+
+    /// The flusher of a batch is cancelled half way: the batch's other
+    /// write is told it may not have committed (retryable), nothing of the
+    /// batch commits, and the connection serves the next write.
+    #[tokio::test]
+    async fn a_cancelled_flusher_abandons_its_batch_and_rolls_it_back() {
+        let Some((held, batch)) = one_lane().await else {
+            return;
+        };
+        let sleep = |seconds: f64| {
+            (
+                "INSERT INTO batched (n, version) SELECT 100, 1 FROM pg_sleep($1) \
+                 RETURNING txid_current() AS txid"
+                    .to_owned(),
+                vec![seconds.into()],
+            )
+        };
+        // `first` holds the lane; `flusher` then takes itself and `other`.
+        let first = write(&batch, &held, ("SELECT pg_sleep(0.2)".to_owned(), vec![]));
+        let rest = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let flusher =
+                tokio::time::timeout(Duration::from_secs(1), write(&batch, &held, sleep(3.0)));
+            tokio::join!(flusher, write(&batch, &held, insert(7)))
+        };
+        let (first, (flusher, other)) = tokio::join!(first, rest);
+        first.unwrap();
+        assert!(flusher.is_err(), "the flusher was cancelled");
+        let err = other.unwrap_err();
+        assert!(error::is_transient(&err), "retryable: {err}");
+        write(&batch, &held, insert(8)).await.unwrap();
+        assert_eq!(count(&held).await, 1, "only the write after the batch");
+    }
+}
