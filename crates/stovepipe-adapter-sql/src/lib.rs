@@ -22,7 +22,8 @@
 //!   under a `FOR UPDATE` row lock on the hook; LISTEN/NOTIFY carries
 //!   wake-ups and change-feed tails between replicas, sent only while
 //!   another replica is heard (`presence`); statements outside a
-//!   transaction run on connections `held` out of the pool.
+//!   transaction run on connections `held` out of the pool; the stores'
+//!   writes that meet commit together in one transaction (`write_batch`).
 
 mod acks;
 mod backend;
