@@ -30,6 +30,14 @@
 //! the connection's next statement) and the batch's other writes get a
 //! retryable error.
 //!
+//! Operators see it in two counters: `stovepipe_db_writes_total` by
+//! `path` (`alone`, `batched`; each write once, by the path it took
+//! first), and `stovepipe_db_write_batches_total` by
+//! `outcome` (`committed`; `rolled_back`, whose writes then ran alone;
+//! `lost` with the connection). Writes per batch is the ratio of the
+//! batched writes to the batches; a rising `rolled_back` means writes
+//! failing or lanes deadlocking.
+//!
 //! Only the stores' writes and `mint` come here. Transactions ([`Tx`]) and
 //! the message queue's lease operations keep their own connections.
 //!
@@ -37,6 +45,7 @@
 
 use std::sync::{Mutex, PoisonError};
 
+use metrics::counter;
 use sea_orm::sqlx::Postgres;
 use sea_orm::{DbErr, QueryResult, Value};
 use tokio::sync::{Semaphore, oneshot};
@@ -46,6 +55,11 @@ use crate::held::HeldConnections;
 
 /// At most this many writes per transaction (a longer list is several).
 const MAX_BATCH: usize = 32;
+
+/// The writes, by `path`: `alone` or `batched`.
+const WRITES: &str = "stovepipe_db_writes_total";
+/// The batches, by `outcome`: `committed`, `rolled_back` or `lost`.
+const BATCHES: &str = "stovepipe_db_write_batches_total";
 
 type Answer = Result<Vec<QueryResult>, DbErr>;
 
@@ -122,6 +136,7 @@ fn abandoned() -> DbErr {
 /// each write; when the transaction fails, each write again alone.
 async fn flush(held: &HeldConnections<Postgres>, mut chunk: Vec<Pending>) {
     if chunk.len() == 1 {
+        counter!(WRITES, "path" => "alone").increment(1);
         let p = chunk.remove(0);
         let _ = p.done.send(held.fetch_all(&p.sql, p.values).await);
         return;
@@ -130,7 +145,15 @@ async fn flush(held: &HeldConnections<Postgres>, mut chunk: Vec<Pending>) {
         .iter_mut()
         .map(|p| (std::mem::take(&mut p.sql), std::mem::take(&mut p.values)))
         .collect();
-    match held.fetch_each_in_transaction(&statements).await {
+    counter!(WRITES, "path" => "batched").increment(chunk.len() as u64);
+    let answers = held.fetch_each_in_transaction(&statements).await;
+    let outcome = match &answers {
+        Ok(_) => "committed",
+        Err(e) if error::is_server_answer(e) => "rolled_back",
+        Err(_) => "lost",
+    };
+    counter!(BATCHES, "outcome" => outcome).increment(1);
+    match answers {
         Ok(answers) => {
             for (p, rows) in chunk.into_iter().zip(answers) {
                 let _ = p.done.send(Ok(rows));
@@ -226,6 +249,35 @@ mod tests {
         );
         assert_ne!(txids[0], txids[1], "the first ran alone");
         assert_eq!(count(&held).await, 5);
+    }
+
+    /// The counters an operator reads: how many writes went alone or in a
+    /// batch, and how each batch ended.
+    #[tokio::test]
+    async fn the_counters_tell_writes_alone_from_batched_and_how_batches_ended() {
+        let Some((held, batch)) = one_lane().await else {
+            return;
+        };
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let scrape = recorder.handle();
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let writes = [insert(1), insert(2), insert(3)];
+        for answer in futures::future::join_all(writes.map(|w| write(&batch, &held, w))).await {
+            answer.unwrap();
+        }
+        let writes = [insert(4), insert(5), insert(5)];
+        futures::future::join_all(writes.map(|w| write(&batch, &held, w))).await;
+        let text = scrape.render();
+        for line in [
+            // 1 and 4 alone; each write counts once, by the path it took
+            // first (the failed batch's writes ran again alone).
+            r#"stovepipe_db_writes_total{path="alone"} 2"#,
+            r#"stovepipe_db_writes_total{path="batched"} 4"#,
+            r#"stovepipe_db_write_batches_total{outcome="committed"} 1"#,
+            r#"stovepipe_db_write_batches_total{outcome="rolled_back"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
     }
 
     /// A write that fails rolls its batch back; the others are run again

@@ -17,6 +17,10 @@
 //! | `stovepipe_promotions_total` / `stovepipe_promotions_skipped_total` | counter | queue |
 //! | `stovepipe_dead_letters_reconciled_total` | counter | topic |
 //! | `stovepipe_reconcile_repairs_total` | counter | queue, repair |
+//!
+//! The SQL adapter records its own, on Postgres: `stovepipe_db_writes_total`
+//! (path: alone, batched) and `stovepipe_db_write_batches_total` (outcome:
+//! committed, rolled_back, lost); see its `write_batch` module.
 
 use metrics::{counter, gauge, histogram};
 use stovepipe_entity::{BuildStrategy, Fact, QueueName, Request, Timestamp};
