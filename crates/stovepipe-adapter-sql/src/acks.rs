@@ -3,13 +3,13 @@
 //!
 //! Every handled message ends in an ack, so under load acks are a large
 //! share of the queue's statements. An ack joins the pending list, then
-//! waits for the flush lock; whoever holds it takes every pending ack and
-//! deletes them in one conditional `DELETE` (each row only while its
-//! delivery still holds the lease), then hands each ack its own result. An
-//! ack whose result a previous holder already delivered returns at once.
-//! Alone, an ack is flushed at once: nothing waits for company, so an idle
-//! queue pays no latency for this, and a busy one pays one statement per
-//! round trip instead of one per ack.
+//! waits for the one lane (`group_commit`); whoever holds it takes every
+//! pending ack and deletes them in one conditional `DELETE` (each row only
+//! while its delivery still holds the lease), then hands each ack its own
+//! result. An ack whose result a previous holder already delivered returns
+//! at once. Alone, an ack is flushed at once: nothing waits for company,
+//! so an idle queue pays no latency for this, and a busy one pays one
+//! statement per round trip instead of one per ack.
 //!
 //! The port's promises are unchanged: an ack returns `Ok` only once its
 //! row is deleted, `LeaseLost` when its lease was no longer held (settled,
@@ -17,30 +17,27 @@
 //! single ack.
 
 use std::collections::HashSet;
-use std::sync::{Mutex, PoisonError};
 
 use stovepipe_ports::MqError;
-use tokio::sync::oneshot;
 
 use crate::backend::values;
+use crate::group_commit::{GroupCommit, Pending};
 use crate::mq::Wake;
 use crate::{SqlBackend, error, rows};
 
 /// At most this many acks per statement (a longer batch is several).
 const MAX_BATCH: usize = 64;
 
-/// One ack waiting for its flush.
-struct Pending {
-    row: i64,
-    owner: String,
-    done: oneshot::Sender<Result<(), MqError>>,
-}
+/// An ack waiting for its flush: the message row and its lease owner.
+type PendingAck = Pending<(i64, String), Result<(), MqError>>;
 
-/// The acks of one backend (see the module).
-#[derive(Default)]
-pub(crate) struct AckBatch {
-    pending: Mutex<Vec<Pending>>,
-    flush: tokio::sync::Mutex<()>,
+/// The acks of one backend (see the module): one lane.
+pub(crate) struct AckBatch(GroupCommit<(i64, String), Result<(), MqError>>);
+
+impl Default for AckBatch {
+    fn default() -> Self {
+        Self(GroupCommit::new(1, MAX_BATCH))
+    }
 }
 
 impl AckBatch {
@@ -51,30 +48,13 @@ impl AckBatch {
         row: i64,
         owner: &str,
     ) -> Result<(), MqError> {
-        let (done, mut result) = oneshot::channel();
-        self.lock_pending().push(Pending {
-            row,
-            owner: owner.to_owned(),
-            done,
-        });
-        let _flushing = self.flush.lock().await;
-        match result.try_recv() {
-            Ok(settled) => return settled,
-            Err(oneshot::error::TryRecvError::Closed) => return Err(abandoned()),
-            Err(oneshot::error::TryRecvError::Empty) => {}
-        }
-        let batch = std::mem::take(&mut *self.lock_pending());
-        let mut batch = batch.into_iter().peekable();
-        while batch.peek().is_some() {
-            let chunk: Vec<Pending> = batch.by_ref().take(MAX_BATCH).collect();
-            flush(backend, chunk).await;
-        }
-        result.try_recv().unwrap_or_else(|_| Err(abandoned()))
-    }
-
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
-        // Entries are pushed and taken whole.
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0
+            .submit(
+                (row, owner.to_owned()),
+                || Err(abandoned()),
+                |chunk| flush(backend, chunk),
+            )
+            .await
     }
 }
 
@@ -86,13 +66,14 @@ fn abandoned() -> MqError {
 }
 
 /// Deletes the leased rows of `chunk` in one statement and answers each.
-async fn flush(backend: &SqlBackend, chunk: Vec<Pending>) {
+async fn flush(backend: &SqlBackend, chunk: Vec<PendingAck>) {
     let now = backend.shared.clock.now();
     let mut v = values![now.as_millis()];
     let mut pairs = Vec::with_capacity(chunk.len());
     for p in &chunk {
-        v.push(p.row.into());
-        v.push(p.owner.as_str().into());
+        let (row, owner) = &p.item;
+        v.push((*row).into());
+        v.push(owner.as_str().into());
         pairs.push(format!("(${}, ${})", v.len() - 1, v.len()));
     }
     // The partition's next message is deliverable now: wake.
@@ -128,19 +109,18 @@ async fn flush(backend: &SqlBackend, chunk: Vec<Pending>) {
     for p in chunk {
         // A row is deleted once: a second ack of the same delivery in the
         // batch finds it settled, as it would one statement later.
-        let lease = (p.row, p.owner);
-        let answer = if deleted.remove(&lease) {
+        let answer = if deleted.remove(&p.item) {
             Ok(())
         } else {
-            Err(MqError::LeaseLost(lease.1))
+            Err(MqError::LeaseLost(p.item.1.clone()))
         };
-        let _ = p.done.send(answer);
+        p.answer(answer);
     }
 }
 
 /// Answers every ack of `chunk` with the statement's error.
-fn fail(chunk: Vec<Pending>, e: &MqError) {
+fn fail(chunk: Vec<PendingAck>, e: &MqError) {
     for p in chunk {
-        let _ = p.done.send(Err(e.clone()));
+        p.answer(Err(e.clone()));
     }
 }

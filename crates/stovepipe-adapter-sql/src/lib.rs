@@ -29,6 +29,7 @@ mod acks;
 mod backend;
 mod error;
 mod feed;
+mod group_commit;
 mod held;
 mod hooks;
 mod mq;

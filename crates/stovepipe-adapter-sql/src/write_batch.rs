@@ -23,11 +23,12 @@
 //! instead, whether the batch committed is unknown, as for a statement
 //! alone, and each write gets a retryable error.
 //!
-//! A write whose caller went away while it waited still runs with its
-//! batch (its answer is dropped), as a statement already sent would have.
-//! If the caller holding a lane is cancelled before its batch's result,
-//! the batch's transaction is rolled back (sqlx's `Transaction`, before
-//! the connection's next statement) and the batch's other writes get a
+//! The lanes and the pending list are `group_commit`'s. A write whose
+//! caller went away while it waited still runs with its batch (its answer
+//! is dropped), as a statement already sent would have. If the caller
+//! holding a lane is cancelled before its batch's result, the batch's
+//! transaction is rolled back (sqlx's `Transaction`, before the
+//! connection's next statement) and the batch's other writes get a
 //! retryable error.
 //!
 //! Operators see it in two counters: `stovepipe_db_writes_total` by
@@ -43,14 +44,12 @@
 //!
 //! [`Tx`]: crate::backend::Tx
 
-use std::sync::{Mutex, PoisonError};
-
 use metrics::counter;
 use sea_orm::sqlx::Postgres;
 use sea_orm::{DbErr, QueryResult, Value};
-use tokio::sync::{Semaphore, oneshot};
 
 use crate::error;
+use crate::group_commit::{GroupCommit, Pending};
 use crate::held::HeldConnections;
 
 /// At most this many writes per transaction (a longer list is several).
@@ -63,27 +62,16 @@ const BATCHES: &str = "stovepipe_db_write_batches_total";
 
 type Answer = Result<Vec<QueryResult>, DbErr>;
 
-/// One write waiting for its flush.
-struct Pending {
-    sql: String,
-    values: Vec<Value>,
-    done: oneshot::Sender<Answer>,
-}
+/// A write waiting for its flush: its statement and values.
+type PendingWrite = Pending<(String, Vec<Value>), Answer>;
 
 /// The writes of one backend (see the module).
-pub(crate) struct WriteBatch {
-    pending: Mutex<Vec<Pending>>,
-    /// A permit per batch in flight.
-    lanes: Semaphore,
-}
+pub(crate) struct WriteBatch(GroupCommit<(String, Vec<Value>), Answer>);
 
 impl WriteBatch {
     /// At most `lanes` batches in flight at once.
     pub(crate) fn new(lanes: usize) -> Self {
-        Self {
-            pending: Mutex::default(),
-            lanes: Semaphore::new(lanes.max(1)),
-        }
+        Self(GroupCommit::new(lanes, MAX_BATCH))
     }
 
     /// Runs the write `sql` on `held`, batched with the writes pending
@@ -94,34 +82,13 @@ impl WriteBatch {
         sql: &str,
         values: Vec<Value>,
     ) -> Answer {
-        let (done, mut answer) = oneshot::channel();
-        self.lock_pending().push(Pending {
-            sql: sql.to_owned(),
-            values,
-            done,
-        });
-        let Ok(lane) = self.lanes.acquire().await else {
-            return Err(abandoned());
-        };
-        match answer.try_recv() {
-            Ok(answered) => return answered,
-            Err(oneshot::error::TryRecvError::Closed) => return Err(abandoned()),
-            Err(oneshot::error::TryRecvError::Empty) => {}
-        }
-        let batch = std::mem::take(&mut *self.lock_pending());
-        let mut batch = batch.into_iter().peekable();
-        while batch.peek().is_some() {
-            let chunk: Vec<Pending> = batch.by_ref().take(MAX_BATCH).collect();
-            flush(held, chunk).await;
-        }
-        drop(lane);
-        // Answered by now, or in a batch another lane is running.
-        answer.await.unwrap_or_else(|_| Err(abandoned()))
-    }
-
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
-        // Entries are pushed and taken whole.
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0
+            .submit(
+                (sql.to_owned(), values),
+                || Err(abandoned()),
+                |chunk| flush(held, chunk),
+            )
+            .await
     }
 }
 
@@ -134,16 +101,17 @@ fn abandoned() -> DbErr {
 
 /// Runs `chunk` as one transaction (alone: as one statement) and answers
 /// each write; when the transaction fails, each write again alone.
-async fn flush(held: &HeldConnections<Postgres>, mut chunk: Vec<Pending>) {
+async fn flush(held: &HeldConnections<Postgres>, mut chunk: Vec<PendingWrite>) {
     if chunk.len() == 1 {
         counter!(WRITES, "path" => "alone").increment(1);
-        let p = chunk.remove(0);
-        let _ = p.done.send(held.fetch_all(&p.sql, p.values).await);
+        let mut p = chunk.remove(0);
+        let (sql, values) = std::mem::take(&mut p.item);
+        p.answer(held.fetch_all(&sql, values).await);
         return;
     }
     let statements: Vec<(String, Vec<Value>)> = chunk
         .iter_mut()
-        .map(|p| (std::mem::take(&mut p.sql), std::mem::take(&mut p.values)))
+        .map(|p| std::mem::take(&mut p.item))
         .collect();
     counter!(WRITES, "path" => "batched").increment(chunk.len() as u64);
     let answers = held.fetch_each_in_transaction(&statements).await;
@@ -156,7 +124,7 @@ async fn flush(held: &HeldConnections<Postgres>, mut chunk: Vec<Pending>) {
     match answers {
         Ok(answers) => {
             for (p, rows) in chunk.into_iter().zip(answers) {
-                let _ = p.done.send(Ok(rows));
+                p.answer(Ok(rows));
             }
         }
         // The server's error (a statement's own, or a deadlock with
@@ -164,14 +132,14 @@ async fn flush(held: &HeldConnections<Postgres>, mut chunk: Vec<Pending>) {
         Err(e) if error::is_server_answer(&e) => {
             tracing::debug!(writes = chunk.len(), error = %e, "a batch of writes rolled back; each runs alone");
             for (p, (sql, values)) in chunk.into_iter().zip(statements) {
-                let _ = p.done.send(held.fetch_all(&sql, values).await);
+                p.answer(held.fetch_all(&sql, values).await);
             }
         }
         // Lost with its connection: whether it committed is unknown, as
         // for a statement alone; each write is told so (retryable).
         Err(e) => {
             for p in chunk {
-                let _ = p.done.send(Err(DbErr::Conn(sea_orm::RuntimeErr::Internal(
+                p.answer(Err(DbErr::Conn(sea_orm::RuntimeErr::Internal(
                     e.to_string(),
                 ))));
             }
