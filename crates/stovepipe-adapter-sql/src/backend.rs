@@ -568,8 +568,9 @@ impl Shared {
         &self.writer
     }
 
-    /// Runs one statement (`$n` placeholders) outside a transaction, on
-    /// the held connections for its role.
+    /// Runs one statement (`$n` placeholders) outside a transaction of
+    /// the caller's, on the held connections for its role; a Postgres
+    /// write goes through `write_batch`.
     async fn statement(
         &self,
         role: Role,
@@ -618,9 +619,10 @@ impl Shared {
         Ok(self.query_all(sql, values).await?.into_iter().next())
     }
 
-    /// Runs one atomic write statement on the writer as a transaction of
-    /// its own (autocommit: one round trip, durable at commit), returning
-    /// its first row.
+    /// Runs one atomic write statement, durable when it returns, and
+    /// returns its first row. SQLite: on the writer, a transaction of its
+    /// own. Postgres: alone, or in one transaction with the writes that
+    /// waited beside it (`write_batch`), as if they ran one after another.
     pub(crate) async fn write_one(
         &self,
         sql: &str,
