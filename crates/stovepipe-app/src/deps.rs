@@ -114,7 +114,7 @@ pub async fn update_queue_from<R>(
     known: Option<Queue>,
     mut change: impl FnMut(&mut Queue) -> Result<(R, Option<Outbox>), StageError>,
 ) -> Result<(R, Queue), StageError> {
-    let mut attempts = QueueAttempts::from(stores, known);
+    let mut attempts = QueueAttempts::with_known(stores, known);
     loop {
         let (mut queue, expected) = attempts.next().await?;
         let (result, outbox) = change(&mut queue)?;
@@ -139,11 +139,13 @@ pub(crate) struct QueueAttempts<'a> {
 }
 
 impl<'a> QueueAttempts<'a> {
+    /// Attempts whose first reads the row.
     pub(crate) fn new(stores: &'a Stores) -> Self {
-        Self::from(stores, None)
+        Self::with_known(stores, None)
     }
 
-    fn from(stores: &'a Stores, known: Option<Queue>) -> Self {
+    /// Attempts whose first uses `known`, when given, instead of reading.
+    fn with_known(stores: &'a Stores, known: Option<Queue>) -> Self {
         Self {
             stores,
             known,
