@@ -1247,7 +1247,6 @@ pub(crate) fn check_outbox(outbox: &Outbox) -> Result<(), stovepipe_entity::Inva
     check_changes(&outbox.changes)
 }
 
-/// Whether hook events are published: some hook has a live release.
 /// The head of every insert of a message; a `SELECT` of the columns follows.
 const INSERT_MESSAGE: &str = "INSERT INTO messages (topic, partition_key, message_id, payload, \
      attempt, last_error, visible_at, lease_owner, lease_expires, published_at)";
@@ -1256,6 +1255,7 @@ const INSERT_MESSAGE: &str = "INSERT INTO messages (topic, partition_key, messag
 /// pending is not inserted again.
 const UNLESS_PENDING: &str = "ON CONFLICT (topic, partition_key, message_id) DO NOTHING";
 
+/// Whether hook events are published: some hook has a live release.
 const HOOK_IS_LIVE: &str = "EXISTS (SELECT 1 FROM hooks WHERE live_version IS NOT NULL)";
 
 /// Binds messages as `VALUES` rows of `(topic, partition_key, message_id,

@@ -105,20 +105,10 @@ impl<DB: Driver> HeldConnections<DB> {
         values: Vec<Value>,
     ) -> Result<Vec<QueryResult>, DbErr> {
         let mut slot = self.slot().await;
-        let conn = match &mut *slot {
-            Some(conn) => conn,
-            empty => empty.insert(self.pool.acquire().await.map_err(failed)?),
-        };
-        match DB::fetch_all(&mut **conn, sql, values).await {
-            Ok(rows) => Ok(rows),
-            Err(e) => {
-                let e = failed(e);
-                if error::is_transient(&e) {
-                    *slot = None;
-                }
-                Err(e)
-            }
-        }
+        let conn = self.connection(&mut slot).await?;
+        DB::fetch_all(&mut **conn, sql, values)
+            .await
+            .map_err(|e| failed_in(&mut slot, e))
     }
 
     /// Runs `statements` (`$n` placeholders) in one transaction on one
@@ -126,16 +116,14 @@ impl<DB: Driver> HeldConnections<DB> {
     /// it: nothing of it commits, and the error is returned. A future
     /// dropped half way leaves its connection's transaction to be rolled
     /// back before that connection's next statement (sqlx's `Transaction`).
+    /// The statements are borrowed, so a caller can run them again alone.
     pub(crate) async fn fetch_each_in_transaction(
         &self,
         statements: &[(String, Vec<Value>)],
     ) -> Result<Vec<Vec<QueryResult>>, DbErr> {
         let mut slot = self.slot().await;
-        let conn = match &mut *slot {
-            Some(conn) => conn,
-            empty => empty.insert(self.pool.acquire().await.map_err(failed)?),
-        };
-        let result = async {
+        let conn = self.connection(&mut slot).await?;
+        let run = async {
             let mut tx = sqlx::Connection::begin(&mut **conn).await?;
             let mut answers = Vec::with_capacity(statements.len());
             for (sql, values) in statements {
@@ -143,14 +131,18 @@ impl<DB: Driver> HeldConnections<DB> {
             }
             tx.commit().await?;
             Ok(answers)
-        }
-        .await;
-        result.map_err(|e| {
-            let e = failed(e);
-            if error::is_transient(&e) {
-                *slot = None;
-            }
-            e
+        };
+        run.await.map_err(|e| failed_in(&mut slot, e))
+    }
+
+    /// The slot's connection, taken from the pool if it has none.
+    async fn connection<'s>(
+        &self,
+        slot: &'s mut Slot<DB>,
+    ) -> Result<&'s mut PoolConnection<DB>, DbErr> {
+        Ok(match slot {
+            Some(conn) => conn,
+            empty => empty.insert(self.pool.acquire().await.map_err(failed)?),
         })
     }
 
@@ -196,25 +188,23 @@ pub(crate) fn failed(e: sqlx::Error) -> DbErr {
     DbErr::Query(RuntimeErr::SqlxError(e))
 }
 
+/// [`failed`], for a statement on `slot`'s connection: a retryable failure
+/// gives the connection back to the pool (which closes it when its ping
+/// fails), and the slot takes a fresh one on its next use.
+fn failed_in<DB: Driver>(slot: &mut Slot<DB>, e: sqlx::Error) -> DbErr {
+    let e = failed(e);
+    if error::is_transient(&e) {
+        *slot = None;
+    }
+    e
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sea_orm::sqlx::PgPool;
-    use sea_orm::sqlx::postgres::PgPoolOptions;
+    use crate::test_postgres_pool as pool;
     use std::time::Duration;
     use stovepipe_ports::StoreError;
-
-    /// A pool of `size` on the test database; `None`: the test skips.
-    async fn pool(size: u32) -> Option<PgPool> {
-        let url = crate::test_postgres_url()?;
-        let pool = PgPoolOptions::new()
-            .max_connections(size)
-            .test_before_acquire(false)
-            .connect(&url)
-            .await
-            .unwrap();
-        Some(pool)
-    }
 
     /// The server process behind the connection a statement got.
     async fn backend_pid(held: &HeldConnections<Postgres>) -> i32 {

@@ -57,5 +57,19 @@ fn test_postgres_url() -> Option<String> {
     Some(url)
 }
 
+/// A pool of `size` connections to the test database, lending them
+/// without a ping as the backend's pools do; `None`: the test skips.
+#[cfg(test)]
+async fn test_postgres_pool(size: u32) -> Option<sea_orm::sqlx::PgPool> {
+    let url = test_postgres_url()?;
+    let pool = sea_orm::sqlx::postgres::PgPoolOptions::new()
+        .max_connections(size)
+        .test_before_acquire(false)
+        .connect(&url)
+        .await
+        .unwrap();
+    Some(pool)
+}
+
 pub use backend::{DEFAULT_FEED_BUFFER, SqlBackend, SqlOptions};
 pub use validate::{MAX_JSON_BYTES, MAX_KEY_BYTES, MAX_TEXT_BYTES};

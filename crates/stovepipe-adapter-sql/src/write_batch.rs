@@ -114,18 +114,12 @@ async fn flush(held: &HeldConnections<Postgres>, mut chunk: Vec<PendingWrite>) {
         .map(|p| std::mem::take(&mut p.item))
         .collect();
     counter!(WRITES, "path" => "batched").increment(chunk.len() as u64);
-    let answers = held.fetch_each_in_transaction(&statements).await;
-    let outcome = match &answers {
-        Ok(_) => "committed",
-        Err(e) if error::is_server_answer(e) => "rolled_back",
-        Err(_) => "lost",
-    };
-    counter!(BATCHES, "outcome" => outcome).increment(1);
-    match answers {
+    let outcome = match held.fetch_each_in_transaction(&statements).await {
         Ok(answers) => {
             for (p, rows) in chunk.into_iter().zip(answers) {
                 p.answer(Ok(rows));
             }
+            "committed"
         }
         // The server's error (a statement's own, or a deadlock with
         // another transaction) rolled the batch back: each write alone.
@@ -134,6 +128,7 @@ async fn flush(held: &HeldConnections<Postgres>, mut chunk: Vec<PendingWrite>) {
             for (p, (sql, values)) in chunk.into_iter().zip(statements) {
                 p.answer(held.fetch_all(&sql, values).await);
             }
+            "rolled_back"
         }
         // Lost with its connection: whether it committed is unknown, as
         // for a statement alone; each write is told so (retryable).
@@ -143,26 +138,21 @@ async fn flush(held: &HeldConnections<Postgres>, mut chunk: Vec<PendingWrite>) {
                     e.to_string(),
                 ))));
             }
+            "lost"
         }
-    }
+    };
+    counter!(BATCHES, "outcome" => outcome).increment(1);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sea_orm::sqlx::postgres::PgPoolOptions;
     use std::time::Duration;
 
     /// One held connection (so a temporary table is seen by every
     /// statement) and a batch of one lane; `None`: the test skips.
     async fn one_lane() -> Option<(HeldConnections<Postgres>, WriteBatch)> {
-        let url = crate::test_postgres_url()?;
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .connect(&url)
-            .await
-            .unwrap();
-        let held = HeldConnections::new(pool, 1);
+        let held = HeldConnections::new(crate::test_postgres_pool(2).await?, 1);
         held.fetch_all(
             "CREATE TEMPORARY TABLE batched (n bigint PRIMARY KEY, version bigint NOT NULL)",
             vec![],
