@@ -13,20 +13,29 @@
 //! has ended, so no unnumbered row can still commit behind a numbered one.
 //! One sequencer runs at a time in the installation (a transaction-scoped
 //! advisory lock held for the few milliseconds of a round, never across a
-//! writer's commit). Readers only see numbered rows (`seq > s` excludes
-//! NULL). A long-running write transaction anywhere on the Postgres cluster
-//! holds numbering back (not the writes) until it ends.
+//! writer's commit). Each replica's sequencer has a connection of its own,
+//! and a round is one round trip on it (its statements in one message of
+//! the simple query protocol), committed without waiting for its WAL
+//! flush: see [`SequencerConnection::round`] for why a lost round costs
+//! nothing. Readers only see numbered rows (`seq > s` excludes NULL). A
+//! long-running write transaction anywhere on the Postgres cluster holds
+//! numbering back (not the writes) until it ends.
 //!
-//! The live stream is one in-process broadcast fed by [`FeedHub::catch_up`],
-//! which reads the rows after the last one it broadcast, in `seq` order.
-//! It runs after every local commit that appended changes before the write
-//! returns — on Postgres once the sequencer has numbered them, waiting at
-//! most [`SEQUENCING_WAIT`] — so a writer's own events are already in every
-//! subscriber's buffer when its call returns; and, on Postgres, whenever a
-//! sequencer round is announced on LISTEN/NOTIFY. A subscriber that falls
-//! behind its bounded buffer gets `FeedError::Lagged` once and the stream
-//! ends. A subscriber may see a few events committed just before its
-//! `subscribe` call but not yet broadcast; never a gap.
+//! The live stream is one in-process broadcast. On SQLite,
+//! [`FeedHub::catch_up`] reads the rows after the last one it broadcast, in
+//! `seq` order, after every local commit that appended changes. On
+//! Postgres, the sequencer broadcasts the rows its round numbered, returned
+//! by the round itself, when the tail stands right before them, and
+//! catches up from the log when it does not (rows another replica
+//! numbered in between); the listener catches up whenever another
+//! replica's round is announced on LISTEN/NOTIFY. Either way this happens
+//! before a local write returns — on Postgres once the sequencer has
+//! numbered its rows, waiting at most [`SEQUENCING_WAIT`] — so a writer's
+//! own events are already in every subscriber's buffer when its call
+//! returns. A subscriber that falls behind its bounded buffer gets
+//! `FeedError::Lagged` once and the stream ends. A subscriber may see a
+//! few events committed just before its `subscribe` call but not yet
+//! broadcast; never a gap.
 //!
 //! Does not own: what a change means, or retention (nothing is deleted yet).
 
@@ -36,7 +45,10 @@ use crate::error;
 use crate::rows::change_event;
 use async_trait::async_trait;
 use futures::StreamExt;
-use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
+use futures::future::BoxFuture;
+use sea_orm::sqlx::postgres::PgRow;
+use sea_orm::sqlx::{self, PgConnection, PgPool, Row};
+use sea_orm::{DbErr, QueryResult};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use stovepipe_entity::{ChangeEvent, NewChange};
@@ -132,6 +144,28 @@ impl FeedHub {
         let mut last = self.last.lock().await;
         if *last < seq {
             Self::read_on(&mut last, &self.tx, shared).await;
+        }
+    }
+
+    /// Postgres, after a sequencer round that numbered `numbered` (in
+    /// order, from `base + 1`): broadcasts them without reading them back
+    /// when the tail stands at `base` or beyond; behind it (rows another
+    /// replica numbered, or a catch-up whose read failed), a
+    /// [`catch_up`](Self::catch_up) reads everything after the tail,
+    /// these rows included.
+    async fn broadcast_round(&self, shared: &Shared, base: u64, numbered: Vec<ChangeEvent>) {
+        let mut last = self.last.lock().await;
+        if *last < base {
+            Self::read_on(&mut last, &self.tx, shared).await;
+            return;
+        }
+        for event in numbered {
+            // A catch-up on another replica's notification may have read
+            // them already.
+            if event.seq > *last {
+                *last = event.seq;
+                let _ = self.tx.send(event);
+            }
         }
     }
 
@@ -282,119 +316,212 @@ struct Round {
     /// Committed rows are still unnumbered (above the watermark, or beyond
     /// one batch).
     backlog: bool,
+    /// The highest `seq` before the round: its rows follow it.
+    base: u64,
+    /// The rows it numbered, in `seq` order.
+    numbered: Vec<ChangeEvent>,
 }
 
 /// Starts the Postgres sequencer: a round whenever a local writer asks
 /// (and every [`SEQUENCER_TICK`] otherwise), repeated with a short pause
-/// while committed rows wait behind an open transaction.
+/// while committed rows wait behind an open transaction, and after a
+/// failed round (a lost connection is replaced at once; the pause doubles
+/// up to the tick while rounds keep failing).
 pub(crate) fn spawn_sequencer(shared: &Arc<Shared>) -> JoinHandle<()> {
     let weak: Weak<Shared> = Arc::downgrade(shared);
+    let pool = shared.writer().get_postgres_connection_pool().clone();
     tokio::spawn(async move {
-        let mut pause = HELD_BACK_PAUSE.0;
-        let mut backlog = false;
+        let mut connection = SequencerConnection::new(pool);
+        let mut wait = SEQUENCER_TICK;
+        // The last round left rows behind or failed: `wait` is a pause.
+        let mut again = false;
         loop {
             let Some(shared) = weak.upgrade() else { return };
-            if backlog {
-                let _ = tokio::time::timeout(pause, shared.feed.poke.notified()).await;
-            } else {
-                let _ = tokio::time::timeout(SEQUENCER_TICK, shared.feed.poke.notified()).await;
-            }
-            match sequence_round(&shared).await {
+            let _ = tokio::time::timeout(wait, shared.feed.poke.notified()).await;
+            let pause = |most: Duration| {
+                if again {
+                    (wait * 2).min(most)
+                } else {
+                    HELD_BACK_PAUSE.0
+                }
+            };
+            match connection.round(&shared).await {
                 Ok(round) => {
-                    shared.feed.catch_up(&shared).await;
+                    shared
+                        .feed
+                        .broadcast_round(&shared, round.base, round.numbered)
+                        .await;
                     shared.feed.watermark.send_if_modified(|w| {
                         let moved = round.watermark > *w;
                         *w = (*w).max(round.watermark);
                         moved
                     });
-                    pause = if round.backlog && backlog {
-                        (pause * 2).min(HELD_BACK_PAUSE.1)
+                    wait = if round.backlog {
+                        pause(HELD_BACK_PAUSE.1)
                     } else {
-                        HELD_BACK_PAUSE.0
+                        SEQUENCER_TICK
                     };
-                    backlog = round.backlog;
+                    again = round.backlog;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "change feed: sequencer round failed");
-                    backlog = false;
+                    wait = pause(SEQUENCER_TICK);
+                    again = true;
                 }
             }
         }
     })
 }
 
-/// One round: numbers every committed row of a transaction below the
-/// current `xmin`, in `(txid, id)` order after the highest `seq`, under
-/// [`SEQUENCER_LOCK`], announcing it on [`FEED_CHANNEL`] in the same
-/// statement when it numbered any. A round with nothing to number writes
-/// nothing. (The lock is its own statement: the numbering must run on a
-/// snapshot taken after the lock was granted, to see the previous holder's
-/// numbers.)
-async fn sequence_round(shared: &Shared) -> Result<Round, DbErr> {
-    let dialect = shared.dialect;
-    let probe = shared
-        .query_one(
-            "SELECT w.watermark, \
-               EXISTS (SELECT 1 FROM change_log WHERE seq IS NULL AND txid < w.watermark) \
-                 AS ready, \
-               EXISTS (SELECT 1 FROM change_log WHERE seq IS NULL AND txid >= w.watermark) \
-                 AS held_back \
-             FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS watermark) w",
-            vec![],
-        )
-        .await?
-        .ok_or_else(|| DbErr::Custom("sequencer probe returned no row".into()))?;
-    let watermark: i64 = probe.try_get("", "watermark")?;
-    let ready: bool = probe.try_get("", "ready")?;
-    let held_back: bool = probe.try_get("", "held_back")?;
-    if !ready {
-        return Ok(Round {
-            watermark,
-            backlog: held_back,
-        });
+/// Name of the round's prepared statement on the sequencer's connection.
+const ROUND_STATEMENT: &str = "stovepipe_sequencer_round";
+
+/// The sequencer's own connection, taken from the writer's pool once and
+/// detached from it (the pool opens another in its place), with the
+/// round's statement prepared on it. A round is one round trip on it.
+struct SequencerConnection {
+    pool: PgPool,
+    conn: Option<PgConnection>,
+}
+
+impl SequencerConnection {
+    fn new(pool: PgPool) -> Self {
+        Self { pool, conn: None }
     }
-    let txn = shared.writer().begin().await?;
-    txn.execute(dialect.stmt("SELECT pg_advisory_xact_lock($1)", values![SEQUENCER_LOCK]))
-        .await?;
-    let row = txn
-        .query_one(dialect.stmt(
-            "WITH ready AS ( \
-               SELECT id, txid FROM change_log WHERE seq IS NULL AND txid < $1 \
-               ORDER BY txid, id LIMIT $2), \
-             numbered AS ( \
-               SELECT id, (SELECT COALESCE(MAX(seq), 0) FROM change_log) \
-                 + row_number() OVER (ORDER BY txid, id) AS n FROM ready), \
-             done AS ( \
-               UPDATE change_log c SET seq = numbered.n FROM numbered \
-               WHERE c.id = numbered.id RETURNING c.id), \
-             announced AS ( \
-               SELECT pg_notify($3, $4) WHERE EXISTS (SELECT 1 FROM done) AND $5) \
-             SELECT (SELECT COUNT(*) FROM done) AS numbered, \
-               (SELECT COUNT(*) FROM change_log WHERE seq IS NULL) AS unnumbered, \
-               (SELECT COUNT(*) FROM announced) AS announced",
-            values![
-                watermark,
-                SEQUENCE_BATCH,
-                FEED_CHANNEL,
-                shared.notify_tag.as_str(),
-                // Other replicas' tails hear of the round, while there are
-                // any (`presence`); each tail also catches up every tick.
-                shared.notifies()
-            ],
-        ))
-        .await?
-        .ok_or_else(|| DbErr::Custom("sequencer round returned no row".into()))?;
-    let numbered: i64 = row.try_get("", "numbered")?;
-    let unnumbered: i64 = row.try_get("", "unnumbered")?;
-    txn.commit().await?;
-    Ok(Round {
-        // Beyond one batch, rows below the watermark may remain: do not
+
+    /// One round: numbers every committed row of a transaction below the
+    /// current `xmin`, in `(txid, id)` order after the highest `seq`,
+    /// under [`SEQUENCER_LOCK`], announcing it on [`FEED_CHANNEL`] in the
+    /// same statement when it numbered any, and returns the rows it
+    /// numbered. A round with nothing to number writes nothing.
+    ///
+    /// The round is one message of the simple query protocol, so one round
+    /// trip: `BEGIN`, the lock, the prepared numbering, `COMMIT`. Each
+    /// statement of it takes its own snapshot (READ COMMITTED), so the
+    /// numbering sees the previous lock holder's numbers, and its
+    /// watermark is taken after the lock was granted. Any error drops the
+    /// connection, and with it whatever the message left open; the next
+    /// round opens a fresh one.
+    ///
+    /// The commit does not wait for its WAL flush (`synchronous_commit =
+    /// off`), because a lost round is given again, number for number: the
+    /// rows a round may number were committed durably by their writers
+    /// (a writer's commit is visible only once flushed), numbering is
+    /// their rank in `(txid, id)` order among all change rows (each round
+    /// takes the next ones of that order, and a row can only join the
+    /// order behind the rows already numbered, as its transaction was not
+    /// below the watermark of their round), and a crash loses a suffix of
+    /// the rounds. So a tail that saw a number before a crash sees the
+    /// same row under it after.
+    async fn round(&mut self, shared: &Shared) -> Result<Round, DbErr> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            empty => empty.insert(open(&self.pool, shared).await?),
+        };
+        let sql = format!(
+            "BEGIN; SET LOCAL synchronous_commit = off; \
+             SELECT pg_advisory_xact_lock({SEQUENCER_LOCK}); \
+             EXECUTE {ROUND_STATEMENT}({}); COMMIT",
+            // Other replicas' tails hear of the round, while there are any
+            // (`presence`); each tail also catches up every tick.
+            shared.notifies()
+        );
+        let rows = match simple_query(conn, &sql).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.conn = None;
+                return Err(crate::held::failed(e));
+            }
+        };
+        let mut summary = None;
+        let mut numbered = Vec::new();
+        // The lock's row has no `watermark`; each of the round's rows has
+        // the round's summary and, when it numbered any, one numbered row.
+        for row in rows {
+            if row.try_column("watermark").is_err() {
+                continue;
+            }
+            let row = QueryResult::from(row);
+            if summary.is_none() {
+                let watermark: i64 = row.try_get("", "watermark")?;
+                let base: i64 = row.try_get("", "base")?;
+                let held_back: bool = row.try_get("", "held_back")?;
+                summary = Some((watermark, base, held_back));
+            }
+            let seq: Option<i64> = row.try_get("", "seq")?;
+            if seq.is_some() {
+                numbered.push(change_event(&row)?);
+            }
+        }
+        let (watermark, base, held_back) =
+            summary.ok_or_else(|| DbErr::Custom("sequencer round returned no summary".into()))?;
+        // A full batch may have left rows below the watermark: do not
         // promise them yet.
-        watermark: if numbered < SEQUENCE_BATCH {
-            watermark
-        } else {
-            0
-        },
-        backlog: unnumbered > numbered,
-    })
+        let full = i64::try_from(numbered.len()).unwrap_or(i64::MAX) >= SEQUENCE_BATCH;
+        Ok(Round {
+            watermark: if full { 0 } else { watermark },
+            backlog: full || held_back,
+            base: u64::try_from(base).unwrap_or(0),
+            numbered,
+        })
+    }
+}
+
+/// A connection of `pool`'s, detached from it, with the round prepared on
+/// it. Operators find it in `pg_stat_activity` by its `application_name`,
+/// `stovepipe sequencer <schema>` (cut to Postgres' 63 bytes).
+async fn open(pool: &PgPool, shared: &Shared) -> Result<PgConnection, DbErr> {
+    let mut conn = pool.acquire().await.map_err(crate::held::failed)?.detach();
+    let prepare = format!(
+        "SELECT set_config('application_name', \
+           left('stovepipe sequencer ' || COALESCE(current_schema(), ''), 63), false); \
+         PREPARE {ROUND_STATEMENT}(boolean) AS \
+         WITH w AS ( \
+           SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS watermark), \
+         base AS (SELECT COALESCE(MAX(seq), 0) AS base FROM change_log), \
+         ready AS ( \
+           SELECT c.id, c.txid FROM change_log c, w \
+           WHERE c.seq IS NULL AND c.txid < w.watermark \
+           ORDER BY c.txid, c.id LIMIT {SEQUENCE_BATCH}), \
+         numbered AS ( \
+           SELECT ready.id, base.base + row_number() OVER (ORDER BY ready.txid, ready.id) AS n \
+           FROM ready, base), \
+         done AS ( \
+           UPDATE change_log c SET seq = numbered.n FROM numbered \
+           WHERE c.id = numbered.id \
+           RETURNING c.seq, c.queue, c.kind, c.subject, c.data, c.created_at), \
+         announced AS ( \
+           SELECT pg_notify({channel}, {tag}) WHERE EXISTS (SELECT 1 FROM done) AND $1), \
+         summary AS ( \
+           SELECT w.watermark, base.base, \
+             EXISTS (SELECT 1 FROM change_log c \
+               WHERE c.seq IS NULL AND c.txid >= w.watermark) AS held_back, \
+             (SELECT COUNT(*) FROM announced) AS announced \
+           FROM w, base) \
+         SELECT s.watermark, s.base, s.held_back, s.announced, \
+           d.seq, d.queue, d.kind, d.subject, d.data, d.created_at \
+         FROM summary s LEFT JOIN done d ON true ORDER BY d.seq",
+        channel = quoted(FEED_CHANNEL),
+        tag = quoted(&shared.notify_tag),
+    );
+    simple_query(&mut conn, &prepare)
+        .await
+        .map_err(crate::held::failed)?;
+    Ok(conn)
+}
+
+/// Runs `sql` (statements separated by `;`, no parameters) as one message
+/// of the simple query protocol and returns every statement's rows.
+fn simple_query<'c>(
+    conn: &'c mut PgConnection,
+    sql: &'c str,
+) -> BoxFuture<'c, Result<Vec<PgRow>, sqlx::Error>> {
+    // The executor's own boxed future: `RawSql::fetch_all`'s async fn
+    // cannot be proven `Send` for the spawned sequencer.
+    sqlx::Executor::fetch_all(conn, sqlx::raw_sql(sql))
+}
+
+/// `s` as an SQL string literal.
+fn quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
