@@ -97,10 +97,17 @@ impl TestDb {
                 (url, Cleanup::Postgres { base, schema })
             }
         };
+        // Migrated by a backend of its own, closed before the one under
+        // test connects: the latter's first heartbeats (while it cannot
+        // know yet whether it is alone) are not spent on migrations.
+        let migrator = SqlBackend::connect_with(&url, options(&clock, heartbeat))
+            .await
+            .unwrap();
+        migrator.migrate().await.unwrap();
+        migrator.close().await;
         let backend = SqlBackend::connect_with(&url, options(&clock, heartbeat))
             .await
             .unwrap();
-        backend.migrate().await.unwrap();
         Some(Self {
             backend,
             clock,
