@@ -412,6 +412,7 @@ impl SqlBackend {
     /// Further calls fail with `Unavailable`.
     pub async fn close(&self) {
         self.shared.stop_tasks();
+        self.shared.feed.close_sequencer().await;
         match &self.shared.held {
             Held::Postgres { statements, leases } => {
                 statements.release().await;

@@ -16,7 +16,7 @@
 //! writer's commit). Each replica's sequencer has a connection of its own,
 //! and a round is one round trip on it (its statements in one message of
 //! the simple query protocol), committed without waiting for its WAL
-//! flush: see [`SequencerConnection::round`] for why a lost round costs
+//! flush: see [`round`] for why a lost round costs
 //! nothing. Readers only see numbered rows (`seq > s` excludes NULL). A
 //! long-running write transaction anywhere on the Postgres cluster holds
 //! numbering back (not the writes) until it ends.
@@ -47,7 +47,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use sea_orm::sqlx::postgres::PgRow;
-use sea_orm::sqlx::{self, PgConnection, PgPool, Row};
+use sea_orm::sqlx::{self, PgConnection, Row};
 use sea_orm::{DbErr, QueryResult};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -91,6 +91,9 @@ pub(crate) struct FeedHub {
     watermark: watch::Sender<i64>,
     /// Postgres: asks the sequencer for a round.
     poke: Notify,
+    /// Postgres: the sequencer's own connection, once it opened one
+    /// (see [`round`]); taken by [`close_sequencer`](Self::close_sequencer).
+    sequencer: Mutex<Option<PgConnection>>,
 }
 
 impl FeedHub {
@@ -101,6 +104,7 @@ impl FeedHub {
             last: Mutex::new(0),
             watermark: watch::Sender::new(0),
             poke: Notify::new(),
+            sequencer: Mutex::new(None),
         }
     }
 
@@ -119,6 +123,17 @@ impl FeedHub {
                 "change feed: rows committed but not yet numbered (an older transaction \
                  on the Postgres cluster is still open); they follow when it ends"
             );
+        }
+    }
+
+    /// Postgres: closes the sequencer's connection, telling the server
+    /// (once the sequencer task has stopped; its next round would open
+    /// another). A round it ended half way is rolled back by the server.
+    pub(crate) async fn close_sequencer(&self) {
+        if let Some(conn) = self.sequencer.lock().await.take() {
+            // Closing is a courtesy to the server's log; the socket goes
+            // either way.
+            let _ = sqlx::Connection::close(conn).await;
         }
     }
 
@@ -329,9 +344,7 @@ struct Round {
 /// up to the tick while rounds keep failing).
 pub(crate) fn spawn_sequencer(shared: &Arc<Shared>) -> JoinHandle<()> {
     let weak: Weak<Shared> = Arc::downgrade(shared);
-    let pool = shared.writer().get_postgres_connection_pool().clone();
     tokio::spawn(async move {
-        let mut connection = SequencerConnection::new(pool);
         let mut wait = SEQUENCER_TICK;
         // The last round left rows behind or failed: `wait` is a pause.
         let mut again = false;
@@ -345,7 +358,7 @@ pub(crate) fn spawn_sequencer(shared: &Arc<Shared>) -> JoinHandle<()> {
                     HELD_BACK_PAUSE.0
                 }
             };
-            match connection.round(&shared).await {
+            match round(&shared).await {
                 Ok(round) => {
                     shared
                         .feed
@@ -376,101 +389,92 @@ pub(crate) fn spawn_sequencer(shared: &Arc<Shared>) -> JoinHandle<()> {
 /// Name of the round's prepared statement on the sequencer's connection.
 const ROUND_STATEMENT: &str = "stovepipe_sequencer_round";
 
-/// The sequencer's own connection, taken from the writer's pool once and
-/// detached from it (the pool opens another in its place), with the
-/// round's statement prepared on it. A round is one round trip on it.
-struct SequencerConnection {
-    pool: PgPool,
-    conn: Option<PgConnection>,
-}
-
-impl SequencerConnection {
-    fn new(pool: PgPool) -> Self {
-        Self { pool, conn: None }
-    }
-
-    /// One round: numbers every committed row of a transaction below the
-    /// current `xmin`, in `(txid, id)` order after the highest `seq`,
-    /// under [`SEQUENCER_LOCK`], announcing it on [`FEED_CHANNEL`] in the
-    /// same statement when it numbered any, and returns the rows it
-    /// numbered. A round with nothing to number writes nothing.
-    ///
-    /// The round is one message of the simple query protocol, so one round
-    /// trip: `BEGIN`, the lock, the prepared numbering, `COMMIT`. Each
-    /// statement of it takes its own snapshot (READ COMMITTED), so the
-    /// numbering sees the previous lock holder's numbers, and its
-    /// watermark is taken after the lock was granted. Any error drops the
-    /// connection, and with it whatever the message left open; the next
-    /// round opens a fresh one.
-    ///
-    /// The commit does not wait for its WAL flush (`synchronous_commit =
-    /// off`), because a lost round is given again, number for number: the
-    /// rows a round may number were committed durably by their writers
-    /// (a writer's commit is visible only once flushed), numbering is
-    /// their rank in `(txid, id)` order among all change rows (each round
-    /// takes the next ones of that order, and a row can only join the
-    /// order behind the rows already numbered, as its transaction was not
-    /// below the watermark of their round), and a crash loses a suffix of
-    /// the rounds. So a tail that saw a number before a crash sees the
-    /// same row under it after.
-    async fn round(&mut self, shared: &Shared) -> Result<Round, DbErr> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            empty => empty.insert(open(&self.pool, shared).await?),
-        };
-        let sql = format!(
-            "BEGIN; SET LOCAL synchronous_commit = off; \
-             SELECT pg_advisory_xact_lock({SEQUENCER_LOCK}); \
-             EXECUTE {ROUND_STATEMENT}({}); COMMIT",
-            // Other replicas' tails hear of the round, while there are any
-            // (`presence`); each tail also catches up every tick.
-            shared.notifies()
-        );
-        let rows = match simple_query(conn, &sql).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                self.conn = None;
-                return Err(crate::held::failed(e));
-            }
-        };
-        let mut summary = None;
-        let mut numbered = Vec::new();
-        // The lock's row has no `watermark`; each of the round's rows has
-        // the round's summary and, when it numbered any, one numbered row.
-        for row in rows {
-            if row.try_column("watermark").is_err() {
-                continue;
-            }
-            let row = QueryResult::from(row);
-            if summary.is_none() {
-                let watermark: i64 = row.try_get("", "watermark")?;
-                let base: i64 = row.try_get("", "base")?;
-                let held_back: bool = row.try_get("", "held_back")?;
-                summary = Some((watermark, base, held_back));
-            }
-            let seq: Option<i64> = row.try_get("", "seq")?;
-            if seq.is_some() {
-                numbered.push(change_event(&row)?);
-            }
+/// One round, on the sequencer's own connection (taken from the writer's
+/// pool once and detached from it, the pool opening another in its place,
+/// with the numbering prepared on it): numbers every committed row of a
+/// transaction below the current `xmin`, in `(txid, id)` order after the
+/// highest `seq`, under [`SEQUENCER_LOCK`], announcing it on
+/// [`FEED_CHANNEL`] in the same statement when it numbered any, and
+/// returns the rows it numbered. A round with nothing to number writes
+/// nothing.
+///
+/// The round is one message of the simple query protocol, so one round
+/// trip: `BEGIN`, the lock, the prepared numbering, `COMMIT`. Each
+/// statement of it takes its own snapshot (READ COMMITTED), so the
+/// numbering sees the previous lock holder's numbers, and its
+/// watermark is taken after the lock was granted. Any error drops the
+/// connection, and with it whatever the message left open; the next
+/// round opens a fresh one.
+///
+/// The commit does not wait for its WAL flush (`synchronous_commit =
+/// off`), because a lost round is given again, number for number: the
+/// rows a round may number were committed durably by their writers
+/// (a writer's commit is visible only once flushed), numbering is
+/// their rank in `(txid, id)` order among all change rows (each round
+/// takes the next ones of that order, and a row can only join the
+/// order behind the rows already numbered, as its transaction was not
+/// below the watermark of their round), and a crash loses a suffix of
+/// the rounds. So a tail that saw a number before a crash sees the
+/// same row under it after.
+async fn round(shared: &Shared) -> Result<Round, DbErr> {
+    let mut slot = shared.feed.sequencer.lock().await;
+    let conn = match &mut *slot {
+        Some(conn) => conn,
+        empty => empty.insert(open(shared).await?),
+    };
+    let sql = format!(
+        "BEGIN; SET LOCAL synchronous_commit = off; \
+         SELECT pg_advisory_xact_lock({SEQUENCER_LOCK}); \
+         EXECUTE {ROUND_STATEMENT}({}); COMMIT",
+        // Other replicas' tails hear of the round, while there are any
+        // (`presence`); each tail also catches up every tick.
+        shared.notifies()
+    );
+    let rows = match simple_query(conn, &sql).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            *slot = None;
+            return Err(crate::held::failed(e));
         }
-        let (watermark, base, held_back) =
-            summary.ok_or_else(|| DbErr::Custom("sequencer round returned no summary".into()))?;
-        // A full batch may have left rows below the watermark: do not
-        // promise them yet.
-        let full = i64::try_from(numbered.len()).unwrap_or(i64::MAX) >= SEQUENCE_BATCH;
-        Ok(Round {
-            watermark: if full { 0 } else { watermark },
-            backlog: full || held_back,
-            base: u64::try_from(base).unwrap_or(0),
-            numbered,
-        })
+    };
+    let mut summary = None;
+    let mut numbered = Vec::new();
+    // The lock's row has no `watermark`; each of the round's rows has
+    // the round's summary and, when it numbered any, one numbered row.
+    for row in rows {
+        if row.try_column("watermark").is_err() {
+            continue;
+        }
+        let row = QueryResult::from(row);
+        if summary.is_none() {
+            let watermark: i64 = row.try_get("", "watermark")?;
+            let base: i64 = row.try_get("", "base")?;
+            let held_back: bool = row.try_get("", "held_back")?;
+            summary = Some((watermark, base, held_back));
+        }
+        let seq: Option<i64> = row.try_get("", "seq")?;
+        if seq.is_some() {
+            numbered.push(change_event(&row)?);
+        }
     }
+    let (watermark, base, held_back) =
+        summary.ok_or_else(|| DbErr::Custom("sequencer round returned no summary".into()))?;
+    // A full batch may have left rows below the watermark: do not
+    // promise them yet.
+    let full = i64::try_from(numbered.len()).unwrap_or(i64::MAX) >= SEQUENCE_BATCH;
+    Ok(Round {
+        watermark: if full { 0 } else { watermark },
+        backlog: full || held_back,
+        base: u64::try_from(base).unwrap_or(0),
+        numbered,
+    })
 }
 
-/// A connection of `pool`'s, detached from it, with the round prepared on
-/// it. Operators find it in `pg_stat_activity` by its `application_name`,
+/// A connection of the writer's pool, detached from it, with the round
+/// prepared on it. Operators find it in `pg_stat_activity` by its `application_name`,
 /// `stovepipe sequencer <schema>` (cut to Postgres' 63 bytes).
-async fn open(pool: &PgPool, shared: &Shared) -> Result<PgConnection, DbErr> {
+async fn open(shared: &Shared) -> Result<PgConnection, DbErr> {
+    let pool = shared.writer().get_postgres_connection_pool();
     let mut conn = pool.acquire().await.map_err(crate::held::failed)?.detach();
     let prepare = format!(
         "SELECT set_config('application_name', \
