@@ -16,10 +16,10 @@
 //! writer's commit). Each replica's sequencer has a connection of its own,
 //! and a round is one round trip on it (its statements in one message of
 //! the simple query protocol), committed without waiting for its WAL
-//! flush: see [`round`] for why a lost round costs
-//! nothing. Readers only see numbered rows (`seq > s` excludes NULL). A
-//! long-running write transaction anywhere on the Postgres cluster holds
-//! numbering back (not the writes) until it ends.
+//! flush: see [`round`] for why a lost round costs nothing. Readers only
+//! see numbered rows (`seq > s` excludes NULL). A long-running write
+//! transaction anywhere on the Postgres cluster holds numbering back (not
+//! the writes) until it ends.
 //!
 //! The live stream is one in-process broadcast. On SQLite,
 //! [`FeedHub::catch_up`] reads the rows after the last one it broadcast, in
