@@ -73,6 +73,10 @@ pub struct SqlOptions {
     /// Live buffer of each change-feed subscriber (at least 1).
     pub feed_buffer: usize,
     /// Connections of the Postgres pool, or of the SQLite reader pool.
+    /// A Postgres backend opens at most `pool_size` (at least 2; the
+    /// change listener's is one of them) + `max(pool_size / 2, 2)` (the
+    /// lease operations' pool) + 1 (the change-feed sequencer's own)
+    /// connections: budget `max_connections` by that per replica.
     pub pool_size: u32,
     /// How long a caller waits for a connection before `Unavailable`.
     pub acquire_timeout: Duration,
