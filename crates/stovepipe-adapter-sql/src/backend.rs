@@ -133,11 +133,9 @@ pub(crate) struct Shared {
     /// SQLite: the pool of the single writer connection (used directly
     /// only by the migrations). Postgres: the pool.
     writer: DatabaseConnection,
-    /// Lease operations of the message queue. SQLite: the writer. Postgres:
-    /// a small pool with `synchronous_commit = off` (see
+    /// The connections statements run on, kept out of those pools (and,
+    /// on Postgres, out of the lease operations' pool: see
     /// [`Shared::lease_write`]).
-    leases: DatabaseConnection,
-    /// The connections statements run on, kept out of those pools.
     held: Held,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) feed: FeedHub,
@@ -288,7 +286,7 @@ impl SqlBackend {
 
     /// Connects with every option spelled out.
     pub async fn connect_with(url: &str, options: SqlOptions) -> Result<Arc<Self>, StoreError> {
-        let (dialect, writer, leases, held) =
+        let (dialect, writer, held) =
             if url.starts_with("postgres:") || url.starts_with("postgresql:") {
                 let pool_options = |size: u32| {
                     let mut opts = ConnectOptions::new(url.to_owned());
@@ -318,7 +316,7 @@ impl SqlBackend {
                     statements: HeldConnections::all_but(pool.get_postgres_connection_pool(), 2),
                     leases: HeldConnections::all_but(leases.get_postgres_connection_pool(), 0),
                 };
-                (Dialect::Postgres, pool, leases, held)
+                (Dialect::Postgres, pool, held)
             } else if url.starts_with("sqlite:") {
                 let (writer, readers) = connect_sqlite(url, &options).await?;
                 let held = Held::Sqlite {
@@ -328,7 +326,7 @@ impl SqlBackend {
                     ),
                     reader: readers.map(|pool| HeldConnections::all_but(&pool, 0)),
                 };
-                (Dialect::Sqlite, writer.clone(), writer, held)
+                (Dialect::Sqlite, writer, held)
             } else {
                 return Err(StoreError::Backend(format!(
                     "unsupported database URL (expected postgres:// or sqlite:): {}",
@@ -354,7 +352,6 @@ impl SqlBackend {
         let shared = Arc::new(Shared {
             dialect,
             writer,
-            leases,
             held,
             clock: options.clock,
             feed: FeedHub::new(options.feed_buffer),
@@ -553,11 +550,10 @@ fn spawn_heartbeat(shared: &Arc<Shared>) -> JoinHandle<()> {
             let Some(shared) = weak.upgrade() else { return };
             let payload = shared.presence.announcement(&shared.notify_tag);
             if let Err(e) = shared
-                .leases
-                .execute(shared.dialect.stmt(
+                .lease_write(
                     "SELECT pg_notify($1, $2)",
                     values![PRESENCE_CHANNEL, payload.as_str()],
-                ))
+                )
                 .await
             {
                 tracing::debug!(error = %e, "presence heartbeat failed; retried at the next beat");
@@ -568,7 +564,7 @@ fn spawn_heartbeat(shared: &Arc<Shared>) -> JoinHandle<()> {
 
 impl Shared {
     /// The writer (SQLite: the one write connection; Postgres: the pool),
-    /// for transactions outside [`Tx`] (the feed's sequencer).
+    /// where the feed's sequencer takes its own connection from.
     pub(crate) fn writer(&self) -> &DatabaseConnection {
         &self.writer
     }
@@ -1328,16 +1324,8 @@ mod tests {
         assert!(err.contains("\"q\""), "names the bad key: {err}");
     }
 
-    async fn setting(db: &DatabaseConnection) -> String {
-        let row = db
-            .query_one(Statement::from_string(
-                DatabaseBackend::Postgres,
-                "SHOW synchronous_commit",
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        row.try_get("", "synchronous_commit").unwrap()
+    fn setting(rows: Result<Vec<QueryResult>, DbErr>) -> String {
+        rows.unwrap()[0].try_get("", "synchronous_commit").unwrap()
     }
 
     /// Only lease operations give up waiting for their WAL flush; every
@@ -1348,8 +1336,11 @@ mod tests {
             return;
         };
         let backend = SqlBackend::connect(&url).await.unwrap();
-        assert_eq!(setting(&backend.shared.leases).await, "off");
-        assert_eq!(setting(&backend.shared.writer).await, "on");
+        let show = "SHOW synchronous_commit";
+        let leases = backend.shared.lease_write(show, vec![]).await;
+        assert_eq!(setting(leases), "off");
+        let writes = backend.shared.write_one(show, vec![]).await;
+        assert_eq!(setting(writes.map(Vec::from_iter)), "on");
         backend.close().await;
     }
 }

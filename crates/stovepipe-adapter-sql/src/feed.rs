@@ -22,8 +22,9 @@
 //! the writes) until it ends.
 //!
 //! The live stream is one in-process broadcast. On SQLite,
-//! [`FeedHub::catch_up`] reads the rows after the last one it broadcast, in
-//! `seq` order, after every local commit that appended changes. On
+//! [`FeedHub::catch_up_past`] reads the rows after the last one it
+//! broadcast, in `seq` order, after every local commit that appended
+//! changes. On
 //! Postgres, the sequencer broadcasts the rows its round numbered, returned
 //! by the round itself, when the tail stands right before them, and
 //! catches up from the log when it does not (rows another replica
