@@ -18,12 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stovepipe_adapter_sql::{MAX_TEXT_BYTES, SqlBackend};
 use stovepipe_entity::{
-    Build, BuildId, ChangeKind, EventType, HookContract, HookName, HookReleaseSpec, NewChange,
-    Origin, ProjectName, QueueName, Request, RequestId, Timestamp, Uri,
+    Build, BuildId, ChangeEvent, ChangeKind, EventType, HookContract, HookName, HookReleaseSpec,
+    NewChange, Origin, ProjectName, QueueName, Request, RequestId, Timestamp, Uri,
 };
 use stovepipe_ports::{
-    ChangeFeed, Classify, HookRegistry, MessageQueue, MqError, Outbox, OutgoingMessage, StoreError,
-    StoreFactory, Topic,
+    ChangeFeed, ChangeStream, Classify, HookRegistry, MessageQueue, MqError, Outbox,
+    OutgoingMessage, StoreError, StoreFactory, Topic,
 };
 
 /// Runs `$check(db)` on a fresh SQLite database and on Postgres.
@@ -111,6 +111,15 @@ async fn hook_on(db: &TestDb) -> HookName {
 /// Two handles per replica, alternating, so both processes race.
 async fn replicas(db: &TestDb) -> [Arc<SqlBackend>; 2] {
     [db.backend.clone(), db.replica().await]
+}
+
+/// The tail's next event, within 10 s.
+async fn next_event(live: &mut ChangeStream) -> ChangeEvent {
+    tokio::time::timeout(Duration::from_secs(10), live.next())
+        .await
+        .expect("the tail's next event within 10 s")
+        .expect("the tail is open")
+        .expect("the tail did not lag")
 }
 
 /// A `request.changed` change of the test queue named `subject`.
@@ -353,11 +362,7 @@ async fn the_feed_tail_sees_another_replicas_commits(db: &TestDb) {
         .await
         .unwrap();
     for expected in ["one", "two"] {
-        let e = tokio::time::timeout(Duration::from_secs(10), live.next())
-            .await
-            .expect("the other replica's event within 10 s")
-            .unwrap()
-            .unwrap();
+        let e = next_event(&mut live).await;
         assert_eq!(e.subject, expected);
     }
 }
@@ -378,11 +383,7 @@ async fn a_tail_sees_every_event_once_in_order_while_two_replicas_number_rows(db
     let tail = tokio::spawn(async move {
         let mut seen = Vec::new();
         while seen.len() < rounds * 3 {
-            let e = tokio::time::timeout(Duration::from_secs(10), live.next())
-                .await
-                .expect("every event within 10 s")
-                .unwrap()
-                .unwrap();
+            let e = next_event(&mut live).await;
             seen.push(e);
         }
         seen
@@ -506,11 +507,7 @@ async fn a_lost_sequencer_connection_is_replaced_at_once(db: &TestDb) {
     assert_eq!(again.len(), 1, "one sequencer connection: {again:?}");
     assert_ne!(again, pids, "a fresh connection");
     for expected in ["before", "after"] {
-        let e = tokio::time::timeout(Duration::from_secs(5), live.next())
-            .await
-            .expect("the event within 5 s")
-            .unwrap()
-            .unwrap();
+        let e = next_event(&mut live).await;
         assert_eq!(e.subject, expected);
     }
 }
@@ -542,11 +539,7 @@ async fn a_tail_behind_rows_numbered_elsewhere_reads_them_before_its_own(db: &Te
         .unwrap();
     assert_eq!(own[0].seq, start + 2);
     for (seq, subject) in [(start + 1, "elsewhere"), (start + 2, "own")] {
-        let e = tokio::time::timeout(Duration::from_secs(5), live.next())
-            .await
-            .expect("the event within 5 s")
-            .unwrap()
-            .unwrap();
+        let e = next_event(&mut live).await;
         assert_eq!((e.seq, e.subject.as_str()), (seq, subject));
     }
 }
@@ -596,11 +589,7 @@ async fn a_transaction_that_commits_late_is_not_skipped_by_the_tail(db: &TestDb)
         "numbered in transaction order, contiguous from 1"
     );
     for expected in ["early", "late"] {
-        let e = tokio::time::timeout(Duration::from_secs(10), live.next())
-            .await
-            .expect("the live tail delivers both within 10 s")
-            .unwrap()
-            .unwrap();
+        let e = next_event(&mut live).await;
         assert_eq!(e.subject, expected);
     }
     raw.close().await.unwrap();
