@@ -3,7 +3,7 @@
 //!
 //! - `openapi` writes `api/openapi.json` from the server code;
 //!   `openapi --check` fails when the checked-in file differs (CI).
-//! - `bench <name>|all [--quick]` builds `stovepipe-bench` (and, for
+//! - `bench <name>|all [--quick] [--queues N]` builds `stovepipe-bench` (and, for
 //!   `memory`, the `stovepipe` binary) in release and runs it; results go
 //!   to `target/bench/<name>.json` (see `docs/benchmarks.md`).
 
@@ -77,16 +77,21 @@ fn bench(args: &[&str]) -> anyhow::Result<()> {
     }
     let out = workspace_root().join("target/bench");
     let out = out.to_string_lossy();
-    let options: Vec<&str> = args
-        .iter()
-        .copied()
-        .filter(|a| a.starts_with("--"))
-        .collect();
-    let mut names: Vec<&str> = args
-        .iter()
-        .copied()
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    // Options go to every benchmark; `--queues` takes the next argument
+    // as its value.
+    let mut options: Vec<&str> = Vec::new();
+    let mut names: Vec<&str> = Vec::new();
+    let mut rest = args.iter().copied();
+    while let Some(arg) = rest.next() {
+        if arg == "--queues" {
+            options.push(arg);
+            options.extend(rest.next());
+        } else if arg.starts_with("--") {
+            options.push(arg);
+        } else {
+            names.push(arg);
+        }
+    }
     if names.contains(&"all") {
         names = BENCHES.to_vec();
     }
@@ -112,7 +117,7 @@ fn main() -> ExitCode {
     {
         [] | ["help" | "--help" | "-h"] => {
             println!(
-                "usage: cargo xtask <task>\n\ntasks:\n  openapi [--check]   write (or check) api/openapi.json\n  bench <name>|all [--quick]\n                      run a benchmark in release (pipeline, latency, api, ancestry, memory)"
+                "usage: cargo xtask <task>\n\ntasks:\n  openapi [--check]   write (or check) api/openapi.json\n  bench <name>|all [--quick] [--queues N]\n                      run a benchmark in release (pipeline, latency, api, ancestry, memory)"
             );
             return ExitCode::SUCCESS;
         }

@@ -4,8 +4,8 @@
 //! `cargo xtask bench <name>`, which builds in release; `cargo test` never
 //! runs them.
 //!
-//! - `pipeline`: facts per second, 32 queues, SQLite and Postgres, beside
-//!   `pgbench -N` on the same Postgres;
+//! - `pipeline`: facts per second, 32 queues (`--queues N` for another
+//!   load), SQLite and Postgres, beside `pgbench -N` on the same Postgres;
 //! - `latency`: ingest-to-fact p50/p99, one queue, sequential;
 //! - `api`: greenness reads and dedup ingests through the HTTP server,
 //!   beside `pgbench -S` on the same database;
@@ -13,7 +13,10 @@
 //! - `memory`: RSS of an idle server and at the end of a pipeline run.
 //!
 //! Each prints a table and writes `<out>/<name>.json` (default
-//! `target/bench`).
+//! `target/bench`). `--queues N` sets how many queues the `pipeline` and
+//! `memory` benchmarks drive at once (each a closed loop of one request in
+//! flight): the default leaves part of a 2-core machine idle, a larger
+//! count measures the pipeline at saturation.
 
 mod ancestry;
 mod api;
@@ -35,6 +38,7 @@ use support::{
 };
 
 const NAMES: [&str; 5] = ["pipeline", "latency", "api", "ancestry", "memory"];
+/// Queues the `pipeline` and `memory` benchmarks drive unless told.
 const PIPELINE_QUEUES: usize = 32;
 
 /// Durations of one run; `--quick` shrinks them for a smoke test.
@@ -48,6 +52,8 @@ struct Plan {
     api_rounds: usize,
     api_round: Duration,
     commits: usize,
+    /// Queues of the `pipeline` and `memory` benchmarks.
+    queues: usize,
 }
 
 impl Plan {
@@ -61,6 +67,7 @@ impl Plan {
             api_rounds: 3,
             api_round: Duration::from_secs(5),
             commits: 200_000,
+            queues: PIPELINE_QUEUES,
         }
     }
 
@@ -74,6 +81,7 @@ impl Plan {
             api_rounds: 3,
             api_round: Duration::from_secs(1),
             commits: 2_000,
+            queues: PIPELINE_QUEUES,
         }
     }
 }
@@ -102,7 +110,7 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
         "sqlite",
         None,
         &meter,
-        PIPELINE_QUEUES,
+        plan.queues,
         plan.warmup,
         plan.windows,
         plan.window,
@@ -123,7 +131,7 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
             "postgres",
             Some(&db.url),
             &meter,
-            PIPELINE_QUEUES,
+            plan.queues,
             plan.warmup,
             plan.windows,
             plan.window,
@@ -170,7 +178,8 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
     let show_ms = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3} ms"));
     println!();
     println!(
-        "| pipeline, {PIPELINE_QUEUES} queues, instant runner | validated requests/s (median of {} × {:.0} s windows) | ingest-to-fact p50 / p99 | RSS at end |",
+        "| pipeline, {} queues, instant runner | validated requests/s (median of {} × {:.0} s windows) | ingest-to-fact p50 / p99 | RSS at end |",
+        plan.queues,
         plan.windows,
         plan.window.as_secs_f64()
     );
@@ -357,7 +366,7 @@ async fn bench_ancestry(plan: Plan, machine: &Machine) -> serde_json::Value {
 }
 
 async fn bench_memory(plan: Plan, machine: &Machine) -> anyhow::Result<serde_json::Value> {
-    let run = memory::run(PIPELINE_QUEUES, plan.warmup, plan.windows, plan.window).await?;
+    let run = memory::run(plan.queues, plan.warmup, plan.windows, plan.window).await?;
     println!();
     println!("| memory | VmRSS | target | ratio to target |");
     println!("|---|---:|---:|---:|");
@@ -401,9 +410,19 @@ async fn run_one(name: &str, plan: Plan, machine: &Machine) -> anyhow::Result<se
     }
 }
 
+/// The value of `--queues`: a whole number of queues, at least 1.
+fn parse_queues(value: Option<&str>) -> anyhow::Result<usize> {
+    let value = value.ok_or_else(|| anyhow::anyhow!("--queues needs a number of queues"))?;
+    match value.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => bail!("--queues {value:?}: expected a whole number of queues, at least 1"),
+    }
+}
+
 async fn run(args: &[String]) -> anyhow::Result<()> {
     let mut out = PathBuf::from("target/bench");
-    let mut plan = Plan::full();
+    let mut quick = false;
+    let mut queues = PIPELINE_QUEUES;
     let mut names = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -414,17 +433,25 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
                         .ok_or_else(|| anyhow::anyhow!("--out needs a directory"))?,
                 );
             }
-            "--quick" => plan = Plan::quick(),
+            "--quick" => quick = true,
+            "--queues" => queues = parse_queues(it.next().map(String::as_str))?,
+            arg if arg.starts_with("--queues=") => {
+                queues = parse_queues(arg.strip_prefix("--queues="))?;
+            }
             "all" => names.extend(NAMES.iter().map(|n| (*n).to_owned())),
             name => names.push(name.to_owned()),
         }
     }
     if names.is_empty() {
         bail!(
-            "usage: stovepipe-bench <{}|all> [--quick] [--out DIR]",
+            "usage: stovepipe-bench <{}|all> [--quick] [--queues N] [--out DIR]",
             NAMES.join("|")
         );
     }
+    let plan = Plan {
+        queues,
+        ..if quick { Plan::quick() } else { Plan::full() }
+    };
     let machine = Machine::describe();
     machine.print();
     for name in &names {
@@ -460,5 +487,23 @@ mod tests {
         assert_eq!(spread(&[14.0, 12.25, 15.5], 1), "14.0 (12.2–15.5)");
         assert_eq!(spread(&[0.0581], 3), "0.058 (0.058–0.058)");
         assert_eq!(spread(&[], 1), "n/a");
+    }
+
+    #[test]
+    fn queues_are_a_whole_number_of_at_least_one() {
+        assert_eq!(parse_queues(Some("64")).unwrap(), 64);
+        for bad in ["0", "-3", "many", "1.5", ""] {
+            let message = parse_queues(Some(bad)).unwrap_err().to_string();
+            assert!(
+                message.contains(&format!("{bad:?}")) && message.contains("at least 1"),
+                "{bad}: {message}"
+            );
+        }
+        assert!(
+            parse_queues(None)
+                .unwrap_err()
+                .to_string()
+                .contains("needs a number")
+        );
     }
 }
