@@ -42,8 +42,8 @@
 
 use crate::SqlBackend;
 use crate::backend::{Dialect, FEED_CHANNEL, Shared, Tx, big, check_changes, limit, values};
-use crate::error;
 use crate::rows::change_event;
+use crate::{error, literal};
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -506,8 +506,8 @@ async fn open(shared: &Shared) -> Result<PgConnection, DbErr> {
          SELECT s.watermark, s.base, s.held_back, s.announced, \
            d.seq, d.queue, d.kind, d.subject, d.data, d.created_at \
          FROM summary s LEFT JOIN done d ON true ORDER BY d.seq",
-        channel = quoted(FEED_CHANNEL),
-        tag = quoted(&shared.notify_tag),
+        channel = literal::text(FEED_CHANNEL),
+        tag = literal::text(&shared.notify_tag),
     );
     simple_query(&mut conn, &prepare)
         .await
@@ -524,9 +524,4 @@ fn simple_query<'c>(
     // The executor's own boxed future: `RawSql::fetch_all`'s async fn
     // cannot be proven `Send` for the spawned sequencer.
     sqlx::Executor::fetch_all(conn, sqlx::raw_sql(sql))
-}
-
-/// `s` as an SQL string literal.
-fn quoted(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }

@@ -26,8 +26,10 @@
 //! use. Any other error is the server's answer to the statement, and the
 //! connection stays.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use sea_orm::sea_query::Values;
 use sea_orm::sqlx::pool::PoolConnection;
@@ -36,7 +38,7 @@ use sea_orm::{DbErr, QueryResult, RuntimeErr, Value};
 use sea_query_binder::SqlxValues;
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::error;
+use crate::{error, literal};
 
 /// A database whose connections can run a sea-orm statement directly.
 pub(crate) trait Driver: sqlx::Database {
@@ -70,7 +72,15 @@ macro_rules! driver {
 driver!(Postgres);
 driver!(Sqlite);
 
-type Slot<DB> = Option<PoolConnection<DB>>;
+/// A connection a slot holds, and the statements prepared on it by name
+/// (Postgres: `run_in_one_message`), which go with it.
+pub(crate) struct Held<DB: sqlx::Database> {
+    conn: PoolConnection<DB>,
+    /// `"<types>\n<statement>"` → the name it is prepared under.
+    prepared: HashMap<String, String>,
+}
+
+type Slot<DB> = Option<Held<DB>>;
 
 pub(crate) struct HeldConnections<DB: Driver> {
     pool: Pool<DB>,
@@ -106,7 +116,7 @@ impl<DB: Driver> HeldConnections<DB> {
     ) -> Result<Vec<QueryResult>, DbErr> {
         let mut slot = self.slot().await;
         let conn = self.connection(&mut slot).await?;
-        DB::fetch_all(&mut **conn, sql, values)
+        DB::fetch_all(&mut *conn.conn, sql, values)
             .await
             .map_err(|e| failed_in(&mut slot, e))
     }
@@ -124,7 +134,7 @@ impl<DB: Driver> HeldConnections<DB> {
         let mut slot = self.slot().await;
         let conn = self.connection(&mut slot).await?;
         let run = async {
-            let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+            let mut tx = sqlx::Connection::begin(&mut *conn.conn).await?;
             let mut answers = Vec::with_capacity(statements.len());
             for (sql, values) in statements {
                 answers.push(DB::fetch_all(&mut *tx, sql, values.clone()).await?);
@@ -136,13 +146,13 @@ impl<DB: Driver> HeldConnections<DB> {
     }
 
     /// The slot's connection, taken from the pool if it has none.
-    async fn connection<'s>(
-        &self,
-        slot: &'s mut Slot<DB>,
-    ) -> Result<&'s mut PoolConnection<DB>, DbErr> {
+    async fn connection<'s>(&self, slot: &'s mut Slot<DB>) -> Result<&'s mut Held<DB>, DbErr> {
         Ok(match slot {
-            Some(conn) => conn,
-            empty => empty.insert(self.pool.acquire().await.map_err(failed)?),
+            Some(held) => held,
+            empty => empty.insert(Held {
+                conn: self.pool.acquire().await.map_err(failed)?,
+                prepared: HashMap::new(),
+            }),
         })
     }
 
@@ -180,6 +190,99 @@ impl<DB: Driver> HeldConnections<DB> {
             Some(slot) => slot,
             None => self.slots[start % n].lock().await,
         }
+    }
+}
+
+impl HeldConnections<Postgres> {
+    /// Runs `statements` (`$n` placeholders) in one transaction on one
+    /// held connection, as **one message** of the simple query protocol,
+    /// and returns each one's rows; `Ok(None)`, having run nothing, when a
+    /// value is of a kind `literal` does not write as text.
+    ///
+    /// Postgres runs the statements of one message as one transaction,
+    /// each with a fresh snapshot that sees the ones before it; the first
+    /// error ends it, nothing of it commits, and the error is returned.
+    /// Each statement goes out as `EXECUTE <name>(<values>)` of a statement
+    /// prepared on the connection (in a message of its own, the first time
+    /// the connection meets it), so the server plans it as it would a
+    /// bound one. Unlike [`fetch_each_in_transaction`], a future dropped
+    /// half way has already sent the whole transaction: whether it
+    /// commits is unknown to the caller, as when a connection is lost.
+    ///
+    /// [`fetch_each_in_transaction`]: Self::fetch_each_in_transaction
+    pub(crate) async fn fetch_each_in_one_message(
+        &self,
+        statements: &[(String, Vec<Value>)],
+    ) -> Result<Option<Vec<Vec<QueryResult>>>, DbErr> {
+        // (prepared statement's key, its parameter types, its values).
+        let mut calls = Vec::with_capacity(statements.len());
+        for (sql, values) in statements {
+            let mut types = Vec::with_capacity(values.len());
+            let mut args = Vec::with_capacity(values.len());
+            for value in values {
+                let Some((ty, arg)) = literal::typed(value) else {
+                    return Ok(None);
+                };
+                types.push(ty);
+                args.push(arg);
+            }
+            let types = types.join(", ");
+            calls.push((format!("{types}\n{sql}"), types, args.join(", ")));
+        }
+        let mut slot = self.slot().await;
+        let held = self.connection(&mut slot).await?;
+        let run = async {
+            let mut prepare = Vec::new();
+            let mut named = HashMap::new();
+            for ((key, types, _), (sql, _)) in calls.iter().zip(statements) {
+                if held.prepared.contains_key(key) || named.contains_key(key) {
+                    continue;
+                }
+                let name = format!("stovepipe_w{}", held.prepared.len() + named.len() + 1);
+                prepare.push(if types.is_empty() {
+                    format!("PREPARE {name} AS {sql}")
+                } else {
+                    format!("PREPARE {name} ({types}) AS {sql}")
+                });
+                named.insert(key.clone(), name);
+            }
+            if !prepare.is_empty() {
+                sqlx::Executor::execute(&mut *held.conn, sqlx::raw_sql(&prepare.join(";\n")))
+                    .await?;
+                held.prepared.extend(named);
+            }
+            let mut message = Vec::with_capacity(calls.len());
+            for (key, _, args) in &calls {
+                let name = held.prepared.get(key).ok_or_else(|| {
+                    sqlx::Error::Protocol(format!("no prepared statement for {key}"))
+                })?;
+                message.push(if args.is_empty() {
+                    format!("EXECUTE {name}")
+                } else {
+                    format!("EXECUTE {name}({args})")
+                });
+            }
+            let message = message.join(";\n");
+            // Each statement's rows, then its completion.
+            let mut replies = sqlx::Executor::fetch_many(&mut *held.conn, sqlx::raw_sql(&message));
+            let mut answers = Vec::with_capacity(calls.len());
+            let mut rows = Vec::new();
+            while let Some(reply) = replies.try_next().await? {
+                match reply {
+                    sqlx::Either::Left(_done) => answers.push(std::mem::take(&mut rows)),
+                    sqlx::Either::Right(row) => rows.push(QueryResult::from(row)),
+                }
+            }
+            if answers.len() != calls.len() {
+                return Err(sqlx::Error::Protocol(format!(
+                    "{} statements sent in one message, {} completed",
+                    calls.len(),
+                    answers.len()
+                )));
+            }
+            Ok(Some(answers))
+        };
+        run.await.map_err(|e| failed_in(&mut slot, e))
     }
 }
 

@@ -32,6 +32,7 @@ mod feed;
 mod group_commit;
 mod held;
 mod hooks;
+mod literal;
 mod mq;
 mod presence;
 mod read_model;

@@ -11,6 +11,17 @@
 //! runs at once as a statement of its own, so an idle backend pays nothing
 //! for this; a busy one pays one commit per batch instead of one per write.
 //!
+//! A batch goes to the server as **one message** (`HeldConnections::
+//! fetch_each_in_one_message`): the simple query protocol runs the
+//! statements of a message as one transaction, each as `EXECUTE` of a
+//! statement prepared on the connection, its values written as constants
+//! (`literal`). Sent one by one, with `BEGIN` and `COMMIT`, a batch of n
+//! writes took n + 2 round trips, and it held its lane all that time: a
+//! write waited for the batch ahead of it and then its own, so under load
+//! the lanes' round trips, not the server, set the pace (docs/benchmarks.md,
+//! 2026-12-06). A batch with a value `literal` does not write as text
+//! (none of the stores' writes has one) goes one statement at a time.
+//!
 //! Several writes in one transaction behave as the same writes one after
 //! another: each statement sees what the ones before it wrote (READ
 //! COMMITTED: a fresh snapshot per statement, plus the transaction's own
@@ -27,9 +38,11 @@
 //! caller went away while it waited still runs with its batch (its answer
 //! is dropped), as a statement already sent would have. If the caller
 //! holding a lane is cancelled before its batch's result, the batch's
-//! transaction is rolled back (sqlx's `Transaction`, before the
-//! connection's next statement) and the batch's other writes get a
-//! retryable error.
+//! other writes get a retryable error: the server already has the whole
+//! message, so whether it commits is unknown to them, as when a
+//! connection is lost (a batch sent statement by statement is rolled back
+//! instead, by sqlx's `Transaction` before the connection's next
+//! statement).
 //!
 //! Operators see it in two counters: `stovepipe_db_writes_total` by
 //! `path` (`alone`, `batched`; each write once, by the path it took
@@ -114,7 +127,12 @@ async fn flush(held: &HeldConnections<Postgres>, mut chunk: Vec<PendingWrite>) {
         .map(|p| std::mem::take(&mut p.item))
         .collect();
     counter!(WRITES, "path" => "batched").increment(chunk.len() as u64);
-    let outcome = match held.fetch_each_in_transaction(&statements).await {
+    let ran = match held.fetch_each_in_one_message(&statements).await {
+        Ok(Some(answers)) => Ok(answers),
+        Ok(None) => held.fetch_each_in_transaction(&statements).await,
+        Err(e) => Err(e),
+    };
+    let outcome = match ran {
         Ok(answers) => {
             for (p, rows) in chunk.into_iter().zip(answers) {
                 p.answer(Ok(rows));
@@ -288,7 +306,7 @@ mod tests {
     /// write is told it may not have committed (retryable), nothing of the
     /// batch commits, and the connection serves the next write.
     #[tokio::test]
-    async fn a_cancelled_flusher_abandons_its_batch_and_rolls_it_back() {
+    async fn a_cancelled_flusher_of_a_batch_not_sent_as_one_message_rolls_it_back() {
         let Some((held, batch)) = one_lane().await else {
             return;
         };
@@ -315,5 +333,162 @@ mod tests {
         assert!(error::is_transient(&err), "retryable: {err}");
         write(&batch, &held, insert(8)).await.unwrap();
         assert_eq!(count(&held).await, 1, "only the write after the batch");
+    }
+
+    /// A batch goes out as one message, so the flusher's cancellation
+    /// comes after the server has the whole transaction: it commits whole,
+    /// and the other writes are told that its outcome is unknown
+    /// (retryable), as when a connection is lost.
+    #[tokio::test]
+    async fn a_cancelled_flusher_of_a_batch_sent_as_one_message_leaves_it_whole() {
+        let Some((held, batch)) = one_lane().await else {
+            return;
+        };
+        let sleep = |seconds: i64| {
+            (
+                "INSERT INTO batched (n, version) SELECT 100, 1 FROM pg_sleep($1) \
+                 RETURNING txid_current() AS txid"
+                    .to_owned(),
+                vec![seconds.into()],
+            )
+        };
+        let first = write(&batch, &held, ("SELECT pg_sleep(0.2)".to_owned(), vec![]));
+        let rest = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let flusher =
+                tokio::time::timeout(Duration::from_millis(500), write(&batch, &held, sleep(1)));
+            tokio::join!(flusher, write(&batch, &held, insert(7)))
+        };
+        let (first, (flusher, other)) = tokio::join!(first, rest);
+        first.unwrap();
+        assert!(flusher.is_err(), "the flusher was cancelled");
+        let err = other.unwrap_err();
+        assert!(error::is_transient(&err), "retryable: {err}");
+        write(&batch, &held, insert(8)).await.unwrap();
+        assert_eq!(
+            count(&held).await,
+            3,
+            "the whole batch, then the write after it"
+        );
+    }
+
+    /// The statements prepared on `held`'s connection for batches.
+    async fn prepared_statements(held: &HeldConnections<Postgres>) -> i64 {
+        let rows = held
+            .fetch_all(
+                "SELECT COUNT(*) AS n FROM pg_prepared_statements WHERE name LIKE 'stovepipe_w%'",
+                vec![],
+            )
+            .await
+            .unwrap();
+        rows[0].try_get("", "n").unwrap()
+    }
+
+    /// A batch's statements run in one message in arrival order, each
+    /// seeing the ones before it; every kind of value the stores bind
+    /// reaches the server as it would bound (quotes, backslashes, NULLs,
+    /// JSON); a statement is prepared once per connection.
+    #[tokio::test]
+    async fn a_batch_in_one_message_runs_as_bound_statements_would() {
+        let Some(held) = crate::test_postgres_pool(2)
+            .await
+            .map(|p| HeldConnections::new(p, 1))
+        else {
+            return;
+        };
+        held.fetch_all(
+            "CREATE TEMPORARY TABLE kinds (n bigint PRIMARY KEY, i integer, t text, j jsonb, b boolean, version bigint)",
+            vec![],
+        )
+        .await
+        .unwrap();
+        let text = "it's a \\ back'slash \\' and ünïcode, $1 and ; too";
+        let json = serde_json::json!({"q": "it's", "b": "\\", "n": [1, null]});
+        let insert = (
+            "INSERT INTO kinds (n, i, t, j, b, version) VALUES ($1, $2, $3, $4, $5, 1) \
+             RETURNING n, i, t, j, b"
+                .to_owned(),
+            vec![
+                Value::from(1_i64),
+                Value::from(-2_i32),
+                Value::from(text),
+                Value::from(json.clone()),
+                Value::Bool(None),
+            ],
+        );
+        let bump = |n: i64| {
+            (
+                "UPDATE kinds SET version = version + 1 WHERE n = $1 RETURNING version".to_owned(),
+                vec![Value::from(n)],
+            )
+        };
+        let answers = held
+            .fetch_each_in_one_message(&[insert, bump(1), bump(1), bump(2)])
+            .await
+            .unwrap()
+            .expect("every value is written as text");
+        assert_eq!(answers.len(), 4);
+        let row = &answers[0][0];
+        assert_eq!(row.try_get::<i64>("", "n").unwrap(), 1);
+        assert_eq!(row.try_get::<i32>("", "i").unwrap(), -2);
+        assert_eq!(row.try_get::<String>("", "t").unwrap(), text);
+        assert_eq!(row.try_get::<serde_json::Value>("", "j").unwrap(), json);
+        assert_eq!(row.try_get::<Option<bool>>("", "b").unwrap(), None);
+        let version = |rows: &Vec<QueryResult>| rows[0].try_get::<i64>("", "version").unwrap();
+        assert_eq!(version(&answers[1]), 2, "sees the insert before it");
+        assert_eq!(version(&answers[2]), 3, "sees the update before it");
+        assert!(answers[3].is_empty(), "no row 2: no rows, its own answer");
+        assert_eq!(
+            prepared_statements(&held).await,
+            2,
+            "two statements, each prepared once"
+        );
+        held.fetch_each_in_one_message(&[bump(1), bump(1)])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            prepared_statements(&held).await,
+            2,
+            "prepared statements are reused"
+        );
+
+        // The first error ends the message and nothing of it commits.
+        let failing = (
+            "INSERT INTO kinds (n, version) VALUES ($1, 1) RETURNING n".to_owned(),
+            vec![Value::from(1_i64)],
+        );
+        let err = held
+            .fetch_each_in_one_message(&[bump(1), failing])
+            .await
+            .unwrap_err();
+        assert!(error::is_server_answer(&err), "the server's answer: {err}");
+        let rows = held
+            .fetch_all("SELECT version FROM kinds WHERE n = 1", vec![])
+            .await
+            .unwrap();
+        assert_eq!(
+            rows[0].try_get::<i64>("", "version").unwrap(),
+            5,
+            "the bump rolled back"
+        );
+
+        // A value not written as text: nothing runs, the caller binds.
+        let double = ("SELECT $1 AS x".to_owned(), vec![Value::Double(Some(0.5))]);
+        assert!(
+            held.fetch_each_in_one_message(&[bump(1), double])
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let rows = held
+            .fetch_all("SELECT version FROM kinds WHERE n = 1", vec![])
+            .await
+            .unwrap();
+        assert_eq!(
+            rows[0].try_get::<i64>("", "version").unwrap(),
+            5,
+            "nothing ran"
+        );
     }
 }
