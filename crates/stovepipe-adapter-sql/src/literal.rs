@@ -26,6 +26,19 @@ pub(crate) fn text(s: &str) -> String {
     out
 }
 
+/// A float constant: Rust's shortest text that reads back as the same
+/// value (`shown`), quoted so the server reads it as the parameter's type
+/// directly; the names Postgres gives the values that are not numbers.
+fn float(x: f64, shown: &str) -> String {
+    if x.is_nan() {
+        "'NaN'".to_owned()
+    } else if x.is_infinite() {
+        if x > 0.0 { "'Infinity'" } else { "'-Infinity'" }.to_owned()
+    } else {
+        format!("'{shown}'")
+    }
+}
+
 /// The Postgres type sqlx binds `value` as, and `value` as a constant of
 /// it (`NULL` for none); `None` for a kind of value this does not render
 /// (the caller binds it instead).
@@ -38,6 +51,11 @@ pub(crate) fn typed(value: &Value) -> Option<(&'static str, String)> {
         Value::SmallInt(v) => ("smallint", or_null(*v, |n| n.to_string())),
         Value::Int(v) => ("integer", or_null(*v, |n| n.to_string())),
         Value::BigInt(v) => ("bigint", or_null(*v, |n| n.to_string())),
+        Value::Float(v) => ("real", or_null(*v, |x| float(f64::from(x), &x.to_string()))),
+        Value::Double(v) => (
+            "double precision",
+            or_null(*v, |x| float(x, &x.to_string())),
+        ),
         Value::String(v) => ("text", or_null(v.as_deref(), |s| text(s))),
         Value::Json(v) => ("jsonb", or_null(v.as_deref(), |j| text(&j.to_string()))),
         Value::Bytes(v) => (
@@ -81,6 +99,18 @@ mod tests {
             typed(&Value::Bytes(Some(Box::new(vec![0, 255])))),
             Some(("bytea", r"E'\\x00ff'".into()))
         );
-        assert_eq!(typed(&Value::Double(Some(1.5))), None, "not rendered");
+        assert_eq!(
+            typed(&Value::Double(Some(0.1))),
+            Some(("double precision", "'0.1'".into()))
+        );
+        assert_eq!(
+            typed(&Value::Double(Some(f64::NEG_INFINITY))),
+            Some(("double precision", "'-Infinity'".into()))
+        );
+        assert_eq!(
+            typed(&Value::Float(Some(f32::NAN))),
+            Some(("real", "'NaN'".into()))
+        );
+        assert_eq!(typed(&Value::BigUnsigned(Some(1))), None, "not rendered");
     }
 }

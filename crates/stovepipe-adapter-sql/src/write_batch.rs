@@ -310,12 +310,13 @@ mod tests {
         let Some((held, batch)) = one_lane().await else {
             return;
         };
-        let sleep = |seconds: f64| {
+        // An unsigned value is one `literal` does not write as text.
+        let sleep = |seconds: u64| {
             (
                 "INSERT INTO batched (n, version) SELECT 100, 1 FROM pg_sleep($1) \
                  RETURNING txid_current() AS txid"
                     .to_owned(),
-                vec![seconds.into()],
+                vec![Value::BigUnsigned(Some(seconds))],
             )
         };
         // `first` holds the lane; `flusher` then takes itself and `other`.
@@ -323,7 +324,7 @@ mod tests {
         let rest = async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let flusher =
-                tokio::time::timeout(Duration::from_secs(1), write(&batch, &held, sleep(3.0)));
+                tokio::time::timeout(Duration::from_secs(1), write(&batch, &held, sleep(3)));
             tokio::join!(flusher, write(&batch, &held, insert(7)))
         };
         let (first, (flusher, other)) = tokio::join!(first, rest);
@@ -397,7 +398,7 @@ mod tests {
             return;
         };
         held.fetch_all(
-            "CREATE TEMPORARY TABLE kinds (n bigint PRIMARY KEY, i integer, t text, j jsonb, b boolean, version bigint)",
+            "CREATE TEMPORARY TABLE kinds (n bigint PRIMARY KEY, i integer, t text, j jsonb, b boolean, d double precision, version bigint)",
             vec![],
         )
         .await
@@ -405,8 +406,8 @@ mod tests {
         let text = "it's a \\ back'slash \\' and ünïcode, $1 and ; too";
         let json = serde_json::json!({"q": "it's", "b": "\\", "n": [1, null]});
         let insert = (
-            "INSERT INTO kinds (n, i, t, j, b, version) VALUES ($1, $2, $3, $4, $5, 1) \
-             RETURNING n, i, t, j, b"
+            "INSERT INTO kinds (n, i, t, j, b, d, version) VALUES ($1, $2, $3, $4, $5, $6, 1) \
+             RETURNING n, i, t, j, b, d"
                 .to_owned(),
             vec![
                 Value::from(1_i64),
@@ -414,6 +415,7 @@ mod tests {
                 Value::from(text),
                 Value::from(json.clone()),
                 Value::Bool(None),
+                Value::from(0.1_f64),
             ],
         );
         let bump = |n: i64| {
@@ -434,6 +436,10 @@ mod tests {
         assert_eq!(row.try_get::<String>("", "t").unwrap(), text);
         assert_eq!(row.try_get::<serde_json::Value>("", "j").unwrap(), json);
         assert_eq!(row.try_get::<Option<bool>>("", "b").unwrap(), None);
+        assert_eq!(
+            row.try_get::<f64>("", "d").unwrap().to_bits(),
+            0.1_f64.to_bits()
+        );
         let version = |rows: &Vec<QueryResult>| rows[0].try_get::<i64>("", "version").unwrap();
         assert_eq!(version(&answers[1]), 2, "sees the insert before it");
         assert_eq!(version(&answers[2]), 3, "sees the update before it");
@@ -474,9 +480,12 @@ mod tests {
         );
 
         // A value not written as text: nothing runs, the caller binds.
-        let double = ("SELECT $1 AS x".to_owned(), vec![Value::Double(Some(0.5))]);
+        let unsigned = (
+            "SELECT $1 AS x".to_owned(),
+            vec![Value::BigUnsigned(Some(5))],
+        );
         assert!(
-            held.fetch_each_in_one_message(&[bump(1), double])
+            held.fetch_each_in_one_message(&[bump(1), unsigned])
                 .await
                 .unwrap()
                 .is_none()
