@@ -27,7 +27,7 @@
 //! connection stays.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
@@ -193,6 +193,10 @@ impl<DB: Driver> HeldConnections<DB> {
     }
 }
 
+/// Numbers the statements prepared for `fetch_each_in_one_message`, over
+/// every connection of the process.
+static PREPARED_NAMES: AtomicU64 = AtomicU64::new(1);
+
 impl HeldConnections<Postgres> {
     /// Runs `statements` (`$n` placeholders) in one transaction on one
     /// held connection, as **one message** of the simple query protocol,
@@ -238,7 +242,12 @@ impl HeldConnections<Postgres> {
                 if held.prepared.contains_key(key) || named.contains_key(key) {
                     continue;
                 }
-                let name = format!("stovepipe_w{}", held.prepared.len() + named.len() + 1);
+                // Never reused: a statement a failed message prepared
+                // before failing stays on the connection unrecorded.
+                let name = format!(
+                    "stovepipe_w{}",
+                    PREPARED_NAMES.fetch_add(1, Ordering::Relaxed)
+                );
                 prepare.push(if types.is_empty() {
                     format!("PREPARE {name} AS {sql}")
                 } else {

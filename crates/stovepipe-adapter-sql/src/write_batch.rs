@@ -500,4 +500,35 @@ mod tests {
             "nothing ran"
         );
     }
+
+    /// A statement the server refuses to prepare fails its message, and
+    /// the statement prepared before it in that message does not stand in
+    /// the way of the next batches.
+    #[tokio::test]
+    async fn a_statement_that_fails_to_prepare_leaves_the_connection_usable() {
+        let Some(held) = crate::test_postgres_pool(2)
+            .await
+            .map(|p| HeldConnections::new(p, 1))
+        else {
+            return;
+        };
+        let good = || ("SELECT $1 + 1 AS n".to_owned(), vec![Value::from(41_i64)]);
+        let bad = (
+            "SELECT no_such_column FROM pg_class WHERE oid = $1".to_owned(),
+            vec![Value::from(1_i64)],
+        );
+        let err = held
+            .fetch_each_in_one_message(&[good(), bad])
+            .await
+            .unwrap_err();
+        assert!(error::is_server_answer(&err), "the server's answer: {err}");
+        let answers = held
+            .fetch_each_in_one_message(&[good(), good()])
+            .await
+            .unwrap()
+            .unwrap();
+        for rows in answers {
+            assert_eq!(rows[0].try_get::<i64>("", "n").unwrap(), 42);
+        }
+    }
 }
