@@ -237,15 +237,19 @@ mod tests {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let scrape = recorder.handle();
         let _local = metrics::set_default_local_recorder(&recorder);
-        let writes = [insert(1), insert(2), insert(3)];
+        // Each round's first write holds the lane for 50 ms, so the
+        // others wait for it and go out together, however fast the
+        // server answers.
+        let lane_holder = || ("SELECT pg_sleep(0.05)".to_owned(), vec![]);
+        let writes = [lane_holder(), insert(1), insert(2)];
         for answer in futures::future::join_all(writes.map(|w| write(&batch, &held, w))).await {
             answer.unwrap();
         }
-        let writes = [insert(4), insert(5), insert(5)];
+        let writes = [lane_holder(), insert(3), insert(3)];
         futures::future::join_all(writes.map(|w| write(&batch, &held, w))).await;
         let text = scrape.render();
         for line in [
-            // 1 and 4 alone; each write counts once, by the path it took
+            // The holds alone; each write counts once, by the path it took
             // first (the failed batch's writes ran again alone).
             r#"stovepipe_db_writes_total{path="alone"} 2"#,
             r#"stovepipe_db_writes_total{path="batched"} 4"#,
@@ -302,29 +306,25 @@ mod tests {
         assert!(answers[2].as_ref().unwrap().is_empty(), "the second saw it");
     }
 
-    /// The flusher of a batch is cancelled half way: the batch's other
-    /// write is told it may not have committed (retryable), nothing of the
-    /// batch commits, and the connection serves the next write.
-    #[tokio::test]
-    async fn a_cancelled_flusher_of_a_batch_not_sent_as_one_message_rolls_it_back() {
-        let Some((held, batch)) = one_lane().await else {
-            return;
-        };
-        // An unsigned value is one `literal` does not write as text.
-        let sleep = |seconds: u64| {
-            (
-                "INSERT INTO batched (n, version) SELECT 100, 1 FROM pg_sleep($1) \
-                 RETURNING txid_current() AS txid"
-                    .to_owned(),
-                vec![Value::BigUnsigned(Some(seconds))],
-            )
-        };
+    /// A batch of two writes whose flusher is cancelled half way: the
+    /// flusher's write sleeps for `seconds` (bound as given) and inserts
+    /// 100, the other inserts 7. Checks that the other write is told it
+    /// may not have committed (retryable) and that the connection serves
+    /// the next write (8); returns how many rows the table then holds.
+    async fn cancel_a_flusher(seconds: Value) -> Option<i64> {
+        let (held, batch) = one_lane().await?;
+        let sleep = (
+            "INSERT INTO batched (n, version) SELECT 100, 1 FROM pg_sleep($1) \
+             RETURNING txid_current() AS txid"
+                .to_owned(),
+            vec![seconds],
+        );
         // `first` holds the lane; `flusher` then takes itself and `other`.
         let first = write(&batch, &held, ("SELECT pg_sleep(0.2)".to_owned(), vec![]));
         let rest = async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let flusher =
-                tokio::time::timeout(Duration::from_secs(1), write(&batch, &held, sleep(3)));
+                tokio::time::timeout(Duration::from_millis(500), write(&batch, &held, sleep));
             tokio::join!(flusher, write(&batch, &held, insert(7)))
         };
         let (first, (flusher, other)) = tokio::join!(first, rest);
@@ -333,7 +333,18 @@ mod tests {
         let err = other.unwrap_err();
         assert!(error::is_transient(&err), "retryable: {err}");
         write(&batch, &held, insert(8)).await.unwrap();
-        assert_eq!(count(&held).await, 1, "only the write after the batch");
+        Some(count(&held).await)
+    }
+
+    /// A batch sent statement by statement (an unsigned value is one
+    /// `literal` does not write as text) is rolled back when its flusher
+    /// is cancelled: nothing of it commits.
+    #[tokio::test]
+    async fn a_cancelled_flusher_of_a_batch_not_sent_as_one_message_rolls_it_back() {
+        let Some(rows) = cancel_a_flusher(Value::BigUnsigned(Some(1))).await else {
+            return;
+        };
+        assert_eq!(rows, 1, "only the write after the batch");
     }
 
     /// A batch goes out as one message, so the flusher's cancellation
@@ -342,35 +353,10 @@ mod tests {
     /// (retryable), as when a connection is lost.
     #[tokio::test]
     async fn a_cancelled_flusher_of_a_batch_sent_as_one_message_leaves_it_whole() {
-        let Some((held, batch)) = one_lane().await else {
+        let Some(rows) = cancel_a_flusher(Value::from(1_i64)).await else {
             return;
         };
-        let sleep = |seconds: i64| {
-            (
-                "INSERT INTO batched (n, version) SELECT 100, 1 FROM pg_sleep($1) \
-                 RETURNING txid_current() AS txid"
-                    .to_owned(),
-                vec![seconds.into()],
-            )
-        };
-        let first = write(&batch, &held, ("SELECT pg_sleep(0.2)".to_owned(), vec![]));
-        let rest = async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let flusher =
-                tokio::time::timeout(Duration::from_millis(500), write(&batch, &held, sleep(1)));
-            tokio::join!(flusher, write(&batch, &held, insert(7)))
-        };
-        let (first, (flusher, other)) = tokio::join!(first, rest);
-        first.unwrap();
-        assert!(flusher.is_err(), "the flusher was cancelled");
-        let err = other.unwrap_err();
-        assert!(error::is_transient(&err), "retryable: {err}");
-        write(&batch, &held, insert(8)).await.unwrap();
-        assert_eq!(
-            count(&held).await,
-            3,
-            "the whole batch, then the write after it"
-        );
+        assert_eq!(rows, 3, "the whole batch, then the write after it");
     }
 
     /// The statements prepared on `held`'s connection for batches.
@@ -383,6 +369,18 @@ mod tests {
             .await
             .unwrap();
         rows[0].try_get("", "n").unwrap()
+    }
+
+    /// The version stored for row `n` of the test's `kinds` table.
+    async fn stored_version(held: &HeldConnections<Postgres>, n: i64) -> i64 {
+        let rows = held
+            .fetch_all(
+                "SELECT version FROM kinds WHERE n = $1",
+                vec![Value::from(n)],
+            )
+            .await
+            .unwrap();
+        rows[0].try_get("", "version").unwrap()
     }
 
     /// A batch's statements run in one message in arrival order, each
@@ -469,15 +467,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(error::is_server_answer(&err), "the server's answer: {err}");
-        let rows = held
-            .fetch_all("SELECT version FROM kinds WHERE n = 1", vec![])
-            .await
-            .unwrap();
-        assert_eq!(
-            rows[0].try_get::<i64>("", "version").unwrap(),
-            5,
-            "the bump rolled back"
-        );
+        assert_eq!(stored_version(&held, 1).await, 5, "the bump rolled back");
 
         // A value not written as text: nothing runs, the caller binds.
         let unsigned = (
@@ -490,15 +480,7 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        let rows = held
-            .fetch_all("SELECT version FROM kinds WHERE n = 1", vec![])
-            .await
-            .unwrap();
-        assert_eq!(
-            rows[0].try_get::<i64>("", "version").unwrap(),
-            5,
-            "nothing ran"
-        );
+        assert_eq!(stored_version(&held, 1).await, 5, "nothing ran");
     }
 
     /// A statement the server refuses to prepare fails its message, and
