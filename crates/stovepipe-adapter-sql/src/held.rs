@@ -193,6 +193,10 @@ impl<DB: Driver> HeldConnections<DB> {
     }
 }
 
+/// At most about this many statements (plus one batch's new ones) stay
+/// prepared per connection for `fetch_each_in_one_message`.
+pub(crate) const MAX_PREPARED: usize = 256;
+
 /// Numbers the statements prepared for `fetch_each_in_one_message`, over
 /// every connection of the process.
 static PREPARED_NAMES: AtomicU64 = AtomicU64::new(1);
@@ -236,6 +240,18 @@ impl HeldConnections<Postgres> {
         let mut slot = self.slot().await;
         let held = self.connection(&mut slot).await?;
         let run = async {
+            // Outboxes of many shapes make many statements: past the
+            // bound, ours are deallocated (sqlx's own stay) and prepared
+            // again as they come.
+            if held.prepared.len() >= MAX_PREPARED {
+                let deallocate: Vec<String> = held
+                    .prepared
+                    .drain()
+                    .map(|(_, name)| format!("DEALLOCATE {name}"))
+                    .collect();
+                sqlx::Executor::execute(&mut *held.conn, sqlx::raw_sql(&deallocate.join(";\n")))
+                    .await?;
+            }
             let mut prepare = Vec::new();
             let mut named = HashMap::new();
             for ((key, types, _), (sql, _)) in calls.iter().zip(statements) {

@@ -513,4 +513,42 @@ mod tests {
             assert_eq!(rows[0].try_get::<i64>("", "n").unwrap(), 42);
         }
     }
+
+    /// Batches of ever new statements keep a bounded number prepared on
+    /// the connection, and each still answers rightly.
+    #[tokio::test]
+    async fn prepared_statements_stay_bounded_per_connection() {
+        let Some(held) = crate::test_postgres_pool(2)
+            .await
+            .map(|p| HeldConnections::new(p, 1))
+        else {
+            return;
+        };
+        let bound = i64::try_from(crate::held::MAX_PREPARED + MAX_BATCH).unwrap();
+        let mut most = 0;
+        for first in (0..crate::held::MAX_PREPARED + 100).step_by(25) {
+            let batch: Vec<(String, Vec<Value>)> = (first..first + 25)
+                .map(|k| (format!("SELECT $1 + {k} AS n"), vec![Value::from(1_i64)]))
+                .collect();
+            let answers = held
+                .fetch_each_in_one_message(&batch)
+                .await
+                .unwrap()
+                .unwrap();
+            for (k, rows) in (first..).zip(answers) {
+                let n: i64 = rows[0].try_get("", "n").unwrap();
+                assert_eq!(n, 1 + i64::try_from(k).unwrap());
+            }
+            most = most.max(prepared_statements(&held).await);
+        }
+        assert!(most <= bound, "{most} prepared, bound {bound}");
+        assert!(
+            most >= i64::try_from(crate::held::MAX_PREPARED).unwrap(),
+            "the bound was reached: {most}"
+        );
+        assert!(
+            prepared_statements(&held).await < most,
+            "and some deallocated"
+        );
+    }
 }
