@@ -42,13 +42,12 @@
 
 use crate::SqlBackend;
 use crate::backend::{Dialect, FEED_CHANNEL, Shared, Tx, big, check_changes, limit, values};
+use crate::held::simple_message;
 use crate::rows::change_event;
 use crate::{error, literal};
 use async_trait::async_trait;
 use futures::StreamExt;
-use futures::future::BoxFuture;
-use sea_orm::sqlx::postgres::PgRow;
-use sea_orm::sqlx::{self, PgConnection, Row};
+use sea_orm::sqlx::{self, PgConnection};
 use sea_orm::{DbErr, QueryResult};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -390,6 +389,10 @@ pub(crate) fn spawn_sequencer(shared: &Arc<Shared>) -> JoinHandle<()> {
 /// Name of the round's prepared statement on the sequencer's connection.
 const ROUND_STATEMENT: &str = "stovepipe_sequencer_round";
 
+/// Where its `EXECUTE` stands among the round's statements (`BEGIN`, `SET
+/// LOCAL`, the lock, the numbering, `COMMIT`).
+const NUMBERING: usize = 3;
+
 /// One round, on the sequencer's own connection (taken from the writer's
 /// pool once and detached from it, the pool opening another in its place,
 /// with the numbering prepared on it): numbers every committed row of a
@@ -431,21 +434,26 @@ async fn round(shared: &Shared) -> Result<Round, DbErr> {
         // (`presence`); each tail also catches up every tick.
         shared.notifies()
     );
-    let rows = match simple_query(conn, &sql).await {
-        Ok(rows) => rows,
+    // Any failure drops the connection, with whatever the message left
+    // open.
+    let rows = match simple_message(conn, &sql).await {
+        Ok(statements) => statements.into_iter().nth(NUMBERING),
         Err(e) => {
             *slot = None;
             return Err(crate::held::failed(e));
         }
     };
+    let Some(rows) = rows else {
+        *slot = None;
+        return Err(DbErr::Custom(
+            "sequencer round: the numbering did not complete".into(),
+        ));
+    };
     let mut summary = None;
     let mut numbered = Vec::new();
-    // The lock's row has no `watermark`; each of the round's rows has
-    // the round's summary and, when it numbered any, one numbered row.
+    // Each row has the round's summary and, when it numbered any, one
+    // numbered row.
     for row in rows {
-        if row.try_column("watermark").is_err() {
-            continue;
-        }
         let row = QueryResult::from(row);
         if summary.is_none() {
             let watermark: i64 = row.try_get("", "watermark")?;
@@ -509,19 +517,8 @@ async fn open(shared: &Shared) -> Result<PgConnection, DbErr> {
         channel = literal::text(FEED_CHANNEL),
         tag = literal::text(&shared.notify_tag),
     );
-    simple_query(&mut conn, &prepare)
+    simple_message(&mut conn, &prepare)
         .await
         .map_err(crate::held::failed)?;
     Ok(conn)
-}
-
-/// Runs `sql` (statements separated by `;`, no parameters) as one message
-/// of the simple query protocol and returns every statement's rows.
-fn simple_query<'c>(
-    conn: &'c mut PgConnection,
-    sql: &'c str,
-) -> BoxFuture<'c, Result<Vec<PgRow>, sqlx::Error>> {
-    // The executor's own boxed future: `RawSql::fetch_all`'s async fn
-    // cannot be proven `Send` for the spawned sequencer.
-    sqlx::Executor::fetch_all(conn, sqlx::raw_sql(sql))
 }

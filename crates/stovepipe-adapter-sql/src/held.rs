@@ -33,7 +33,8 @@ use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use sea_orm::sea_query::Values;
 use sea_orm::sqlx::pool::PoolConnection;
-use sea_orm::sqlx::{self, Pool, Postgres, Sqlite};
+use sea_orm::sqlx::postgres::PgRow;
+use sea_orm::sqlx::{self, PgConnection, Pool, Postgres, Sqlite};
 use sea_orm::{DbErr, QueryResult, RuntimeErr, Value};
 use sea_query_binder::SqlxValues;
 use tokio::sync::{Mutex, MutexGuard};
@@ -72,12 +73,12 @@ macro_rules! driver {
 driver!(Postgres);
 driver!(Sqlite);
 
-/// A connection a slot holds, and the statements prepared on it by name
-/// (Postgres: `run_in_one_message`), which go with it.
+/// A connection a slot holds, and the statements prepared on it (Postgres:
+/// `fetch_each_in_one_message`), which go with it.
 pub(crate) struct Held<DB: sqlx::Database> {
     conn: PoolConnection<DB>,
-    /// `"<types>\n<statement>"` → the name it is prepared under.
-    prepared: HashMap<String, String>,
+    /// A statement's text → the types it is prepared with and its name.
+    prepared: HashMap<String, (Vec<&'static str>, String)>,
 }
 
 type Slot<DB> = Option<Held<DB>>;
@@ -201,6 +202,110 @@ pub(crate) const MAX_PREPARED: usize = 256;
 /// every connection of the process.
 static PREPARED_NAMES: AtomicU64 = AtomicU64::new(1);
 
+/// Postgres: runs `sql` (statements separated by `;`, no parameters) as one
+/// message of the simple query protocol, one round trip, and returns each
+/// statement's rows. Postgres runs the message as one transaction unless
+/// it says `BEGIN`/`COMMIT` itself; the first error ends it.
+pub(crate) fn simple_message<'c>(
+    conn: &'c mut PgConnection,
+    sql: &'c str,
+) -> BoxFuture<'c, Result<Vec<Vec<PgRow>>, sqlx::Error>> {
+    // Boxed here: an async fn over `raw_sql` cannot be proven `Send` for
+    // the spawned sequencer.
+    Box::pin(async move {
+        let mut replies = sqlx::Executor::fetch_many(conn, sqlx::raw_sql(sql));
+        let mut statements = Vec::new();
+        let mut rows = Vec::new();
+        // Each statement's rows, then its completion.
+        while let Some(reply) = replies.try_next().await? {
+            match reply {
+                sqlx::Either::Left(_done) => statements.push(std::mem::take(&mut rows)),
+                sqlx::Either::Right(row) => rows.push(row),
+            }
+        }
+        Ok(statements)
+    })
+}
+
+/// A write of a batch, made ready for one message: its statement, the
+/// types of its values and the values as constants.
+struct Call<'a> {
+    sql: &'a str,
+    types: Vec<&'static str>,
+    args: String,
+}
+
+impl<'a> Call<'a> {
+    /// `None` when a value is of a kind `literal` does not write.
+    fn new(sql: &'a str, values: &[Value]) -> Option<Self> {
+        let mut types = Vec::with_capacity(values.len());
+        let mut args = Vec::with_capacity(values.len());
+        for value in values {
+            let (ty, arg) = literal::typed(value)?;
+            types.push(ty);
+            args.push(arg);
+        }
+        Some(Self {
+            sql,
+            types,
+            args: args.join(", "),
+        })
+    }
+}
+
+impl Held<Postgres> {
+    /// The name each call's statement is prepared under on this
+    /// connection, preparing the ones it lacks first, in one message.
+    /// Past [`MAX_PREPARED`], ours are deallocated (sqlx's own stay) and
+    /// prepared again as they come: outboxes of varying length make
+    /// statements of many shapes.
+    async fn prepared_names(&mut self, calls: &[Call<'_>]) -> Result<Vec<String>, sqlx::Error> {
+        if self.prepared.len() >= MAX_PREPARED {
+            let deallocate: Vec<String> = self
+                .prepared
+                .drain()
+                .map(|(_, (_, name))| format!("DEALLOCATE {name}"))
+                .collect();
+            simple_message(&mut self.conn, &deallocate.join(";\n")).await?;
+        }
+        let mut names = Vec::with_capacity(calls.len());
+        let mut prepare = Vec::new();
+        let mut fresh = Vec::new();
+        for call in calls {
+            if let Some((types, name)) = self.prepared.get(call.sql)
+                && *types == call.types
+            {
+                names.push(name.clone());
+                continue;
+            }
+            // Never reused: a statement a failed message prepared before
+            // failing stays on the connection unrecorded.
+            let name = format!(
+                "stovepipe_w{}",
+                PREPARED_NAMES.fetch_add(1, Ordering::Relaxed)
+            );
+            prepare.push(if call.types.is_empty() {
+                format!("PREPARE {name} AS {}", call.sql)
+            } else {
+                format!("PREPARE {name} ({}) AS {}", call.types.join(", "), call.sql)
+            });
+            self.prepared
+                .insert(call.sql.to_owned(), (call.types.clone(), name.clone()));
+            fresh.push(call.sql);
+            names.push(name);
+        }
+        if !prepare.is_empty()
+            && let Err(e) = simple_message(&mut self.conn, &prepare.join(";\n")).await
+        {
+            for sql in fresh {
+                self.prepared.remove(sql);
+            }
+            return Err(e);
+        }
+        Ok(names)
+    }
+}
+
 impl HeldConnections<Postgres> {
     /// Runs `statements` (`$n` placeholders) in one transaction on one
     /// held connection, as **one message** of the simple query protocol,
@@ -222,82 +327,29 @@ impl HeldConnections<Postgres> {
         &self,
         statements: &[(String, Vec<Value>)],
     ) -> Result<Option<Vec<Vec<QueryResult>>>, DbErr> {
-        // (prepared statement's key, its parameter types, its values).
-        let mut calls = Vec::with_capacity(statements.len());
-        for (sql, values) in statements {
-            let mut types = Vec::with_capacity(values.len());
-            let mut args = Vec::with_capacity(values.len());
-            for value in values {
-                let Some((ty, arg)) = literal::typed(value) else {
-                    return Ok(None);
-                };
-                types.push(ty);
-                args.push(arg);
-            }
-            let types = types.join(", ");
-            calls.push((format!("{types}\n{sql}"), types, args.join(", ")));
-        }
+        let Some(calls) = statements
+            .iter()
+            .map(|(sql, values)| Call::new(sql, values))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
         let mut slot = self.slot().await;
         let held = self.connection(&mut slot).await?;
         let run = async {
-            // Outboxes of many shapes make many statements: past the
-            // bound, ours are deallocated (sqlx's own stay) and prepared
-            // again as they come.
-            if held.prepared.len() >= MAX_PREPARED {
-                let deallocate: Vec<String> = held
-                    .prepared
-                    .drain()
-                    .map(|(_, name)| format!("DEALLOCATE {name}"))
-                    .collect();
-                sqlx::Executor::execute(&mut *held.conn, sqlx::raw_sql(&deallocate.join(";\n")))
-                    .await?;
-            }
-            let mut prepare = Vec::new();
-            let mut named = HashMap::new();
-            for ((key, types, _), (sql, _)) in calls.iter().zip(statements) {
-                if held.prepared.contains_key(key) || named.contains_key(key) {
-                    continue;
-                }
-                // Never reused: a statement a failed message prepared
-                // before failing stays on the connection unrecorded.
-                let name = format!(
-                    "stovepipe_w{}",
-                    PREPARED_NAMES.fetch_add(1, Ordering::Relaxed)
-                );
-                prepare.push(if types.is_empty() {
-                    format!("PREPARE {name} AS {sql}")
-                } else {
-                    format!("PREPARE {name} ({types}) AS {sql}")
-                });
-                named.insert(key.clone(), name);
-            }
-            if !prepare.is_empty() {
-                sqlx::Executor::execute(&mut *held.conn, sqlx::raw_sql(&prepare.join(";\n")))
-                    .await?;
-                held.prepared.extend(named);
-            }
-            let mut message = Vec::with_capacity(calls.len());
-            for (key, _, args) in &calls {
-                let name = held.prepared.get(key).ok_or_else(|| {
-                    sqlx::Error::Protocol(format!("no prepared statement for {key}"))
-                })?;
-                message.push(if args.is_empty() {
-                    format!("EXECUTE {name}")
-                } else {
-                    format!("EXECUTE {name}({args})")
-                });
-            }
-            let message = message.join(";\n");
-            // Each statement's rows, then its completion.
-            let mut replies = sqlx::Executor::fetch_many(&mut *held.conn, sqlx::raw_sql(&message));
-            let mut answers = Vec::with_capacity(calls.len());
-            let mut rows = Vec::new();
-            while let Some(reply) = replies.try_next().await? {
-                match reply {
-                    sqlx::Either::Left(_done) => answers.push(std::mem::take(&mut rows)),
-                    sqlx::Either::Right(row) => rows.push(QueryResult::from(row)),
-                }
-            }
+            let names = held.prepared_names(&calls).await?;
+            let message: Vec<String> = calls
+                .iter()
+                .zip(names)
+                .map(|(call, name)| {
+                    if call.args.is_empty() {
+                        format!("EXECUTE {name}")
+                    } else {
+                        format!("EXECUTE {name}({})", call.args)
+                    }
+                })
+                .collect();
+            let answers = simple_message(&mut held.conn, &message.join(";\n")).await?;
             if answers.len() != calls.len() {
                 return Err(sqlx::Error::Protocol(format!(
                     "{} statements sent in one message, {} completed",
@@ -305,7 +357,12 @@ impl HeldConnections<Postgres> {
                     answers.len()
                 )));
             }
-            Ok(Some(answers))
+            Ok(Some(
+                answers
+                    .into_iter()
+                    .map(|rows| rows.into_iter().map(QueryResult::from).collect())
+                    .collect(),
+            ))
         };
         run.await.map_err(|e| failed_in(&mut slot, e))
     }
@@ -328,7 +385,7 @@ fn failed_in<DB: Driver>(slot: &mut Slot<DB>, e: sqlx::Error) -> DbErr {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::test_postgres_pool as pool;
     use std::time::Duration;
@@ -433,5 +490,187 @@ mod tests {
         assert_eq!(backend_pid(&held).await, pid);
         held.release().await;
         pool.close().await;
+    }
+
+    /// The one bigint a query of one row and one column returns.
+    pub(crate) async fn scalar(
+        held: &HeldConnections<Postgres>,
+        sql: &str,
+        values: Vec<Value>,
+    ) -> i64 {
+        let rows = held.fetch_all(sql, values).await.unwrap();
+        rows[0].try_get_by_index(0).unwrap()
+    }
+
+    /// The statements prepared on `held`'s connection for batches.
+    async fn prepared_statements(held: &HeldConnections<Postgres>) -> i64 {
+        let sql = "SELECT COUNT(*) FROM pg_prepared_statements WHERE name LIKE 'stovepipe_w%'";
+        scalar(held, sql, vec![]).await
+    }
+
+    /// The version stored for row `n` of the test's `kinds` table.
+    async fn stored_version(held: &HeldConnections<Postgres>, n: i64) -> i64 {
+        let sql = "SELECT version FROM kinds WHERE n = $1";
+        scalar(held, sql, vec![Value::from(n)]).await
+    }
+
+    /// A batch's statements run in one message in arrival order, each
+    /// seeing the ones before it; every kind of value the stores bind
+    /// reaches the server as it would bound (quotes, backslashes, NULLs,
+    /// JSON); a statement is prepared once per connection.
+    #[tokio::test]
+    async fn a_batch_in_one_message_runs_as_bound_statements_would() {
+        let Some(held) = pool(2).await.map(|p| HeldConnections::new(p, 1)) else {
+            return;
+        };
+        held.fetch_all(
+            "CREATE TEMPORARY TABLE kinds (n bigint PRIMARY KEY, i integer, t text, j jsonb, b boolean, d double precision, version bigint)",
+            vec![],
+        )
+        .await
+        .unwrap();
+        let text = "it's a \\ back'slash \\' and ünïcode, $1 and ; too";
+        let json = serde_json::json!({"q": "it's", "b": "\\", "n": [1, null]});
+        let insert = (
+            "INSERT INTO kinds (n, i, t, j, b, d, version) VALUES ($1, $2, $3, $4, $5, $6, 1) \
+             RETURNING n, i, t, j, b, d"
+                .to_owned(),
+            vec![
+                Value::from(1_i64),
+                Value::from(-2_i32),
+                Value::from(text),
+                Value::from(json.clone()),
+                Value::Bool(None),
+                Value::from(0.1_f64),
+            ],
+        );
+        let bump = |n: i64| {
+            (
+                "UPDATE kinds SET version = version + 1 WHERE n = $1 RETURNING version".to_owned(),
+                vec![Value::from(n)],
+            )
+        };
+        let answers = held
+            .fetch_each_in_one_message(&[insert, bump(1), bump(1), bump(2)])
+            .await
+            .unwrap()
+            .expect("every value is written as text");
+        assert_eq!(answers.len(), 4);
+        let row = &answers[0][0];
+        assert_eq!(row.try_get::<i64>("", "n").unwrap(), 1);
+        assert_eq!(row.try_get::<i32>("", "i").unwrap(), -2);
+        assert_eq!(row.try_get::<String>("", "t").unwrap(), text);
+        assert_eq!(row.try_get::<serde_json::Value>("", "j").unwrap(), json);
+        assert_eq!(row.try_get::<Option<bool>>("", "b").unwrap(), None);
+        assert_eq!(
+            row.try_get::<f64>("", "d").unwrap().to_bits(),
+            0.1_f64.to_bits()
+        );
+        let version = |rows: &Vec<QueryResult>| rows[0].try_get::<i64>("", "version").unwrap();
+        assert_eq!(version(&answers[1]), 2, "sees the insert before it");
+        assert_eq!(version(&answers[2]), 3, "sees the update before it");
+        assert!(answers[3].is_empty(), "no row 2: no rows, its own answer");
+        assert_eq!(
+            prepared_statements(&held).await,
+            2,
+            "two statements, each prepared once"
+        );
+        held.fetch_each_in_one_message(&[bump(1), bump(1)])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            prepared_statements(&held).await,
+            2,
+            "prepared statements are reused"
+        );
+
+        // The first error ends the message and nothing of it commits.
+        let failing = (
+            "INSERT INTO kinds (n, version) VALUES ($1, 1) RETURNING n".to_owned(),
+            vec![Value::from(1_i64)],
+        );
+        let err = held
+            .fetch_each_in_one_message(&[bump(1), failing])
+            .await
+            .unwrap_err();
+        assert!(error::is_server_answer(&err), "the server's answer: {err}");
+        assert_eq!(stored_version(&held, 1).await, 5, "the bump rolled back");
+
+        // A value not written as text: nothing runs, the caller binds.
+        let unsigned = (
+            "SELECT $1 AS x".to_owned(),
+            vec![Value::BigUnsigned(Some(5))],
+        );
+        assert!(
+            held.fetch_each_in_one_message(&[bump(1), unsigned])
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(stored_version(&held, 1).await, 5, "nothing ran");
+    }
+
+    /// A statement the server refuses to prepare fails its message, and
+    /// the statement prepared before it in that message does not stand in
+    /// the way of the next batches.
+    #[tokio::test]
+    async fn a_statement_that_fails_to_prepare_leaves_the_connection_usable() {
+        let Some(held) = pool(2).await.map(|p| HeldConnections::new(p, 1)) else {
+            return;
+        };
+        let good = || ("SELECT $1 + 1 AS n".to_owned(), vec![Value::from(41_i64)]);
+        let bad = (
+            "SELECT no_such_column FROM pg_class WHERE oid = $1".to_owned(),
+            vec![Value::from(1_i64)],
+        );
+        let err = held
+            .fetch_each_in_one_message(&[good(), bad])
+            .await
+            .unwrap_err();
+        assert!(error::is_server_answer(&err), "the server's answer: {err}");
+        let answers = held
+            .fetch_each_in_one_message(&[good(), good()])
+            .await
+            .unwrap()
+            .unwrap();
+        for rows in answers {
+            assert_eq!(rows[0].try_get::<i64>("", "n").unwrap(), 42);
+        }
+    }
+
+    /// Batches of ever new statements keep a bounded number prepared on
+    /// the connection, and each still answers rightly.
+    #[tokio::test]
+    async fn prepared_statements_stay_bounded_per_connection() {
+        let Some(held) = pool(2).await.map(|p| HeldConnections::new(p, 1)) else {
+            return;
+        };
+        let bound = i64::try_from(MAX_PREPARED + 25).unwrap();
+        let mut most = 0;
+        for first in (0..MAX_PREPARED + 100).step_by(25) {
+            let batch: Vec<(String, Vec<Value>)> = (first..first + 25)
+                .map(|k| (format!("SELECT $1 + {k} AS n"), vec![Value::from(1_i64)]))
+                .collect();
+            let answers = held
+                .fetch_each_in_one_message(&batch)
+                .await
+                .unwrap()
+                .unwrap();
+            for (k, rows) in (first..).zip(answers) {
+                let n: i64 = rows[0].try_get("", "n").unwrap();
+                assert_eq!(n, 1 + i64::try_from(k).unwrap());
+            }
+            most = most.max(prepared_statements(&held).await);
+        }
+        assert!(most <= bound, "{most} prepared, bound {bound}");
+        assert!(
+            most >= i64::try_from(MAX_PREPARED).unwrap(),
+            "the bound was reached: {most}"
+        );
+        assert!(
+            prepared_statements(&held).await < most,
+            "and some deallocated"
+        );
     }
 }

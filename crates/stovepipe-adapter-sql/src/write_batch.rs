@@ -165,6 +165,7 @@ async fn flush(held: &HeldConnections<Postgres>, mut chunk: Vec<PendingWrite>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::held::tests::scalar;
     use std::time::Duration;
 
     /// One held connection (so a temporary table is seen by every
@@ -202,11 +203,7 @@ mod tests {
     }
 
     async fn count(held: &HeldConnections<Postgres>) -> i64 {
-        let rows = held
-            .fetch_all("SELECT COUNT(*) AS n FROM batched", vec![])
-            .await
-            .unwrap();
-        rows[0].try_get("", "n").unwrap()
+        scalar(held, "SELECT COUNT(*) FROM batched", vec![]).await
     }
 
     /// The first write finds the lane free and runs alone; the ones that
@@ -357,198 +354,5 @@ mod tests {
             return;
         };
         assert_eq!(rows, 3, "the whole batch, then the write after it");
-    }
-
-    /// The statements prepared on `held`'s connection for batches.
-    async fn prepared_statements(held: &HeldConnections<Postgres>) -> i64 {
-        let rows = held
-            .fetch_all(
-                "SELECT COUNT(*) AS n FROM pg_prepared_statements WHERE name LIKE 'stovepipe_w%'",
-                vec![],
-            )
-            .await
-            .unwrap();
-        rows[0].try_get("", "n").unwrap()
-    }
-
-    /// The version stored for row `n` of the test's `kinds` table.
-    async fn stored_version(held: &HeldConnections<Postgres>, n: i64) -> i64 {
-        let rows = held
-            .fetch_all(
-                "SELECT version FROM kinds WHERE n = $1",
-                vec![Value::from(n)],
-            )
-            .await
-            .unwrap();
-        rows[0].try_get("", "version").unwrap()
-    }
-
-    /// A batch's statements run in one message in arrival order, each
-    /// seeing the ones before it; every kind of value the stores bind
-    /// reaches the server as it would bound (quotes, backslashes, NULLs,
-    /// JSON); a statement is prepared once per connection.
-    #[tokio::test]
-    async fn a_batch_in_one_message_runs_as_bound_statements_would() {
-        let Some(held) = crate::test_postgres_pool(2)
-            .await
-            .map(|p| HeldConnections::new(p, 1))
-        else {
-            return;
-        };
-        held.fetch_all(
-            "CREATE TEMPORARY TABLE kinds (n bigint PRIMARY KEY, i integer, t text, j jsonb, b boolean, d double precision, version bigint)",
-            vec![],
-        )
-        .await
-        .unwrap();
-        let text = "it's a \\ back'slash \\' and ünïcode, $1 and ; too";
-        let json = serde_json::json!({"q": "it's", "b": "\\", "n": [1, null]});
-        let insert = (
-            "INSERT INTO kinds (n, i, t, j, b, d, version) VALUES ($1, $2, $3, $4, $5, $6, 1) \
-             RETURNING n, i, t, j, b, d"
-                .to_owned(),
-            vec![
-                Value::from(1_i64),
-                Value::from(-2_i32),
-                Value::from(text),
-                Value::from(json.clone()),
-                Value::Bool(None),
-                Value::from(0.1_f64),
-            ],
-        );
-        let bump = |n: i64| {
-            (
-                "UPDATE kinds SET version = version + 1 WHERE n = $1 RETURNING version".to_owned(),
-                vec![Value::from(n)],
-            )
-        };
-        let answers = held
-            .fetch_each_in_one_message(&[insert, bump(1), bump(1), bump(2)])
-            .await
-            .unwrap()
-            .expect("every value is written as text");
-        assert_eq!(answers.len(), 4);
-        let row = &answers[0][0];
-        assert_eq!(row.try_get::<i64>("", "n").unwrap(), 1);
-        assert_eq!(row.try_get::<i32>("", "i").unwrap(), -2);
-        assert_eq!(row.try_get::<String>("", "t").unwrap(), text);
-        assert_eq!(row.try_get::<serde_json::Value>("", "j").unwrap(), json);
-        assert_eq!(row.try_get::<Option<bool>>("", "b").unwrap(), None);
-        assert_eq!(
-            row.try_get::<f64>("", "d").unwrap().to_bits(),
-            0.1_f64.to_bits()
-        );
-        let version = |rows: &Vec<QueryResult>| rows[0].try_get::<i64>("", "version").unwrap();
-        assert_eq!(version(&answers[1]), 2, "sees the insert before it");
-        assert_eq!(version(&answers[2]), 3, "sees the update before it");
-        assert!(answers[3].is_empty(), "no row 2: no rows, its own answer");
-        assert_eq!(
-            prepared_statements(&held).await,
-            2,
-            "two statements, each prepared once"
-        );
-        held.fetch_each_in_one_message(&[bump(1), bump(1)])
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            prepared_statements(&held).await,
-            2,
-            "prepared statements are reused"
-        );
-
-        // The first error ends the message and nothing of it commits.
-        let failing = (
-            "INSERT INTO kinds (n, version) VALUES ($1, 1) RETURNING n".to_owned(),
-            vec![Value::from(1_i64)],
-        );
-        let err = held
-            .fetch_each_in_one_message(&[bump(1), failing])
-            .await
-            .unwrap_err();
-        assert!(error::is_server_answer(&err), "the server's answer: {err}");
-        assert_eq!(stored_version(&held, 1).await, 5, "the bump rolled back");
-
-        // A value not written as text: nothing runs, the caller binds.
-        let unsigned = (
-            "SELECT $1 AS x".to_owned(),
-            vec![Value::BigUnsigned(Some(5))],
-        );
-        assert!(
-            held.fetch_each_in_one_message(&[bump(1), unsigned])
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert_eq!(stored_version(&held, 1).await, 5, "nothing ran");
-    }
-
-    /// A statement the server refuses to prepare fails its message, and
-    /// the statement prepared before it in that message does not stand in
-    /// the way of the next batches.
-    #[tokio::test]
-    async fn a_statement_that_fails_to_prepare_leaves_the_connection_usable() {
-        let Some(held) = crate::test_postgres_pool(2)
-            .await
-            .map(|p| HeldConnections::new(p, 1))
-        else {
-            return;
-        };
-        let good = || ("SELECT $1 + 1 AS n".to_owned(), vec![Value::from(41_i64)]);
-        let bad = (
-            "SELECT no_such_column FROM pg_class WHERE oid = $1".to_owned(),
-            vec![Value::from(1_i64)],
-        );
-        let err = held
-            .fetch_each_in_one_message(&[good(), bad])
-            .await
-            .unwrap_err();
-        assert!(error::is_server_answer(&err), "the server's answer: {err}");
-        let answers = held
-            .fetch_each_in_one_message(&[good(), good()])
-            .await
-            .unwrap()
-            .unwrap();
-        for rows in answers {
-            assert_eq!(rows[0].try_get::<i64>("", "n").unwrap(), 42);
-        }
-    }
-
-    /// Batches of ever new statements keep a bounded number prepared on
-    /// the connection, and each still answers rightly.
-    #[tokio::test]
-    async fn prepared_statements_stay_bounded_per_connection() {
-        let Some(held) = crate::test_postgres_pool(2)
-            .await
-            .map(|p| HeldConnections::new(p, 1))
-        else {
-            return;
-        };
-        let bound = i64::try_from(crate::held::MAX_PREPARED + MAX_BATCH).unwrap();
-        let mut most = 0;
-        for first in (0..crate::held::MAX_PREPARED + 100).step_by(25) {
-            let batch: Vec<(String, Vec<Value>)> = (first..first + 25)
-                .map(|k| (format!("SELECT $1 + {k} AS n"), vec![Value::from(1_i64)]))
-                .collect();
-            let answers = held
-                .fetch_each_in_one_message(&batch)
-                .await
-                .unwrap()
-                .unwrap();
-            for (k, rows) in (first..).zip(answers) {
-                let n: i64 = rows[0].try_get("", "n").unwrap();
-                assert_eq!(n, 1 + i64::try_from(k).unwrap());
-            }
-            most = most.max(prepared_statements(&held).await);
-        }
-        assert!(most <= bound, "{most} prepared, bound {bound}");
-        assert!(
-            most >= i64::try_from(crate::held::MAX_PREPARED).unwrap(),
-            "the bound was reached: {most}"
-        );
-        assert!(
-            prepared_statements(&held).await < most,
-            "and some deallocated"
-        );
     }
 }

@@ -122,6 +122,13 @@ async fn next_event(live: &mut ChangeStream) -> ChangeEvent {
         .expect("the tail did not lag")
 }
 
+/// The tail's next events are of these subjects, in this order.
+async fn expect_subjects(live: &mut ChangeStream, subjects: &[&str]) {
+    for expected in subjects {
+        assert_eq!(next_event(live).await.subject, *expected);
+    }
+}
+
 /// A `request.changed` change of the test queue named `subject`.
 fn request_changed(subject: &str) -> NewChange {
     NewChange::new(&queue(), ChangeKind::RequestChanged, subject, json!({}))
@@ -361,10 +368,7 @@ async fn the_feed_tail_sees_another_replicas_commits(db: &TestDb) {
     a.append(vec![request_changed("one"), request_changed("two")])
         .await
         .unwrap();
-    for expected in ["one", "two"] {
-        let e = next_event(&mut live).await;
-        assert_eq!(e.subject, expected);
-    }
+    expect_subjects(&mut live, &["one", "two"]).await;
 }
 
 /// Both replicas' sequencers number rows, one round at a time, and a tail
@@ -506,10 +510,7 @@ async fn a_lost_sequencer_connection_is_replaced_at_once(db: &TestDb) {
     let again = sequencer_pids().await;
     assert_eq!(again.len(), 1, "one sequencer connection: {again:?}");
     assert_ne!(again, pids, "a fresh connection");
-    for expected in ["before", "after"] {
-        let e = next_event(&mut live).await;
-        assert_eq!(e.subject, expected);
-    }
+    expect_subjects(&mut live, &["before", "after"]).await;
 }
 
 /// A sequencer round broadcasts the rows it numbered without reading them
@@ -588,10 +589,7 @@ async fn a_transaction_that_commits_late_is_not_skipped_by_the_tail(db: &TestDb)
         [(1, "early".to_owned()), (2, "late".to_owned())],
         "numbered in transaction order, contiguous from 1"
     );
-    for expected in ["early", "late"] {
-        let e = next_event(&mut live).await;
-        assert_eq!(e.subject, expected);
-    }
+    expect_subjects(&mut live, &["early", "late"]).await;
     raw.close().await.unwrap();
 }
 
