@@ -359,7 +359,11 @@ impl SqlBackend {
             notify_tag: format!("@{}", uuid::Uuid::new_v4().simple()),
             presence: Presence::new(installation, options.presence_heartbeat),
             acks: crate::acks::AckBatch::default(),
-            writes: crate::write_batch::WriteBatch::new(options.write_lanes),
+            // SQLite has one writer: one lane.
+            writes: crate::write_batch::WriteBatch::new(match dialect {
+                Dialect::Postgres => options.write_lanes,
+                Dialect::Sqlite => 1,
+            }),
             tasks: Mutex::new(Vec::new()),
         });
         // A database not yet migrated has no change log: nothing to tail.
@@ -591,7 +595,10 @@ impl Shared {
                 },
                 Role::Read,
             ) => reader.fetch_all(sql, values).await,
-            (Held::Sqlite { writer, .. }, _) => writer.fetch_all(sql, values).await,
+            (Held::Sqlite { writer, .. }, Role::Write | Role::Lease) => {
+                self.writes.write(writer, sql, values).await
+            }
+            (Held::Sqlite { writer, .. }, Role::Read) => writer.fetch_all(sql, values).await,
         }
     }
 
@@ -793,8 +800,7 @@ impl Shared {
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Vec<QueryResult>, DbErr> {
-        let mut writer = self.sqlite_writer().hold().await?;
-        writer.transaction(sql, values).await
+        self.writes.write(self.sqlite_writer(), sql, values).await
     }
 
     /// Postgres: [`write_with_outbox`](Self::write_with_outbox) as one

@@ -13,7 +13,8 @@
 //! Concurrency model:
 //! - **SQLite**: WAL, `busy_timeout`, foreign keys on; one writer connection
 //!   (`sqlite_writer`, held out of a pool of one) serialises every write,
-//!   each a single call that begins and commits its transaction; a reader
+//!   each a single call that begins and commits its transaction, and the
+//!   writes that wait for it commit together (`write_batch`); a reader
 //!   pool serves reads, its connections `held` too. Callers of one process
 //!   never see `SQLITE_BUSY`.
 //! - **Postgres**: one pool; conditional writes are single `UPDATE … WHERE

@@ -7,8 +7,10 @@
 //! hand-over to the connection's thread and back), and the pool pinged the
 //! connection on its way back (one more, with no option to turn it off),
 //! all while every other write waited for that connection. Here a write of
-//! the stores is one call, `BEGIN IMMEDIATE; …; COMMIT`, and a statement on
-//! its own (a lease operation) one call outside a transaction.
+//! the stores is one call, `BEGIN IMMEDIATE; …; COMMIT`, and so is a
+//! statement on its own (a lease operation). Writes that come while the
+//! writer is busy commit together, a call each in one transaction
+//! (`write_batch`; this module's [`WriteTarget`]).
 //!
 //! The transactions are statements, so sqlx does not track them. The slot
 //! remembers that one may be open: set before a call that begins one,
@@ -27,6 +29,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use sea_orm::sea_query::Values;
 use sea_orm::sqlx::pool::PoolConnection;
 use sea_orm::sqlx::{self, Sqlite, SqlitePool};
@@ -35,6 +38,7 @@ use sea_query_binder::SqlxValues;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::held::{Driver, failed};
+use crate::write_batch::{Answer, WriteTarget};
 
 /// A connection-local table that says whether a list's write touched a row
 /// (see [`HeldWriter::transaction`]'s callers): one row while it did.
@@ -195,6 +199,49 @@ impl HeldWriter {
     }
 }
 
+/// The writes of the stores and the message queue's lease operations go
+/// through `write_batch`, one lane: a write that finds the writer free runs
+/// alone as a transaction of its own; the writes that waited meanwhile
+/// commit together, one call each in one transaction (the first call
+/// begins it, the last commits it), so several writes pay one commit.
+impl WriteTarget for SqliteWriter {
+    fn alone<'a>(&'a self, sql: &'a str, values: Vec<Value>) -> BoxFuture<'a, Answer> {
+        Box::pin(async move { self.hold().await?.transaction(sql, values).await })
+    }
+
+    fn together<'a>(
+        &'a self,
+        writes: &'a [(String, Vec<Value>)],
+    ) -> BoxFuture<'a, Result<Vec<Vec<QueryResult>>, DbErr>> {
+        Box::pin(async move {
+            let mut held = self.hold().await?;
+            held.slot.open = true;
+            let last = writes.len().saturating_sub(1);
+            let mut answers = Vec::with_capacity(writes.len());
+            for (i, (sql, values)) in writes.iter().enumerate() {
+                // BEGIN and COMMIT ride in the first and last calls.
+                let sql = match (i == 0, i == last) {
+                    (true, true) => format!("BEGIN IMMEDIATE;\n{sql};\nCOMMIT"),
+                    (true, false) => format!("BEGIN IMMEDIATE;\n{sql}"),
+                    (false, true) => format!("{sql};\nCOMMIT"),
+                    (false, false) => sql.clone(),
+                };
+                match held.fetch_all(&sql, values.clone()).await {
+                    Ok(rows) => answers.push(rows),
+                    Err(e) => {
+                        // Failing here leaves the slot marked open: the
+                        // next holder tries again.
+                        let _ = rollback_if_open(&mut held.slot).await;
+                        return Err(e);
+                    }
+                }
+            }
+            held.slot.open = false;
+            Ok(answers)
+        })
+    }
+}
+
 impl Drop for HeldWriter {
     fn drop(&mut self) {
         if !self.slot.open || self.slot.conn.is_none() {
@@ -237,6 +284,7 @@ async fn rollback_if_open(slot: &mut Slot) -> Result<(), DbErr> {
 mod tests {
     use super::*;
     use crate::error;
+    use crate::write_batch::WriteBatch;
     use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
     use stovepipe_ports::StoreError;
 
@@ -441,5 +489,135 @@ mod tests {
         drop(parked);
         assert_eq!(count(&writer).await, 1);
         assert_eq!(pool.num_idle(), 0, "held again");
+    }
+
+    /// `futures` (writes) through a batch of one lane on `writer`, each started in
+    /// turn while the test holds the writer: the first takes the lane and
+    /// runs alone, the others wait for it and then go out together.
+    async fn batched<F: std::future::Future>(
+        writer: &SqliteWriter,
+        futures: impl IntoIterator<Item = F>,
+    ) -> Vec<F::Output> {
+        let held = writer.hold().await.unwrap();
+        let release = async move {
+            tokio::task::yield_now().await;
+            drop(held);
+        };
+        tokio::join!(futures::future::join_all(futures), release).0
+    }
+
+    fn insert(x: i64) -> (String, Vec<Value>) {
+        (
+            "INSERT INTO t (x) VALUES ($1) RETURNING x".to_owned(),
+            vec![x.into()],
+        )
+    }
+
+    async fn write(
+        batch: &WriteBatch,
+        writer: &SqliteWriter,
+        (sql, values): (String, Vec<Value>),
+    ) -> Answer {
+        batch.write(writer, &sql, values).await
+    }
+
+    /// The writes that waited for the writer commit together: each gets
+    /// its own rows, a write sees the ones before it in the batch, and the
+    /// counters tell the one alone from the batched ones.
+    #[tokio::test]
+    async fn writes_that_wait_for_the_writer_commit_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, _pool) = writer(&dir).await;
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let scrape = recorder.handle();
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let batch = WriteBatch::new(1);
+        let update = (
+            "UPDATE t SET x = 20 WHERE x = 2 RETURNING x".to_owned(),
+            vec![],
+        );
+        let queued = [insert(1), insert(2), update, insert(3)];
+        let answers = batched(&writer, queued.map(|w| write(&batch, &writer, w))).await;
+        let xs: Vec<Vec<i64>> = answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap()
+                    .iter()
+                    .map(|r| r.try_get("", "x").unwrap())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            xs,
+            [vec![1], vec![2], vec![20], vec![3]],
+            "each its own rows; the update saw the insert before it"
+        );
+        assert_eq!(count(&writer).await, 3);
+        let text = scrape.render();
+        for line in [
+            r#"stovepipe_db_writes_total{path="alone"} 1"#,
+            r#"stovepipe_db_writes_total{path="batched"} 3"#,
+            r#"stovepipe_db_write_batches_total{outcome="committed"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
+    }
+
+    /// A write that fails rolls its batch back; the others run again alone
+    /// and commit, and the failing one gets its own error.
+    #[tokio::test]
+    async fn a_failing_write_in_a_batch_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, _pool) = writer(&dir).await;
+        let batch = WriteBatch::new(1);
+        let queued = [insert(1), insert(2), insert(2), insert(3)];
+        let answers = batched(&writer, queued.map(|w| write(&batch, &writer, w))).await;
+        assert!(answers[0].is_ok() && answers[1].is_ok() && answers[3].is_ok());
+        let err = answers[2].as_ref().unwrap_err();
+        assert!(
+            err.to_string().contains("UNIQUE"),
+            "the duplicate's own error: {err}"
+        );
+        assert_eq!(count(&writer).await, 3);
+    }
+
+    /// The batch is one transaction: when its flusher is cancelled after
+    /// its own write ran and while the next one runs, nothing of the batch
+    /// commits, the other write is told to try again, and the writer
+    /// serves the next write.
+    #[tokio::test]
+    async fn a_batch_whose_flusher_is_cancelled_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, _pool) = writer(&dir).await;
+        let batch = WriteBatch::new(1);
+        let slow = (
+            "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 50000000) \
+             SELECT n FROM c"
+                .to_owned(),
+            vec![],
+        );
+        let answers = batched(
+            &writer,
+            vec![
+                Box::pin(write(&batch, &writer, insert(1))) as futures::future::BoxFuture<'_, _>,
+                Box::pin(async {
+                    tokio::time::timeout(
+                        Duration::from_millis(100),
+                        write(&batch, &writer, insert(2)),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err(DbErr::Custom("cancelled".into())))
+                }),
+                Box::pin(write(&batch, &writer, slow)),
+            ],
+        )
+        .await;
+        let [first, flusher, other] = <[Answer; 3]>::try_from(answers).unwrap();
+        first.unwrap();
+        assert_eq!(flusher.unwrap_err().to_string(), "Custom Error: cancelled");
+        let err = other.unwrap_err();
+        assert!(error::is_transient(&err), "retryable: {err}");
+        write(&batch, &writer, insert(3)).await.unwrap();
+        assert_eq!(count(&writer).await, 2, "the first and the last; not 2");
     }
 }

@@ -1,4 +1,4 @@
-//! Postgres: group commit of the stores' one-statement writes.
+//! Group commit of the stores' writes, on both backends.
 //!
 //! Every store write on Postgres is one statement (the write, its messages
 //! and its change rows in one `WITH`) that committed alone. Under load the
@@ -10,6 +10,22 @@
 //! each its own rows. A write that finds a lane free and nothing pending
 //! runs at once as a statement of its own, so an idle backend pays nothing
 //! for this; a busy one pays one commit per batch instead of one per write.
+//!
+//! SQLite has one lane, its one writer (`sqlite_writer`), and more goes
+//! through it: the stores' writes (each a list of statements), `mint` and
+//! the message queue's lease operations, every write of the process but
+//! explicit transactions. A batch there is one call per write on the
+//! writer, the first beginning the transaction and the last committing it
+//! ([`WriteTarget`] for `SqliteWriter`): the writer was the pipeline's
+//! serial bound, and a commit (writing its WAL frames, and the
+//! checkpoints they bring on) was about a third of its CPU
+//! (docs/benchmarks.md, 2026-12-06, second session). If the writer's
+//! holder is cancelled half way, the open transaction is rolled back
+//! (`HeldWriter`'s drop) and the batch's other writes get a retryable
+//! error. One call for the whole batch would save
+//! the calls too, but its text would differ from batch to batch, and
+//! SQLite would prepare every statement of it each time, at about four
+//! times a cached statement's cost.
 //!
 //! A batch goes to the server as **one message** (`HeldConnections::
 //! fetch_each_in_one_message`): the simple query protocol runs the
@@ -52,11 +68,13 @@
 //! batched writes to the batches; a rising `rolled_back` means writes
 //! failing or lanes deadlocking.
 //!
-//! Only the stores' writes and `mint` come here. Transactions ([`Tx`]) and
-//! the message queue's lease operations keep their own connections.
+//! On Postgres only the stores' writes and `mint` come here; transactions
+//! ([`Tx`]) and the message queue's lease operations keep their own
+//! connections. On SQLite transactions hold the writer themselves.
 //!
 //! [`Tx`]: crate::backend::Tx
 
+use futures::future::BoxFuture;
 use metrics::counter;
 use sea_orm::sqlx::Postgres;
 use sea_orm::{DbErr, QueryResult, Value};
@@ -73,13 +91,53 @@ const WRITES: &str = "stovepipe_db_writes_total";
 /// The batches, by `outcome`: `committed`, `rolled_back` or `lost`.
 const BATCHES: &str = "stovepipe_db_write_batches_total";
 
-type Answer = Result<Vec<QueryResult>, DbErr>;
+pub(crate) type Answer = Result<Vec<QueryResult>, DbErr>;
 
-/// A write waiting for its flush: its statement and values.
-type PendingWrite = Pending<(String, Vec<Value>), Answer>;
+/// A write: its statement (on SQLite possibly several, separated by `;`)
+/// and values.
+type Write = (String, Vec<Value>);
+
+/// A write waiting for its flush.
+type PendingWrite = Pending<Write, Answer>;
+
+/// Where a backend's writes run: Postgres's held connections, SQLite's
+/// one writer.
+pub(crate) trait WriteTarget: Sync {
+    /// Runs one write alone, as a transaction of its own.
+    fn alone<'a>(&'a self, sql: &'a str, values: Vec<Value>) -> BoxFuture<'a, Answer>;
+
+    /// Runs `writes` (at least two), in order, in one transaction and
+    /// returns each one's rows; the first error ends it, and nothing of it
+    /// commits unless the error is a lost connection (then the outcome is
+    /// unknown). The writes are borrowed, so each can run again alone.
+    fn together<'a>(
+        &'a self,
+        writes: &'a [Write],
+    ) -> BoxFuture<'a, Result<Vec<Vec<QueryResult>>, DbErr>>;
+}
+
+impl WriteTarget for HeldConnections<Postgres> {
+    fn alone<'a>(&'a self, sql: &'a str, values: Vec<Value>) -> BoxFuture<'a, Answer> {
+        Box::pin(self.fetch_all(sql, values))
+    }
+
+    /// One message (see the module); a batch with a value `literal` does
+    /// not write goes statement by statement.
+    fn together<'a>(
+        &'a self,
+        writes: &'a [Write],
+    ) -> BoxFuture<'a, Result<Vec<Vec<QueryResult>>, DbErr>> {
+        Box::pin(async move {
+            match self.fetch_each_in_one_message(writes).await? {
+                Some(answers) => Ok(answers),
+                None => self.fetch_each_in_transaction(writes).await,
+            }
+        })
+    }
+}
 
 /// The writes of one backend (see the module).
-pub(crate) struct WriteBatch(GroupCommit<(String, Vec<Value>), Answer>);
+pub(crate) struct WriteBatch(GroupCommit<Write, Answer>);
 
 impl WriteBatch {
     /// At most `lanes` batches in flight at once.
@@ -87,11 +145,11 @@ impl WriteBatch {
         Self(GroupCommit::new(lanes, MAX_BATCH))
     }
 
-    /// Runs the write `sql` on `held`, batched with the writes pending
+    /// Runs the write `sql` on `target`, batched with the writes pending
     /// beside it, and returns its rows.
-    pub(crate) async fn write(
+    pub(crate) async fn write<T: WriteTarget>(
         &self,
-        held: &HeldConnections<Postgres>,
+        target: &T,
         sql: &str,
         values: Vec<Value>,
     ) -> Answer {
@@ -99,7 +157,7 @@ impl WriteBatch {
             .submit(
                 (sql.to_owned(), values),
                 || Err(abandoned()),
-                |chunk| flush(held, chunk),
+                |chunk| flush(target, chunk),
             )
             .await
     }
@@ -112,27 +170,23 @@ fn abandoned() -> DbErr {
     ))
 }
 
-/// Runs `chunk` as one transaction (alone: as one statement) and answers
-/// each write; when the transaction fails, each write again alone.
-async fn flush(held: &HeldConnections<Postgres>, mut chunk: Vec<PendingWrite>) {
+/// Runs `chunk` as one transaction (alone: as a transaction of its own)
+/// and answers each write; when the transaction fails, each write again
+/// alone.
+async fn flush<T: WriteTarget>(target: &T, mut chunk: Vec<PendingWrite>) {
     if chunk.len() == 1 {
         counter!(WRITES, "path" => "alone").increment(1);
         let mut p = chunk.remove(0);
         let (sql, values) = std::mem::take(&mut p.item);
-        p.answer(held.fetch_all(&sql, values).await);
+        p.answer(target.alone(&sql, values).await);
         return;
     }
-    let statements: Vec<(String, Vec<Value>)> = chunk
+    let writes: Vec<Write> = chunk
         .iter_mut()
         .map(|p| std::mem::take(&mut p.item))
         .collect();
     counter!(WRITES, "path" => "batched").increment(chunk.len() as u64);
-    let ran = match held.fetch_each_in_one_message(&statements).await {
-        Ok(Some(answers)) => Ok(answers),
-        Ok(None) => held.fetch_each_in_transaction(&statements).await,
-        Err(e) => Err(e),
-    };
-    let outcome = match ran {
+    let outcome = match target.together(&writes).await {
         Ok(answers) => {
             for (p, rows) in chunk.into_iter().zip(answers) {
                 p.answer(Ok(rows));
@@ -143,8 +197,8 @@ async fn flush(held: &HeldConnections<Postgres>, mut chunk: Vec<PendingWrite>) {
         // another transaction) rolled the batch back: each write alone.
         Err(e) if error::is_server_answer(&e) => {
             tracing::debug!(writes = chunk.len(), error = %e, "a batch of writes rolled back; each runs alone");
-            for (p, (sql, values)) in chunk.into_iter().zip(statements) {
-                p.answer(held.fetch_all(&sql, values).await);
+            for (p, (sql, values)) in chunk.into_iter().zip(writes) {
+                p.answer(target.alone(&sql, values).await);
             }
             "rolled_back"
         }
