@@ -18,7 +18,7 @@
 //! | `stovepipe_dead_letters_reconciled_total` | counter | topic |
 //! | `stovepipe_reconcile_repairs_total` | counter | queue, repair |
 //!
-//! The SQL adapter records its own, on Postgres: `stovepipe_db_writes_total`
+//! The SQL adapter records its own, on both backends: `stovepipe_db_writes_total`
 //! (path: alone, batched) and `stovepipe_db_write_batches_total` (outcome:
 //! committed, rolled_back, lost); see its `write_batch` module.
 
