@@ -217,7 +217,7 @@ async fn flush<T: WriteTarget>(target: &T, mut chunk: Vec<PendingWrite>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::held::tests::scalar;
     use std::time::Duration;
@@ -250,6 +250,17 @@ mod tests {
         (sql, values): (String, Vec<Value>),
     ) -> Answer {
         batch.write(held, &sql, values).await
+    }
+
+    /// The answers to inserts of 1, 2, 2 and 3 through a batch: only the
+    /// duplicate failed, with the database's own error, which `says` so.
+    pub(crate) fn only_the_duplicate_failed(answers: &[Answer], says: &str) {
+        assert!(answers[0].is_ok() && answers[1].is_ok() && answers[3].is_ok());
+        let err = answers[2].as_ref().unwrap_err();
+        assert!(
+            err.to_string().contains(says),
+            "the duplicate's own error: {err}"
+        );
     }
 
     fn txid(rows: &[QueryResult]) -> i64 {
@@ -320,12 +331,7 @@ mod tests {
         };
         let writes = [insert(1), insert(2), insert(2), insert(3)];
         let answers = futures::future::join_all(writes.map(|w| write(&batch, &held, w))).await;
-        assert!(answers[0].is_ok() && answers[1].is_ok() && answers[3].is_ok());
-        let err = answers[2].as_ref().unwrap_err();
-        assert!(
-            err.to_string().contains("duplicate key"),
-            "the duplicate's own error: {err}"
-        );
+        only_the_duplicate_failed(&answers, "duplicate key");
         assert_eq!(count(&held).await, 3);
     }
 
