@@ -26,6 +26,7 @@
 //! that read first would fail at once with `SQLITE_BUSY` when another
 //! process committed in between (a stale snapshot cannot be upgraded).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -220,11 +221,11 @@ impl WriteTarget for SqliteWriter {
             let mut answers = Vec::with_capacity(writes.len());
             for (i, (sql, values)) in writes.iter().enumerate() {
                 // BEGIN and COMMIT ride in the first and last calls.
-                let sql = match (i == 0, i == last) {
-                    (true, true) => format!("BEGIN IMMEDIATE;\n{sql};\nCOMMIT"),
-                    (true, false) => format!("BEGIN IMMEDIATE;\n{sql}"),
-                    (false, true) => format!("{sql};\nCOMMIT"),
-                    (false, false) => sql.clone(),
+                let sql: Cow<'_, str> = match (i == 0, i == last) {
+                    (true, true) => format!("BEGIN IMMEDIATE;\n{sql};\nCOMMIT").into(),
+                    (true, false) => format!("BEGIN IMMEDIATE;\n{sql}").into(),
+                    (false, true) => format!("{sql};\nCOMMIT").into(),
+                    (false, false) => sql.as_str().into(),
                 };
                 match held.fetch_all(&sql, values.clone()).await {
                     Ok(rows) => answers.push(rows),
