@@ -389,9 +389,9 @@ pub(crate) fn spawn_sequencer(shared: &Arc<Shared>) -> JoinHandle<()> {
 /// Name of the round's prepared statement on the sequencer's connection.
 const ROUND_STATEMENT: &str = "stovepipe_sequencer_round";
 
-/// Where its `EXECUTE` stands among the round's statements (`BEGIN`, `SET
-/// LOCAL`, the lock, the numbering, `COMMIT`).
-const NUMBERING: usize = 3;
+/// Where its `EXECUTE` stands among the round's statements (the lock,
+/// the numbering).
+const NUMBERING: usize = 1;
 
 /// One round, on the sequencer's own connection (taken from the writer's
 /// pool once and detached from it, the pool opening another in its place,
@@ -403,7 +403,11 @@ const NUMBERING: usize = 3;
 /// nothing.
 ///
 /// The round is one message of the simple query protocol, so one round
-/// trip: `BEGIN`, the lock, the prepared numbering, `COMMIT`. Each
+/// trip: the lock, then the prepared numbering. Postgres runs the
+/// statements of one such message as one implicit transaction, which
+/// holds the lock until the message's end and commits all of it or
+/// nothing (with `BEGIN`, `SET LOCAL` and `COMMIT` the round was five
+/// statements, 4.1 of a request's 21 on the server). Each
 /// statement of it takes its own snapshot (READ COMMITTED), so the
 /// numbering sees the previous lock holder's numbers, and its
 /// watermark is taken after the lock was granted. Any error drops the
@@ -411,7 +415,7 @@ const NUMBERING: usize = 3;
 /// round opens a fresh one.
 ///
 /// The commit does not wait for its WAL flush (`synchronous_commit =
-/// off`), because a lost round is given again, number for number: the
+/// off`, set on the connection when it is opened), because a lost round is given again, number for number: the
 /// rows a round may number were committed durably by their writers
 /// (a writer's commit is visible only once flushed), numbering is
 /// their rank in `(txid, id)` order among all change rows (each round
@@ -427,9 +431,8 @@ async fn round(shared: &Shared) -> Result<Round, DbErr> {
         empty => empty.insert(open(shared).await?),
     };
     let sql = format!(
-        "BEGIN; SET LOCAL synchronous_commit = off; \
-         SELECT pg_advisory_xact_lock({SEQUENCER_LOCK}); \
-         EXECUTE {ROUND_STATEMENT}({}); COMMIT",
+        "SELECT pg_advisory_xact_lock({SEQUENCER_LOCK}); \
+         EXECUTE {ROUND_STATEMENT}({})",
         // Other replicas' tails hear of the round, while there are any
         // (`presence`); each tail also catches up every tick.
         shared.notifies()
@@ -480,7 +483,8 @@ async fn round(shared: &Shared) -> Result<Round, DbErr> {
 }
 
 /// A connection of the writer's pool, detached from it, with the round
-/// prepared on it. Operators find it in `pg_stat_activity` by its `application_name`,
+/// prepared on it and its commits not waiting for their WAL flush (it
+/// runs nothing but rounds). Operators find it in `pg_stat_activity` by its `application_name`,
 /// `stovepipe sequencer <schema>` (cut to Postgres' 63 bytes).
 async fn open(shared: &Shared) -> Result<PgConnection, DbErr> {
     let pool = shared.writer().get_postgres_connection_pool();
@@ -488,6 +492,7 @@ async fn open(shared: &Shared) -> Result<PgConnection, DbErr> {
     let prepare = format!(
         "SELECT set_config('application_name', \
            left('stovepipe sequencer ' || COALESCE(current_schema(), ''), 63), false); \
+         SET synchronous_commit = off; \
          PREPARE {ROUND_STATEMENT}(boolean) AS \
          WITH w AS ( \
            SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS watermark), \

@@ -388,6 +388,7 @@ fn failed_in<DB: Driver>(slot: &mut Slot<DB>, e: sqlx::Error) -> DbErr {
 pub(crate) mod tests {
     use super::*;
     use crate::test_postgres_pool as pool;
+    use sea_orm::sqlx::Row;
     use std::time::Duration;
     use stovepipe_ports::StoreError;
 
@@ -671,6 +672,36 @@ pub(crate) mod tests {
         assert!(
             prepared_statements(&held).await < most,
             "and some deallocated"
+        );
+    }
+
+    /// What the sequencer's round rests on: a transaction-scoped lock taken
+    /// in a message of several statements is held until the message ends
+    /// (its implicit transaction), and released then.
+    #[tokio::test]
+    async fn a_lock_taken_in_a_message_is_held_to_its_end() {
+        let Some(pool) = pool(2).await else {
+            return;
+        };
+        let (mut holder, mut other) = (
+            pool.acquire().await.unwrap().detach(),
+            pool.acquire().await.unwrap().detach(),
+        );
+        let key = 0x5eed_1e55_i64;
+        let try_lock = format!("SELECT pg_try_advisory_xact_lock({key}) AS got");
+        let message = format!("SELECT pg_advisory_xact_lock({key}); SELECT pg_sleep(0.3)");
+        let probe = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let during = simple_message(&mut other, &try_lock).await.unwrap();
+            during[0][0].try_get::<bool, _>("got").unwrap()
+        };
+        let (ran, got_during) = tokio::join!(simple_message(&mut holder, &message), probe);
+        ran.unwrap();
+        assert!(!got_during, "held while the message ran");
+        let after = simple_message(&mut other, &try_lock).await.unwrap();
+        assert!(
+            after[0][0].try_get::<bool, _>("got").unwrap(),
+            "released at the message's end"
         );
     }
 }
