@@ -793,8 +793,9 @@ impl Shared {
     }
 
     /// SQLite: runs `sql` (statements separated by `;`, `$n` placeholders
-    /// over one list of `values`) as one transaction in one call to the
-    /// writer's thread; returns every row the statements returned.
+    /// over one list of `values`) as one call to the writer's thread in a
+    /// transaction, alone or with the writes waiting beside it
+    /// (`write_batch`); returns every row the statements returned.
     pub(crate) async fn sqlite_transaction(
         &self,
         sql: &str,

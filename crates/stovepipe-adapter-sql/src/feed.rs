@@ -406,16 +406,16 @@ const NUMBERING: usize = 1;
 /// trip: the lock, then the prepared numbering. Postgres runs the
 /// statements of one such message as one implicit transaction, which
 /// holds the lock until the message's end and commits all of it or
-/// nothing (with `BEGIN`, `SET LOCAL` and `COMMIT` the round was five
-/// statements, 4.1 of a request's 21 on the server). Each
-/// statement of it takes its own snapshot (READ COMMITTED), so the
+/// nothing. Each statement of it takes its own snapshot (READ
+/// COMMITTED), so the
 /// numbering sees the previous lock holder's numbers, and its
 /// watermark is taken after the lock was granted. Any error drops the
 /// connection, and with it whatever the message left open; the next
 /// round opens a fresh one.
 ///
 /// The commit does not wait for its WAL flush (`synchronous_commit =
-/// off`, set on the connection when it is opened), because a lost round is given again, number for number: the
+/// off`, set on the connection when it is opened), because a lost round
+/// is given again, number for number: the
 /// rows a round may number were committed durably by their writers
 /// (a writer's commit is visible only once flushed), numbering is
 /// their rank in `(txid, id)` order among all change rows (each round
@@ -437,21 +437,17 @@ async fn round(shared: &Shared) -> Result<Round, DbErr> {
         // (`presence`); each tail also catches up every tick.
         shared.notifies()
     );
+    let rows = simple_message(conn, &sql)
+        .await
+        .map_err(crate::held::failed)
+        .and_then(|statements| {
+            statements.into_iter().nth(NUMBERING).ok_or_else(|| {
+                DbErr::Custom("sequencer round: the numbering did not complete".into())
+            })
+        });
     // Any failure drops the connection, with whatever the message left
     // open.
-    let rows = match simple_message(conn, &sql).await {
-        Ok(statements) => statements.into_iter().nth(NUMBERING),
-        Err(e) => {
-            *slot = None;
-            return Err(crate::held::failed(e));
-        }
-    };
-    let Some(rows) = rows else {
-        *slot = None;
-        return Err(DbErr::Custom(
-            "sequencer round: the numbering did not complete".into(),
-        ));
-    };
+    let rows = rows.inspect_err(|_| *slot = None)?;
     let mut summary = None;
     let mut numbered = Vec::new();
     // Each row has the round's summary and, when it numbered any, one
@@ -484,8 +480,9 @@ async fn round(shared: &Shared) -> Result<Round, DbErr> {
 
 /// A connection of the writer's pool, detached from it, with the round
 /// prepared on it and its commits not waiting for their WAL flush (it
-/// runs nothing but rounds). Operators find it in `pg_stat_activity` by its `application_name`,
-/// `stovepipe sequencer <schema>` (cut to Postgres' 63 bytes).
+/// runs nothing but rounds). Operators find it in `pg_stat_activity` by
+/// its `application_name`, `stovepipe sequencer <schema>` (cut to
+/// Postgres' 63 bytes).
 async fn open(shared: &Shared) -> Result<PgConnection, DbErr> {
     let pool = shared.writer().get_postgres_connection_pool();
     let mut conn = pool.acquire().await.map_err(crate::held::failed)?.detach();

@@ -75,13 +75,13 @@ driver!(Sqlite);
 
 /// A connection a slot holds, and the statements prepared on it (Postgres:
 /// `fetch_each_in_one_message`), which go with it.
-pub(crate) struct Held<DB: sqlx::Database> {
+struct HeldConnection<DB: sqlx::Database> {
     conn: PoolConnection<DB>,
     /// A statement's text → the types it is prepared with and its name.
     prepared: HashMap<String, (Vec<&'static str>, String)>,
 }
 
-type Slot<DB> = Option<Held<DB>>;
+type Slot<DB> = Option<HeldConnection<DB>>;
 
 pub(crate) struct HeldConnections<DB: Driver> {
     pool: Pool<DB>,
@@ -147,10 +147,13 @@ impl<DB: Driver> HeldConnections<DB> {
     }
 
     /// The slot's connection, taken from the pool if it has none.
-    async fn connection<'s>(&self, slot: &'s mut Slot<DB>) -> Result<&'s mut Held<DB>, DbErr> {
+    async fn connection<'s>(
+        &self,
+        slot: &'s mut Slot<DB>,
+    ) -> Result<&'s mut HeldConnection<DB>, DbErr> {
         Ok(match slot {
             Some(held) => held,
-            empty => empty.insert(Held {
+            empty => empty.insert(HeldConnection {
                 conn: self.pool.acquire().await.map_err(failed)?,
                 prepared: HashMap::new(),
             }),
@@ -253,7 +256,7 @@ impl<'a> Call<'a> {
     }
 }
 
-impl Held<Postgres> {
+impl HeldConnection<Postgres> {
     /// The name each call's statement is prepared under on this
     /// connection, preparing the ones it lacks first, in one message.
     /// Past [`MAX_PREPARED`], ours are deallocated (sqlx's own stay) and

@@ -183,28 +183,51 @@ impl HeldWriter {
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Vec<QueryResult>, DbErr> {
+        let mut answers = self.transaction_of(std::iter::once((sql, values))).await?;
+        Ok(answers.pop().unwrap_or_default())
+    }
+
+    /// Runs each of `calls` as [`fetch_all`](Self::fetch_all) does, a call
+    /// each, all in one transaction: `BEGIN IMMEDIATE` rides in the first
+    /// call and `COMMIT` in the last, so a transaction costs no calls of
+    /// its own. Returns each call's rows. A statement that fails rolls the
+    /// whole transaction back (nothing after it ran) and its error is
+    /// returned.
+    pub(crate) async fn transaction_of<'c>(
+        &mut self,
+        calls: impl ExactSizeIterator<Item = (&'c str, Vec<Value>)>,
+    ) -> Result<Vec<Vec<QueryResult>>, DbErr> {
         self.slot.open = true;
-        let list = format!("BEGIN IMMEDIATE;\n{sql};\nCOMMIT");
-        match self.fetch_all(&list, values).await {
-            Ok(rows) => {
-                self.slot.open = false;
-                Ok(rows)
-            }
-            Err(e) => {
-                // Failing here leaves the slot marked open: the next holder
-                // tries again.
-                let _ = rollback_if_open(&mut self.slot).await;
-                Err(e)
+        let last = calls.len().saturating_sub(1);
+        let mut answers = Vec::with_capacity(calls.len());
+        for (i, (sql, values)) in calls.enumerate() {
+            let begin = if i == 0 { "BEGIN IMMEDIATE;\n" } else { "" };
+            let commit = if i == last { ";\nCOMMIT" } else { "" };
+            let sql: Cow<'_, str> = if begin.is_empty() && commit.is_empty() {
+                sql.into()
+            } else {
+                format!("{begin}{sql}{commit}").into()
+            };
+            match self.fetch_all(&sql, values).await {
+                Ok(rows) => answers.push(rows),
+                Err(e) => {
+                    // Failing here leaves the slot marked open: the next
+                    // holder tries again.
+                    let _ = rollback_if_open(&mut self.slot).await;
+                    return Err(e);
+                }
             }
         }
+        self.slot.open = false;
+        Ok(answers)
     }
 }
 
 /// The writes of the stores and the message queue's lease operations go
 /// through `write_batch`, one lane: a write that finds the writer free runs
 /// alone as a transaction of its own; the writes that waited meanwhile
-/// commit together, one call each in one transaction (the first call
-/// begins it, the last commits it), so several writes pay one commit.
+/// commit together, a call each in one transaction, so several writes pay
+/// one commit.
 impl WriteTarget for SqliteWriter {
     fn alone<'a>(&'a self, sql: &'a str, values: Vec<Value>) -> BoxFuture<'a, Answer> {
         Box::pin(async move { self.hold().await?.transaction(sql, values).await })
@@ -215,30 +238,10 @@ impl WriteTarget for SqliteWriter {
         writes: &'a [(String, Vec<Value>)],
     ) -> BoxFuture<'a, Result<Vec<Vec<QueryResult>>, DbErr>> {
         Box::pin(async move {
-            let mut held = self.hold().await?;
-            held.slot.open = true;
-            let last = writes.len().saturating_sub(1);
-            let mut answers = Vec::with_capacity(writes.len());
-            for (i, (sql, values)) in writes.iter().enumerate() {
-                // BEGIN and COMMIT ride in the first and last calls.
-                let sql: Cow<'_, str> = match (i == 0, i == last) {
-                    (true, true) => format!("BEGIN IMMEDIATE;\n{sql};\nCOMMIT").into(),
-                    (true, false) => format!("BEGIN IMMEDIATE;\n{sql}").into(),
-                    (false, true) => format!("{sql};\nCOMMIT").into(),
-                    (false, false) => sql.as_str().into(),
-                };
-                match held.fetch_all(&sql, values.clone()).await {
-                    Ok(rows) => answers.push(rows),
-                    Err(e) => {
-                        // Failing here leaves the slot marked open: the
-                        // next holder tries again.
-                        let _ = rollback_if_open(&mut held.slot).await;
-                        return Err(e);
-                    }
-                }
-            }
-            held.slot.open = false;
-            Ok(answers)
+            let calls = writes
+                .iter()
+                .map(|(sql, values)| (sql.as_str(), values.clone()));
+            self.hold().await?.transaction_of(calls).await
         })
     }
 }
