@@ -14,11 +14,29 @@
 //!   are JSON (`jsonb` on Postgres, text on SQLite);
 //! - the message queue and the dead letters use an auto-incremented
 //!   `BIGINT` key (`bigserial` on Postgres) for order; so does the change
-//!   log on SQLite, while on Postgres its `seq` is given after commit
-//!   (`m20250101_000014_change_log_sequencing`).
+//!   log on SQLite, while on Postgres its `seq` comes from the writing
+//!   transaction's id (`m20250101_000018_change_log_numbered_at_insert`).
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::DatabaseBackend;
+
+/// The `MigrationTrait` of a migration that runs its `UP` and `DOWN`
+/// statements on Postgres only ([`on_postgres`]).
+macro_rules! postgres_only {
+    () => {
+        #[async_trait::async_trait]
+        impl MigrationTrait for Migration {
+            async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+                crate::on_postgres(manager, UP).await
+            }
+
+            async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+                crate::on_postgres(manager, DOWN).await
+            }
+        }
+    };
+}
 
 mod m20250101_000001_queues;
 mod m20250101_000002_requests;
@@ -37,6 +55,7 @@ mod m20250101_000014_change_log_sequencing;
 mod m20250101_000015_messages_topic_order;
 mod m20250101_000016_builds_queue_inserted;
 mod m20250101_000017_hook_runs_hook_recorded;
+mod m20250101_000018_change_log_numbered_at_insert;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -63,6 +82,21 @@ impl MigratorTrait for Migrator {
             Box::new(m20250101_000015_messages_topic_order::Migration),
             Box::new(m20250101_000016_builds_queue_inserted::Migration),
             Box::new(m20250101_000017_hook_runs_hook_recorded::Migration),
+            Box::new(m20250101_000018_change_log_numbered_at_insert::Migration),
         ]
     }
+}
+
+/// Runs `statements` (in groups) in order on Postgres; nothing on SQLite
+/// (for the migrations that change only how Postgres numbers the change
+/// log).
+async fn on_postgres(manager: &SchemaManager<'_>, statements: &[&[&str]]) -> Result<(), DbErr> {
+    if manager.get_database_backend() != DatabaseBackend::Postgres {
+        return Ok(());
+    }
+    let db = manager.get_connection();
+    for sql in statements.iter().flat_map(|group| group.iter()) {
+        db.execute_unprepared(sql).await?;
+    }
+    Ok(())
 }

@@ -89,15 +89,16 @@ async fn up_down_up_on_sqlite() {
     up_down_up(&db).await;
 }
 
-#[tokio::test]
-async fn up_down_up_on_postgres() {
+/// A fresh Postgres database of its own, and the admin connection that
+/// drops it ([`drop_scratch`]); `None` when no Postgres is configured.
+async fn scratch_postgres() -> Option<(DatabaseConnection, DatabaseConnection, String)> {
     let Ok(base) = std::env::var("STOVEPIPE_TEST_POSTGRES_URL") else {
         assert!(
             std::env::var("STOVEPIPE_REQUIRE_SERVICES").as_deref() != Ok("1"),
             "STOVEPIPE_REQUIRE_SERVICES=1 but STOVEPIPE_TEST_POSTGRES_URL is not set"
         );
         eprintln!("skipped: STOVEPIPE_TEST_POSTGRES_URL not set");
-        return;
+        return None;
     };
     let admin = Database::connect(&base).await.unwrap();
     let name = format!("stovepipe_test_{}", uuid::Uuid::new_v4().simple());
@@ -111,10 +112,121 @@ async fn up_down_up_on_postgres() {
     let db = Database::connect(&format!("{prefix}/{name}"))
         .await
         .unwrap();
-    up_down_up(&db).await;
+    Some((db, admin, name))
+}
+
+async fn drop_scratch(db: DatabaseConnection, admin: DatabaseConnection, name: &str) {
     db.close().await.unwrap();
     admin
         .execute_unprepared(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn up_down_up_on_postgres() {
+    let Some((db, admin, name)) = scratch_postgres().await else {
+        return;
+    };
+    up_down_up(&db).await;
+    drop_scratch(db, admin, &name).await;
+}
+
+async fn seqs(db: &DatabaseConnection) -> Vec<(String, i64)> {
+    db.query_all(Statement::from_string(
+        db.get_database_backend(),
+        "SELECT subject, seq FROM change_log ORDER BY seq",
+    ))
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| {
+        (
+            r.try_get("", "subject").unwrap(),
+            r.try_get("", "seq").unwrap(),
+        )
+    })
+    .collect()
+}
+
+/// Moving the Postgres change log's numbering to insert time keeps the
+/// numbers given, numbers the rows still waiting as the sequencer would
+/// have (after the highest, in `(txid, id)` order), and every number given
+/// afterwards is higher; down gives the rows back ids and transaction ids.
+#[tokio::test]
+async fn change_log_numbering_moves_to_insert_time_on_postgres() {
+    let Some((db, admin, name)) = scratch_postgres().await else {
+        return;
+    };
+    let at_sequencing = Migrator::migrations()
+        .iter()
+        .position(|m| m.name() == "m20250101_000014_change_log_sequencing")
+        .unwrap();
+    let before_insert_time = Migrator::migrations()
+        .iter()
+        .position(|m| m.name() == "m20250101_000018_change_log_numbered_at_insert")
+        .unwrap();
+    assert!(at_sequencing < before_insert_time);
+    Migrator::up(&db, Some(u32::try_from(before_insert_time).unwrap()))
+        .await
+        .unwrap();
+    // Two rows numbered, two waiting; "late" has the higher transaction id
+    // but the lower row id, "early" the lower transaction id.
+    db.execute_unprepared(
+        "INSERT INTO change_log (seq, kind, subject, data, created_at, txid) VALUES \
+         (1, 'k', 'one', '{}', 0, 10), (2, 'k', 'two', '{}', 0, 11), \
+         (NULL, 'k', 'late', '{}', 0, 13), (NULL, 'k', 'early', '{}', 0, 12)",
+    )
+    .await
+    .unwrap();
+    Migrator::up(&db, None).await.unwrap();
+    let named = |pairs: &[(&str, i64)]| -> Vec<(String, i64)> {
+        pairs.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect()
+    };
+    assert_eq!(
+        seqs(&db).await,
+        named(&[("one", 1), ("two", 2), ("early", 3), ("late", 4)])
+    );
+    db.execute_unprepared(
+        "INSERT INTO change_log (seq, kind, subject, data, created_at) VALUES \
+         (pg_current_xact_id()::text::bigint << 20, 'k', 'new', '{}', 0)",
+    )
+    .await
+    .unwrap();
+    let after = seqs(&db).await;
+    assert_eq!(after[4].0, "new");
+    assert!(after[4].1 > 4, "above every older number: {after:?}");
+
+    Migrator::down(&db, Some(1)).await.unwrap();
+    let restored = db
+        .query_all(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT id, txid, seq FROM change_log ORDER BY seq",
+        ))
+        .await
+        .unwrap();
+    let ids: Vec<i64> = restored
+        .iter()
+        .map(|r| r.try_get("", "id").unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5], "ids in seq order");
+    let new_txid: i64 = restored[4].try_get("", "txid").unwrap();
+    assert_eq!(new_txid, after[4].1 >> 20);
+    // Rows appended after down get the next id and wait for the sequencer.
+    db.execute_unprepared(
+        "INSERT INTO change_log (kind, subject, data, created_at) VALUES ('k', 'x', '{}', 0)",
+    )
+    .await
+    .unwrap();
+    let next = db
+        .query_one(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT id, seq FROM change_log WHERE subject = 'x'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.try_get::<i64>("", "id").unwrap(), 6);
+    assert_eq!(next.try_get::<Option<i64>>("", "seq").unwrap(), None);
+    drop_scratch(db, admin, &name).await;
 }

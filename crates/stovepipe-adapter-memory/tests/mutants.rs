@@ -436,8 +436,8 @@ impl ChangeFeed for SilentSkip {
     async fn last_seq(&self) -> Result<u64, StoreError> {
         self.0.last_seq().await
     }
-    async fn oldest_retained(&self) -> Result<Option<u64>, StoreError> {
-        self.0.oldest_retained().await
+    async fn removed_through(&self) -> Result<u64, StoreError> {
+        self.0.removed_through().await
     }
     fn subscribe(&self) -> ChangeStream {
         // The bug: drop the Lagged signal.

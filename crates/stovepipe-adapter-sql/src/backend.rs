@@ -52,7 +52,7 @@ pub(crate) const FEED_CHANNEL: &str = "stovepipe_feed";
 /// is `tag` (`None`): a payload is `<what>@<origin>`, a backend's tag its
 /// `@<origin>` ([`Shared::notify_tag`]). Postgres echoes a backend's own
 /// notifications to its listener; those are already handled locally (the
-/// wake-up after the commit, the sequencer's own catch-up), and acting on
+/// wake-up after the commit, the tail's own round), and acting on
 /// them again was an empty receive or read each time.
 pub(crate) fn notification_from_elsewhere<'p>(payload: &'p str, tag: &str) -> Option<&'p str> {
     if payload.ends_with(tag) {
@@ -75,7 +75,7 @@ pub struct SqlOptions {
     /// Connections of the Postgres pool, or of the SQLite reader pool.
     /// A Postgres backend opens at most `pool_size` (at least 2; the
     /// change listener's is one of them) + `max(pool_size / 2, 2)` (the
-    /// lease operations' pool) + 1 (the change-feed sequencer's own)
+    /// lease operations' pool) + 1 (the change-feed tail's own)
     /// connections: budget `max_connections` by that per replica.
     pub pool_size: u32,
     /// How long a caller waits for a connection before `Unavailable`.
@@ -153,7 +153,7 @@ pub(crate) struct Shared {
     /// `write_batch`).
     writes: crate::write_batch::WriteBatch,
     /// Postgres: the LISTEN task, the presence heartbeat and the change-log
-    /// sequencer.
+    /// tail.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -376,12 +376,12 @@ impl SqlBackend {
             // Announced once the listener is subscribed: a replica that
             // hears us may notify us from then on.
             let heartbeat = spawn_heartbeat(&shared);
-            let sequencer = feed::spawn_sequencer(&shared);
+            let tail = feed::spawn_tail(&shared);
             shared
                 .tasks
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .extend([listener, heartbeat, sequencer]);
+                .extend([listener, heartbeat, tail]);
         }
         Ok(Arc::new(Self { shared }))
     }
@@ -413,11 +413,11 @@ impl SqlBackend {
         self.shared.clock.clone()
     }
 
-    /// Closes the pools (and stops the Postgres listener and sequencer).
+    /// Closes the pools (and stops the Postgres listener and change-log tail).
     /// Further calls fail with `Unavailable`.
     pub async fn close(&self) {
         self.shared.stop_tasks();
-        self.shared.feed.close_sequencer().await;
+        self.shared.feed.close_tail().await;
         match &self.shared.held {
             Held::Postgres { statements, leases } => {
                 statements.release().await;
@@ -568,7 +568,7 @@ fn spawn_heartbeat(shared: &Arc<Shared>) -> JoinHandle<()> {
 
 impl Shared {
     /// The writer (SQLite: the one write connection; Postgres: the pool),
-    /// where the feed's sequencer takes its own connection from.
+    /// where the feed's tail takes its own connection from.
     pub(crate) fn writer(&self) -> &DatabaseConnection {
         &self.writer
     }
@@ -662,18 +662,18 @@ impl Shared {
     }
 
     /// What follows every write's commit: when change rows were appended,
-    /// brings the feed tail up to them — on Postgres (`txid`) once the
-    /// sequencer numbered them — and wakes `woken`'s local waiters once
+    /// brings the feed tail up to them — on Postgres (`txid`) once every
+    /// older transaction ended — and wakes `woken`'s local waiters once
     /// that is done, or after [`LOCAL_WAKE_AT_MOST`], whichever is first.
     ///
     /// Waking after the feed means a local consumer handles a hop only once
     /// the write that published it is about to return to its writer, so the
     /// writer's bookkeeping of that write (the pipeline keeps the rows it
     /// wrote) is in place when the next stage reads; woken at commit, the
-    /// next stage read the row from the database during the sequencing wait
-    /// (about 4 reads per validated request). The bound keeps a sequencer
+    /// next stage read the row from the database during the wait for the feed
+    /// (about 4 reads per validated request). The bound keeps a tail
     /// held back by a long transaction elsewhere on the cluster (up to
-    /// `SEQUENCING_WAIT`) from holding the pipeline's hops back with it.
+    /// `BROADCAST_WAIT`) from holding the pipeline's hops back with it.
     /// Other replicas are told at commit by NOTIFY either way.
     async fn after_commit(&self, woken: impl IntoIterator<Item = &Topic>, appended: Appended) {
         let wake = || {
@@ -683,12 +683,12 @@ impl Shared {
         };
         match appended {
             Appended::AsTransaction(txid) => {
-                let sequenced = self.feed.await_sequenced(txid);
-                tokio::pin!(sequenced);
-                let in_time = tokio::time::timeout(LOCAL_WAKE_AT_MOST, sequenced.as_mut()).await;
+                let broadcast = self.feed.await_broadcast(txid);
+                tokio::pin!(broadcast);
+                let in_time = tokio::time::timeout(LOCAL_WAKE_AT_MOST, broadcast.as_mut()).await;
                 wake();
                 if in_time.is_err() {
-                    sequenced.await;
+                    broadcast.await;
                 }
             }
             Appended::UpTo(seq) => {
@@ -811,7 +811,7 @@ impl Shared {
     /// the write touched a row; messages take their partition locks first,
     /// in sorted order (nested subqueries fix the order), and are inserted
     /// in sorted `(topic, partition)` order, as [`Tx::publish`] does.
-    /// Local waiters are woken once the change rows are numbered, as
+    /// Local waiters are woken once the change rows are broadcast, as
     /// [`Tx::commit`] does.
     async fn write_with_outbox_postgres(
         &self,
@@ -893,20 +893,23 @@ impl Shared {
             ));
         }
         if outbox.changes.is_empty() {
-            ctes.push("appended AS (SELECT NULL::bigint AS txid WHERE false)".to_owned());
+            ctes.push("appended AS (SELECT NULL::bigint AS seq WHERE false)".to_owned());
         } else {
             let rows = bind_changes(&mut values, outbox.changes, |ord| ord.to_string());
+            ctes.push(format!("numbering AS ({})", feed::next_seq(Some("main"))));
             ctes.push(format!(
-                "appended AS (INSERT INTO change_log (queue, kind, subject, data, created_at) \
-                 SELECT v.queue, v.kind, v.subject, v.data, {at} FROM main, (VALUES {rows}) \
-                 AS v(queue, kind, subject, data, ord) ORDER BY v.ord RETURNING txid)"
+                "appended AS (INSERT INTO change_log \
+                 (seq, queue, kind, subject, data, created_at) \
+                 SELECT n.first + v.ord, v.queue, v.kind, v.subject, v.data, {at} \
+                 FROM numbering AS n, (VALUES {rows}) AS v(queue, kind, subject, data, ord) \
+                 RETURNING seq)"
             ));
         }
         let statement = format!(
             "WITH {} SELECT (SELECT COUNT(*) FROM main) AS hit, \
              (SELECT json_agg(topic) FROM (SELECT topic FROM published \
                UNION ALL SELECT topic FROM published_hooks) AS p)::text AS topics, \
-             (SELECT MAX(txid) FROM appended) AS txid",
+             (SELECT MAX(seq) FROM appended) AS seq",
             ctes.join(", ")
         );
         let row = self
@@ -926,19 +929,23 @@ impl Shared {
                 .collect(),
             None => BTreeSet::new(),
         };
-        let txid: Option<i64> = row.try_get("", "txid")?;
-        let appended = txid.map_or(Appended::Nothing, Appended::AsTransaction);
+        let seq: Option<i64> = row.try_get("", "seq")?;
+        let appended = seq.map_or(Appended::Nothing, Appended::as_transaction_of);
         self.after_commit(&topics, appended).await;
         Ok(true)
     }
 
+    /// The highest `seq` a reader may see (on Postgres, below the
+    /// watermark: see the `feed` module).
     pub(crate) async fn last_seq(&self) -> Result<u64, DbErr> {
-        let row = self
-            .query_one(
-                "SELECT COALESCE(MAX(seq), 0) AS seq FROM change_log",
-                vec![],
-            )
-            .await?;
+        let sql = match self.dialect {
+            Dialect::Sqlite => "SELECT COALESCE(MAX(seq), 0) AS seq FROM change_log".to_owned(),
+            Dialect::Postgres => format!(
+                "SELECT COALESCE(MAX(seq), 0) AS seq FROM change_log c WHERE {}",
+                feed::below_watermark("c")
+            ),
+        };
+        let row = self.query_one(&sql, vec![]).await?;
         let seq: i64 = match row {
             Some(r) => r.try_get("", "seq")?,
             None => 0,
@@ -1007,12 +1014,17 @@ enum Appended {
     Nothing,
     /// SQLite: rows up to this `seq`, given at insert.
     UpTo(u64),
-    /// Postgres: rows of this transaction id, which the sequencer numbers
-    /// after every older transaction ended.
+    /// Postgres: rows of this transaction id, which readers see once
+    /// every older transaction ended.
     AsTransaction(i64),
 }
 
 impl Appended {
+    /// Postgres: the rows of the transaction that appended row `seq`.
+    fn as_transaction_of(seq: i64) -> Self {
+        Self::AsTransaction(seq >> feed::TXID_SHIFT)
+    }
+
     /// Also a SQLite row numbered `seq`.
     fn and_seq(self, seq: i64) -> Self {
         let seq = u64::try_from(seq).unwrap_or(0);
@@ -1121,9 +1133,8 @@ impl Tx {
         Ok(inserted)
     }
 
-    /// Appends change rows; returns their keys: the `seq` on SQLite, the
-    /// row `id` on Postgres, where the sequencer gives `seq` after commit
-    /// (see the `feed` module).
+    /// Appends change rows; returns their `seq`s, in order (how each
+    /// backend numbers them: the `feed` module).
     pub(crate) async fn append(
         &mut self,
         changes: Vec<NewChange>,
@@ -1132,37 +1143,48 @@ impl Tx {
         if changes.is_empty() {
             return Ok(Vec::new());
         }
-        let returning = match self.dialect() {
-            Dialect::Postgres => "id AS key, txid",
-            Dialect::Sqlite => "seq AS key",
-        };
         // One multi-row statement.
         let mut v = Vec::with_capacity(changes.len() * 4 + 1);
         let at = bind(&mut v, now.as_millis().into());
-        let rows = bind_changes(&mut v, changes, |_| at.clone());
-        let sql = format!(
-            "INSERT INTO change_log (queue, kind, subject, data, created_at) \
-             VALUES {rows} RETURNING {returning}"
-        );
+        let sql = match self.dialect() {
+            Dialect::Postgres => {
+                let rows = bind_changes(&mut v, changes, |ord| ord.to_string());
+                format!(
+                    "WITH numbering AS ({}) \
+                     INSERT INTO change_log (seq, queue, kind, subject, data, created_at) \
+                     SELECT n.first + v.ord, v.queue, v.kind, v.subject, v.data, {at} \
+                     FROM numbering AS n, (VALUES {rows}) \
+                     AS v(queue, kind, subject, data, ord) RETURNING seq",
+                    feed::next_seq(None)
+                )
+            }
+            Dialect::Sqlite => {
+                let rows = bind_changes(&mut v, changes, |_| at.clone());
+                format!(
+                    "INSERT INTO change_log (queue, kind, subject, data, created_at) \
+                     VALUES {rows} RETURNING seq"
+                )
+            }
+        };
         let returned = self.all(&sql, v).await?;
-        let mut keys = Vec::with_capacity(returned.len());
+        let mut seqs = Vec::with_capacity(returned.len());
         for row in &returned {
-            let key = row.try_get::<i64>("", "key")?;
-            keys.push(key);
+            let seq = row.try_get::<i64>("", "seq")?;
+            seqs.push(seq);
             self.appended = match self.dialect() {
-                Dialect::Postgres => Appended::AsTransaction(row.try_get("", "txid")?),
-                Dialect::Sqlite => self.appended.and_seq(key),
+                Dialect::Postgres => Appended::as_transaction_of(seq),
+                Dialect::Sqlite => self.appended.and_seq(seq),
             };
         }
-        // Keys are handed out in row order within the statement; RETURNING
-        // promises no order, so sort them back into it.
-        keys.sort_unstable();
-        Ok(keys)
+        // Numbers are handed out in row order within the statement;
+        // RETURNING promises no order, so sort them back into it.
+        seqs.sort_unstable();
+        Ok(seqs)
     }
 
     /// Commits, then wakes local waiters and brings the change-feed tail up
-    /// to this commit's rows (on Postgres: once the sequencer numbered
-    /// them). On Postgres the wake-up NOTIFYs ride in the transaction, so
+    /// to this commit's rows (on Postgres: once every older transaction
+    /// ended). On Postgres the wake-up NOTIFYs ride in the transaction, so
     /// other replicas hear of it exactly when it commits.
     pub(crate) async fn commit(mut self) -> Result<(), DbErr> {
         if !self.woken.is_empty() && self.shared.notifies() {

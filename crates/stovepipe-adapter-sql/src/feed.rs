@@ -2,36 +2,38 @@
 //!
 //! Owns: appends, sequence numbers, paging, and the live stream.
 //!
-//! **Sequence numbers** are contiguous from 1 and strictly increasing in
-//! commit order: a transaction that began after another committed gets the
-//! higher numbers. SQLite gives `seq` at insert: its one writer connection
-//! commits in that order. Postgres gives it *after* commit, so that writers
-//! never serialise on the log: a writer inserts its rows with `seq` NULL and
-//! its transaction id (`txid`), and the [sequencer](spawn_sequencer) numbers
-//! committed rows in `(txid, id)` order, but only those of transactions
-//! below the current snapshot's `xmin` — every transaction with a lower id
-//! has ended, so no unnumbered row can still commit behind a numbered one.
-//! One sequencer runs at a time in the installation (a transaction-scoped
-//! advisory lock held for the few milliseconds of a round, never across a
-//! writer's commit). Each replica's sequencer has a connection of its own,
-//! and a round is one round trip on it (its statements in one message of
-//! the simple query protocol), committed without waiting for its WAL
-//! flush: see [`round`] for why a lost round costs nothing. Readers only
-//! see numbered rows (`seq > s` excludes NULL). A long-running write
-//! transaction anywhere on the Postgres cluster holds numbering back (not
-//! the writes) until it ends.
+//! **Sequence numbers** are strictly increasing in commit order: a
+//! transaction that began after another committed gets the higher
+//! numbers. Every row gets its `seq` at insert and is never updated.
+//! SQLite numbers rows 1, 2, 3, …: its one writer connection commits in
+//! that order. On Postgres, writers commit concurrently and in any order,
+//! so a row's number comes from its transaction instead: `seq = txid ·
+//! 2^20 + n`, `n` its place among the transaction's rows ([`next_seq`]).
+//! Numbers ascend in `(txid, n)` order, with gaps between transactions,
+//! and a reader sees a row only once every transaction with a lower id
+//! has ended (its `seq` below the current snapshot's `xmin · 2^20`,
+//! [`below_watermark`]): no row can then commit below one already read.
+//! A long-running write transaction anywhere on the Postgres cluster
+//! holds reading back (not the writes) until it ends. A transaction
+//! appends at most 2^20 rows; the next would take a number of the
+//! transaction after it, and fail on the key if that one appended too.
+//!
+//! Writers never serialise on the log. Before (2026-12-06), a Postgres row
+//! was inserted unnumbered and a sequencer numbered it after commit, under
+//! an installation-wide lock, by an `UPDATE` that wrote the row a second
+//! time and left a dead tuple: a third of a request's WAL
+//! (docs/benchmarks.md).
 //!
 //! The live stream is one in-process broadcast. On SQLite,
 //! [`FeedHub::catch_up_past`] reads the rows after the last one it
 //! broadcast, in `seq` order, after every local commit that appended
-//! changes. On
-//! Postgres, the sequencer broadcasts the rows its round numbered, returned
-//! by the round itself, when the tail stands right before them, and
-//! catches up from the log when it does not (rows another replica
-//! numbered in between); the listener catches up whenever another
+//! changes. On Postgres, the [tail](spawn_tail) reads the rows after the
+//! last one broadcast, below the watermark, in a round on a connection of
+//! its own whenever a local write appended rows (and every [`TAIL_TICK`]),
+//! and broadcasts them; the listener catches up whenever another
 //! replica's round is announced on LISTEN/NOTIFY. Either way this happens
-//! before a local write returns — on Postgres once the sequencer has
-//! numbered its rows, waiting at most [`SEQUENCING_WAIT`] — so a writer's
+//! before a local write returns — on Postgres once the watermark passed
+//! its transaction, waiting at most [`BROADCAST_WAIT`] — so a writer's
 //! own events are already in every subscriber's buffer when its call
 //! returns. A subscriber that falls behind its bounded buffer gets
 //! `FeedError::Lagged` once and the stream ends. A subscriber may see a
@@ -60,26 +62,53 @@ use tokio::task::JoinHandle;
 /// Rows read per round of a catch-up.
 const CATCH_UP_PAGE: usize = 512;
 
-/// Rows numbered per sequencer round at most.
-const SEQUENCE_BATCH: i64 = 4096;
+/// Postgres: a row's `seq` is its transaction's id shifted left by this
+/// many bits, plus its place among the transaction's rows.
+pub(crate) const TXID_SHIFT: u32 = 20;
+
+/// Postgres: the lowest transaction id among transactions still running
+/// (the current snapshot's `xmin`), as SQL. Every row with a `seq` below
+/// it shifted by [`TXID_SHIFT`] is committed for good or gone.
+const WATERMARK: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint)";
+
+/// Postgres: the condition that change row `c` is below the watermark,
+/// which readers put on every read of the log.
+pub(crate) fn below_watermark(c: &str) -> String {
+    format!("{c}.seq < ({WATERMARK} << {TXID_SHIFT})")
+}
+
+/// Postgres: a query of one column, `first`, the `seq` the next change row
+/// of this transaction takes: after its rows so far, or the first of its
+/// range. With `each_row_of`, a row per row of that (CTE) name, so that a
+/// write that touched nothing takes no transaction id.
+pub(crate) fn next_seq(each_row_of: Option<&str>) -> String {
+    let from = each_row_of.map_or_else(String::new, |name| format!(" FROM {name}"));
+    format!(
+        "SELECT COALESCE((SELECT MAX(c.seq) + 1 FROM change_log c \
+           WHERE c.seq >= t.first AND c.seq < t.first + (1::bigint << {TXID_SHIFT})), \
+           t.first) AS first \
+         FROM (SELECT pg_current_xact_id()::text::bigint << {TXID_SHIFT} AS first{from} \
+           LIMIT 1) AS t"
+    )
+}
+
+/// Rows read per round of the Postgres tail at most.
+const ROUND_PAGE: i64 = 4096;
 
 /// How long a Postgres writer waits, after its commit, for its change rows
-/// to be numbered and broadcast before returning anyway (the rows are
+/// to be read and broadcast before returning anyway (the rows are
 /// committed; they reach the tail when the transaction holding the
 /// watermark back ends).
-pub(crate) const SEQUENCING_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const BROADCAST_WAIT: Duration = Duration::from_secs(2);
 
-/// How often an idle sequencer looks for rows nobody asked it to number
-/// (a replica that died between its commit and its round).
-const SEQUENCER_TICK: Duration = Duration::from_secs(1);
+/// How often an idle tail looks for rows nobody asked it to read (another
+/// replica's whose announcement was lost, or rows an older transaction
+/// held back).
+const TAIL_TICK: Duration = Duration::from_secs(1);
 
-/// The sequencer's pause while committed rows wait behind an open
+/// The tail's pause while committed rows wait behind an open
 /// transaction: doubles from the first value up to the second.
 const HELD_BACK_PAUSE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(50));
-
-/// Advisory lock held by a sequencer round, so one round at a time numbers
-/// rows across replicas ("stovepipe" in ASCII).
-const SEQUENCER_LOCK: i64 = 0x0073_746f_7665_7069;
 
 pub(crate) struct FeedHub {
     tx: broadcast::Sender<ChangeEvent>,
@@ -87,13 +116,13 @@ pub(crate) struct FeedHub {
     /// concurrent catch-ups broadcast each row once, in order.
     last: Mutex<u64>,
     /// Postgres: every change row of a transaction with a lower id than
-    /// this is numbered and broadcast.
+    /// this is broadcast.
     watermark: watch::Sender<i64>,
-    /// Postgres: asks the sequencer for a round.
+    /// Postgres: asks the tail for a round.
     poke: Notify,
-    /// Postgres: the sequencer's own connection, once it opened one
-    /// (see [`round`]); taken by [`close_sequencer`](Self::close_sequencer).
-    sequencer: Mutex<Option<PgConnection>>,
+    /// Postgres: the tail's own connection, once it opened one (see
+    /// [`round`]); taken by [`close_tail`](Self::close_tail).
+    connection: Mutex<Option<PgConnection>>,
 }
 
 impl FeedHub {
@@ -104,33 +133,32 @@ impl FeedHub {
             last: Mutex::new(0),
             watermark: watch::Sender::new(0),
             poke: Notify::new(),
-            sequencer: Mutex::new(None),
+            connection: Mutex::new(None),
         }
     }
 
     /// Postgres, after a commit that appended rows as transaction `txid`:
-    /// asks for a sequencer round and waits (at most [`SEQUENCING_WAIT`])
-    /// until the rows are numbered and broadcast.
-    pub(crate) async fn await_sequenced(&self, txid: i64) {
+    /// asks for a round of the tail and waits (at most [`BROADCAST_WAIT`])
+    /// until the rows are broadcast.
+    pub(crate) async fn await_broadcast(&self, txid: i64) {
         let mut watermark = self.watermark.subscribe();
         self.poke.notify_one();
-        let numbered =
-            tokio::time::timeout(SEQUENCING_WAIT, watermark.wait_for(|w| *w > txid)).await;
-        if numbered.is_err() {
+        let broadcast =
+            tokio::time::timeout(BROADCAST_WAIT, watermark.wait_for(|w| *w > txid)).await;
+        if broadcast.is_err() {
             tracing::warn!(
                 txid,
-                waited = ?SEQUENCING_WAIT,
-                "change feed: rows committed but not yet numbered (an older transaction \
+                waited = ?BROADCAST_WAIT,
+                "change feed: rows committed but not yet readable (an older transaction \
                  on the Postgres cluster is still open); they follow when it ends"
             );
         }
     }
 
-    /// Postgres: closes the sequencer's connection, telling the server
-    /// (once the sequencer task has stopped; its next round would open
-    /// another). A round it ended half way is rolled back by the server.
-    pub(crate) async fn close_sequencer(&self) {
-        if let Some(conn) = self.sequencer.lock().await.take() {
+    /// Postgres: closes the tail's connection, telling the server (once
+    /// the tail's task has stopped; its next round would open another).
+    pub(crate) async fn close_tail(&self) {
+        if let Some(conn) = self.connection.lock().await.take() {
             // Closing is a courtesy to the server's log; the socket goes
             // either way.
             let _ = sqlx::Connection::close(conn).await;
@@ -162,21 +190,15 @@ impl FeedHub {
         }
     }
 
-    /// Postgres, after a sequencer round that numbered `numbered` (in
-    /// order, from `base + 1`): broadcasts them without reading them back
-    /// when the tail stands at `base` or beyond; behind it (rows another
-    /// replica numbered, or a catch-up whose read failed), a
-    /// [`catch_up`](Self::catch_up) reads everything after the tail,
-    /// these rows included.
-    async fn broadcast_round(&self, shared: &Shared, base: u64, numbered: Vec<ChangeEvent>) {
+    /// Postgres, after a round of the tail that read `rows` (every
+    /// readable row after the tail's position when it began, in order):
+    /// broadcasts those the tail has not passed since. A catch-up that ran
+    /// meanwhile (on another replica's announcement) broadcast a prefix of
+    /// them or more, never a row beyond a gap: it read every readable row
+    /// in order too.
+    async fn broadcast_round(&self, rows: Vec<ChangeEvent>) {
         let mut last = self.last.lock().await;
-        if *last < base {
-            Self::read_on(&mut last, &self.tx, shared).await;
-            return;
-        }
-        for event in numbered {
-            // A catch-up on another replica's notification may have read
-            // them already.
+        for event in rows {
             if event.seq > *last {
                 *last = event.seq;
                 let _ = self.tx.send(event);
@@ -208,12 +230,18 @@ impl FeedHub {
 }
 
 async fn read_after(shared: &Shared, after: u64, n: usize) -> Result<Vec<ChangeEvent>, DbErr> {
+    let sql = match shared.dialect {
+        Dialect::Sqlite => "SELECT seq, queue, kind, subject, data, created_at FROM change_log c \
+             WHERE seq > $1 ORDER BY seq LIMIT $2"
+            .to_owned(),
+        Dialect::Postgres => format!(
+            "SELECT seq, queue, kind, subject, data, created_at FROM change_log c \
+             WHERE seq > $1 AND {} ORDER BY seq LIMIT $2",
+            below_watermark("c")
+        ),
+    };
     shared
-        .query_all(
-            "SELECT seq, queue, kind, subject, data, created_at FROM change_log \
-             WHERE seq > $1 ORDER BY seq LIMIT $2",
-            values![big(after), limit(n)],
-        )
+        .query_all(&sql, values![big(after), limit(n)])
         .await?
         .iter()
         .map(change_event)
@@ -231,11 +259,7 @@ impl ChangeFeed for SqlBackend {
             tx.commit().await?;
             Ok::<_, DbErr>(keys)
         };
-        let keys = run.await.map_err(error::store)?;
-        let seqs = match self.shared.dialect {
-            Dialect::Sqlite => keys,
-            Dialect::Postgres => numbered(&self.shared, &keys).await?,
-        };
+        let seqs = run.await.map_err(error::store)?;
         Ok(changes
             .into_iter()
             .zip(seqs)
@@ -260,17 +284,9 @@ impl ChangeFeed for SqlBackend {
         self.shared.last_seq().await.map_err(error::store)
     }
 
-    async fn oldest_retained(&self) -> Result<Option<u64>, StoreError> {
-        let row = self
-            .shared
-            .query_one("SELECT MIN(seq) AS seq FROM change_log", vec![])
-            .await
-            .map_err(error::store)?;
-        let seq: Option<i64> = match row {
-            Some(r) => r.try_get("", "seq").map_err(error::store)?,
-            None => None,
-        };
-        Ok(seq.and_then(|s| u64::try_from(s).ok()))
+    async fn removed_through(&self) -> Result<u64, StoreError> {
+        // Nothing is deleted yet (module docs).
+        Ok(0)
     }
 
     fn subscribe(&self) -> ChangeStream {
@@ -289,63 +305,27 @@ impl ChangeFeed for SqlBackend {
     }
 }
 
-/// Postgres: the `seq` of rows by `id`, in the order given. The write has
-/// committed; rows still unnumbered (the wait ran out) are `Unavailable`.
-async fn numbered(shared: &Shared, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-    let rows = shared
-        .query_all(
-            &format!(
-                "SELECT id, seq FROM change_log WHERE id IN ({})",
-                placeholders.join(", ")
-            ),
-            ids.iter().map(|&id| id.into()).collect(),
-        )
-        .await
-        .map_err(error::store)?;
-    let mut by_id = std::collections::HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let id: i64 = row.try_get("", "id").map_err(error::store)?;
-        let seq: Option<i64> = row.try_get("", "seq").map_err(error::store)?;
-        by_id.insert(id, seq);
-    }
-    ids.iter()
-        .map(|id| {
-            by_id.get(id).copied().flatten().ok_or_else(|| {
-                StoreError::Unavailable(format!(
-                    "change row {id} committed but not yet numbered: an older transaction \
-                     on the database is still open"
-                ))
-            })
-        })
-        .collect()
-}
-
-/// What one sequencer round found.
+/// What one round of the tail found.
 struct Round {
-    /// Every row of a transaction below this id is numbered.
+    /// Every row of a transaction below this id is read (0: not promised,
+    /// a full page may have left some).
     watermark: i64,
-    /// Committed rows are still unnumbered (above the watermark, or beyond
-    /// one batch).
+    /// Committed rows wait to be read (above the watermark, or beyond one
+    /// page).
     backlog: bool,
-    /// The highest `seq` before the round: its rows follow it.
-    base: u64,
-    /// The rows it numbered, in `seq` order.
-    numbered: Vec<ChangeEvent>,
+    /// The rows it read, in `seq` order.
+    rows: Vec<ChangeEvent>,
 }
 
-/// Starts the Postgres sequencer: a round whenever a local writer asks
-/// (and every [`SEQUENCER_TICK`] otherwise), repeated with a short pause
+/// Starts the Postgres tail: a round whenever a local writer asks
+/// (and every [`TAIL_TICK`] otherwise), repeated with a short pause
 /// while committed rows wait behind an open transaction, and after a
 /// failed round (a lost connection is replaced at once; the pause doubles
 /// up to the tick while rounds keep failing).
-pub(crate) fn spawn_sequencer(shared: &Arc<Shared>) -> JoinHandle<()> {
+pub(crate) fn spawn_tail(shared: &Arc<Shared>) -> JoinHandle<()> {
     let weak: Weak<Shared> = Arc::downgrade(shared);
     tokio::spawn(async move {
-        let mut wait = SEQUENCER_TICK;
+        let mut wait = TAIL_TICK;
         // The last round left rows behind or failed: `wait` is a pause.
         let mut again = false;
         loop {
@@ -360,10 +340,7 @@ pub(crate) fn spawn_sequencer(shared: &Arc<Shared>) -> JoinHandle<()> {
             };
             match round(&shared).await {
                 Ok(round) => {
-                    shared
-                        .feed
-                        .broadcast_round(&shared, round.base, round.numbered)
-                        .await;
+                    shared.feed.broadcast_round(round.rows).await;
                     shared.feed.watermark.send_if_modified(|w| {
                         let moved = round.watermark > *w;
                         *w = (*w).max(round.watermark);
@@ -372,13 +349,13 @@ pub(crate) fn spawn_sequencer(shared: &Arc<Shared>) -> JoinHandle<()> {
                     wait = if round.backlog {
                         pause(HELD_BACK_PAUSE.1)
                     } else {
-                        SEQUENCER_TICK
+                        TAIL_TICK
                     };
                     again = round.backlog;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "change feed: sequencer round failed");
-                    wait = pause(SEQUENCER_TICK);
+                    tracing::warn!(error = %e, "change feed: tail round failed");
+                    wait = pause(TAIL_TICK);
                     again = true;
                 }
             }
@@ -386,53 +363,34 @@ pub(crate) fn spawn_sequencer(shared: &Arc<Shared>) -> JoinHandle<()> {
     })
 }
 
-/// Name of the round's prepared statement on the sequencer's connection.
-const ROUND_STATEMENT: &str = "stovepipe_sequencer_round";
+/// Name of the round's prepared statement on the tail's connection.
+const ROUND_STATEMENT: &str = "stovepipe_tail_round";
 
-/// Where its `EXECUTE` stands among the round's statements (the lock,
-/// the numbering).
-const NUMBERING: usize = 1;
-
-/// One round, on the sequencer's own connection (taken from the writer's
-/// pool once and detached from it, the pool opening another in its place,
-/// with the numbering prepared on it): numbers every committed row of a
-/// transaction below the current `xmin`, in `(txid, id)` order after the
-/// highest `seq`, under [`SEQUENCER_LOCK`], announcing it on
-/// [`FEED_CHANNEL`] in the same statement when it numbered any, and
-/// returns the rows it numbered. A round with nothing to number writes
-/// nothing.
+/// One round, on the tail's own connection (taken from the writer's pool
+/// once and detached from it, the pool opening another in its place,
+/// with the round prepared on it): reads the rows after the last one
+/// broadcast whose transaction is below the current `xmin` (every
+/// transaction with a lower id has ended, so no row can still commit
+/// below them), announcing it on [`FEED_CHANNEL`] in the same statement
+/// when it read any, and returns them with the watermark.
 ///
-/// The round is one message of the simple query protocol, so one round
-/// trip: the lock, then the prepared numbering. Postgres runs the
-/// statements of one such message as one implicit transaction, which
-/// holds the lock until the message's end and commits all of it or
-/// nothing. Each statement of it takes its own snapshot (READ
-/// COMMITTED), so the
-/// numbering sees the previous lock holder's numbers, and its
-/// watermark is taken after the lock was granted. Any error drops the
-/// connection, and with it whatever the message left open; the next
-/// round opens a fresh one.
-///
-/// The commit does not wait for its WAL flush (`synchronous_commit =
-/// off`, set on the connection when it is opened), because a lost round
-/// is given again, number for number: the
-/// rows a round may number were committed durably by their writers
-/// (a writer's commit is visible only once flushed), numbering is
-/// their rank in `(txid, id)` order among all change rows (each round
-/// takes the next ones of that order, and a row can only join the
-/// order behind the rows already numbered, as its transaction was not
-/// below the watermark of their round), and a crash loses a suffix of
-/// the rounds. So a tail that saw a number before a crash sees the
-/// same row under it after.
+/// Readers on several replicas read the same rows, each for its own
+/// subscribers: the log's numbers are given at insert
+/// ([`next_seq`]), so nothing here writes but the announcement, whose
+/// commit does not wait for its WAL flush (`synchronous_commit = off`,
+/// set on the connection when it is opened): an announcement lost in a
+/// crash costs a tail the wait for its next tick. Any error drops the
+/// connection; the next round opens a fresh one.
 async fn round(shared: &Shared) -> Result<Round, DbErr> {
-    let mut slot = shared.feed.sequencer.lock().await;
+    let mut slot = shared.feed.connection.lock().await;
     let conn = match &mut *slot {
         Some(conn) => conn,
         empty => empty.insert(open(shared).await?),
     };
+    let base = *shared.feed.last.lock().await;
     let sql = format!(
-        "SELECT pg_advisory_xact_lock({SEQUENCER_LOCK}); \
-         EXECUTE {ROUND_STATEMENT}({})",
+        "EXECUTE {ROUND_STATEMENT}({}, {})",
+        big_literal(base),
         // Other replicas' tails hear of the round, while there are any
         // (`presence`); each tail also catches up every tick.
         shared.notifies()
@@ -441,81 +399,80 @@ async fn round(shared: &Shared) -> Result<Round, DbErr> {
         .await
         .map_err(crate::held::failed)
         .and_then(|statements| {
-            statements.into_iter().nth(NUMBERING).ok_or_else(|| {
-                DbErr::Custom("sequencer round: the numbering did not complete".into())
-            })
+            statements
+                .into_iter()
+                .next()
+                .ok_or_else(|| DbErr::Custom("tail round: the read did not complete".into()))
         });
     // Any failure drops the connection, with whatever the message left
     // open.
     let rows = rows.inspect_err(|_| *slot = None)?;
     let mut summary = None;
-    let mut numbered = Vec::new();
-    // Each row has the round's summary and, when it numbered any, one
-    // numbered row.
+    let mut read = Vec::new();
+    // Each row has the round's summary and, when it read any, one row of
+    // the log.
     for row in rows {
         let row = QueryResult::from(row);
         if summary.is_none() {
             let watermark: i64 = row.try_get("", "watermark")?;
-            let base: i64 = row.try_get("", "base")?;
             let held_back: bool = row.try_get("", "held_back")?;
-            summary = Some((watermark, base, held_back));
+            summary = Some((watermark, held_back));
         }
         let seq: Option<i64> = row.try_get("", "seq")?;
         if seq.is_some() {
-            numbered.push(change_event(&row)?);
+            read.push(change_event(&row)?);
         }
     }
-    let (watermark, base, held_back) =
-        summary.ok_or_else(|| DbErr::Custom("sequencer round returned no summary".into()))?;
-    // A full batch may have left rows below the watermark: do not
-    // promise them yet.
-    let full = i64::try_from(numbered.len()).unwrap_or(i64::MAX) >= SEQUENCE_BATCH;
+    let (watermark, held_back) =
+        summary.ok_or_else(|| DbErr::Custom("tail round returned no summary".into()))?;
+    // A full page may have left rows below the watermark: do not promise
+    // them yet.
+    let full = i64::try_from(read.len()).unwrap_or(i64::MAX) >= ROUND_PAGE;
     Ok(Round {
         watermark: if full { 0 } else { watermark },
         backlog: full || held_back,
-        base: u64::try_from(base).unwrap_or(0),
-        numbered,
+        rows: read,
     })
+}
+
+/// `n` as a `bigint` constant.
+fn big_literal(n: u64) -> String {
+    format!("{}::bigint", i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 /// A connection of the writer's pool, detached from it, with the round
 /// prepared on it and its commits not waiting for their WAL flush (it
 /// runs nothing but rounds). Operators find it in `pg_stat_activity` by
-/// its `application_name`, `stovepipe sequencer <schema>` (cut to
+/// its `application_name`, `stovepipe tail <schema>` (cut to
 /// Postgres' 63 bytes).
 async fn open(shared: &Shared) -> Result<PgConnection, DbErr> {
     let pool = shared.writer().get_postgres_connection_pool();
     let mut conn = pool.acquire().await.map_err(crate::held::failed)?.detach();
+    // `held_back` compares the log's highest number with the watermark:
+    // as `EXISTS (… seq >= watermark)` the planner, taking a third of the
+    // rows to match an open range, scanned the table for it.
     let prepare = format!(
         "SELECT set_config('application_name', \
-           left('stovepipe sequencer ' || COALESCE(current_schema(), ''), 63), false); \
+           left('stovepipe tail ' || COALESCE(current_schema(), ''), 63), false); \
          SET synchronous_commit = off; \
-         PREPARE {ROUND_STATEMENT}(boolean) AS \
-         WITH w AS ( \
-           SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS watermark), \
-         base AS (SELECT COALESCE(MAX(seq), 0) AS base FROM change_log), \
+         PREPARE {ROUND_STATEMENT}(bigint, boolean) AS \
+         WITH w AS (SELECT {WATERMARK} AS watermark), \
          ready AS ( \
-           SELECT c.id, c.txid FROM change_log c, w \
-           WHERE c.seq IS NULL AND c.txid < w.watermark \
-           ORDER BY c.txid, c.id LIMIT {SEQUENCE_BATCH}), \
-         numbered AS ( \
-           SELECT ready.id, base.base + row_number() OVER (ORDER BY ready.txid, ready.id) AS n \
-           FROM ready, base), \
-         done AS ( \
-           UPDATE change_log c SET seq = numbered.n FROM numbered \
-           WHERE c.id = numbered.id \
-           RETURNING c.seq, c.queue, c.kind, c.subject, c.data, c.created_at), \
+           SELECT c.seq, c.queue, c.kind, c.subject, c.data, c.created_at \
+           FROM change_log c, w \
+           WHERE c.seq > $1 AND c.seq < (w.watermark << {TXID_SHIFT}) \
+           ORDER BY c.seq LIMIT {ROUND_PAGE}), \
          announced AS ( \
-           SELECT pg_notify({channel}, {tag}) WHERE EXISTS (SELECT 1 FROM done) AND $1), \
+           SELECT pg_notify({channel}, {tag}) WHERE EXISTS (SELECT 1 FROM ready) AND $2), \
          summary AS ( \
-           SELECT w.watermark, base.base, \
-             EXISTS (SELECT 1 FROM change_log c \
-               WHERE c.seq IS NULL AND c.txid >= w.watermark) AS held_back, \
+           SELECT w.watermark, \
+             COALESCE((SELECT MAX(c.seq) FROM change_log c) \
+               >= (w.watermark << {TXID_SHIFT}), false) AS held_back, \
              (SELECT COUNT(*) FROM announced) AS announced \
-           FROM w, base) \
-         SELECT s.watermark, s.base, s.held_back, s.announced, \
+           FROM w) \
+         SELECT s.watermark, s.held_back, s.announced, \
            d.seq, d.queue, d.kind, d.subject, d.data, d.created_at \
-         FROM summary s LEFT JOIN done d ON true ORDER BY d.seq",
+         FROM summary s LEFT JOIN ready d ON true ORDER BY d.seq",
         channel = literal::text(FEED_CHANNEL),
         tag = literal::text(&shared.notify_tag),
     );
@@ -523,4 +480,68 @@ async fn open(shared: &Shared) -> Result<PgConnection, DbErr> {
         .await
         .map_err(crate::held::failed)?;
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_postgres_pool as pool;
+    use sea_orm::sqlx::Row;
+
+    /// Appends `n` rows to `change_log` in one statement, as the adapter's
+    /// writes do; returns their numbers in row order.
+    async fn append(conn: &mut PgConnection, n: i64) -> Vec<i64> {
+        let sql = format!(
+            "WITH numbering AS ({}) \
+             INSERT INTO change_log (seq, subject) \
+             SELECT n.first + v.ord, 's' FROM numbering AS n, \
+             generate_series(0, {n} - 1) AS v(ord) RETURNING seq",
+            next_seq(None)
+        );
+        let mut seqs: Vec<i64> = sqlx::query(&sql)
+            .fetch_all(conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get("seq"))
+            .collect();
+        seqs.sort_unstable();
+        seqs
+    }
+
+    async fn txid(conn: &mut PgConnection) -> i64 {
+        sqlx::query("SELECT pg_current_xact_id()::text::bigint AS t")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+            .get("t")
+    }
+
+    /// A transaction's rows take the numbers of its range in order, across
+    /// its statements (a batch of writes is several in one transaction),
+    /// and a later transaction's come after them.
+    #[tokio::test]
+    async fn a_transactions_rows_number_on_across_its_statements() {
+        let Some(pool) = pool(1).await else { return };
+        let mut conn = pool.acquire().await.unwrap().detach();
+        // A table of this session only, shadowing any other.
+        sqlx::raw_sql(
+            "CREATE TEMP TABLE change_log (seq bigint PRIMARY KEY, subject text NOT NULL); \
+             BEGIN",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let first = append(&mut conn, 3).await;
+        let second = append(&mut conn, 2).await;
+        let t = txid(&mut conn).await;
+        sqlx::raw_sql("COMMIT").execute(&mut conn).await.unwrap();
+        let base = t << TXID_SHIFT;
+        assert_eq!(first, [base, base + 1, base + 2]);
+        assert_eq!(second, [base + 3, base + 4], "after the first statement's");
+
+        let later = append(&mut conn, 1).await;
+        assert!(later[0] > base + 4, "a later transaction numbers above");
+        assert_eq!(later[0] % (1 << TXID_SHIFT), 0, "from its range's start");
+    }
 }

@@ -214,7 +214,7 @@ pub(crate) fn simple_message<'c>(
     sql: &'c str,
 ) -> BoxFuture<'c, Result<Vec<Vec<PgRow>>, sqlx::Error>> {
     // Boxed here: an async fn over `raw_sql` cannot be proven `Send` for
-    // the spawned sequencer.
+    // the spawned change-log tail.
     Box::pin(async move {
         let mut replies = sqlx::Executor::fetch_many(conn, sqlx::raw_sql(sql));
         let mut statements = Vec::new();
@@ -678,9 +678,10 @@ pub(crate) mod tests {
         );
     }
 
-    /// What the sequencer's round rests on: a transaction-scoped lock taken
-    /// in a message of several statements is held until the message ends
-    /// (its implicit transaction), and released then.
+    /// What a batch of writes (`write_batch`) rests on: a
+    /// transaction-scoped lock taken in a message of several statements (a
+    /// publish's partition lock) is held until the message ends (its
+    /// implicit transaction), and released then.
     #[tokio::test]
     async fn a_lock_taken_in_a_message_is_held_to_its_end() {
         let Some(pool) = pool(2).await else {

@@ -1,5 +1,5 @@
 //! Postgres: values written into SQL text, for the statements that go out
-//! as one message of the simple query protocol (the sequencer's round, a
+//! as one message of the simple query protocol (the change-log tail's round, a
 //! batch of store writes), where there are no bind parameters.
 //!
 //! A value is rendered with the Postgres type sqlx would have bound it as,

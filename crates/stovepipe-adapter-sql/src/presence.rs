@@ -21,7 +21,7 @@
 //! validated request on the pipeline bench).
 //!
 //! A missed wake-up costs latency, never correctness: a consumer receives
-//! again after its idle poll, and the sequencer's tick brings every
+//! again after its idle poll, and the change-log tail's tick brings every
 //! replica's change-feed tail up to date. A new replica can miss a
 //! notification only between its first heartbeat and the moment the others'
 //! listeners hear it (milliseconds), and a replica that died is still

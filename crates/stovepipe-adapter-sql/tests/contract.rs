@@ -239,7 +239,7 @@ suite!(
     feed,
     [
         empty_log_has_no_sequence,
-        sequence_starts_at_one_and_increases,
+        sequence_increases_from_above_zero,
         read_after_pages_ascending,
         concurrent_appends_get_distinct_increasing_sequences,
         subscribe_yields_later_events_in_order,

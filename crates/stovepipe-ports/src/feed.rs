@@ -10,8 +10,11 @@ use stovepipe_entity::{ChangeEvent, NewChange};
 pub type ChangeStream = BoxStream<'static, Result<ChangeEvent, FeedError>>;
 
 /// Contract (MUST):
-/// - sequence numbers are strictly increasing in commit order, starting at 1;
-///   `read_after(s, n)` returns at most `n` events with `seq > s`, ascending;
+/// - sequence numbers are positive and strictly increasing in commit order,
+///   not necessarily contiguous (Postgres leaves gaps between transactions);
+///   `read_after(s, n)` returns at most `n` events with `seq > s`, ascending,
+///   and once it returned an event it never returns a lower one after it
+///   (a cursor never skips);
 /// - `subscribe` yields every event committed after the call, in order,
 ///   until the subscriber falls behind its bounded buffer, when it yields
 ///   `FeedError::Lagged` once and ends (never silently skips);
@@ -23,7 +26,10 @@ pub trait ChangeFeed: Send + Sync {
     async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError>;
     /// The highest sequence number committed so far (0 when empty).
     async fn last_seq(&self) -> Result<u64, StoreError>;
-    /// The lowest sequence number still retained (None when empty).
-    async fn oldest_retained(&self) -> Result<Option<u64>, StoreError>;
+    /// Every event numbered up to this was removed by retention (0: none
+    /// was). A reader whose cursor is below it missed events: the SSE
+    /// stream tells it to resync. With gaps between numbers, the oldest
+    /// event still retained cannot tell that.
+    async fn removed_through(&self) -> Result<u64, StoreError>;
     fn subscribe(&self) -> ChangeStream;
 }

@@ -59,8 +59,9 @@ impl ChangeFeed for MemoryBackend {
         Ok(self.shared.read(|st| st.log.len() as u64))
     }
 
-    async fn oldest_retained(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.shared.read(|st| st.log.first().map(|e| e.seq)))
+    async fn removed_through(&self) -> Result<u64, StoreError> {
+        // The memory log keeps everything.
+        Ok(0)
     }
 
     fn subscribe(&self) -> ChangeStream {

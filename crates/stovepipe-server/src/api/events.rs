@@ -113,6 +113,19 @@ fn to_event(item: ChangeView) -> Event {
         .id(item.seq.to_string())
 }
 
+/// Tells a client whose cursor is older than the retained log that the
+/// events up to `removed` are gone; its id is where the replay resumes.
+fn resync_event(removed: u64) -> ChangeView {
+    ChangeView {
+        seq: removed,
+        queue: None,
+        kind: "resync".into(),
+        subject: String::new(),
+        data: serde_json::json!({ "removed_through": removed }),
+        created_at: String::new(),
+    }
+}
+
 enum Phase {
     Replay,
     Live,
@@ -131,17 +144,8 @@ async fn change_stream(
     after: u64,
 ) -> Result<BoxStream<'static, ChangeView>, ApiError> {
     let live = feed.subscribe();
-    let oldest = feed.oldest_retained().await.map_err(ApiError::internal)?;
-    let resync = oldest
-        .filter(|o| *o > after.saturating_add(1))
-        .map(|o| ChangeView {
-            seq: o.saturating_sub(1),
-            queue: None,
-            kind: "resync".into(),
-            subject: String::new(),
-            data: serde_json::json!({ "oldest_retained": o }),
-            created_at: String::new(),
-        });
+    let removed = feed.removed_through().await.map_err(ApiError::internal)?;
+    let resync = (removed > after).then(|| resync_event(removed));
     let cursor = Cursor {
         feed,
         live,
@@ -178,4 +182,87 @@ async fn change_stream(
     })
     .flat_map(stream::iter);
     Ok(stream::iter(resync).chain(changes).boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use stovepipe_entity::{ChangeEvent, ChangeKind, NewChange, Timestamp};
+    use stovepipe_ports::StoreError;
+
+    /// A log whose events up to `removed` were removed by retention, with
+    /// gaps between the numbers it kept, and no live events.
+    struct Retained {
+        removed: u64,
+        kept: Vec<u64>,
+    }
+
+    #[async_trait]
+    impl ChangeFeed for Retained {
+        async fn append(&self, _: Vec<NewChange>) -> Result<Vec<ChangeEvent>, StoreError> {
+            unreachable!("the stream only reads")
+        }
+        async fn read_after(
+            &self,
+            after: u64,
+            limit: usize,
+        ) -> Result<Vec<ChangeEvent>, StoreError> {
+            Ok(self
+                .kept
+                .iter()
+                .filter(|s| **s > after)
+                .take(limit)
+                .map(|&seq| ChangeEvent {
+                    seq,
+                    queue: None,
+                    kind: ChangeKind::RequestChanged,
+                    subject: format!("s{seq}"),
+                    data: serde_json::json!({}),
+                    created_at: Timestamp(0),
+                })
+                .collect())
+        }
+        async fn last_seq(&self) -> Result<u64, StoreError> {
+            Ok(self.kept.last().copied().unwrap_or(0))
+        }
+        async fn removed_through(&self) -> Result<u64, StoreError> {
+            Ok(self.removed)
+        }
+        fn subscribe(&self) -> ChangeStream {
+            stream::empty().boxed()
+        }
+    }
+
+    async fn streamed(after: u64) -> Vec<(u64, String)> {
+        let feed = Arc::new(Retained {
+            removed: 20,
+            kept: vec![30, 31, 50],
+        });
+        change_stream(feed, after)
+            .await
+            .unwrap()
+            .map(|v| (v.seq, v.kind))
+            .collect()
+            .await
+    }
+
+    /// A cursor below what retention removed gets `resync` first, naming
+    /// where the replay resumes; a cursor at it or above, or in a gap
+    /// between numbers, does not.
+    #[tokio::test]
+    async fn only_a_cursor_below_the_removed_events_gets_resync() {
+        let kept = |seqs: &[u64]| -> Vec<(u64, String)> {
+            seqs.iter()
+                .map(|s| (*s, "request.changed".to_owned()))
+                .collect()
+        };
+        let mut resync = vec![(20, "resync".to_owned())];
+        resync.extend(kept(&[30, 31, 50]));
+        assert_eq!(streamed(0).await, resync);
+        assert_eq!(streamed(19).await, resync);
+        assert_eq!(streamed(20).await, kept(&[30, 31, 50]));
+        assert_eq!(streamed(25).await, kept(&[30, 31, 50]), "a cursor in a gap");
+        assert_eq!(streamed(31).await, kept(&[50]));
+    }
 }
