@@ -450,7 +450,11 @@ async fn open(shared: &Shared) -> Result<PgConnection, DbErr> {
     let mut conn = pool.acquire().await.map_err(crate::held::failed)?.detach();
     // `held_back` compares the log's highest number with the watermark:
     // as `EXISTS (… seq >= watermark)` the planner, taking a third of the
-    // rows to match an open range, scanned the table for it.
+    // rows to match an open range, scanned the table for it. `ready` puts
+    // the watermark in its own condition (the same snapshot as `w`'s, one
+    // per statement) rather than joining `w`: joined, it became a filter
+    // on a scan of every row after `$1`, which read the whole backlog at
+    // every round while an open transaction held rows back.
     let prepare = format!(
         "SELECT set_config('application_name', \
            left('stovepipe tail ' || COALESCE(current_schema(), ''), 63), false); \
@@ -459,8 +463,7 @@ async fn open(shared: &Shared) -> Result<PgConnection, DbErr> {
          WITH w AS (SELECT {WATERMARK} AS watermark), \
          ready AS ( \
            SELECT c.seq, c.queue, c.kind, c.subject, c.data, c.created_at \
-           FROM change_log c, w \
-           WHERE c.seq > $1 AND c.seq < (w.watermark << {TXID_SHIFT}) \
+           FROM change_log c WHERE c.seq > $1 AND {below} \
            ORDER BY c.seq LIMIT {ROUND_PAGE}), \
          announced AS ( \
            SELECT pg_notify({channel}, {tag}) WHERE EXISTS (SELECT 1 FROM ready) AND $2), \
@@ -475,6 +478,7 @@ async fn open(shared: &Shared) -> Result<PgConnection, DbErr> {
          FROM summary s LEFT JOIN ready d ON true ORDER BY d.seq",
         channel = literal::text(FEED_CHANNEL),
         tag = literal::text(&shared.notify_tag),
+        below = below_watermark("c"),
     );
     simple_message(&mut conn, &prepare)
         .await
