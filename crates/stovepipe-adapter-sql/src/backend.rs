@@ -896,13 +896,9 @@ impl Shared {
             ctes.push("appended AS (SELECT NULL::bigint AS seq WHERE false)".to_owned());
         } else {
             let rows = bind_changes(&mut values, outbox.changes, |ord| ord.to_string());
-            ctes.push(format!("numbering AS ({})", feed::next_seq(Some("main"))));
             ctes.push(format!(
-                "appended AS (INSERT INTO change_log \
-                 (seq, queue, kind, subject, data, created_at) \
-                 SELECT n.first + v.ord, v.queue, v.kind, v.subject, v.data, {at} \
-                 FROM numbering AS n, (VALUES {rows}) AS v(queue, kind, subject, data, ord) \
-                 RETURNING seq)"
+                "appended AS ({})",
+                feed::insert_numbered(&rows, &at, Some("main"))
             ));
         }
         let statement = format!(
@@ -938,13 +934,10 @@ impl Shared {
     /// The highest `seq` a reader may see (on Postgres, below the
     /// watermark: see the `feed` module).
     pub(crate) async fn last_seq(&self) -> Result<u64, DbErr> {
-        let sql = match self.dialect {
-            Dialect::Sqlite => "SELECT COALESCE(MAX(seq), 0) AS seq FROM change_log".to_owned(),
-            Dialect::Postgres => format!(
-                "SELECT COALESCE(MAX(seq), 0) AS seq FROM change_log c WHERE {}",
-                feed::below_watermark("c")
-            ),
-        };
+        let sql = format!(
+            "SELECT COALESCE(MAX(seq), 0) AS seq FROM change_log c WHERE {}",
+            feed::readable(self.dialect, "c")
+        );
         let row = self.query_one(&sql, vec![]).await?;
         let seq: i64 = match row {
             Some(r) => r.try_get("", "seq")?,
@@ -1149,14 +1142,7 @@ impl Tx {
         let sql = match self.dialect() {
             Dialect::Postgres => {
                 let rows = bind_changes(&mut v, changes, |ord| ord.to_string());
-                format!(
-                    "WITH numbering AS ({}) \
-                     INSERT INTO change_log (seq, queue, kind, subject, data, created_at) \
-                     SELECT n.first + v.ord, v.queue, v.kind, v.subject, v.data, {at} \
-                     FROM numbering AS n, (VALUES {rows}) \
-                     AS v(queue, kind, subject, data, ord) RETURNING seq",
-                    feed::next_seq(None)
-                )
+                feed::insert_numbered(&rows, &at, None)
             }
             Dialect::Sqlite => {
                 let rows = bind_changes(&mut v, changes, |_| at.clone());

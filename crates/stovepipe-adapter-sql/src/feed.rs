@@ -12,7 +12,7 @@
 //! Numbers ascend in `(txid, n)` order, with gaps between transactions,
 //! and a reader sees a row only once every transaction with a lower id
 //! has ended (its `seq` below the current snapshot's `xmin · 2^20`,
-//! [`below_watermark`]): no row can then commit below one already read.
+//! [`readable`]): no row can then commit below one already read.
 //! A long-running write transaction anywhere on the Postgres cluster
 //! holds reading back (not the writes) until it ends. A transaction
 //! appends at most 2^20 rows; the next would take a number of the
@@ -71,17 +71,20 @@ pub(crate) const TXID_SHIFT: u32 = 20;
 /// it shifted by [`TXID_SHIFT`] is committed for good or gone.
 const WATERMARK: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint)";
 
-/// Postgres: the condition that change row `c` is below the watermark,
-/// which readers put on every read of the log.
-pub(crate) fn below_watermark(c: &str) -> String {
-    format!("{c}.seq < ({WATERMARK} << {TXID_SHIFT})")
+/// The condition every read of the log puts on change row `c`: that
+/// readers may see it. Always on SQLite; on Postgres, below the watermark.
+pub(crate) fn readable(dialect: Dialect, c: &str) -> String {
+    match dialect {
+        Dialect::Sqlite => "TRUE".to_owned(),
+        Dialect::Postgres => format!("{c}.seq < ({WATERMARK} << {TXID_SHIFT})"),
+    }
 }
 
 /// Postgres: a query of one column, `first`, the `seq` the next change row
 /// of this transaction takes: after its rows so far, or the first of its
 /// range. With `each_row_of`, a row per row of that (CTE) name, so that a
 /// write that touched nothing takes no transaction id.
-pub(crate) fn next_seq(each_row_of: Option<&str>) -> String {
+fn next_seq(each_row_of: Option<&str>) -> String {
     let from = each_row_of.map_or_else(String::new, |name| format!(" FROM {name}"));
     format!(
         "SELECT COALESCE((SELECT MAX(c.seq) + 1 FROM change_log c \
@@ -89,6 +92,21 @@ pub(crate) fn next_seq(each_row_of: Option<&str>) -> String {
            t.first) AS first \
          FROM (SELECT pg_current_xact_id()::text::bigint << {TXID_SHIFT} AS first{from} \
            LIMIT 1) AS t"
+    )
+}
+
+/// Postgres: the insert of change rows bound as `VALUES` rows of `(queue,
+/// kind, subject, data, ord)`, each numbered at its place in the
+/// transaction ([`next_seq`], with `each_row_of` as there), created at
+/// `at`; returns their `seq`. The one way the adapter appends on Postgres,
+/// alone or as a write's CTE.
+pub(crate) fn insert_numbered(rows: &str, at: &str, each_row_of: Option<&str>) -> String {
+    format!(
+        "INSERT INTO change_log (seq, queue, kind, subject, data, created_at) \
+         SELECT n.first + v.ord, v.queue, v.kind, v.subject, v.data, {at} \
+         FROM ({}) AS n, (VALUES {rows}) AS v(queue, kind, subject, data, ord) \
+         RETURNING seq",
+        next_seq(each_row_of)
     )
 }
 
@@ -230,16 +248,11 @@ impl FeedHub {
 }
 
 async fn read_after(shared: &Shared, after: u64, n: usize) -> Result<Vec<ChangeEvent>, DbErr> {
-    let sql = match shared.dialect {
-        Dialect::Sqlite => "SELECT seq, queue, kind, subject, data, created_at FROM change_log c \
-             WHERE seq > $1 ORDER BY seq LIMIT $2"
-            .to_owned(),
-        Dialect::Postgres => format!(
-            "SELECT seq, queue, kind, subject, data, created_at FROM change_log c \
-             WHERE seq > $1 AND {} ORDER BY seq LIMIT $2",
-            below_watermark("c")
-        ),
-    };
+    let sql = format!(
+        "SELECT seq, queue, kind, subject, data, created_at FROM change_log c \
+         WHERE seq > $1 AND {} ORDER BY seq LIMIT $2",
+        readable(shared.dialect, "c")
+    );
     shared
         .query_all(&sql, values![big(after), limit(n)])
         .await?
@@ -390,7 +403,7 @@ async fn round(shared: &Shared) -> Result<Round, DbErr> {
     let base = *shared.feed.last.lock().await;
     let sql = format!(
         "EXECUTE {ROUND_STATEMENT}({}, {})",
-        big_literal(base),
+        i64::try_from(base).unwrap_or(i64::MAX),
         // Other replicas' tails hear of the round, while there are any
         // (`presence`); each tail also catches up every tick.
         shared.notifies()
@@ -435,11 +448,6 @@ async fn round(shared: &Shared) -> Result<Round, DbErr> {
     })
 }
 
-/// `n` as a `bigint` constant.
-fn big_literal(n: u64) -> String {
-    format!("{}::bigint", i64::try_from(n).unwrap_or(i64::MAX))
-}
-
 /// A connection of the writer's pool, detached from it, with the round
 /// prepared on it and its commits not waiting for their WAL flush (it
 /// runs nothing but rounds). Operators find it in `pg_stat_activity` by
@@ -478,7 +486,7 @@ async fn open(shared: &Shared) -> Result<PgConnection, DbErr> {
          FROM summary s LEFT JOIN ready d ON true ORDER BY d.seq",
         channel = literal::text(FEED_CHANNEL),
         tag = literal::text(&shared.notify_tag),
-        below = below_watermark("c"),
+        below = readable(Dialect::Postgres, "c"),
     );
     simple_message(&mut conn, &prepare)
         .await
@@ -492,16 +500,13 @@ mod tests {
     use crate::test_postgres_pool as pool;
     use sea_orm::sqlx::Row;
 
-    /// Appends `n` rows to `change_log` in one statement, as the adapter's
-    /// writes do; returns their numbers in row order.
-    async fn append(conn: &mut PgConnection, n: i64) -> Vec<i64> {
-        let sql = format!(
-            "WITH numbering AS ({}) \
-             INSERT INTO change_log (seq, subject) \
-             SELECT n.first + v.ord, 's' FROM numbering AS n, \
-             generate_series(0, {n} - 1) AS v(ord) RETURNING seq",
-            next_seq(None)
-        );
+    /// Appends `n` rows to `change_log` in one statement, as the adapter
+    /// does; returns their numbers in row order.
+    async fn append(conn: &mut PgConnection, n: usize) -> Vec<i64> {
+        let rows: Vec<String> = (0..n)
+            .map(|ord| format!("('q', 'k', 's', '{{}}'::jsonb, {ord})"))
+            .collect();
+        let sql = insert_numbered(&rows.join(", "), "0", None);
         let mut seqs: Vec<i64> = sqlx::query(&sql)
             .fetch_all(conn)
             .await
@@ -530,7 +535,9 @@ mod tests {
         let mut conn = pool.acquire().await.unwrap().detach();
         // A table of this session only, shadowing any other.
         sqlx::raw_sql(
-            "CREATE TEMP TABLE change_log (seq bigint PRIMARY KEY, subject text NOT NULL); \
+            "CREATE TEMP TABLE change_log (seq bigint PRIMARY KEY, queue text, \
+             kind text NOT NULL, subject text NOT NULL, data jsonb NOT NULL, \
+             created_at bigint NOT NULL); \
              BEGIN",
         )
         .execute(&mut conn)
