@@ -16,11 +16,12 @@ use crate::presence::{PRESENCE_CHANNEL, Presence};
 use crate::sqlite_writer::{HeldWriter, SqliteWriter, WRITE_HIT};
 use crate::validate;
 use crate::wakeups::Wakeups;
+use crate::write_batch::{PostgresHeld, Role};
+use sea_orm::sqlx::Sqlite;
 use sea_orm::sqlx::postgres::PgListener;
 use sea_orm::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sea_orm::sqlx::{Postgres, Sqlite};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
     DatabaseTransaction, DbErr, QueryResult, SqlxSqliteConnector, Statement, TransactionTrait,
@@ -179,12 +180,8 @@ impl Drop for Shared {
 /// The connections kept out of the pools (see `held` and `sqlite_writer`),
 /// where everything but a Postgres transaction runs.
 enum Held {
-    Postgres {
-        /// Out of `writer`'s pool: reads and the one-statement writes.
-        statements: HeldConnections<Postgres>,
-        /// Out of `leases`.
-        leases: HeldConnections<Postgres>,
-    },
+    /// `statements` out of `writer`'s pool, `leases` out of `leases`.
+    Postgres(PostgresHeld),
     Sqlite {
         /// Every write, and the reads of a private in-memory database (which
         /// exists only on this connection).
@@ -192,14 +189,6 @@ enum Held {
         /// Reads of a database file.
         reader: Option<HeldConnections<Sqlite>>,
     },
-}
-
-/// What a statement outside a transaction does, which decides where it runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Read,
-    Write,
-    Lease,
 }
 
 /// The SQL differences between the two backends.
@@ -312,10 +301,10 @@ impl SqlBackend {
                 let leases = Database::connect(relaxed).await.map_err(error::store)?;
                 // Two of the pool's connections stay for transactions; the
                 // lease pool runs only single statements.
-                let held = Held::Postgres {
+                let held = Held::Postgres(PostgresHeld {
                     statements: HeldConnections::all_but(pool.get_postgres_connection_pool(), 2),
                     leases: HeldConnections::all_but(leases.get_postgres_connection_pool(), 0),
-                };
+                });
                 (Dialect::Postgres, pool, held)
             } else if url.starts_with("sqlite:") {
                 let (writer, readers) = connect_sqlite(url, &options).await?;
@@ -392,7 +381,7 @@ impl SqlBackend {
         // connection goes back there meanwhile.
         let parked = match &self.shared.held {
             Held::Sqlite { writer, .. } => Some(writer.park().await.map_err(error::store)?),
-            Held::Postgres { .. } => None,
+            Held::Postgres(_) => None,
         };
         Migrator::up(&self.shared.writer, None)
             .await
@@ -419,7 +408,7 @@ impl SqlBackend {
         self.shared.stop_tasks();
         self.shared.feed.close_tail().await;
         match &self.shared.held {
-            Held::Postgres { statements, leases } => {
+            Held::Postgres(PostgresHeld { statements, leases }) => {
                 statements.release().await;
                 leases.close().await;
             }
@@ -583,11 +572,7 @@ impl Shared {
         values: Vec<Value>,
     ) -> Result<Vec<QueryResult>, DbErr> {
         match (&self.held, role) {
-            (Held::Postgres { leases, .. }, Role::Lease) => leases.fetch_all(sql, values).await,
-            (Held::Postgres { statements, .. }, Role::Write) => {
-                self.writes.write(statements, sql, values).await
-            }
-            (Held::Postgres { statements, .. }, _) => statements.fetch_all(sql, values).await,
+            (Held::Postgres(held), role) => self.writes.run(held, role, sql, values).await,
             (
                 Held::Sqlite {
                     reader: Some(reader),
@@ -595,8 +580,8 @@ impl Shared {
                 },
                 Role::Read,
             ) => reader.fetch_all(sql, values).await,
-            (Held::Sqlite { writer, .. }, Role::Write | Role::Lease) => {
-                self.writes.write(writer, sql, values).await
+            (Held::Sqlite { writer, .. }, role @ (Role::Write | Role::Lease)) => {
+                self.writes.run(writer, role, sql, values).await
             }
             (Held::Sqlite { writer, .. }, Role::Read) => writer.fetch_all(sql, values).await,
         }
@@ -606,7 +591,7 @@ impl Shared {
     fn sqlite_writer(&self) -> &SqliteWriter {
         match &self.held {
             Held::Sqlite { writer, .. } => writer,
-            Held::Postgres { .. } => unreachable!("the SQLite writer on Postgres"),
+            Held::Postgres(_) => unreachable!("the SQLite writer on Postgres"),
         }
     }
 
@@ -641,11 +626,12 @@ impl Shared {
     }
 
     /// Runs one lease operation of the message queue (receive, ack, hold,
-    /// retry, renew) as a statement on its own (autocommit: one round trip,
-    /// no BEGIN/COMMIT), returning the rows it returns. The caller wakes
-    /// local waiters itself.
+    /// retry, renew) as one statement outside a transaction of the
+    /// caller's, returning the rows it returns: alone (autocommit: one
+    /// round trip, no BEGIN/COMMIT) or, when a batch of writes is forming,
+    /// in it (`write_batch`). The caller wakes local waiters itself.
     ///
-    /// On Postgres these commit without waiting for their WAL flush
+    /// On Postgres these commit, alone, without waiting for their WAL flush
     /// (`synchronous_commit = off`; about half the pipeline's commits). A
     /// crash can lose the last few hundred milliseconds of them, and what
     /// that loses is harmless under at-least-once delivery: a lost lease or
@@ -950,7 +936,7 @@ impl Shared {
     /// IMMEDIATE`, see `sqlite_writer`).
     pub(crate) async fn begin(self: &Arc<Self>) -> Result<Tx, DbErr> {
         let conn = match &self.held {
-            Held::Postgres { .. } => TxConn::Pool(self.writer.begin().await?),
+            Held::Postgres(_) => TxConn::Pool(self.writer.begin().await?),
             Held::Sqlite { writer, .. } => {
                 let mut writer = writer.hold().await?;
                 writer.begin().await?;

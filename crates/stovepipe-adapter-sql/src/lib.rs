@@ -23,8 +23,9 @@
 //!   under a `FOR UPDATE` row lock on the hook; LISTEN/NOTIFY carries
 //!   wake-ups and change-feed tails between replicas, sent only while
 //!   another replica is heard (`presence`); statements outside a
-//!   transaction run on connections `held` out of the pool; the stores'
-//!   writes that meet commit together in one transaction (`write_batch`).
+//!   transaction run on connections `held` out of the pool; those that
+//!   meet (the stores' writes, lease operations and reads) go out
+//!   together, one message and one transaction (`write_batch`).
 
 mod acks;
 mod backend;

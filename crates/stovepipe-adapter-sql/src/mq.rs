@@ -21,11 +21,13 @@
 //!   conditional on `lease_owner` and an unexpired `lease_expires`; zero
 //!   rows is `LeaseLost`.
 //! - **Round trips**: `receive` and every settle but `reject` are a single
-//!   autocommit statement (a wake-up's NOTIFY rides in it), since they are
-//!   most of the queue's traffic; on Postgres they do not wait for their
-//!   WAL flush (see `Shared::lease_write` for why that is safe). Acks that
-//!   arrive while one is being written share the next statement (group
-//!   commit, see `acks`).
+//!   statement (a wake-up's NOTIFY rides in it), since they are most of
+//!   the queue's traffic: alone, an autocommit statement that on Postgres
+//!   does not wait for its WAL flush (see `Shared::lease_write` for why
+//!   that is safe); under load, one more statement in the message of the
+//!   batch of writes that is forming (`write_batch`). Acks that arrive
+//!   while one is being written share the next statement (group commit,
+//!   see `acks`).
 //! - **SQLite**: the single writer connection serialises all of it.
 //! - **Wake-ups**: counted locally per topic after each commit (`wakeups`:
 //!   a wait returns at once only for one the last receive did not cover),

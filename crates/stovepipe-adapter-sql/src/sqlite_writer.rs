@@ -39,7 +39,7 @@ use sea_query_binder::SqlxValues;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::held::{Driver, failed};
-use crate::write_batch::{Answer, WriteTarget};
+use crate::write_batch::{Answer, Role, WriteTarget};
 
 /// A connection-local table that says whether a list's write touched a row
 /// (see [`HeldWriter::transaction`]'s callers): one row while it did.
@@ -229,7 +229,9 @@ impl HeldWriter {
 /// commit together, a call each in one transaction, so several writes pay
 /// one commit.
 impl WriteTarget for SqliteWriter {
-    fn alone<'a>(&'a self, sql: &'a str, values: Vec<Value>) -> BoxFuture<'a, Answer> {
+    /// Every role the same: the writer is where all of SQLite's writes
+    /// run (its reads do not come here).
+    fn alone<'a>(&'a self, _: Role, sql: &'a str, values: Vec<Value>) -> BoxFuture<'a, Answer> {
         Box::pin(async move { self.hold().await?.transaction(sql, values).await })
     }
 
@@ -560,8 +562,8 @@ mod tests {
         assert_eq!(count(&writer).await, 3);
         let text = scrape.render();
         for line in [
-            r#"stovepipe_db_writes_total{path="alone"} 1"#,
-            r#"stovepipe_db_writes_total{path="batched"} 3"#,
+            r#"stovepipe_db_writes_total{path="alone",role="write"} 1"#,
+            r#"stovepipe_db_writes_total{path="batched",role="write"} 3"#,
             r#"stovepipe_db_write_batches_total{outcome="committed"} 1"#,
         ] {
             assert!(text.contains(line), "{line} in:\n{text}");

@@ -61,16 +61,33 @@
 //! statement).
 //!
 //! Operators see it in two counters: `stovepipe_db_writes_total` by
-//! `path` (`alone`, `batched`; each write once, by the path it took
-//! first), and `stovepipe_db_write_batches_total` by
+//! `path` (`alone`, `batched`; each statement once, by the path it took
+//! first) and `role` (`write`, `lease`, `read`), and
+//! `stovepipe_db_write_batches_total` by
 //! `outcome` (`committed`; `rolled_back`, whose writes then ran alone;
 //! `lost` with the connection). Writes per batch is the ratio of the
 //! batched writes to the batches; a rising `rolled_back` means writes
 //! failing or lanes deadlocking.
 //!
-//! On Postgres only the stores' writes and `mint` come here; transactions
-//! ([`Tx`]) and the message queue's lease operations keep their own
-//! connections. On SQLite transactions hold the writer themselves.
+//! On Postgres **every statement outside a transaction** comes here: the
+//! stores' writes and `mint`, the message queue's lease operations
+//! (receive, ack, hold, retry, renew) and the reads ([`Role`]). Under
+//! load a request's receives, acks and reads were each a round trip of
+//! their own beside the batches, about 6 of its 8.8 transactions; the
+//! server's CPU per request went with the round trips, not with the
+//! statements' execution (docs/benchmarks.md, 2026-12-06, fourth
+//! session). Now they ride in the batch that is forming, as more
+//! statements of its message. Alone, each still runs where it ran
+//! before ([`PostgresHeld`]): a lease operation on the lease connections,
+//! whose commits do not wait for their WAL flush, the others on the
+//! statements' connections. In a batch a lease operation commits with
+//! the batch, waiting for the flush the batch's writes wait for anyway,
+//! and a read sees what committed before its statement began and the
+//! batch's earlier statements, as it would have a moment later alone.
+//! Only transactions ([`Tx`]) keep connections of their own (and the
+//! feed's tail). On SQLite the lease operations come here too (the
+//! writer runs them); transactions hold the writer themselves, and reads
+//! go to the reader connections.
 //!
 //! [`Tx`]: crate::backend::Tx
 
@@ -97,14 +114,36 @@ pub(crate) type Answer = Result<Vec<QueryResult>, DbErr>;
 /// and values.
 type Write = (String, Vec<Value>);
 
-/// A write waiting for its flush.
-type PendingWrite = Pending<Write, Answer>;
+/// What a statement outside a transaction does, which decides where it
+/// runs alone (the stores' writes and `mint` are `Write`s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Read,
+    Write,
+    /// The message queue's lease operations (receive, ack, hold, retry,
+    /// renew; `SqlBackend::lease_write`).
+    Lease,
+}
+
+impl Role {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Lease => "lease",
+        }
+    }
+}
+
+/// A statement waiting for its flush.
+type PendingWrite = Pending<(Role, Write), Answer>;
 
 /// Where a backend's writes run: Postgres's held connections, SQLite's
 /// one writer.
 pub(crate) trait WriteTarget: Sync {
-    /// Runs one write alone, as a transaction of its own.
-    fn alone<'a>(&'a self, sql: &'a str, values: Vec<Value>) -> BoxFuture<'a, Answer>;
+    /// Runs one statement alone, as a transaction of its own, where a
+    /// statement of its `role` runs.
+    fn alone<'a>(&'a self, role: Role, sql: &'a str, values: Vec<Value>) -> BoxFuture<'a, Answer>;
 
     /// Runs `writes` (at least two), in order, in one transaction and
     /// returns each one's rows; the first error ends it, and nothing of it
@@ -117,7 +156,7 @@ pub(crate) trait WriteTarget: Sync {
 }
 
 impl WriteTarget for HeldConnections<Postgres> {
-    fn alone<'a>(&'a self, sql: &'a str, values: Vec<Value>) -> BoxFuture<'a, Answer> {
+    fn alone<'a>(&'a self, _: Role, sql: &'a str, values: Vec<Value>) -> BoxFuture<'a, Answer> {
         Box::pin(self.fetch_all(sql, values))
     }
 
@@ -136,8 +175,35 @@ impl WriteTarget for HeldConnections<Postgres> {
     }
 }
 
+/// Postgres's connections outside transactions: every statement of one
+/// goes through its lanes (see the module), and runs alone on the
+/// connections of its role.
+pub(crate) struct PostgresHeld {
+    /// Reads and the one-statement writes, and every batch.
+    pub(crate) statements: HeldConnections<Postgres>,
+    /// The lease operations alone, whose commits do not wait for their WAL
+    /// flush (`SqlBackend::lease_write`).
+    pub(crate) leases: HeldConnections<Postgres>,
+}
+
+impl WriteTarget for PostgresHeld {
+    fn alone<'a>(&'a self, role: Role, sql: &'a str, values: Vec<Value>) -> BoxFuture<'a, Answer> {
+        match role {
+            Role::Lease => self.leases.alone(role, sql, values),
+            Role::Read | Role::Write => self.statements.alone(role, sql, values),
+        }
+    }
+
+    fn together<'a>(
+        &'a self,
+        writes: &'a [Write],
+    ) -> BoxFuture<'a, Result<Vec<Vec<QueryResult>>, DbErr>> {
+        self.statements.together(writes)
+    }
+}
+
 /// The writes of one backend (see the module).
-pub(crate) struct WriteBatch(GroupCommit<Write, Answer>);
+pub(crate) struct WriteBatch(GroupCommit<(Role, Write), Answer>);
 
 impl WriteBatch {
     /// At most `lanes` batches in flight at once.
@@ -153,9 +219,21 @@ impl WriteBatch {
         sql: &str,
         values: Vec<Value>,
     ) -> Answer {
+        self.run(target, Role::Write, sql, values).await
+    }
+
+    /// Runs the statement `sql` of `role` on `target`, batched with the
+    /// statements pending beside it, and returns its rows.
+    pub(crate) async fn run<T: WriteTarget>(
+        &self,
+        target: &T,
+        role: Role,
+        sql: &str,
+        values: Vec<Value>,
+    ) -> Answer {
         self.0
             .submit(
-                (sql.to_owned(), values),
+                (role, (sql.to_owned(), values)),
                 || Err(abandoned()),
                 |chunk| flush(target, chunk),
             )
@@ -175,17 +253,21 @@ fn abandoned() -> DbErr {
 /// alone.
 async fn flush<T: WriteTarget>(target: &T, mut chunk: Vec<PendingWrite>) {
     if chunk.len() == 1 {
-        counter!(WRITES, "path" => "alone").increment(1);
         let mut p = chunk.remove(0);
-        let (sql, values) = std::mem::take(&mut p.item);
-        p.answer(target.alone(&sql, values).await);
+        let role = p.item.0;
+        counter!(WRITES, "path" => "alone", "role" => role.label()).increment(1);
+        let (sql, values) = std::mem::take(&mut p.item.1);
+        p.answer(target.alone(role, &sql, values).await);
         return;
     }
+    let roles: Vec<Role> = chunk.iter().map(|p| p.item.0).collect();
     let writes: Vec<Write> = chunk
         .iter_mut()
-        .map(|p| std::mem::take(&mut p.item))
+        .map(|p| std::mem::take(&mut p.item.1))
         .collect();
-    counter!(WRITES, "path" => "batched").increment(chunk.len() as u64);
+    for role in &roles {
+        counter!(WRITES, "path" => "batched", "role" => role.label()).increment(1);
+    }
     let outcome = match target.together(&writes).await {
         Ok(answers) => {
             for (p, rows) in chunk.into_iter().zip(answers) {
@@ -197,8 +279,8 @@ async fn flush<T: WriteTarget>(target: &T, mut chunk: Vec<PendingWrite>) {
         // another transaction) rolled the batch back: each write alone.
         Err(e) if error::is_server_answer(&e) => {
             tracing::debug!(writes = chunk.len(), error = %e, "a batch of writes rolled back; each runs alone");
-            for (p, (sql, values)) in chunk.into_iter().zip(writes) {
-                p.answer(target.alone(&sql, values).await);
+            for ((p, role), (sql, values)) in chunk.into_iter().zip(roles).zip(writes) {
+                p.answer(target.alone(role, &sql, values).await);
             }
             "rolled_back"
         }
@@ -313,13 +395,60 @@ pub(crate) mod tests {
         for line in [
             // The holds alone; each write counts once, by the path it took
             // first (the failed batch's writes ran again alone).
-            r#"stovepipe_db_writes_total{path="alone"} 2"#,
-            r#"stovepipe_db_writes_total{path="batched"} 4"#,
+            r#"stovepipe_db_writes_total{path="alone",role="write"} 2"#,
+            r#"stovepipe_db_writes_total{path="batched",role="write"} 4"#,
             r#"stovepipe_db_write_batches_total{outcome="committed"} 1"#,
             r#"stovepipe_db_write_batches_total{outcome="rolled_back"} 1"#,
         ] {
             assert!(text.contains(line), "{line} in:\n{text}");
         }
+    }
+
+    /// On Postgres every statement outside a transaction takes the lanes:
+    /// a read or a lease operation that waits for one goes out in the
+    /// batch, in its transaction; alone, each runs on its role's
+    /// connections, a lease operation's commit not waiting for its flush.
+    #[tokio::test]
+    async fn reads_and_lease_operations_join_the_batch_and_alone_keep_their_connections() {
+        let (Some(statements), Some(leases)) = (
+            crate::test_postgres_pool(2).await,
+            crate::test_postgres_pool(2).await,
+        ) else {
+            return;
+        };
+        let held = PostgresHeld {
+            statements: HeldConnections::new(statements, 1),
+            leases: HeldConnections::new(leases, 1),
+        };
+        held.leases
+            .fetch_all("SET synchronous_commit = off", vec![])
+            .await
+            .unwrap();
+        let batch = WriteBatch::new(1);
+        let probe = "SELECT txid_current() AS txid, \
+                     current_setting('synchronous_commit') AS sync";
+        let run = |role| batch.run(&held, role, probe, vec![]);
+        let sync = |rows: &[QueryResult]| -> String { rows[0].try_get("", "sync").unwrap() };
+
+        let alone = run(Role::Lease).await.unwrap();
+        assert_eq!(sync(&alone), "off", "alone, on the lease connections");
+        let alone = run(Role::Read).await.unwrap();
+        assert_eq!(sync(&alone), "on", "alone, on the statements' connections");
+
+        // The first holds the lane for 50 ms; the others wait and go out
+        // together.
+        let holder = batch.run(&held, Role::Write, "SELECT pg_sleep(0.05)", vec![]);
+        let (held_lane, read, lease, write) =
+            tokio::join!(holder, run(Role::Read), run(Role::Lease), run(Role::Write));
+        held_lane.unwrap();
+        let (read, lease, write) = (read.unwrap(), lease.unwrap(), write.unwrap());
+        assert_eq!(txid(&read), txid(&lease), "one transaction");
+        assert_eq!(txid(&read), txid(&write), "one transaction");
+        assert_eq!(
+            sync(&lease),
+            "on",
+            "the lease operation committed with the batch"
+        );
     }
 
     /// A write that fails rolls its batch back; the others are run again

@@ -19,7 +19,7 @@
 //! | `stovepipe_reconcile_repairs_total` | counter | queue, repair |
 //!
 //! The SQL adapter records its own, on both backends: `stovepipe_db_writes_total`
-//! (path: alone, batched) and `stovepipe_db_write_batches_total` (outcome:
+//! (path: alone, batched; role: write, lease, read) and `stovepipe_db_write_batches_total` (outcome:
 //! committed, rolled_back, lost); see its `write_batch` module.
 
 use metrics::{counter, gauge, histogram};
