@@ -76,8 +76,9 @@ pub struct SqlOptions {
     /// Connections of the Postgres pool, or of the SQLite reader pool.
     /// A Postgres backend opens at most `pool_size` (at least 2; the
     /// change listener's is one of them) + `max(pool_size / 2, 2)` (the
-    /// lease operations' pool) + 1 (the change-feed tail's own)
-    /// connections: budget `max_connections` by that per replica.
+    /// pool of the lease operations and the change-feed tail's rounds that
+    /// run alone) connections: budget `max_connections` by that per
+    /// replica.
     pub pool_size: u32,
     /// How long a caller waits for a connection before `Unavailable`.
     pub acquire_timeout: Duration,
@@ -87,8 +88,8 @@ pub struct SqlOptions {
     /// they stop notifying it three heartbeats after its last (see
     /// `presence`).
     pub presence_heartbeat: Duration,
-    /// Postgres: how many batches of store writes commit at once (see
-    /// `write_batch`; at least 1).
+    /// Postgres: how many batches of statements outside a transaction
+    /// commit at once (see `write_batch`; at least 1).
     pub write_lanes: usize,
 }
 
@@ -406,7 +407,6 @@ impl SqlBackend {
     /// Further calls fail with `Unavailable`.
     pub async fn close(&self) {
         self.shared.stop_tasks();
-        self.shared.feed.close_tail().await;
         match &self.shared.held {
             Held::Postgres(PostgresHeld { statements, leases }) => {
                 statements.release().await;
@@ -556,15 +556,11 @@ fn spawn_heartbeat(shared: &Arc<Shared>) -> JoinHandle<()> {
 }
 
 impl Shared {
-    /// The writer (SQLite: the one write connection; Postgres: the pool),
-    /// where the feed's tail takes its own connection from.
-    pub(crate) fn writer(&self) -> &DatabaseConnection {
-        &self.writer
-    }
-
     /// Runs one statement (`$n` placeholders) outside a transaction of
-    /// the caller's, on the held connections for its role; a Postgres
-    /// write goes through `write_batch`.
+    /// the caller's: on Postgres every one through `write_batch` (alone on
+    /// the held connections for its role, or in the batch that is
+    /// forming); on SQLite writes and lease operations through it, onto
+    /// the writer, and reads on the reader connections.
     async fn statement(
         &self,
         role: Role,
@@ -578,12 +574,14 @@ impl Shared {
                     reader: Some(reader),
                     ..
                 },
-                Role::Read,
+                Role::Read | Role::Tail,
             ) => reader.fetch_all(sql, values).await,
             (Held::Sqlite { writer, .. }, role @ (Role::Write | Role::Lease)) => {
                 self.writes.run(writer, role, sql, values).await
             }
-            (Held::Sqlite { writer, .. }, Role::Read) => writer.fetch_all(sql, values).await,
+            (Held::Sqlite { writer, .. }, Role::Read | Role::Tail) => {
+                writer.fetch_all(sql, values).await
+            }
         }
     }
 
@@ -645,6 +643,16 @@ impl Shared {
         values: Vec<Value>,
     ) -> Result<Vec<QueryResult>, DbErr> {
         self.statement(Role::Lease, sql, values).await
+    }
+
+    /// Runs a round of the change feed's tail (`feed`): alone on the lease
+    /// connections, or in the batch of writes that is forming.
+    pub(crate) async fn tail_round(
+        &self,
+        sql: &str,
+        values: Vec<Value>,
+    ) -> Result<Vec<QueryResult>, DbErr> {
+        self.statement(Role::Tail, sql, values).await
     }
 
     /// What follows every write's commit: when change rows were appended,

@@ -28,8 +28,9 @@
 //! [`FeedHub::catch_up_past`] reads the rows after the last one it
 //! broadcast, in `seq` order, after every local commit that appended
 //! changes. On Postgres, the [tail](spawn_tail) reads the rows after the
-//! last one broadcast, below the watermark, in a round on a connection of
-//! its own whenever a local write appended rows (and every [`TAIL_TICK`]),
+//! last one broadcast, below the watermark, in a round (one statement,
+//! which under load rides in a batch of writes: [`round`]) whenever a
+//! local write appended rows (and every [`TAIL_TICK`]),
 //! and broadcasts them; the listener catches up whenever another
 //! replica's round is announced on LISTEN/NOTIFY. Either way this happens
 //! before a local write returns — on Postgres once the watermark passed
@@ -44,13 +45,11 @@
 
 use crate::SqlBackend;
 use crate::backend::{Dialect, FEED_CHANNEL, Shared, Tx, big, check_changes, limit, values};
-use crate::held::simple_message;
 use crate::rows::change_event;
 use crate::{error, literal};
 use async_trait::async_trait;
 use futures::StreamExt;
-use sea_orm::sqlx::{self, PgConnection};
-use sea_orm::{DbErr, QueryResult};
+use sea_orm::DbErr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use stovepipe_entity::{ChangeEvent, NewChange};
@@ -138,9 +137,6 @@ pub(crate) struct FeedHub {
     watermark: watch::Sender<i64>,
     /// Postgres: asks the tail for a round.
     poke: Notify,
-    /// Postgres: the tail's own connection, once it opened one (see
-    /// [`round`]); taken by [`close_tail`](Self::close_tail).
-    connection: Mutex<Option<PgConnection>>,
 }
 
 impl FeedHub {
@@ -151,7 +147,6 @@ impl FeedHub {
             last: Mutex::new(0),
             watermark: watch::Sender::new(0),
             poke: Notify::new(),
-            connection: Mutex::new(None),
         }
     }
 
@@ -170,16 +165,6 @@ impl FeedHub {
                 "change feed: rows committed but not yet readable (an older transaction \
                  on the Postgres cluster is still open); they follow when it ends"
             );
-        }
-    }
-
-    /// Postgres: closes the tail's connection, telling the server (once
-    /// the tail's task has stopped; its next round would open another).
-    pub(crate) async fn close_tail(&self) {
-        if let Some(conn) = self.connection.lock().await.take() {
-            // Closing is a courtesy to the server's log; the socket goes
-            // either way.
-            let _ = sqlx::Connection::close(conn).await;
         }
     }
 
@@ -376,56 +361,45 @@ pub(crate) fn spawn_tail(shared: &Arc<Shared>) -> JoinHandle<()> {
     })
 }
 
-/// Name of the round's prepared statement on the tail's connection.
-const ROUND_STATEMENT: &str = "stovepipe_tail_round";
-
-/// One round, on the tail's own connection (taken from the writer's pool
-/// once and detached from it, the pool opening another in its place,
-/// with the round prepared on it): reads the rows after the last one
-/// broadcast whose transaction is below the current `xmin` (every
-/// transaction with a lower id has ended, so no row can still commit
-/// below them), announcing it on [`FEED_CHANNEL`] in the same statement
-/// when it read any, and returns them with the watermark.
+/// One round: reads the rows after the last one broadcast whose
+/// transaction is below the current `xmin` (every transaction with a lower
+/// id has ended, so no row can still commit below them), announcing it on
+/// [`FEED_CHANNEL`] in the same statement when it read any, and returns
+/// them with the watermark.
+///
+/// The round is one statement outside a transaction, so it takes the
+/// write lanes (`write_batch`): under load it rides in the message of the
+/// batch that is forming, as one more statement, instead of a round trip
+/// of its own (it was about 1.5 of a request's 3.8 transactions;
+/// docs/benchmarks.md, 2026-12-06, fourth session). Alone it runs on the
+/// lease connections, whose commits do not wait for their WAL flush: an
+/// announcement lost in a crash costs a tail the wait for its next tick.
+/// In a batch it reads what committed before its statement began; the
+/// batch's own rows are not readable yet (their transaction is running,
+/// so its id is not below `xmin`), and the next round takes them. A lost
+/// connection fails the round, and the next takes a fresh one.
 ///
 /// Readers on several replicas read the same rows, each for its own
-/// subscribers: the log's numbers are given at insert
-/// ([`next_seq`]), so nothing here writes but the announcement, whose
-/// commit does not wait for its WAL flush (`synchronous_commit = off`,
-/// set on the connection when it is opened): an announcement lost in a
-/// crash costs a tail the wait for its next tick. Any error drops the
-/// connection; the next round opens a fresh one.
+/// subscribers: the log's numbers are given at insert ([`next_seq`]), so
+/// nothing here writes but the announcement.
 async fn round(shared: &Shared) -> Result<Round, DbErr> {
-    let mut slot = shared.feed.connection.lock().await;
-    let conn = match &mut *slot {
-        Some(conn) => conn,
-        empty => empty.insert(open(shared).await?),
-    };
     let base = *shared.feed.last.lock().await;
-    let sql = format!(
-        "EXECUTE {ROUND_STATEMENT}({}, {})",
-        i64::try_from(base).unwrap_or(i64::MAX),
-        // Other replicas' tails hear of the round, while there are any
-        // (`presence`); each tail also catches up every tick.
-        shared.notifies()
-    );
-    let rows = simple_message(conn, &sql)
-        .await
-        .map_err(crate::held::failed)
-        .and_then(|statements| {
-            statements
-                .into_iter()
-                .next()
-                .ok_or_else(|| DbErr::Custom("tail round: the read did not complete".into()))
-        });
-    // Any failure drops the connection, with whatever the message left
-    // open.
-    let rows = rows.inspect_err(|_| *slot = None)?;
+    let rows = shared
+        .tail_round(
+            &round_statement(shared),
+            values![
+                i64::try_from(base).unwrap_or(i64::MAX),
+                // Other replicas' tails hear of the round, while there are
+                // any (`presence`); each tail also catches up every tick.
+                shared.notifies()
+            ],
+        )
+        .await?;
     let mut summary = None;
     let mut read = Vec::new();
     // Each row has the round's summary and, when it read any, one row of
     // the log.
     for row in rows {
-        let row = QueryResult::from(row);
         if summary.is_none() {
             let watermark: i64 = row.try_get("", "watermark")?;
             let held_back: bool = row.try_get("", "held_back")?;
@@ -448,27 +422,20 @@ async fn round(shared: &Shared) -> Result<Round, DbErr> {
     })
 }
 
-/// A connection of the writer's pool, detached from it, with the round
-/// prepared on it and its commits not waiting for their WAL flush (it
-/// runs nothing but rounds). Operators find it in `pg_stat_activity` by
-/// its `application_name`, `stovepipe tail <schema>` (cut to
-/// Postgres' 63 bytes).
-async fn open(shared: &Shared) -> Result<PgConnection, DbErr> {
-    let pool = shared.writer().get_postgres_connection_pool();
-    let mut conn = pool.acquire().await.map_err(crate::held::failed)?.detach();
-    // `held_back` compares the log's highest number with the watermark:
-    // as `EXISTS (… seq >= watermark)` the planner, taking a third of the
-    // rows to match an open range, scanned the table for it. `ready` puts
-    // the watermark in its own condition (the same snapshot as `w`'s, one
-    // per statement) rather than joining `w`: joined, it became a filter
-    // on a scan of every row after `$1`, which read the whole backlog at
-    // every round while an open transaction held rows back.
-    let prepare = format!(
-        "SELECT set_config('application_name', \
-           left('stovepipe tail ' || COALESCE(current_schema(), ''), 63), false); \
-         SET synchronous_commit = off; \
-         PREPARE {ROUND_STATEMENT}(bigint, boolean) AS \
-         WITH w AS (SELECT {WATERMARK} AS watermark), \
+/// The round's statement (`$1` the last seq broadcast, `$2` whether to
+/// announce), the same text every time, so each connection prepares it
+/// once.
+///
+/// `held_back` compares the log's highest number with the watermark: as
+/// `EXISTS (… seq >= watermark)` the planner, taking a third of the rows
+/// to match an open range, scanned the table for it. `ready` puts the
+/// watermark in its own condition (the same snapshot as `w`'s, one per
+/// statement) rather than joining `w`: joined, it became a filter on a
+/// scan of every row after `$1`, which read the whole backlog at every
+/// round while an open transaction held rows back.
+fn round_statement(shared: &Shared) -> String {
+    format!(
+        "WITH w AS (SELECT {WATERMARK} AS watermark), \
          ready AS ( \
            SELECT c.seq, c.queue, c.kind, c.subject, c.data, c.created_at \
            FROM change_log c WHERE c.seq > $1 AND {below} \
@@ -487,18 +454,14 @@ async fn open(shared: &Shared) -> Result<PgConnection, DbErr> {
         channel = literal::text(FEED_CHANNEL),
         tag = literal::text(&shared.notify_tag),
         below = readable(Dialect::Postgres, "c"),
-    );
-    simple_message(&mut conn, &prepare)
-        .await
-        .map_err(crate::held::failed)?;
-    Ok(conn)
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_postgres_pool as pool;
-    use sea_orm::sqlx::Row;
+    use sea_orm::sqlx::{self, PgConnection, Row};
 
     /// Appends `n` rows to `change_log` in one statement, as the adapter
     /// does; returns their numbers in row order.

@@ -214,7 +214,7 @@ pub(crate) fn simple_message<'c>(
     sql: &'c str,
 ) -> BoxFuture<'c, Result<Vec<Vec<PgRow>>, sqlx::Error>> {
     // Boxed here: an async fn over `raw_sql` cannot be proven `Send` for
-    // the spawned change-log tail.
+    // the spawned tasks that run statements (the change-log tail).
     Box::pin(async move {
         let mut replies = sqlx::Executor::fetch_many(conn, sqlx::raw_sql(sql));
         let mut statements = Vec::new();

@@ -1,6 +1,7 @@
 //! Postgres: values written into SQL text, for the statements that go out
-//! as one message of the simple query protocol (the change-log tail's round, a
-//! batch of store writes), where there are no bind parameters.
+//! as one message of the simple query protocol (a batch of statements
+//! outside a transaction, `write_batch`), where there are no bind
+//! parameters.
 //!
 //! A value is rendered with the Postgres type sqlx would have bound it as,
 //! so that `PREPARE name (<types>) AS <statement>` followed by `EXECUTE

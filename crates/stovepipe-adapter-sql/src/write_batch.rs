@@ -62,7 +62,7 @@
 //!
 //! Operators see it in two counters: `stovepipe_db_writes_total` by
 //! `path` (`alone`, `batched`; each statement once, by the path it took
-//! first) and `role` (`write`, `lease`, `read`), and
+//! first) and `role` (`write`, `lease`, `read`, `tail`), and
 //! `stovepipe_db_write_batches_total` by
 //! `outcome` (`committed`; `rolled_back`, whose writes then ran alone;
 //! `lost` with the connection). Writes per batch is the ratio of the
@@ -71,21 +71,21 @@
 //!
 //! On Postgres **every statement outside a transaction** comes here: the
 //! stores' writes and `mint`, the message queue's lease operations
-//! (receive, ack, hold, retry, renew) and the reads ([`Role`]). Under
+//! (receive, ack, hold, retry, renew), the reads and the change feed
+//! tail's rounds ([`Role`]). Under
 //! load a request's receives, acks and reads were each a round trip of
 //! their own beside the batches, about 6 of its 8.8 transactions; the
 //! server's CPU per request went with the round trips, not with the
 //! statements' execution (docs/benchmarks.md, 2026-12-06, fourth
 //! session). Now they ride in the batch that is forming, as more
 //! statements of its message. Alone, each still runs where it ran
-//! before ([`PostgresHeld`]): a lease operation on the lease connections,
-//! whose commits do not wait for their WAL flush, the others on the
-//! statements' connections. In a batch a lease operation commits with
+//! before ([`PostgresHeld`]): a lease operation or a tail's round on the
+//! lease connections, whose commits do not wait for their WAL flush, the
+//! others on the statements' connections. In a batch a lease operation commits with
 //! the batch, waiting for the flush the batch's writes wait for anyway,
 //! and a read sees what committed before its statement began and the
 //! batch's earlier statements, as it would have a moment later alone.
-//! Only transactions ([`Tx`]) keep connections of their own (and the
-//! feed's tail). On SQLite the lease operations come here too (the
+//! Only transactions ([`Tx`]) keep connections of their own. On SQLite the lease operations come here too (the
 //! writer runs them); transactions hold the writer themselves, and reads
 //! go to the reader connections.
 //!
@@ -123,6 +123,8 @@ pub(crate) enum Role {
     /// The message queue's lease operations (receive, ack, hold, retry,
     /// renew; `SqlBackend::lease_write`).
     Lease,
+    /// The change feed tail's round (`feed`): a read and its announcement.
+    Tail,
 }
 
 impl Role {
@@ -131,6 +133,7 @@ impl Role {
             Self::Read => "read",
             Self::Write => "write",
             Self::Lease => "lease",
+            Self::Tail => "tail",
         }
     }
 }
@@ -181,15 +184,15 @@ impl WriteTarget for HeldConnections<Postgres> {
 pub(crate) struct PostgresHeld {
     /// Reads and the one-statement writes, and every batch.
     pub(crate) statements: HeldConnections<Postgres>,
-    /// The lease operations alone, whose commits do not wait for their WAL
-    /// flush (`SqlBackend::lease_write`).
+    /// The lease operations and the tail's rounds alone, whose commits do
+    /// not wait for their WAL flush (`SqlBackend::lease_write`, `feed`).
     pub(crate) leases: HeldConnections<Postgres>,
 }
 
 impl WriteTarget for PostgresHeld {
     fn alone<'a>(&'a self, role: Role, sql: &'a str, values: Vec<Value>) -> BoxFuture<'a, Answer> {
         match role {
-            Role::Lease => self.leases.alone(role, sql, values),
+            Role::Lease | Role::Tail => self.leases.alone(role, sql, values),
             Role::Read | Role::Write => self.statements.alone(role, sql, values),
         }
     }
@@ -405,11 +408,12 @@ pub(crate) mod tests {
     }
 
     /// On Postgres every statement outside a transaction takes the lanes:
-    /// a read or a lease operation that waits for one goes out in the
-    /// batch, in its transaction; alone, each runs on its role's
-    /// connections, a lease operation's commit not waiting for its flush.
+    /// a read, a lease operation or a tail's round that waits for one goes
+    /// out in the batch, in its transaction; alone, each runs on its
+    /// role's connections, a lease operation's or a round's commit not
+    /// waiting for its flush.
     #[tokio::test]
-    async fn reads_and_lease_operations_join_the_batch_and_alone_keep_their_connections() {
+    async fn every_role_joins_the_batch_and_alone_keeps_its_connections() {
         let (Some(statements), Some(leases)) = (
             crate::test_postgres_pool(2).await,
             crate::test_postgres_pool(2).await,
