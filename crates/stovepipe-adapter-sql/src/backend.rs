@@ -593,7 +593,8 @@ impl Shared {
         }
     }
 
-    /// Runs a read on the reader.
+    /// Runs a read: on SQLite on the reader; on Postgres alone, or in the
+    /// batch that is forming (`write_batch`).
     pub(crate) async fn query_all(
         &self,
         sql: &str,
@@ -635,8 +636,9 @@ impl Shared {
     /// that loses is harmless under at-least-once delivery: a lost lease or
     /// ack means the message is delivered again (every handler is
     /// idempotent), a lost hold or retry means it is due again sooner.
-    /// Nothing else is written this way: publishes ride in their write's
-    /// transaction, and dead-lettering is a durable transaction.
+    /// Nothing else is written this way but the feed tail's announcement
+    /// (`tail_round`): publishes ride in their write's transaction, and
+    /// dead-lettering is a durable transaction.
     pub(crate) async fn lease_write(
         &self,
         sql: &str,
