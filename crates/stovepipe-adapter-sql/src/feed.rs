@@ -50,7 +50,7 @@ use crate::{error, literal};
 use async_trait::async_trait;
 use futures::StreamExt;
 use sea_orm::DbErr;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use stovepipe_entity::{ChangeEvent, NewChange};
 use stovepipe_ports::{ChangeFeed, ChangeStream, FeedError, StoreError};
@@ -137,6 +137,9 @@ pub(crate) struct FeedHub {
     watermark: watch::Sender<i64>,
     /// Postgres: asks the tail for a round.
     poke: Notify,
+    /// Postgres: the round's statement ([`round_statement`]), the same
+    /// text for every round of this backend.
+    round_statement: OnceLock<String>,
 }
 
 impl FeedHub {
@@ -147,6 +150,7 @@ impl FeedHub {
             last: Mutex::new(0),
             watermark: watch::Sender::new(0),
             poke: Notify::new(),
+            round_statement: OnceLock::new(),
         }
     }
 
@@ -386,7 +390,10 @@ async fn round(shared: &Shared) -> Result<Round, DbErr> {
     let base = *shared.feed.last.lock().await;
     let rows = shared
         .tail_round(
-            &round_statement(shared),
+            shared
+                .feed
+                .round_statement
+                .get_or_init(|| round_statement(shared)),
             values![
                 i64::try_from(base).unwrap_or(i64::MAX),
                 // Other replicas' tails hear of the round, while there are
@@ -423,8 +430,8 @@ async fn round(shared: &Shared) -> Result<Round, DbErr> {
 }
 
 /// The round's statement (`$1` the last seq broadcast, `$2` whether to
-/// announce), the same text every time, so each connection prepares it
-/// once.
+/// announce): the same text every time (built once per backend), so each
+/// connection prepares it once.
 ///
 /// `held_back` compares the log's highest number with the watermark: as
 /// `EXISTS (… seq >= watermark)` the planner, taking a third of the rows

@@ -72,22 +72,22 @@
 //! On Postgres **every statement outside a transaction** comes here: the
 //! stores' writes and `mint`, the message queue's lease operations
 //! (receive, ack, hold, retry, renew), the reads and the change feed
-//! tail's rounds ([`Role`]). Under
-//! load a request's receives, acks and reads were each a round trip of
-//! their own beside the batches, about 6 of its 8.8 transactions; the
-//! server's CPU per request went with the round trips, not with the
-//! statements' execution (docs/benchmarks.md, 2026-12-06, fourth
-//! session). Now they ride in the batch that is forming, as more
-//! statements of its message. Alone, each still runs where it ran
-//! before ([`PostgresHeld`]): a lease operation or a tail's round on the
-//! lease connections, whose commits do not wait for their WAL flush, the
-//! others on the statements' connections. In a batch a lease operation commits with
-//! the batch, waiting for the flush the batch's writes wait for anyway,
-//! and a read sees what committed before its statement began and the
-//! batch's earlier statements, as it would have a moment later alone.
-//! Only transactions ([`Tx`]) keep connections of their own. On SQLite the lease operations come here too (the
-//! writer runs them); transactions hold the writer themselves, and reads
-//! go to the reader connections.
+//! tail's rounds ([`Role`]). Under load a request's receives, acks,
+//! reads and tail rounds were each a round trip of their own beside the
+//! batches, about 7 of its 8.8 transactions; the server's CPU per request
+//! went with the round trips, not with the statements' execution
+//! (docs/benchmarks.md, 2026-12-06, fourth session). Now they ride in
+//! the batch that is forming, as more statements of its message. Alone,
+//! each still runs where it ran before ([`PostgresHeld`]): a lease
+//! operation or a tail's round on the lease connections, whose commits
+//! do not wait for their WAL flush, the others on the statements'
+//! connections. In a batch a lease operation commits with the batch,
+//! waiting for the flush the batch's writes wait for anyway, and a read
+//! sees what committed before its statement began and the batch's
+//! earlier statements, as it would have a moment later alone. Only
+//! transactions ([`Tx`]) keep connections of their own. On SQLite the
+//! lease operations come here too (the writer runs them); transactions
+//! hold the writer themselves, and reads go to the reader connections.
 //!
 //! [`Tx`]: crate::backend::Tx
 
@@ -263,14 +263,14 @@ async fn flush<T: WriteTarget>(target: &T, mut chunk: Vec<PendingWrite>) {
         p.answer(target.alone(role, &sql, values).await);
         return;
     }
-    let roles: Vec<Role> = chunk.iter().map(|p| p.item.0).collect();
+    // Each item keeps its role; its statement moves into the batch.
     let writes: Vec<Write> = chunk
         .iter_mut()
-        .map(|p| std::mem::take(&mut p.item.1))
+        .map(|p| {
+            counter!(WRITES, "path" => "batched", "role" => p.item.0.label()).increment(1);
+            std::mem::take(&mut p.item.1)
+        })
         .collect();
-    for role in &roles {
-        counter!(WRITES, "path" => "batched", "role" => role.label()).increment(1);
-    }
     let outcome = match target.together(&writes).await {
         Ok(answers) => {
             for (p, rows) in chunk.into_iter().zip(answers) {
@@ -282,7 +282,8 @@ async fn flush<T: WriteTarget>(target: &T, mut chunk: Vec<PendingWrite>) {
         // another transaction) rolled the batch back: each write alone.
         Err(e) if error::is_server_answer(&e) => {
             tracing::debug!(writes = chunk.len(), error = %e, "a batch of writes rolled back; each runs alone");
-            for ((p, role), (sql, values)) in chunk.into_iter().zip(roles).zip(writes) {
+            for (p, (sql, values)) in chunk.into_iter().zip(writes) {
+                let role = p.item.0;
                 p.answer(target.alone(role, &sql, values).await);
             }
             "rolled_back"
@@ -434,25 +435,32 @@ pub(crate) mod tests {
         let run = |role| batch.run(&held, role, probe, vec![]);
         let sync = |rows: &[QueryResult]| -> String { rows[0].try_get("", "sync").unwrap() };
 
-        let alone = run(Role::Lease).await.unwrap();
-        assert_eq!(sync(&alone), "off", "alone, on the lease connections");
-        let alone = run(Role::Read).await.unwrap();
-        assert_eq!(sync(&alone), "on", "alone, on the statements' connections");
+        for (role, expected) in [
+            (Role::Lease, "off"),
+            (Role::Tail, "off"),
+            (Role::Read, "on"),
+            (Role::Write, "on"),
+        ] {
+            let alone = run(role).await.unwrap();
+            assert_eq!(sync(&alone), expected, "{role:?} alone");
+        }
 
         // The first holds the lane for 50 ms; the others wait and go out
         // together.
         let holder = batch.run(&held, Role::Write, "SELECT pg_sleep(0.05)", vec![]);
-        let (held_lane, read, lease, write) =
-            tokio::join!(holder, run(Role::Read), run(Role::Lease), run(Role::Write));
-        held_lane.unwrap();
-        let (read, lease, write) = (read.unwrap(), lease.unwrap(), write.unwrap());
-        assert_eq!(txid(&read), txid(&lease), "one transaction");
-        assert_eq!(txid(&read), txid(&write), "one transaction");
-        assert_eq!(
-            sync(&lease),
-            "on",
-            "the lease operation committed with the batch"
+        let (held_lane, read, lease, tail, write) = tokio::join!(
+            holder,
+            run(Role::Read),
+            run(Role::Lease),
+            run(Role::Tail),
+            run(Role::Write)
         );
+        held_lane.unwrap();
+        let batched = [read.unwrap(), lease.unwrap(), tail.unwrap(), write.unwrap()];
+        for rows in &batched {
+            assert_eq!(txid(rows), txid(&batched[0]), "one transaction");
+            assert_eq!(sync(rows), "on", "committed with the batch");
+        }
     }
 
     /// A write that fails rolls its batch back; the others are run again
