@@ -63,6 +63,7 @@ contract_tests!(uri_store, stores);
 contract_tests!(queue_store, stores);
 contract_tests!(build_store, stores);
 contract_tests!(fact_store, stores);
+contract_tests!(joint_writer, stores);
 contract_tests!(read_model, stores);
 contract_tests!(queue_config, queue_configs);
 contract_tests!(message_queue, mq);

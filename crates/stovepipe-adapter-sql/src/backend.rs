@@ -13,6 +13,7 @@ use crate::error;
 use crate::feed::{self, FeedHub};
 use crate::held::HeldConnections;
 use crate::presence::{PRESENCE_CHANNEL, Presence};
+use crate::row_write::{self, RowWrite};
 use crate::sqlite_writer::{HeldWriter, SqliteWriter, WRITE_HIT};
 use crate::validate;
 use crate::wakeups::Wakeups;
@@ -695,25 +696,25 @@ impl Shared {
         }
     }
 
-    /// A store's conditional write (`sql`, an `INSERT … ON CONFLICT DO
-    /// NOTHING` or `UPDATE … WHERE version = …` without `RETURNING`) and,
-    /// when it touched a row, its outbox, committed together. Returns false
-    /// when the write touched nothing (nothing was written). Then wakes
-    /// local waiters and brings the change feed up to the write's rows.
+    /// A store's conditional writes (one, or several as a joint write:
+    /// `row_write`) over `values` and, when every one touched its row, the
+    /// outbox, committed together. `Err(i)`: write `i` touched nothing, and
+    /// nothing was written. Then wakes local waiters and brings the change
+    /// feed up to the write's rows.
     pub(crate) async fn write_with_outbox(
         &self,
-        sql: &str,
+        writes: &[RowWrite],
         values: Vec<Value>,
         outbox: Outbox,
         now: Timestamp,
-    ) -> Result<bool, DbErr> {
+    ) -> Result<Result<(), usize>, DbErr> {
         match self.dialect {
             Dialect::Postgres => {
-                self.write_with_outbox_postgres(sql, values, outbox, now)
+                self.write_with_outbox_postgres(writes, values, outbox, now)
                     .await
             }
             Dialect::Sqlite => {
-                self.write_with_outbox_sqlite(sql, values, outbox, now)
+                self.write_with_outbox_sqlite(writes, values, outbox, now)
                     .await
             }
         }
@@ -727,20 +728,23 @@ impl Shared {
     /// on the write), and COMMIT. The note is a row in the connection's
     /// [`WRITE_HIT`] table, deleted again before the commit. Each statement
     /// that returns rows says what it is (`part`: 0 the write, 1 a message,
-    /// 2 a change row).
+    /// 2 a change row, 3 a joint write's part that would miss).
     async fn write_with_outbox_sqlite(
         &self,
-        sql: &str,
+        writes: &[RowWrite],
         mut values: Vec<Value>,
         outbox: Outbox,
         now: Timestamp,
-    ) -> Result<bool, DbErr> {
+    ) -> Result<Result<(), usize>, DbErr> {
         let at = bind(&mut values, now.as_millis().into());
         let hit = format!("EXISTS (SELECT 1 FROM {WRITE_HIT})");
-        let mut statements = vec![
-            format!("{sql} RETURNING 0 AS part, NULL AS topic"),
-            format!("INSERT INTO {WRITE_HIT} (hit) SELECT 1 WHERE changes() > 0"),
-        ];
+        let mut statements = match writes {
+            [one] => vec![
+                format!("{} RETURNING 0 AS part, NULL AS topic", one.alone()),
+                format!("INSERT INTO {WRITE_HIT} (hit) SELECT 1 WHERE changes() > 0"),
+            ],
+            _ => row_write::sqlite_joint(writes, WRITE_HIT),
+        };
         let mut messages = outbox.messages;
         in_partition_order(&mut messages);
         let hook_condition = format!("{hit} AND {HOOK_IS_LIVE}");
@@ -772,20 +776,22 @@ impl Shared {
             .sqlite_transaction(&statements.join(";\n"), values)
             .await?;
         let (mut hit, mut appended, mut topics) = (false, Appended::Nothing, BTreeSet::new());
+        let mut missed = None;
         for row in &rows {
             match row.try_get::<i64>("", "part")? {
                 0 => hit = true,
                 1 => {
                     topics.insert(Topic::new(row.try_get::<String>("", "topic")?));
                 }
+                3 => missed = missed.or(Some(row.try_get::<i64>("", "miss")?)),
                 _ => appended = appended.and_seq(row.try_get("", "seq")?),
             }
         }
         if !hit {
-            return Ok(false);
+            return Ok(Err(miss_index(missed)));
         }
         self.after_commit(&topics, appended).await;
-        Ok(true)
+        Ok(Ok(()))
     }
 
     /// SQLite: runs `sql` (statements separated by `;`, `$n` placeholders
@@ -811,13 +817,19 @@ impl Shared {
     /// [`Tx::commit`] does.
     async fn write_with_outbox_postgres(
         &self,
-        sql: &str,
+        writes: &[RowWrite],
         mut values: Vec<Value>,
         outbox: Outbox,
         now: Timestamp,
-    ) -> Result<bool, DbErr> {
+    ) -> Result<Result<(), usize>, DbErr> {
         let at = bind(&mut values, now.as_millis().into());
-        let mut ctes = vec![format!("main AS ({sql} RETURNING 1 AS hit)")];
+        let (mut ctes, miss) = match writes {
+            [one] => (
+                vec![format!("main AS ({} RETURNING 1 AS hit)", one.alone())],
+                "NULL::bigint".to_owned(),
+            ),
+            _ => row_write::postgres_joint(writes),
+        };
         // Other replicas hear of each insert by a NOTIFY in its RETURNING,
         // while there are any (`presence`). The channel and tag are bound
         // only when some insert uses them: a statement's text and its
@@ -901,7 +913,7 @@ impl Shared {
             "WITH {} SELECT (SELECT COUNT(*) FROM main) AS hit, \
              (SELECT json_agg(topic) FROM (SELECT topic FROM published \
                UNION ALL SELECT topic FROM published_hooks) AS p)::text AS topics, \
-             (SELECT MAX(seq) FROM appended) AS seq",
+             (SELECT MAX(seq) FROM appended) AS seq, {miss} AS miss",
             ctes.join(", ")
         );
         let row = self
@@ -910,7 +922,7 @@ impl Shared {
             .ok_or_else(|| DbErr::Custom("a write returned no row".into()))?;
         let hit: i64 = row.try_get("", "hit")?;
         if hit == 0 {
-            return Ok(false);
+            return Ok(Err(miss_index(row.try_get("", "miss")?)));
         }
         let topics: Option<String> = row.try_get("", "topics")?;
         let topics: BTreeSet<Topic> = match topics {
@@ -924,7 +936,7 @@ impl Shared {
         let seq: Option<i64> = row.try_get("", "seq")?;
         let appended = seq.map_or(Appended::Nothing, Appended::as_transaction_of);
         self.after_commit(&topics, appended).await;
-        Ok(true)
+        Ok(Ok(()))
     }
 
     /// The highest `seq` a reader may see (on Postgres, below the
@@ -1204,7 +1216,13 @@ impl Tx {
 }
 
 /// Appends `value` to a statement's values; returns its placeholder.
-fn bind(values: &mut Vec<Value>, value: Value) -> String {
+/// Which write of a list missed, as the statement reported it (the first
+/// when it could not tell).
+fn miss_index(reported: Option<i64>) -> usize {
+    reported.and_then(|i| usize::try_from(i).ok()).unwrap_or(0)
+}
+
+pub(crate) fn bind(values: &mut Vec<Value>, value: Value) -> String {
     values.push(value);
     format!("${}", values.len())
 }

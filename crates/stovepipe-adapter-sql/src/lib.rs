@@ -38,6 +38,7 @@ mod literal;
 mod mq;
 mod presence;
 mod read_model;
+mod row_write;
 mod rows;
 mod sqlite_writer;
 mod stores;

@@ -11,7 +11,8 @@
 //! listings (see `read_model`) or transition rules (entities bump their
 //! own versions).
 
-use crate::backend::{Dialect, Shared, big, check_outbox, json_value, values};
+use crate::backend::{Dialect, Shared, big, bind, check_outbox, json_value, values};
+use crate::row_write::{RowOp, RowWrite};
 use crate::rows::{self, BUILD_COLUMNS, FACT_COLUMNS, QUEUE_COLUMNS, REQUEST_COLUMNS};
 use crate::{SqlBackend, error, validate};
 use async_trait::async_trait;
@@ -21,8 +22,8 @@ use stovepipe_entity::{
     Build, BuildId, Fact, ProjectName, Queue, QueueConfig, QueueName, Request, RequestId, Uri,
 };
 use stovepipe_ports::{
-    BuildStore, FactStore, Outbox, QueueConfigStore, QueueStore, RequestStore, RequestUriStore,
-    StoreError, StoreFactory, Stores,
+    BuildStore, EntityWrite, FactStore, JointWriter, Outbox, QueueConfigStore, QueueStore,
+    RequestStore, RequestUriStore, StoreError, StoreFactory, Stores,
 };
 
 const REQUEST: &str = "request";
@@ -31,6 +32,46 @@ const QUEUE: &str = "queue";
 const BUILD: &str = "build";
 const FACT: &str = "fact";
 
+/// The columns a request's write sets (all but its key).
+const REQUEST_SET: [&str; 10] = [
+    "version",
+    "uri",
+    "state",
+    "strategy",
+    "base_uri",
+    "origin",
+    "failed_closed",
+    "failure_reason",
+    "created_at",
+    "updated_at",
+];
+/// The columns a queue row's write sets (all but its name).
+const QUEUE_SET: [&str; 9] = [
+    "version",
+    "last_green_uri",
+    "last_green_request_id",
+    "last_green_recorded_at",
+    "in_flight",
+    "project_last_green",
+    "latest_request_id",
+    "created_at",
+    "updated_at",
+];
+/// The columns a build's write sets (all but its key and `inserted`).
+const BUILD_SET: [&str; 11] = [
+    "version",
+    "request_number",
+    "request_id",
+    "project",
+    "status",
+    "url",
+    "metadata",
+    "targets",
+    "reason",
+    "created_at",
+    "updated_at",
+];
+
 /// A store handle bound to one queue.
 #[derive(Clone)]
 struct Bound {
@@ -38,12 +79,76 @@ struct Bound {
     queue: QueueName,
 }
 
-/// What a write's one statement found.
+/// What a write that touched no row means.
 enum Miss {
     /// `INSERT … ON CONFLICT DO NOTHING` inserted nothing.
     Exists,
     /// `UPDATE … WHERE version = ?` updated nothing.
     Mismatch(u64),
+}
+
+/// One entity's row write, and what to tell the caller when it misses.
+struct EntityRow {
+    row: RowWrite,
+    missed: Missed,
+}
+
+/// The entity a row write is of, and what its miss means.
+struct Missed {
+    entity: &'static str,
+    key: String,
+    miss: Miss,
+}
+
+impl EntityRow {
+    fn update(entity: &'static str, key: &str, row: RowWrite, expected_version: u64) -> Self {
+        let miss = Miss::Mismatch(expected_version);
+        Self::new(entity, key, row, miss)
+    }
+
+    fn create(entity: &'static str, key: &str, row: RowWrite) -> Self {
+        Self::new(entity, key, row, Miss::Exists)
+    }
+
+    fn new(entity: &'static str, key: &str, row: RowWrite, miss: Miss) -> Self {
+        let key = key.to_owned();
+        let missed = Missed { entity, key, miss };
+        Self { row, missed }
+    }
+}
+
+impl Missed {
+    fn error(self) -> StoreError {
+        match self.miss {
+            Miss::Exists => StoreError::AlreadyExists {
+                entity: self.entity,
+                key: self.key,
+            },
+            Miss::Mismatch(expected) => StoreError::VersionMismatch {
+                entity: self.entity,
+                key: self.key,
+                expected,
+            },
+        }
+    }
+}
+
+/// `name = $n, …`: `columns` set to newly bound `row` values.
+fn assignments(values: &mut Vec<Value>, columns: &[&str], row: Vec<Value>) -> String {
+    columns
+        .iter()
+        .zip(row)
+        .map(|(column, value)| format!("{column} = {}", bind(values, value)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `$n, …`: newly bound `row` values.
+fn placeholders(values: &mut Vec<Value>, row: Vec<Value>) -> String {
+    row.into_iter()
+        .map(|value| bind(values, value))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Bound {
@@ -67,37 +172,31 @@ impl Bound {
         self.queue.as_str().into()
     }
 
-    /// Runs one statement and, when it touched a row, the outbox, in one
-    /// transaction; when it touched none, rolls back and reports `miss`.
+    /// Runs the rows' writes (over `values`) and, when every one touched
+    /// its row, the outbox, in one transaction; when one touched none,
+    /// writes nothing and reports its miss.
     async fn write(
         &self,
-        entity: &'static str,
-        key: &str,
-        sql: &str,
+        rows: Vec<EntityRow>,
         values: Vec<Value>,
         outbox: Outbox,
-        miss: Miss,
     ) -> Result<(), StoreError> {
         check_outbox(&outbox)?;
         let now = self.shared.clock.now();
+        let (writes, mut missed): (Vec<RowWrite>, Vec<Missed>) =
+            rows.into_iter().map(|r| (r.row, r.missed)).unzip();
         let written = self
             .shared
-            .write_with_outbox(sql, values, outbox, now)
+            .write_with_outbox(&writes, values, outbox, now)
             .await;
-        if written.map_err(error::store)? {
-            return Ok(());
+        match written.map_err(error::store)? {
+            Ok(()) => Ok(()),
+            Err(i) if i < missed.len() => Err(missed.swap_remove(i).error()),
+            Err(i) => Err(StoreError::Backend(format!(
+                "write {i} of {} missed its row",
+                missed.len()
+            ))),
         }
-        Err(match miss {
-            Miss::Exists => StoreError::AlreadyExists {
-                entity,
-                key: key.to_owned(),
-            },
-            Miss::Mismatch(expected) => StoreError::VersionMismatch {
-                entity,
-                key: key.to_owned(),
-                expected,
-            },
-        })
     }
 }
 
@@ -119,7 +218,45 @@ impl Requests {
         Ok(())
     }
 
-    /// Every column but the key and version, in `REQUEST_WRITE` order.
+    /// The row write of `r`: an update from `expected` or, without one, a
+    /// create. Checked as the store's own methods check.
+    fn row(
+        &self,
+        v: &mut Vec<Value>,
+        r: &Request,
+        expected: Option<u64>,
+    ) -> Result<EntityRow, StoreError> {
+        self.check(r)?;
+        let (q, number) = (bind(v, self.0.q()), bind(v, big(r.id.number()).into()));
+        let key = format!("queue = {q} AND number = {number}");
+        let table = "requests";
+        Ok(match expected {
+            Some(version) => {
+                let expected = bind(v, big(version).into());
+                let mut row = values![big(r.version)];
+                row.extend(Self::columns(r));
+                let set = assignments(v, &REQUEST_SET, row);
+                let op = RowOp::Update { set, expected };
+                EntityRow::update(REQUEST, r.id.as_str(), RowWrite { table, key, op }, version)
+            }
+            None => {
+                let mut row = values![r.id.as_str(), big(r.version)];
+                row.extend(Self::columns(r));
+                let values = format!("{q}, {number}, {}", placeholders(v, row));
+                let columns = format!("queue, number, id, {}", REQUEST_SET.join(", "));
+                let conflict = "queue, number";
+                let op = RowOp::Create {
+                    columns,
+                    values,
+                    conflict,
+                };
+                EntityRow::create(REQUEST, r.id.as_str(), RowWrite { table, key, op })
+            }
+        })
+    }
+
+    /// Every column but the key and version, in `REQUEST_SET` order after
+    /// the version.
     fn columns(r: &Request) -> Vec<Value> {
         values![
             r.uri.as_str(),
@@ -138,27 +275,9 @@ impl Requests {
 #[async_trait]
 impl RequestStore for Requests {
     async fn create(&self, request: &Request, outbox: Outbox) -> Result<(), StoreError> {
-        self.check(request)?;
-        let mut v = values![
-            self.0.q(),
-            big(request.id.number()),
-            request.id.as_str(),
-            big(request.version)
-        ];
-        v.extend(Self::columns(request));
-        self.0
-            .write(
-                REQUEST,
-                request.id.as_str(),
-                "INSERT INTO requests (queue, number, id, version, uri, state, strategy, \
-                 base_uri, origin, failed_closed, failure_reason, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                 ON CONFLICT (queue, number) DO NOTHING",
-                v,
-                outbox,
-                Miss::Exists,
-            )
-            .await
+        let mut v = Vec::new();
+        let row = self.row(&mut v, request, None)?;
+        self.0.write(vec![row], v, outbox).await
     }
 
     async fn get(&self, id: &RequestId) -> Result<Option<Request>, StoreError> {
@@ -184,27 +303,9 @@ impl RequestStore for Requests {
         expected_version: u64,
         outbox: Outbox,
     ) -> Result<(), StoreError> {
-        self.check(request)?;
-        let mut v = values![
-            self.0.q(),
-            big(request.id.number()),
-            big(expected_version),
-            big(request.version)
-        ];
-        v.extend(Self::columns(request));
-        self.0
-            .write(
-                REQUEST,
-                request.id.as_str(),
-                "UPDATE requests SET version = $4, uri = $5, state = $6, strategy = $7, \
-                 base_uri = $8, origin = $9, failed_closed = $10, failure_reason = $11, \
-                 created_at = $12, updated_at = $13 \
-                 WHERE queue = $1 AND number = $2 AND version = $3",
-                v,
-                outbox,
-                Miss::Mismatch(expected_version),
-            )
-            .await
+        let mut v = Vec::new();
+        let row = self.row(&mut v, request, Some(expected_version))?;
+        self.0.write(vec![row], v, outbox).await
     }
 }
 
@@ -236,17 +337,21 @@ impl RequestUriStore for RequestUris {
 
     async fn create(&self, uri: &Uri, request_id: &RequestId) -> Result<(), StoreError> {
         self.0.check_request_id(REQUEST_URI, request_id)?;
-        self.0
-            .write(
-                REQUEST_URI,
-                uri.as_str(),
-                "INSERT INTO request_uris (queue, uri, request_id) VALUES ($1, $2, $3) \
-                 ON CONFLICT (queue, uri) DO NOTHING",
-                values![self.0.q(), uri.as_str(), request_id.as_str()],
-                Outbox::none(),
-                Miss::Exists,
-            )
-            .await
+        let mut v = Vec::new();
+        let (q, u) = (bind(&mut v, self.0.q()), bind(&mut v, uri.as_str().into()));
+        let op = RowOp::Create {
+            columns: "queue, uri, request_id".to_owned(),
+            values: format!("{q}, {u}, {}", bind(&mut v, request_id.as_str().into())),
+            conflict: "queue, uri",
+        };
+        let key = format!("queue = {q} AND uri = {u}");
+        let row = RowWrite {
+            table: "request_uris",
+            key,
+            op,
+        };
+        let row = EntityRow::create(REQUEST_URI, uri.as_str(), row);
+        self.0.write(vec![row], v, Outbox::none()).await
     }
 
     async fn get(&self, uri: &Uri) -> Result<Option<RequestId>, StoreError> {
@@ -333,6 +438,47 @@ impl RequestUris {
 }
 
 impl Queues {
+    /// The row write of `queue`: an update from `expected` or, without one,
+    /// a create.
+    fn row(
+        &self,
+        v: &mut Vec<Value>,
+        queue: &Queue,
+        expected: Option<u64>,
+    ) -> Result<EntityRow, StoreError> {
+        self.0.check(QUEUE, queue.name.as_str())?;
+        let name = bind(v, self.0.q());
+        let key = format!("name = {name}");
+        let table = "queues";
+        let mut row = values![big(queue.version)];
+        row.extend(Self::columns(queue)?);
+        Ok(match expected {
+            Some(version) => {
+                let expected = bind(v, big(version).into());
+                let set = assignments(v, &QUEUE_SET, row);
+                let op = RowOp::Update { set, expected };
+                EntityRow::update(
+                    QUEUE,
+                    queue.name.as_str(),
+                    RowWrite { table, key, op },
+                    version,
+                )
+            }
+            None => {
+                let values = format!("{name}, {}", placeholders(v, row));
+                let columns = format!("name, {}", QUEUE_SET.join(", "));
+                let op = RowOp::Create {
+                    columns,
+                    values,
+                    conflict: "name",
+                };
+                EntityRow::create(QUEUE, queue.name.as_str(), RowWrite { table, key, op })
+            }
+        })
+    }
+
+    /// Every column but the name and version, in `QUEUE_SET` order after
+    /// the version.
     fn columns(q: &Queue) -> Result<Vec<Value>, StoreError> {
         let mark = q.last_green.as_ref();
         Ok(vec![
@@ -357,22 +503,9 @@ impl Queues {
 #[async_trait]
 impl QueueStore for Queues {
     async fn create(&self, queue: &Queue) -> Result<(), StoreError> {
-        self.0.check(QUEUE, queue.name.as_str())?;
-        let mut v = values![self.0.q(), big(queue.version)];
-        v.extend(Self::columns(queue)?);
-        self.0
-            .write(
-                QUEUE,
-                queue.name.as_str(),
-                "INSERT INTO queues (name, version, last_green_uri, last_green_request_id, \
-                 last_green_recorded_at, in_flight, project_last_green, latest_request_id, \
-                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                 ON CONFLICT (name) DO NOTHING",
-                v,
-                Outbox::none(),
-                Miss::Exists,
-            )
-            .await
+        let mut v = Vec::new();
+        let row = self.row(&mut v, queue, None)?;
+        self.0.write(vec![row], v, Outbox::none()).await
     }
 
     async fn get(&self) -> Result<Option<Queue>, StoreError> {
@@ -397,22 +530,9 @@ impl QueueStore for Queues {
         expected_version: u64,
         outbox: Outbox,
     ) -> Result<(), StoreError> {
-        self.0.check(QUEUE, queue.name.as_str())?;
-        let mut v = values![self.0.q(), big(expected_version), big(queue.version)];
-        v.extend(Self::columns(queue)?);
-        self.0
-            .write(
-                QUEUE,
-                queue.name.as_str(),
-                "UPDATE queues SET version = $3, last_green_uri = $4, \
-                 last_green_request_id = $5, last_green_recorded_at = $6, in_flight = $7, \
-                 project_last_green = $8, latest_request_id = $9, created_at = $10, \
-                 updated_at = $11 WHERE name = $1 AND version = $2",
-                v,
-                outbox,
-                Miss::Mismatch(expected_version),
-            )
-            .await
+        let mut v = Vec::new();
+        let row = self.row(&mut v, queue, Some(expected_version))?;
+        self.0.write(vec![row], v, outbox).await
     }
 }
 
@@ -429,6 +549,49 @@ impl Builds {
         Ok(())
     }
 
+    /// The row write of `b`: an update from `expected` or, without one, a
+    /// create.
+    fn row(
+        &self,
+        v: &mut Vec<Value>,
+        b: &Build,
+        expected: Option<u64>,
+    ) -> Result<EntityRow, StoreError> {
+        self.check(b)?;
+        let (q, id) = (bind(v, self.0.q()), bind(v, b.id.as_str().into()));
+        let key = format!("queue = {q} AND build_id = {id}");
+        let table = "builds";
+        let mut row = values![big(b.version), big(b.request_id.number())];
+        row.extend(Self::columns(b)?);
+        Ok(match expected {
+            Some(version) => {
+                let expected = bind(v, big(version).into());
+                let set = assignments(v, &BUILD_SET, row);
+                let op = RowOp::Update { set, expected };
+                EntityRow::update(BUILD, b.id.as_str(), RowWrite { table, key, op }, version)
+            }
+            None => {
+                // `inserted` orders builds created at the same instant;
+                // under concurrent Postgres inserts two may share a value,
+                // which only leaves their relative order to the build id.
+                let values = format!(
+                    "{q}, {id}, {}, (SELECT COALESCE(MAX(inserted), 0) + 1 FROM builds \
+                     WHERE queue = {q})",
+                    placeholders(v, row)
+                );
+                let columns = format!("queue, build_id, {}, inserted", BUILD_SET.join(", "));
+                let op = RowOp::Create {
+                    columns,
+                    values,
+                    conflict: "queue, build_id",
+                };
+                EntityRow::create(BUILD, b.id.as_str(), RowWrite { table, key, op })
+            }
+        })
+    }
+
+    /// Every column but the key, version and request number, in
+    /// `BUILD_SET` order after those two.
     fn columns(b: &Build) -> Result<Vec<Value>, StoreError> {
         Ok(vec![
             b.request_id.as_str().into(),
@@ -447,31 +610,9 @@ impl Builds {
 #[async_trait]
 impl BuildStore for Builds {
     async fn create(&self, build: &Build, outbox: Outbox) -> Result<(), StoreError> {
-        self.check(build)?;
-        let mut v = values![
-            self.0.q(),
-            build.id.as_str(),
-            big(build.request_id.number()),
-            big(build.version)
-        ];
-        v.extend(Self::columns(build)?);
-        // `inserted` orders builds created at the same instant; under
-        // concurrent Postgres inserts two may share a value, which only
-        // leaves their relative order to the build id.
-        self.0
-            .write(
-                BUILD,
-                build.id.as_str(),
-                "INSERT INTO builds (queue, build_id, request_number, version, request_id, \
-                 project, status, url, metadata, targets, reason, created_at, updated_at, \
-                 inserted) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-                 (SELECT COALESCE(MAX(inserted), 0) + 1 FROM builds WHERE queue = $1)) \
-                 ON CONFLICT (queue, build_id) DO NOTHING",
-                v,
-                outbox,
-                Miss::Exists,
-            )
-            .await
+        let mut v = Vec::new();
+        let row = self.row(&mut v, build, None)?;
+        self.0.write(vec![row], v, outbox).await
     }
 
     async fn get(&self, id: &BuildId) -> Result<Option<Build>, StoreError> {
@@ -496,28 +637,9 @@ impl BuildStore for Builds {
         expected_version: u64,
         outbox: Outbox,
     ) -> Result<(), StoreError> {
-        self.check(build)?;
-        let mut v = values![
-            self.0.q(),
-            build.id.as_str(),
-            big(expected_version),
-            big(build.version),
-            big(build.request_id.number())
-        ];
-        v.extend(Self::columns(build)?);
-        self.0
-            .write(
-                BUILD,
-                build.id.as_str(),
-                "UPDATE builds SET version = $4, request_number = $5, request_id = $6, \
-                 project = $7, status = $8, url = $9, metadata = $10, targets = $11, \
-                 reason = $12, created_at = $13, updated_at = $14 \
-                 WHERE queue = $1 AND build_id = $2 AND version = $3",
-                v,
-                outbox,
-                Miss::Mismatch(expected_version),
-            )
-            .await
+        let mut v = Vec::new();
+        let row = self.row(&mut v, build, Some(expected_version))?;
+        self.0.write(vec![row], v, outbox).await
     }
 
     async fn list_for_request(&self, request_id: &RequestId) -> Result<Vec<Build>, StoreError> {
@@ -542,31 +664,47 @@ impl BuildStore for Builds {
     }
 }
 
+impl Facts {
+    /// The row write that creates `fact`.
+    fn row(&self, v: &mut Vec<Value>, fact: &Fact) -> Result<EntityRow, StoreError> {
+        self.0.check(FACT, fact.queue.as_str())?;
+        self.0.check_request_id(FACT, &fact.request_id)?;
+        let q = bind(v, self.0.q());
+        let (uri, project) = (
+            bind(v, fact.uri.as_str().into()),
+            bind(v, fact.project.as_str().into()),
+        );
+        let key = format!("queue = {q} AND uri = {uri} AND project = {project}");
+        let rest = values![
+            fact.degree.value(),
+            fact.request_id.as_str(),
+            fact.build_id.as_ref().map(|b| b.as_str().to_owned()),
+            fact.created_at.as_millis()
+        ];
+        let op = RowOp::Create {
+            columns: "queue, uri, project, degree, request_id, build_id, created_at".to_owned(),
+            values: format!("{q}, {uri}, {project}, {}", placeholders(v, rest)),
+            conflict: "queue, uri, project",
+        };
+        let key_text = format!("{} {:?}", fact.uri, fact.project.as_str());
+        Ok(EntityRow::create(
+            FACT,
+            &key_text,
+            RowWrite {
+                table: "facts",
+                key,
+                op,
+            },
+        ))
+    }
+}
+
 #[async_trait]
 impl FactStore for Facts {
     async fn create(&self, fact: &Fact, outbox: Outbox) -> Result<(), StoreError> {
-        self.0.check(FACT, fact.queue.as_str())?;
-        self.0.check_request_id(FACT, &fact.request_id)?;
-        self.0
-            .write(
-                FACT,
-                &format!("{} {:?}", fact.uri, fact.project.as_str()),
-                "INSERT INTO facts (queue, uri, project, degree, request_id, build_id, \
-                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (queue, uri, project) DO NOTHING",
-                values![
-                    self.0.q(),
-                    fact.uri.as_str(),
-                    fact.project.as_str(),
-                    fact.degree.value(),
-                    fact.request_id.as_str(),
-                    fact.build_id.as_ref().map(|b| b.as_str().to_owned()),
-                    fact.created_at.as_millis()
-                ],
-                outbox,
-                Miss::Exists,
-            )
-            .await
+        let mut v = Vec::new();
+        let row = self.row(&mut v, fact)?;
+        self.0.write(vec![row], v, outbox).await
     }
 
     async fn get(&self, uri: &Uri, project: &ProjectName) -> Result<Option<Fact>, StoreError> {
@@ -588,6 +726,38 @@ impl FactStore for Facts {
     }
 }
 
+/// Several entities' writes as one (`row_write`).
+struct Joint(Bound);
+
+#[async_trait]
+impl JointWriter for Joint {
+    async fn write_all(&self, writes: Vec<EntityWrite>, outbox: Outbox) -> Result<(), StoreError> {
+        EntityWrite::check_list(&writes)?;
+        let mut v = Vec::new();
+        let mut rows = Vec::with_capacity(writes.len());
+        for write in &writes {
+            let bound = self.0.clone();
+            rows.push(match write {
+                EntityWrite::CreateRequest(request) => Requests(bound).row(&mut v, request, None),
+                EntityWrite::UpdateRequest {
+                    request,
+                    expected_version,
+                } => Requests(bound).row(&mut v, request, Some(*expected_version)),
+                EntityWrite::UpdateQueue {
+                    queue,
+                    expected_version,
+                } => Queues(bound).row(&mut v, queue, Some(*expected_version)),
+                EntityWrite::UpdateBuild {
+                    build,
+                    expected_version,
+                } => Builds(bound).row(&mut v, build, Some(*expected_version)),
+                EntityWrite::CreateFact(fact) => Facts(bound).row(&mut v, fact),
+            }?);
+        }
+        self.0.write(rows, v, outbox).await
+    }
+}
+
 impl StoreFactory for SqlBackend {
     fn for_queue(&self, queue: &QueueName) -> Stores {
         let bound = Bound {
@@ -600,7 +770,8 @@ impl StoreFactory for SqlBackend {
             request_uris: Arc::new(RequestUris(bound.clone())),
             queues: Arc::new(Queues(bound.clone())),
             builds: Arc::new(Builds(bound.clone())),
-            facts: Arc::new(Facts(bound)),
+            facts: Arc::new(Facts(bound.clone())),
+            joint: Arc::new(Joint(bound)),
         }
     }
 }

@@ -177,6 +177,22 @@ suite!(
     ]
 );
 suite!(
+    joint_writer,
+    stores,
+    [
+        every_write_and_the_outbox_commit_together,
+        a_create_commits_with_the_updates,
+        a_stale_update_writes_nothing,
+        a_missing_row_is_a_mismatch_and_writes_nothing,
+        a_taken_create_writes_nothing,
+        a_create_beside_a_stale_update_writes_nothing,
+        bad_lists_are_invalid_and_write_nothing,
+        an_entity_of_another_queue_is_wrong_queue,
+        concurrent_joint_writes_of_one_version_have_one_winner,
+        joint_and_single_writes_of_one_row_have_one_winner,
+    ]
+);
+suite!(
     read_model,
     stores,
     [

@@ -36,7 +36,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use stovepipe_entity::{Build, BuildId, Queue, QueueName, Request, RequestId};
 use stovepipe_ports::{
-    BuildStore, Clock, Outbox, QueueStore, RequestStore, StoreError, StoreFactory, Stores,
+    BuildStore, Clock, EntityWrite, JointWriter, Outbox, QueueStore, RequestStore, StoreError,
+    StoreFactory, Stores,
 };
 
 use crate::cache::FreshCache;
@@ -83,6 +84,7 @@ impl StoreFactory for CachedStores {
             requests: Arc::new(self.bind(queue, inner.requests.clone())),
             queues: Arc::new(self.bind(queue, inner.queues.clone())),
             builds: Arc::new(self.bind(queue, inner.builds.clone())),
+            joint: Arc::new(self.bind(queue, inner.joint.clone())),
             ..inner
         }
     }
@@ -148,6 +150,46 @@ impl Rows {
         let mark = cache.begin_write(key);
         write.await?;
         mark.succeeded(row.clone(), began);
+        Ok(())
+    }
+}
+
+/// A joint write's request, queue row and build, kept as a write of each
+/// alone would keep them: all of them when it succeeded, none otherwise.
+#[async_trait]
+impl JointWriter for Bound<dyn JointWriter> {
+    async fn write_all(&self, writes: Vec<EntityWrite>, outbox: Outbox) -> Result<(), StoreError> {
+        let began = self.rows.clock.now();
+        let mut requests = Vec::new();
+        let mut queues = Vec::new();
+        let mut builds = Vec::new();
+        for write in &writes {
+            match write {
+                EntityWrite::CreateRequest(r) | EntityWrite::UpdateRequest { request: r, .. } => {
+                    let key = (self.queue.clone(), r.id.clone());
+                    requests.push((self.rows.requests.begin_write(key), r.clone()));
+                }
+                EntityWrite::UpdateQueue { queue, .. } => {
+                    let mark = self.rows.queues.begin_write(self.queue.clone());
+                    queues.push((mark, queue.clone()));
+                }
+                EntityWrite::UpdateBuild { build, .. } => {
+                    let key = (self.queue.clone(), build.id.clone());
+                    builds.push((self.rows.builds.begin_write(key), build.clone()));
+                }
+                EntityWrite::CreateFact(_) => {}
+            }
+        }
+        self.store.write_all(writes, outbox).await?;
+        for (mark, row) in requests {
+            mark.succeeded(row, began);
+        }
+        for (mark, row) in queues {
+            mark.succeeded(row, began);
+        }
+        for (mark, row) in builds {
+            mark.succeeded(row, began);
+        }
         Ok(())
     }
 }

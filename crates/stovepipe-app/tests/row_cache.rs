@@ -28,6 +28,7 @@ async fn cached() -> StoreFixture {
 contract_tests!(request_store, cached);
 contract_tests!(queue_store, cached);
 contract_tests!(build_store, cached);
+contract_tests!(joint_writer, cached);
 
 /// The cached stores of `queue_a` and, beside them, the store itself (what
 /// another replica writes through), with the clock both use.

@@ -40,6 +40,7 @@ pub mod clock;
 pub mod fact_store;
 pub mod hook_registry;
 pub mod hook_sink;
+pub mod joint_writer;
 pub mod message_queue;
 pub mod queue_config;
 pub mod queue_store;
@@ -196,6 +197,9 @@ macro_rules! contract_tests {
     };
     (fact_store, $factory:expr) => {
         $crate::fact_store_tests!($factory);
+    };
+    (joint_writer, $factory:expr) => {
+        $crate::joint_writer_tests!($factory);
     };
     (read_model, $factory:expr) => {
         $crate::read_model_tests!($factory);

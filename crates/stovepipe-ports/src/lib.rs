@@ -28,8 +28,8 @@ pub use messaging::{DeadLetter, Delivery, MessageQueue, OutgoingMessage, Topic};
 pub use runner::{BuildRunner, BuildRunnerFactory, TriggerRequest};
 pub use scm::{ChangeInfo, HistoryPage, PromoteOutcome, SourceControl, SourceControlFactory};
 pub use store::{
-    BuildStore, CommitRecord, FactStore, Outbox, QueueConfigStore, QueueStore, ReadModel,
-    RequestStore, RequestUriStore, StoreFactory, Stores,
+    BuildStore, CommitRecord, EntityWrite, FactStore, JointWriter, Outbox, QueueConfigStore,
+    QueueStore, ReadModel, RequestStore, RequestUriStore, StoreFactory, Stores,
 };
 
 #[cfg(feature = "mock")]
@@ -37,6 +37,7 @@ pub use {
     clock::MockClock, feed::MockChangeFeed, hooks::MockHookRegistry, hooks::MockHookSink,
     messaging::MockMessageQueue, runner::MockBuildRunner, runner::MockBuildRunnerFactory,
     scm::MockSourceControl, scm::MockSourceControlFactory, store::MockBuildStore,
-    store::MockFactStore, store::MockQueueConfigStore, store::MockQueueStore, store::MockReadModel,
-    store::MockRequestStore, store::MockRequestUriStore, store::MockStoreFactory,
+    store::MockFactStore, store::MockJointWriter, store::MockQueueConfigStore,
+    store::MockQueueStore, store::MockReadModel, store::MockRequestStore,
+    store::MockRequestUriStore, store::MockStoreFactory,
 };

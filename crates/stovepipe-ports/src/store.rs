@@ -27,8 +27,8 @@ use crate::messaging::OutgoingMessage;
 use async_trait::async_trait;
 use std::sync::Arc;
 use stovepipe_entity::{
-    Build, BuildId, Fact, NewChange, ProjectName, Queue, QueueConfig, QueueName, Request,
-    RequestId, Uri,
+    Build, BuildId, Fact, InvalidValue, NewChange, ProjectName, Queue, QueueConfig, QueueName,
+    Request, RequestId, Uri,
 };
 
 /// Side effects that commit together with a store write.
@@ -184,6 +184,95 @@ pub trait FactStore: Send + Sync {
     async fn get(&self, uri: &Uri, project: &ProjectName) -> Result<Option<Fact>, StoreError>;
 }
 
+/// One entity's part of a joint write ([`JointWriter::write_all`]): what
+/// the entity's own store method of the same name would write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EntityWrite {
+    /// [`RequestStore::create`].
+    CreateRequest(Request),
+    /// [`RequestStore::update`].
+    UpdateRequest {
+        request: Request,
+        expected_version: u64,
+    },
+    /// [`QueueStore::update`].
+    UpdateQueue { queue: Queue, expected_version: u64 },
+    /// [`BuildStore::update`].
+    UpdateBuild { build: Build, expected_version: u64 },
+    /// [`FactStore::create`].
+    CreateFact(Fact),
+}
+
+impl EntityWrite {
+    /// Whether this write inserts a row (a create) rather than updating one.
+    pub fn is_create(&self) -> bool {
+        matches!(self, Self::CreateRequest(_) | Self::CreateFact(_))
+    }
+
+    /// The entity written and its key, as errors name them.
+    pub fn entity(&self) -> (&'static str, String) {
+        match self {
+            Self::CreateRequest(request) | Self::UpdateRequest { request, .. } => {
+                ("request", request.id.to_string())
+            }
+            Self::UpdateQueue { queue, .. } => ("queue", queue.name.to_string()),
+            Self::UpdateBuild { build, .. } => ("build", build.id.to_string()),
+            Self::CreateFact(fact) => ("fact", format!("{} {:?}", fact.uri, fact.project.as_str())),
+        }
+    }
+
+    /// Checks a joint write's list ([`JointWriter`]'s contract): at least
+    /// one write, at most one create, no entity twice.
+    pub fn check_list(writes: &[EntityWrite]) -> Result<(), StoreError> {
+        let refuse = |value: String, expected: &str| {
+            Err(StoreError::Invalid(InvalidValue {
+                kind: "joint write",
+                value,
+                expected: expected.to_owned(),
+            }))
+        };
+        if writes.is_empty() {
+            return refuse("no writes".to_owned(), "at least one entity write");
+        }
+        let creates = writes.iter().filter(|w| w.is_create()).count();
+        if creates > 1 {
+            return refuse(format!("{creates} creates"), "at most one create");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (entity, key) in writes.iter().map(Self::entity) {
+            let named = format!("{entity} {key}");
+            if !seen.insert(named.clone()) {
+                return refuse(format!("{named} twice"), "each entity written at most once");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Several entities of one queue written as one: a stage step that changes
+/// two rows (a slot and the request it admits, a terminal build and its
+/// request's outcome, a fact and the bookmark it moves) commits them
+/// together, in one round trip, instead of in two writes with a crash
+/// window between them.
+///
+/// Contract (MUST):
+/// - `write_all` writes every one of `writes` and the outbox, or nothing;
+/// - each write succeeds or fails as the entity's own store method would
+///   (a create whose key is taken is `AlreadyExists`, an update of a stale
+///   version or a missing row is `VersionMismatch`, an entity of another
+///   queue is `WrongQueue`); when several would fail, the error is one of
+///   theirs, and nothing is written;
+/// - `writes` holds at least one write, at most one create, and no entity
+///   twice; another list is `Invalid`, naming what is wrong, and writes
+///   nothing;
+/// - concurrent joint and single writes of the same rows behave as if run
+///   one after another (one winner per expected version).
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait JointWriter: Send + Sync {
+    async fn write_all(&self, writes: Vec<EntityWrite>, outbox: Outbox) -> Result<(), StoreError>;
+}
+
 /// The stores of one queue, as the stages use them.
 #[derive(Clone)]
 pub struct Stores {
@@ -193,6 +282,7 @@ pub struct Stores {
     pub queues: Arc<dyn QueueStore>,
     pub builds: Arc<dyn BuildStore>,
     pub facts: Arc<dyn FactStore>,
+    pub joint: Arc<dyn JointWriter>,
 }
 
 impl std::fmt::Debug for Stores {

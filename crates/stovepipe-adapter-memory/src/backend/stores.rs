@@ -16,8 +16,8 @@ use stovepipe_entity::{
     Timestamp, Uri,
 };
 use stovepipe_ports::{
-    BuildStore, FactStore, Outbox, QueueConfigStore, QueueStore, RequestStore, RequestUriStore,
-    StoreError, StoreFactory, Stores,
+    BuildStore, EntityWrite, FactStore, JointWriter, Outbox, QueueConfigStore, QueueStore,
+    RequestStore, RequestUriStore, StoreError, StoreFactory, Stores,
 };
 
 /// Everything stored for one queue.
@@ -31,6 +31,61 @@ pub(crate) struct QueueData {
     pub(crate) builds: HashMap<BuildId, (u64, Build)>,
     pub(crate) facts: BTreeMap<(Uri, ProjectName), Fact>,
     pub(crate) counter: u64,
+}
+
+impl QueueData {
+    /// Why `write` cannot be made now, if it cannot (the stores' rules).
+    fn refusal(&self, write: &EntityWrite) -> Option<StoreError> {
+        let stale = |stored: Option<u64>, expected: u64| stored != Some(expected);
+        let (entity, key) = write.entity();
+        match write {
+            EntityWrite::CreateRequest(r) => self
+                .requests
+                .contains_key(&r.id.number())
+                .then(|| exists(entity, &key)),
+            EntityWrite::UpdateRequest {
+                request,
+                expected_version,
+            } => {
+                let stored = self.requests.get(&request.id.number()).map(|r| r.version);
+                stale(stored, *expected_version).then(|| mismatch(entity, &key, *expected_version))
+            }
+            EntityWrite::UpdateQueue {
+                expected_version, ..
+            } => stale(self.row.as_ref().map(|q| q.version), *expected_version)
+                .then(|| mismatch(entity, &key, *expected_version)),
+            EntityWrite::UpdateBuild {
+                build,
+                expected_version,
+            } => {
+                let stored = self.builds.get(&build.id).map(|(_, b)| b.version);
+                stale(stored, *expected_version).then(|| mismatch(entity, &key, *expected_version))
+            }
+            EntityWrite::CreateFact(f) => self
+                .facts
+                .contains_key(&(f.uri.clone(), f.project.clone()))
+                .then(|| exists(entity, &key)),
+        }
+    }
+
+    /// Makes `write`, which [`refusal`](Self::refusal) allowed.
+    fn apply(&mut self, write: EntityWrite) {
+        match write {
+            EntityWrite::CreateRequest(request) | EntityWrite::UpdateRequest { request, .. } => {
+                self.requests.insert(request.id.number(), request);
+            }
+            EntityWrite::UpdateQueue { queue, .. } => self.row = Some(queue),
+            EntityWrite::UpdateBuild { build, .. } => {
+                if let Some((_, stored)) = self.builds.get_mut(&build.id) {
+                    *stored = build;
+                }
+            }
+            EntityWrite::CreateFact(fact) => {
+                self.facts
+                    .insert((fact.uri.clone(), fact.project.clone()), fact);
+            }
+        }
+    }
 }
 
 impl State {
@@ -76,6 +131,55 @@ impl Bound {
     fn check_request_id(&self, entity: &'static str, id: &RequestId) -> Result<(), StoreError> {
         self.check(entity, id.queue_str())
     }
+
+    /// The queue binding of one entity write (`WrongQueue`).
+    fn check_write(&self, write: &EntityWrite) -> Result<(), StoreError> {
+        match write {
+            EntityWrite::CreateRequest(r) | EntityWrite::UpdateRequest { request: r, .. } => {
+                self.check(REQUEST, r.queue.as_str())?;
+                self.check_request_id(REQUEST, &r.id)
+            }
+            EntityWrite::UpdateQueue { queue, .. } => self.check(QUEUE, queue.name.as_str()),
+            EntityWrite::UpdateBuild { build, .. } => {
+                self.check(BUILD, build.queue.as_str())?;
+                self.check_request_id(BUILD, &build.request_id)
+            }
+            EntityWrite::CreateFact(fact) => {
+                self.check(FACT, fact.queue.as_str())?;
+                self.check_request_id(FACT, &fact.request_id)
+            }
+        }
+    }
+
+    /// Makes every one of `writes` and commits `outbox`, or refuses the
+    /// first write that cannot be made and changes nothing.
+    fn write_all(&self, writes: Vec<EntityWrite>, outbox: Outbox) -> Result<(), StoreError> {
+        for write in &writes {
+            self.check_write(write)?;
+        }
+        self.shared.write(|st, now| {
+            let q = st.queue_mut(&self.queue);
+            if let Some(refused) = writes.iter().find_map(|w| q.refusal(w)) {
+                return Err(refused);
+            }
+            for write in writes {
+                q.apply(write);
+            }
+            st.apply_outbox(outbox, now);
+            Ok(())
+        })
+    }
+}
+
+/// Several entities' writes as one.
+struct Joint(Bound);
+
+#[async_trait]
+impl JointWriter for Joint {
+    async fn write_all(&self, writes: Vec<EntityWrite>, outbox: Outbox) -> Result<(), StoreError> {
+        EntityWrite::check_list(&writes)?;
+        self.0.write_all(writes, outbox)
+    }
 }
 
 fn mismatch(entity: &'static str, key: &impl ToString, expected: u64) -> StoreError {
@@ -105,26 +209,11 @@ const QUEUE: &str = "queue";
 const BUILD: &str = "build";
 const FACT: &str = "fact";
 
-impl Requests {
-    fn check(&self, request: &Request) -> Result<(), StoreError> {
-        self.0.check(REQUEST, request.queue.as_str())?;
-        self.0.check_request_id(REQUEST, &request.id)
-    }
-}
-
 #[async_trait]
 impl RequestStore for Requests {
     async fn create(&self, request: &Request, outbox: Outbox) -> Result<(), StoreError> {
-        self.check(request)?;
-        self.0.shared.write(|st, now| {
-            let q = st.queue_mut(&self.0.queue);
-            if q.requests.contains_key(&request.id.number()) {
-                return Err(exists(REQUEST, &request.id));
-            }
-            q.requests.insert(request.id.number(), request.clone());
-            st.apply_outbox(outbox, now);
-            Ok(())
-        })
+        let write = EntityWrite::CreateRequest(request.clone());
+        self.0.write_all(vec![write], outbox)
     }
 
     async fn get(&self, id: &RequestId) -> Result<Option<Request>, StoreError> {
@@ -142,18 +231,11 @@ impl RequestStore for Requests {
         expected_version: u64,
         outbox: Outbox,
     ) -> Result<(), StoreError> {
-        self.check(request)?;
-        self.0.shared.write(|st, now| {
-            let q = st.queue_mut(&self.0.queue);
-            match q.requests.get_mut(&request.id.number()) {
-                Some(stored) if stored.version == expected_version => {
-                    *stored = request.clone();
-                }
-                _ => return Err(mismatch(REQUEST, &request.id, expected_version)),
-            }
-            st.apply_outbox(outbox, now);
-            Ok(())
-        })
+        let write = EntityWrite::UpdateRequest {
+            request: request.clone(),
+            expected_version,
+        };
+        self.0.write_all(vec![write], outbox)
     }
 }
 
@@ -220,16 +302,11 @@ impl QueueStore for Queues {
         expected_version: u64,
         outbox: Outbox,
     ) -> Result<(), StoreError> {
-        self.0.check(QUEUE, queue.name.as_str())?;
-        self.0.shared.write(|st, now| {
-            let q = st.queue_mut(&self.0.queue);
-            match q.row.as_mut() {
-                Some(stored) if stored.version == expected_version => *stored = queue.clone(),
-                _ => return Err(mismatch(QUEUE, &queue.name, expected_version)),
-            }
-            st.apply_outbox(outbox, now);
-            Ok(())
-        })
+        let write = EntityWrite::UpdateQueue {
+            queue: queue.clone(),
+            expected_version,
+        };
+        self.0.write_all(vec![write], outbox)
     }
 }
 
@@ -270,18 +347,11 @@ impl BuildStore for Builds {
         expected_version: u64,
         outbox: Outbox,
     ) -> Result<(), StoreError> {
-        self.check(build)?;
-        self.0.shared.write(|st, now| {
-            let q = st.queue_mut(&self.0.queue);
-            match q.builds.get_mut(&build.id) {
-                Some((_, stored)) if stored.version == expected_version => {
-                    *stored = build.clone();
-                }
-                _ => return Err(mismatch(BUILD, &build.id, expected_version)),
-            }
-            st.apply_outbox(outbox, now);
-            Ok(())
-        })
+        let write = EntityWrite::UpdateBuild {
+            build: build.clone(),
+            expected_version,
+        };
+        self.0.write_all(vec![write], outbox)
     }
 
     async fn list_for_request(&self, request_id: &RequestId) -> Result<Vec<Build>, StoreError> {
@@ -304,21 +374,8 @@ impl BuildStore for Builds {
 #[async_trait]
 impl FactStore for Facts {
     async fn create(&self, fact: &Fact, outbox: Outbox) -> Result<(), StoreError> {
-        self.0.check(FACT, fact.queue.as_str())?;
-        self.0.check_request_id(FACT, &fact.request_id)?;
-        self.0.shared.write(|st, now| {
-            let q = st.queue_mut(&self.0.queue);
-            let key = (fact.uri.clone(), fact.project.clone());
-            if q.facts.contains_key(&key) {
-                return Err(exists(
-                    FACT,
-                    &format!("{} {:?}", fact.uri, fact.project.as_str()),
-                ));
-            }
-            q.facts.insert(key, fact.clone());
-            st.apply_outbox(outbox, now);
-            Ok(())
-        })
+        self.0
+            .write_all(vec![EntityWrite::CreateFact(fact.clone())], outbox)
     }
 
     async fn get(&self, uri: &Uri, project: &ProjectName) -> Result<Option<Fact>, StoreError> {
@@ -342,7 +399,8 @@ impl StoreFactory for MemoryBackend {
             request_uris: Arc::new(RequestUris(bound.clone())),
             queues: Arc::new(Queues(bound.clone())),
             builds: Arc::new(Builds(bound.clone())),
-            facts: Arc::new(Facts(bound)),
+            facts: Arc::new(Facts(bound.clone())),
+            joint: Arc::new(Joint(bound)),
         }
     }
 }

@@ -1,0 +1,183 @@
+//! One store write as SQL pieces, and several of them as one statement.
+//!
+//! A [`RowWrite`] is a conditional write of one row, its values already
+//! bound (`$n`) into the statement's value list: an `UPDATE … WHERE <key>
+//! AND version = <expected>` or an `INSERT … ON CONFLICT (<key>) DO
+//! NOTHING`. Alone it is the statement the stores always ran
+//! ([`RowWrite::alone`]). A joint write (`JointWriter`) runs several as one,
+//! all or nothing:
+//!
+//! - **Postgres** ([`postgres_joint`]): one statement of data-modifying
+//!   CTEs. Each update's row is first locked, `FOR UPDATE`, where its
+//!   version is still the expected one, each lock only once the one before
+//!   it was taken, in one order of tables (the queue row, the request, the
+//!   build: [`lock_rank`]), so two joint writes take their common locks in
+//!   the same order. The create, if any, inserts
+//!   only when every lock was taken; the updates run only when it did, and
+//!   then cannot miss: their rows are locked at the expected version.
+//!   The write touched its rows exactly when `main` has its row. A lock
+//!   that was not taken, or a create that found its key taken, is the
+//!   miss reported. Concurrent writers that would deadlock on two rows are
+//!   told so by the server, and the write is retried as any failed write
+//!   (`write_batch`).
+//! - **SQLite** ([`sqlite_joint`]): the writer runs one transaction at a
+//!   time, so the checks can come first: a row per write that would miss
+//!   (`part` 3, its index in `miss`), a note in `WRITE_HIT` when none
+//!   would, then every write guarded by the note.
+//!
+//! At most one create per joint write: two inserts cannot both be made
+//! conditional on the other's conflict in one Postgres statement.
+
+/// One conditional write of one row (module docs).
+pub(crate) struct RowWrite {
+    pub(crate) table: &'static str,
+    /// The row's key over bound values, `queue = $1 AND number = $2`; for
+    /// a create, the conflict target's columns.
+    pub(crate) key: String,
+    pub(crate) op: RowOp,
+}
+
+pub(crate) enum RowOp {
+    /// `SET {set}` where the stored version is `expected` (bound).
+    Update { set: String, expected: String },
+    /// `({columns}) VALUES ({values})`, nothing on a `conflict`.
+    Create {
+        columns: String,
+        values: String,
+        conflict: &'static str,
+    },
+}
+
+impl RowWrite {
+    /// The write as a statement of its own.
+    pub(crate) fn alone(&self) -> String {
+        let Self { table, key, op } = self;
+        match op {
+            RowOp::Update { set, expected } => {
+                format!("UPDATE {table} SET {set} WHERE {key} AND version = {expected}")
+            }
+            RowOp::Create {
+                columns,
+                values,
+                conflict,
+            } => format!(
+                "INSERT INTO {table} ({columns}) VALUES ({values}) \
+                 ON CONFLICT ({conflict}) DO NOTHING"
+            ),
+        }
+    }
+
+    /// The write, made only where `guard` (a condition) holds.
+    fn guarded(&self, guard: &str) -> String {
+        let Self { table, key, op } = self;
+        match op {
+            RowOp::Update { set, expected } => {
+                format!("UPDATE {table} SET {set} WHERE {key} AND version = {expected} AND {guard}")
+            }
+            RowOp::Create {
+                columns,
+                values,
+                conflict,
+            } => format!(
+                "INSERT INTO {table} ({columns}) SELECT {values} WHERE {guard} \
+                 ON CONFLICT ({conflict}) DO NOTHING"
+            ),
+        }
+    }
+
+    /// Whether the write would touch its row now: the row at the expected
+    /// version for an update, no row for a create.
+    fn would_write(&self) -> String {
+        let Self { table, key, op } = self;
+        match op {
+            RowOp::Update { expected, .. } => {
+                format!("EXISTS (SELECT 1 FROM {table} WHERE {key} AND version = {expected})")
+            }
+            RowOp::Create { .. } => format!("NOT EXISTS (SELECT 1 FROM {table} WHERE {key})"),
+        }
+    }
+
+    fn is_create(&self) -> bool {
+        matches!(self.op, RowOp::Create { .. })
+    }
+}
+
+/// Postgres: the CTEs of a joint write, ending in `main` (a row when every
+/// write touched its row), and the expression of the index of the write
+/// that missed (`NULL` when none did).
+pub(crate) fn postgres_joint(writes: &[RowWrite]) -> (Vec<String>, String) {
+    let mut ctes = Vec::new();
+    let mut locked = "true".to_owned();
+    let mut misses = Vec::new();
+    let mut order: Vec<(usize, &RowWrite)> = writes.iter().enumerate().collect();
+    order.sort_by_key(|(i, w)| (lock_rank(w.table), *i));
+    for (i, w) in order {
+        if let RowOp::Update { expected, .. } = &w.op {
+            ctes.push(format!(
+                "lock{i} AS (SELECT 1 FROM {} WHERE {} AND version = {expected} AND {locked} \
+                 FOR UPDATE)",
+                w.table, w.key
+            ));
+            misses.push(format!("WHEN NOT EXISTS (SELECT 1 FROM lock{i}) THEN {i}"));
+            locked = format!("EXISTS (SELECT 1 FROM lock{i})");
+        }
+    }
+    let mut written = locked;
+    let mut sources = Vec::new();
+    if let Some(i) = writes.iter().position(RowWrite::is_create) {
+        ctes.push(format!(
+            "write{i} AS ({} RETURNING 1)",
+            writes[i].guarded(&written)
+        ));
+        misses.push(format!("WHEN NOT EXISTS (SELECT 1 FROM write{i}) THEN {i}"));
+        written = format!("EXISTS (SELECT 1 FROM write{i})");
+        sources.push(format!("write{i}"));
+    }
+    for (i, w) in writes.iter().enumerate().filter(|(_, w)| !w.is_create()) {
+        ctes.push(format!("write{i} AS ({} RETURNING 1)", w.guarded(&written)));
+        sources.push(format!("write{i}"));
+    }
+    ctes.push(format!(
+        "main AS (SELECT 1 AS hit FROM {})",
+        sources.join(", ")
+    ));
+    let miss = format!("(CASE {} END)::bigint", misses.join(" "));
+    (ctes, miss)
+}
+
+/// Joint writes lock their rows in one order of tables, whatever their
+/// lists' order, so that two of them never wait for each other's rows.
+fn lock_rank(table: &str) -> u8 {
+    match table {
+        "queues" => 0,
+        "requests" => 1,
+        "builds" => 2,
+        _ => 3,
+    }
+}
+
+/// SQLite: the statements of a joint write, before its outbox's. They
+/// return a row `part` 3 with the index `miss` of each write that would
+/// miss, and a row `part` 0 when every one was written; `hit` is the
+/// condition the outbox's statements are guarded by.
+pub(crate) fn sqlite_joint(writes: &[RowWrite], hit_table: &str) -> Vec<String> {
+    let hit = format!("EXISTS (SELECT 1 FROM {hit_table})");
+    let mut statements: Vec<String> = writes
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            format!(
+                "SELECT 3 AS part, {i} AS miss WHERE NOT {}",
+                w.would_write()
+            )
+        })
+        .collect();
+    let all: Vec<String> = writes.iter().map(RowWrite::would_write).collect();
+    statements.push(format!(
+        "INSERT INTO {hit_table} (hit) SELECT 1 WHERE {}",
+        all.join(" AND ")
+    ));
+    statements.extend(writes.iter().map(|w| w.guarded(&hit)));
+    statements.push(format!("SELECT 0 AS part, NULL AS topic WHERE {hit}"));
+    statements
+}
