@@ -230,28 +230,25 @@ impl Requests {
         let (q, number) = (bind(v, self.0.q()), bind(v, big(r.id.number()).into()));
         let key = format!("queue = {q} AND number = {number}");
         let table = "requests";
-        Ok(match expected {
-            Some(version) => {
-                let expected = bind(v, big(version).into());
-                let mut row = values![big(r.version)];
-                row.extend(Self::columns(r));
-                let set = assignments(v, &REQUEST_SET, row);
-                let op = RowOp::Update { set, expected };
-                EntityRow::update(REQUEST, r.id.as_str(), RowWrite { table, key, op }, version)
-            }
-            None => {
-                let mut row = values![r.id.as_str(), big(r.version)];
-                row.extend(Self::columns(r));
-                let values = format!("{q}, {number}, {}", placeholders(v, row));
-                let columns = format!("queue, number, id, {}", REQUEST_SET.join(", "));
-                let conflict = "queue, number";
-                let op = RowOp::Create {
-                    columns,
-                    values,
-                    conflict,
-                };
-                EntityRow::create(REQUEST, r.id.as_str(), RowWrite { table, key, op })
-            }
+        Ok(if let Some(version) = expected {
+            let expected = bind(v, big(version).into());
+            let mut row = values![big(r.version)];
+            row.extend(Self::columns(r));
+            let set = assignments(v, &REQUEST_SET, row);
+            let op = RowOp::Update { set, expected };
+            EntityRow::update(REQUEST, r.id.as_str(), RowWrite { table, key, op }, version)
+        } else {
+            let mut row = values![r.id.as_str(), big(r.version)];
+            row.extend(Self::columns(r));
+            let values = format!("{q}, {number}, {}", placeholders(v, row));
+            let columns = format!("queue, number, id, {}", REQUEST_SET.join(", "));
+            let conflict = "queue, number";
+            let op = RowOp::Create {
+                columns,
+                values,
+                conflict,
+            };
+            EntityRow::create(REQUEST, r.id.as_str(), RowWrite { table, key, op })
         })
     }
 
@@ -452,28 +449,25 @@ impl Queues {
         let table = "queues";
         let mut row = values![big(queue.version)];
         row.extend(Self::columns(queue)?);
-        Ok(match expected {
-            Some(version) => {
-                let expected = bind(v, big(version).into());
-                let set = assignments(v, &QUEUE_SET, row);
-                let op = RowOp::Update { set, expected };
-                EntityRow::update(
-                    QUEUE,
-                    queue.name.as_str(),
-                    RowWrite { table, key, op },
-                    version,
-                )
-            }
-            None => {
-                let values = format!("{name}, {}", placeholders(v, row));
-                let columns = format!("name, {}", QUEUE_SET.join(", "));
-                let op = RowOp::Create {
-                    columns,
-                    values,
-                    conflict: "name",
-                };
-                EntityRow::create(QUEUE, queue.name.as_str(), RowWrite { table, key, op })
-            }
+        Ok(if let Some(version) = expected {
+            let expected = bind(v, big(version).into());
+            let set = assignments(v, &QUEUE_SET, row);
+            let op = RowOp::Update { set, expected };
+            EntityRow::update(
+                QUEUE,
+                queue.name.as_str(),
+                RowWrite { table, key, op },
+                version,
+            )
+        } else {
+            let values = format!("{name}, {}", placeholders(v, row));
+            let columns = format!("name, {}", QUEUE_SET.join(", "));
+            let op = RowOp::Create {
+                columns,
+                values,
+                conflict: "name",
+            };
+            EntityRow::create(QUEUE, queue.name.as_str(), RowWrite { table, key, op })
         })
     }
 
@@ -563,30 +557,27 @@ impl Builds {
         let table = "builds";
         let mut row = values![big(b.version), big(b.request_id.number())];
         row.extend(Self::columns(b)?);
-        Ok(match expected {
-            Some(version) => {
-                let expected = bind(v, big(version).into());
-                let set = assignments(v, &BUILD_SET, row);
-                let op = RowOp::Update { set, expected };
-                EntityRow::update(BUILD, b.id.as_str(), RowWrite { table, key, op }, version)
-            }
-            None => {
-                // `inserted` orders builds created at the same instant;
-                // under concurrent Postgres inserts two may share a value,
-                // which only leaves their relative order to the build id.
-                let values = format!(
-                    "{q}, {id}, {}, (SELECT COALESCE(MAX(inserted), 0) + 1 FROM builds \
+        Ok(if let Some(version) = expected {
+            let expected = bind(v, big(version).into());
+            let set = assignments(v, &BUILD_SET, row);
+            let op = RowOp::Update { set, expected };
+            EntityRow::update(BUILD, b.id.as_str(), RowWrite { table, key, op }, version)
+        } else {
+            // `inserted` orders builds created at the same instant;
+            // under concurrent Postgres inserts two may share a value,
+            // which only leaves their relative order to the build id.
+            let values = format!(
+                "{q}, {id}, {}, (SELECT COALESCE(MAX(inserted), 0) + 1 FROM builds \
                      WHERE queue = {q})",
-                    placeholders(v, row)
-                );
-                let columns = format!("queue, build_id, {}, inserted", BUILD_SET.join(", "));
-                let op = RowOp::Create {
-                    columns,
-                    values,
-                    conflict: "queue, build_id",
-                };
-                EntityRow::create(BUILD, b.id.as_str(), RowWrite { table, key, op })
-            }
+                placeholders(v, row)
+            );
+            let columns = format!("queue, build_id, {}, inserted", BUILD_SET.join(", "));
+            let op = RowOp::Create {
+                columns,
+                values,
+                conflict: "queue, build_id",
+            };
+            EntityRow::create(BUILD, b.id.as_str(), RowWrite { table, key, op })
         })
     }
 

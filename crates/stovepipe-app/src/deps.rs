@@ -145,7 +145,7 @@ impl<'a> QueueAttempts<'a> {
     }
 
     /// Attempts whose first uses `known`, when given, instead of reading.
-    fn with_known(stores: &'a Stores, known: Option<Queue>) -> Self {
+    pub(crate) fn with_known(stores: &'a Stores, known: Option<Queue>) -> Self {
         Self {
             stores,
             known,

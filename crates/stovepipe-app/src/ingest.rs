@@ -12,11 +12,11 @@ use std::sync::Arc;
 use stovepipe_entity::{
     InvalidValue, Origin, Queue, QueueName, Request, RequestId, RequestState, Uri,
 };
-use stovepipe_ports::{Outbox, OutgoingMessage, ScmError, StoreError, Stores};
+use stovepipe_ports::{EntityWrite, Outbox, OutgoingMessage, ScmError, StoreError, Stores};
 use thiserror::Error;
 use tracing::info;
 
-use crate::deps::{Deps, update_queue_from};
+use crate::deps::{Deps, QueueAttempts, update_queue_from};
 use crate::error::StageError;
 use crate::events::{self, OutboxExt as _};
 use crate::hops::ProcessHop;
@@ -110,24 +110,33 @@ impl IngestService {
         // Dedup: the request indexed for the URI, or a newly numbered one
         // (a mint that lost the race to a concurrent one adopts the winner).
         let (request_id, created) = stores.request_uris.mint(&uri).await?;
-        let request = self
-            .ensure_request(&stores, &request_id, &uri, created)
-            .await?;
-        let hop = (request.state == RequestState::Accepted).then(|| {
-            ProcessHop {
-                request_id: request_id.clone(),
-                queue: queue.clone(),
-            }
-            .message()
-        });
-        let rode = self
-            .advance_latest(&stores, &request_id, hop.as_ref())
-            .await?;
-        if let Some(hop) = hop
-            && !rode
-        {
-            self.deps.mq.publish(hop).await?;
+        let process = ProcessHop {
+            request_id: request_id.clone(),
+            queue: queue.clone(),
         }
+        .message();
+        let fresh = Request::accepted(
+            request_id.clone(),
+            queue.clone(),
+            uri.clone(),
+            Origin::Ingest,
+            self.deps.now(),
+        );
+        let request = if created && self.create_with_latest(&stores, &fresh, &process).await? {
+            fresh
+        } else {
+            let request = self.ensure_request(&stores, fresh).await?;
+            let hop = (request.state == RequestState::Accepted).then_some(process);
+            let rode = self
+                .advance_latest(&stores, &request_id, hop.as_ref())
+                .await?;
+            if let Some(hop) = hop
+                && !rode
+            {
+                self.deps.mq.publish(hop).await?;
+            }
+            request
+        };
         metrics::ingested(queue, created);
         if created {
             info!(queue = %queue, request = %request_id, uri = %uri, "request created");
@@ -140,31 +149,62 @@ impl IngestService {
         })
     }
 
-    /// Makes sure the request row exists; this also repairs an index entry
-    /// written without its row. `minted`: this call just indexed the id, so
-    /// no row can exist yet and none is looked for (a racing writer still
-    /// shows up as `AlreadyExists`).
+    /// A request this call just minted, in one write with the queue row's
+    /// latest pointer moved to it (when it is the newest) and the
+    /// `process` hop. Returns false, having written nothing, when the
+    /// request's row exists already (a racing writer's).
+    async fn create_with_latest(
+        &self,
+        stores: &Stores,
+        request: &Request,
+        hop: &OutgoingMessage,
+    ) -> Result<bool, IngestError> {
+        let known = self.queue_row(stores).await?;
+        let mut attempts = QueueAttempts::with_known(stores, known);
+        loop {
+            let (mut queue, expected_version) = attempts.next().await?;
+            let mut writes = vec![EntityWrite::CreateRequest(request.clone())];
+            if queue
+                .advance_latest(&request.id, request.created_at)
+                .map_err(StageError::from)?
+            {
+                writes.push(EntityWrite::UpdateQueue {
+                    queue,
+                    expected_version,
+                });
+            }
+            let outbox = Outbox::none()
+                .emit(events::request_created(request), request.created_at)
+                .publish(hop.clone());
+            match stores.joint.write_all(writes, outbox).await {
+                Ok(()) => return Ok(true),
+                Err(StoreError::VersionMismatch {
+                    entity: "queue", ..
+                }) => {}
+                Err(StoreError::AlreadyExists {
+                    entity: "request", ..
+                }) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The stored request of an id the index holds; `fresh` (the request
+    /// as ingest would create it) when the row is missing, which repairs an
+    /// index entry written without its row.
     async fn ensure_request(
         &self,
         stores: &Stores,
-        id: &RequestId,
-        uri: &Uri,
-        minted: bool,
+        fresh: Request,
     ) -> Result<Request, IngestError> {
-        if !minted && let Some(existing) = stores.requests.get(id).await? {
+        if let Some(existing) = stores.requests.get(&fresh.id).await? {
             return Ok(existing);
         }
-        let request = Request::accepted(
-            id.clone(),
-            stores.queue.clone(),
-            uri.clone(),
-            Origin::Ingest,
-            self.deps.now(),
-        );
-        let outbox = Outbox::none().emit(events::request_created(&request), request.created_at);
-        match stores.requests.create(&request, outbox).await {
-            Ok(()) => Ok(request),
+        let outbox = Outbox::none().emit(events::request_created(&fresh), fresh.created_at);
+        match stores.requests.create(&fresh, outbox).await {
+            Ok(()) => Ok(fresh),
             Err(StoreError::AlreadyExists { .. }) => {
+                let id = &fresh.id;
                 stores.requests.get(id).await?.ok_or_else(|| {
                     IngestError::Unavailable(format!("request {id} exists but cannot be read"))
                 })
@@ -184,16 +224,7 @@ impl IngestService {
         hop: Option<&OutgoingMessage>,
     ) -> Result<bool, IngestError> {
         let now = self.deps.now();
-        let mut known = stores.queues.get().await?;
-        if known.is_none() {
-            let fresh = Queue::new(stores.queue.clone(), now);
-            match stores.queues.create(&fresh).await {
-                Ok(()) => known = Some(fresh),
-                // Created meanwhile: the loop below loads it.
-                Err(StoreError::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let known = self.queue_row(stores).await?;
         let (rode, _) = update_queue_from(stores, known, |q| {
             if !q.advance_latest(id, now)? {
                 return Ok((false, None));
@@ -203,5 +234,19 @@ impl IngestService {
         })
         .await?;
         Ok(rode)
+    }
+
+    /// Get-or-creates the queue row; `None` when it was created meanwhile
+    /// by another writer (the caller's attempts load it).
+    async fn queue_row(&self, stores: &Stores) -> Result<Option<Queue>, IngestError> {
+        if let Some(known) = stores.queues.get().await? {
+            return Ok(Some(known));
+        }
+        let fresh = Queue::new(stores.queue.clone(), self.deps.now());
+        match stores.queues.create(&fresh).await {
+            Ok(()) => Ok(Some(fresh)),
+            Err(StoreError::AlreadyExists { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }

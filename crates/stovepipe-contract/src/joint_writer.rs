@@ -341,22 +341,22 @@ async fn concurrent_joint_writes_of_one_version_have_one_winner(fx: StoreFixture
     let mut winners = Vec::new();
     for t in tasks {
         match t.await.unwrap() {
-            Ok(i) => winners.push(i),
+            Ok(writer) => winners.push(writer),
             Err(StoreError::VersionMismatch { .. }) => {}
-            Err(e) => panic!("a losing joint writer must see VersionMismatch, got {e:?}"),
+            Err(other) => panic!("a losing joint writer must see VersionMismatch, got {other:?}"),
         }
     }
     assert_eq!(winners.len(), 1, "exactly one of 8 joint writers wins");
     let (q_now, r_now, _) = rows(&s, &r, &b).await;
-    let w = winners[0];
+    let winner = winners[0];
     assert_eq!(
         q_now.updated_at,
-        Timestamp(T0.0 + w),
+        Timestamp(T0.0 + winner),
         "the winner's queue row"
     );
     assert_eq!(
         r_now.failure_reason.as_deref(),
-        Some(format!("writer {w}").as_str()),
+        Some(format!("writer {winner}").as_str()),
         "the winner's request"
     );
 }
@@ -388,19 +388,19 @@ async fn joint_and_single_writes_of_one_row_have_one_winner(fx: StoreFixture) {
     let mut winners = Vec::new();
     for t in tasks {
         match t.await.unwrap() {
-            Ok(i) => winners.push(i),
+            Ok(writer) => winners.push(writer),
             Err(StoreError::VersionMismatch { .. }) => {}
-            Err(e) => panic!("a losing writer must see VersionMismatch, got {e:?}"),
+            Err(other) => panic!("a losing writer must see VersionMismatch, got {other:?}"),
         }
     }
     assert_eq!(winners.len(), 1, "exactly one writer of the request wins");
     let (q_now, r_now, b_now) = rows(&s, &r, &b).await;
-    let w = winners[0];
+    let winner = winners[0];
     assert_eq!(
         r_now.failure_reason.as_deref(),
-        Some(format!("writer {w}").as_str())
+        Some(format!("writer {winner}").as_str())
     );
-    let joint_won = w % 2 == 0;
+    let joint_won = winner % 2 == 0;
     assert_eq!(q_now.version, if joint_won { 2 } else { 1 });
     assert_eq!(b_now.version, if joint_won { 2 } else { 1 });
 }

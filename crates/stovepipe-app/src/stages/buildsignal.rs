@@ -11,7 +11,7 @@
 use async_trait::async_trait;
 use std::sync::Arc;
 use stovepipe_entity::{Build, BuildId, BuildStatus, BuildUpdate, Request, RequestState};
-use stovepipe_ports::{Delivery, Outbox, StoreError, Stores, Topic};
+use stovepipe_ports::{Delivery, EntityWrite, Outbox, StoreError, Stores, Topic};
 use tracing::{info, warn};
 
 use super::{Handler, Outcome};
@@ -90,7 +90,11 @@ impl BuildSignalStage {
                     .status(&build.id)
                     .await
                     .map_err(|e| StageError::from(e).context("status"))?;
-                build = self.reconcile(&stores, build, &report).await?;
+                let stamped;
+                (build, stamped) = self.reconcile(&stores, build, &report, &request).await?;
+                if stamped {
+                    return Ok(Outcome::Ack);
+                }
             }
         }
 
@@ -120,37 +124,66 @@ impl BuildSignalStage {
     /// different terminal status than stored → keep the stored one. A build
     /// that moved since it was read (another replica's poll of the same
     /// chain) is read again from the store and the report folded into that.
+    /// Applies the runner's report to the build. A report that ends the
+    /// build stamps the request's outcome in the same write (see
+    /// [`stamp_outcome`](Self::stamp_outcome)); the second value says so.
     async fn reconcile(
         &self,
         stores: &Stores,
         mut current: Build,
         report: &stovepipe_entity::BuildReport,
-    ) -> Result<Build, StageError> {
+        request: &Request,
+    ) -> Result<(Build, bool), StageError> {
         for _ in 0..RECONCILE_ATTEMPTS {
             let mut updated = current.clone();
             match updated.apply_report(report, self.deps.now()) {
-                Ok(BuildUpdate::Unchanged) => return Ok(current),
+                Ok(BuildUpdate::Unchanged) => return Ok((current, false)),
                 Ok(BuildUpdate::Changed) => {
                     let now = self.deps.now();
                     let mut outbox = Outbox::none().emit(events::build_status(&updated), now);
+                    let mut writes = vec![EntityWrite::UpdateBuild {
+                        build: updated.clone(),
+                        expected_version: current.version,
+                    }];
+                    let mut stamp = None;
                     if updated.status.is_terminal() {
                         outbox = outbox.emit(events::build_finished(&updated), now);
+                        if let Some((stamped, expected_version, hop)) =
+                            self.stamped(&updated, request)?
+                        {
+                            outbox = outbox
+                                .emit(events::request_changed(&stamped), now)
+                                .publish(hop.message());
+                            writes.push(EntityWrite::UpdateRequest {
+                                request: stamped.clone(),
+                                expected_version,
+                            });
+                            stamp = Some(stamped);
+                        }
                     }
-                    match stores
-                        .builds
-                        .update(&updated, current.version, outbox)
-                        .await
-                    {
-                        Ok(()) => return Ok(updated),
-                        Err(StoreError::VersionMismatch { .. }) => {
+                    match stores.joint.write_all(writes, outbox).await {
+                        Ok(()) => {
+                            if let Some(stamped) = &stamp {
+                                info!(request = %stamped.id, build = %updated.id, outcome = %stamped.state, "build outcome stamped");
+                            }
+                            return Ok((updated, stamp.is_some()));
+                        }
+                        Err(StoreError::VersionMismatch {
+                            entity: "build", ..
+                        }) => {
                             current = stored_build(stores, &current.id).await?;
+                        }
+                        // The request was stamped or failed meanwhile: the
+                        // redelivery reloads both.
+                        Err(StoreError::VersionMismatch { .. }) => {
+                            return Err(outcome_conflict(request));
                         }
                         Err(e) => return Err(e.into()),
                     }
                 }
                 Err(refused) => {
                     warn!(build = %current.id, %refused, "runner contradicts a terminal status; keeping the stored one");
-                    return Ok(current);
+                    return Ok((current, false));
                 }
             }
         }
@@ -160,41 +193,48 @@ impl BuildSignalStage {
         )))
     }
 
-    /// A terminal build: stamp the request's outcome (first writer wins) with
-    /// `record` in the same write; a request already carrying an outcome just
-    /// gets `record` again (deduplicated).
+    /// The request with the terminal `build`'s outcome recorded (first
+    /// writer wins), the version its write expects and the record hop that
+    /// rides in it; `None` when the request needs no stamp (it carries an
+    /// outcome already, or the build is of one project).
+    fn stamped(
+        &self,
+        build: &Build,
+        request: &Request,
+    ) -> Result<Option<(Request, u64, RecordHop)>, StageError> {
+        if request.state.has_build_outcome() || !build.project.is_whole_repo() {
+            return Ok(None);
+        }
+        let mut stamped = request.clone();
+        stamped.record_outcome(build.status, self.deps.now())?;
+        Ok(Some((stamped, request.version, record_hop(build, request))))
+    }
+
+    /// A build found terminal: stamp the request's outcome with `record` in
+    /// the same write; a request that needs no stamp just gets `record`
+    /// again (deduplicated).
     async fn stamp_outcome(
         &self,
         stores: &Stores,
         build: &Build,
-        mut request: Request,
+        request: Request,
     ) -> Result<Outcome, StageError> {
-        let hop = RecordHop {
-            request_id: request.id.clone(),
-            queue: request.queue.clone(),
-            project: build.project.clone(),
-            build_id: Some(build.id.clone()),
-        };
-        if request.state.has_build_outcome() || !build.project.is_whole_repo() {
+        let Some((stamped, expected, hop)) = self.stamped(build, &request)? else {
+            let hop = record_hop(build, &request);
             self.deps.mq.publish(hop.message()).await?;
             return Ok(Outcome::Ack);
-        }
-        let expected = request.version;
-        request.record_outcome(build.status, self.deps.now())?;
+        };
         let outbox = Outbox::none()
-            .emit(events::request_changed(&request), self.deps.now())
+            .emit(events::request_changed(&stamped), self.deps.now())
             .publish(hop.message());
-        match stores.requests.update(&request, expected, outbox).await {
+        match stores.requests.update(&stamped, expected, outbox).await {
             Ok(()) => {
-                info!(request = %request.id, build = %build.id, outcome = %request.state, "build outcome stamped");
+                info!(request = %stamped.id, build = %build.id, outcome = %stamped.state, "build outcome stamped");
                 Ok(Outcome::Ack)
             }
             // Someone else stamped or failed it meanwhile: the redelivery
             // reloads and republishes record.
-            Err(StoreError::VersionMismatch { .. }) => Err(StageError::retryable(format!(
-                "request {} changed while stamping its outcome",
-                request.id
-            ))),
+            Err(StoreError::VersionMismatch { .. }) => Err(outcome_conflict(&request)),
             Err(e) => Err(e.into()),
         }
     }
@@ -226,6 +266,22 @@ impl BuildSignalStage {
             warn!(build = %build.id, error = %e, "cancelling the build failed");
         }
     }
+}
+
+fn record_hop(build: &Build, request: &Request) -> RecordHop {
+    RecordHop {
+        request_id: request.id.clone(),
+        queue: request.queue.clone(),
+        project: build.project.clone(),
+        build_id: Some(build.id.clone()),
+    }
+}
+
+fn outcome_conflict(request: &Request) -> StageError {
+    StageError::retryable(format!(
+        "request {} changed while stamping its outcome",
+        request.id
+    ))
 }
 
 #[async_trait]

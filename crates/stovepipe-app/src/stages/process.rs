@@ -10,7 +10,9 @@ use std::sync::Arc;
 use stovepipe_entity::{
     BuildStrategy, Origin, ProjectName, Queue, QueueConfig, Request, RequestState, Uri,
 };
-use stovepipe_ports::{Delivery, Outbox, ScmError, SourceControl, StoreError, Stores, Topic};
+use stovepipe_ports::{
+    Delivery, EntityWrite, Outbox, ScmError, SourceControl, StoreError, Stores, Topic,
+};
 use tracing::{debug, warn};
 
 use super::{Handler, Outcome};
@@ -92,28 +94,34 @@ impl ProcessStage {
                 return Ok(Outcome::Hold(config.gate_wait_delay));
             }
             let (strategy, base) = strategy(scm.as_ref(), &queue, &request.uri, &config).await?;
-            if !already_claimed {
+            let claim = if already_claimed {
+                None
+            } else {
                 let mut claimed = queue.clone();
-                let expected = claimed.version;
+                let expected_version = claimed.version;
                 claimed.claim_slot(&request.id, self.deps.now())?;
-                match stores
-                    .queues
-                    .update(&claimed, expected, Outbox::none())
-                    .await
-                {
-                    Ok(()) => {}
-                    Err(StoreError::VersionMismatch { .. }) => continue,
-                    Err(e) => return Err(e.into()),
-                }
+                Some(EntityWrite::UpdateQueue {
+                    queue: claimed,
+                    expected_version,
+                })
+            };
+            match self
+                .admit(&stores, request.clone(), strategy, base, claim)
+                .await
+            {
+                // Reload: latest or the slots may have moved.
+                Err(Admit::QueueMoved) => {}
+                Err(Admit::Failed(e)) => return Err(e),
+                Ok(outcome) => return Ok(outcome),
             }
-            return self.admit(&stores, request, strategy, base).await;
         }
     }
 
-    /// CAS the request to `superseded`. A slot it claimed before a crash
-    /// (claim written, admit not) is released first, so a crash between the
-    /// two writes leaves an accepted request that the redelivery supersedes,
-    /// never a superseded request owning a slot.
+    /// CAS the request to `superseded`. A slot it holds while accepted (a
+    /// claim written apart from its admit, as releases before joint writes
+    /// did) is released first, so a crash between the two writes leaves an
+    /// accepted request that the redelivery supersedes, never a superseded
+    /// request owning a slot.
     async fn supersede(
         &self,
         stores: &Stores,
@@ -131,26 +139,39 @@ impl ProcessStage {
         Ok(Outcome::Ack)
     }
 
-    /// CAS the request to `processing` with the build hop in its outbox. If
-    /// it moved meanwhile: a request another delivery admitted keeps its slot
-    /// (and gets its hop again); one that ended releases the slot.
+    /// CAS the request to `processing` with the build hop in its outbox,
+    /// in one write with `claim`, the queue row's write that claims its
+    /// slot (none when the request holds one already). If the queue row
+    /// moved meanwhile nothing is written, and the caller starts over. If
+    /// the request moved: a request another delivery admitted keeps its
+    /// slot (and gets its hop again); one that ended releases any slot it
+    /// holds.
     async fn admit(
         &self,
         stores: &Stores,
         mut request: Request,
         strategy: BuildStrategy,
         base: Option<Uri>,
-    ) -> Result<Outcome, StageError> {
-        let expected = request.version;
+        claim: Option<EntityWrite>,
+    ) -> Result<Outcome, Admit> {
+        let expected_version = request.version;
         request.admit(strategy, base, self.deps.now())?;
         let outbox = Outbox::none()
             .emit(events::request_changed(&request), self.deps.now())
             .publish(build_hop(&request).message());
-        match stores.requests.update(&request, expected, outbox).await {
+        let admitted = EntityWrite::UpdateRequest {
+            request: request.clone(),
+            expected_version,
+        };
+        let writes = claim.into_iter().chain([admitted]).collect();
+        match stores.joint.write_all(writes, outbox).await {
             Ok(()) => {
                 metrics::admitted(&request.queue, strategy);
                 Ok(Outcome::Ack)
             }
+            Err(StoreError::VersionMismatch {
+                entity: "queue", ..
+            }) => Err(Admit::QueueMoved),
             Err(StoreError::VersionMismatch { .. }) => {
                 let current = stores.requests.get(&request.id).await?.ok_or_else(|| {
                     StageError::permanent(format!("request {} vanished", request.id))
@@ -164,14 +185,27 @@ impl ProcessStage {
                         release_slot_in_process(&self.deps, stores, &current.id, None).await?;
                         Ok(Outcome::Ack)
                     }
-                    _ => Err(StageError::retryable(format!(
+                    _ => Err(Admit::Failed(StageError::retryable(format!(
                         "request {} changed while being admitted",
                         request.id
-                    ))),
+                    )))),
                 }
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Why [`ProcessStage::admit`] did not admit.
+enum Admit {
+    /// The queue row moved since it was read: nothing was written.
+    QueueMoved,
+    Failed(StageError),
+}
+
+impl<E: Into<StageError>> From<E> for Admit {
+    fn from(e: E) -> Self {
+        Self::Failed(e.into())
     }
 }
 

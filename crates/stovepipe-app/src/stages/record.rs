@@ -2,7 +2,9 @@
 //! promotion ref to the commit that will hold the last-green bookmark, then
 //! advance the bookmark (never backwards) and release the request's slot in
 //! one write, and emit the events (docs/decisions.md: "The promotion ref
-//! moves before the bookmark's write").
+//! moves before the bookmark's write"). Without a promotion ref the fact
+//! rides in that write too (`record_with_queue`; decisions.md: "A stage
+//! step that changes two rows writes them in one joint write").
 //!
 //! Every decision after the fact is written uses the **stored** fact, never
 //! the value computed in this delivery: a redelivery, or a racing delivery,
@@ -15,7 +17,8 @@ use stovepipe_entity::{
     Request, RequestState, Timestamp,
 };
 use stovepipe_ports::{
-    Delivery, Outbox, PromoteOutcome, ScmError, SourceControl, StoreError, Stores, Topic,
+    Delivery, EntityWrite, Outbox, PromoteOutcome, ScmError, SourceControl, StoreError, Stores,
+    Topic,
 };
 use tracing::{info, warn};
 
@@ -77,10 +80,17 @@ impl RecordStage {
             )));
         }
 
-        let (fact, created) = self
-            .create_fact(&stores, &request, degree, hop.build_id.clone())
+        let fact = self
+            .new_fact(&stores, &request, degree, hop.build_id.clone())
             .await?;
         let config = self.deps.config(&hop.queue).await?;
+        // A broken fact moves no ref: it rides in the release's write too.
+        let joint = config.promotion_ref.is_none() || !fact.is_green();
+        if joint && self.record_with_queue(&stores, &request, &fact).await? {
+            metrics::fact_recorded(&request, &fact, self.deps.now());
+            return Ok(Outcome::Ack);
+        }
+        let (fact, created) = self.create_fact(&stores, &request, fact).await?;
         if created {
             metrics::fact_recorded(&request, &fact, self.deps.now());
         }
@@ -96,16 +106,15 @@ impl RecordStage {
         Ok(Outcome::Ack)
     }
 
-    /// Creates the fact, or adopts the stored one written by an earlier
-    /// delivery of the same request. A fact of another request for the same
-    /// commit is an invariant violation, never overwritten.
-    async fn create_fact(
+    /// The fact this delivery would record: of the whole repository, with
+    /// the request's terminal build (`stamped`, or looked up).
+    async fn new_fact(
         &self,
         stores: &Stores,
         request: &Request,
         degree: Degree,
         stamped: Option<BuildId>,
-    ) -> Result<(Fact, bool), StageError> {
+    ) -> Result<Fact, StageError> {
         let project = ProjectName::whole_repo();
         let build_id = match stamped {
             Some(id) => Some(id),
@@ -118,15 +127,83 @@ impl RecordStage {
                 .find(|b| b.project == project && b.status.is_terminal())
                 .map(|b| b.id),
         };
-        let fact = Fact {
+        Ok(Fact {
             queue: request.queue.clone(),
             uri: request.uri.clone(),
-            project: project.clone(),
+            project,
             degree,
             request_id: request.id.clone(),
             build_id,
             created_at: self.deps.now(),
-        };
+        })
+    }
+
+    /// Steps 1 and 3–5 in one write, for a queue without a promotion ref or
+    /// a fact that is not green: the fact, and the queue row's write that
+    /// moves the bookmark (for a green fact) and releases the slot. Returns false, having written
+    /// nothing, when a fact of the commit is stored already (an earlier
+    /// delivery's, or an invariant violation): the caller adopts it, as a
+    /// delivery that finds the fact does. With a promotion ref the fact is
+    /// written first, alone, so that the ref never points at a commit whose
+    /// greenness is not recorded yet ([`settle_green`](Self::settle_green)).
+    async fn record_with_queue(
+        &self,
+        stores: &Stores,
+        request: &Request,
+        fact: &Fact,
+    ) -> Result<bool, StageError> {
+        let now = self.deps.now();
+        let mut attempts = QueueAttempts::new(stores);
+        loop {
+            let (mut queue, expected_version) = attempts.next().await?;
+            let mut outbox =
+                Outbox::none().emit(events::validation_recorded(fact), fact.created_at);
+            let mut moved = None;
+            if fact.is_green() {
+                let (step, advanced) = bookmark_step(&mut queue, request, now)?;
+                moved = Some(step);
+                if let Some(advanced) = advanced {
+                    outbox = outbox.emit(advanced, now);
+                }
+            }
+            let released = queue.release_slot(&request.id, now);
+            let mut writes = vec![EntityWrite::CreateFact(fact.clone())];
+            if released || moved == Some(BookmarkMove::Advanced) {
+                writes.push(EntityWrite::UpdateQueue {
+                    queue: queue.clone(),
+                    expected_version,
+                });
+            }
+            match stores.joint.write_all(writes, outbox).await {
+                Ok(()) => {
+                    info!(request = %request.id, uri = %fact.uri, green = fact.is_green(), "fact recorded");
+                    if let Some(moved) = moved {
+                        announce(moved, request, now);
+                    }
+                    if released {
+                        wake_gate(&self.deps, &queue, &request.id).await?;
+                    }
+                    return Ok(true);
+                }
+                Err(StoreError::VersionMismatch {
+                    entity: "queue", ..
+                }) => {}
+                Err(StoreError::AlreadyExists { entity: "fact", .. }) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Creates `fact`, or adopts the stored one written by an earlier
+    /// delivery of the same request. A fact of another request for the same
+    /// commit is an invariant violation, never overwritten.
+    async fn create_fact(
+        &self,
+        stores: &Stores,
+        request: &Request,
+        fact: Fact,
+    ) -> Result<(Fact, bool), StageError> {
+        let project = fact.project.clone();
         let outbox = Outbox::none().emit(events::validation_recorded(&fact), fact.created_at);
         match stores.facts.create(&fact, outbox).await {
             Ok(()) => {

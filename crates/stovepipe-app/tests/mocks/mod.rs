@@ -23,11 +23,12 @@ use stovepipe_entity::{
 };
 use stovepipe_entity::{BuildReport, Degree};
 use stovepipe_ports::{
-    BuildRunner, Delivery, MockBuildRunner, MockBuildRunnerFactory, MockBuildStore, MockChangeFeed,
-    MockClock, MockFactStore, MockMessageQueue, MockQueueConfigStore, MockQueueStore,
-    MockReadModel, MockRequestStore, MockRequestUriStore, MockSourceControl,
-    MockSourceControlFactory, MockStoreFactory, Outbox, OutgoingMessage, PromoteOutcome,
-    RunnerError, ScmError, SourceControl, StoreError, Stores, Topic, TriggerRequest,
+    BuildRunner, Delivery, EntityWrite, MockBuildRunner, MockBuildRunnerFactory, MockBuildStore,
+    MockChangeFeed, MockClock, MockFactStore, MockJointWriter, MockMessageQueue,
+    MockQueueConfigStore, MockQueueStore, MockReadModel, MockRequestStore, MockRequestUriStore,
+    MockSourceControl, MockSourceControlFactory, MockStoreFactory, Outbox, OutgoingMessage,
+    PromoteOutcome, RunnerError, ScmError, SourceControl, StoreError, Stores, Topic,
+    TriggerRequest,
 };
 
 /// When the seeded entities were written (and slots admitted).
@@ -390,6 +391,11 @@ pub enum Write {
         fact: Fact,
         outbox: Outbox,
     },
+    /// `joint.write_all`: several entities' writes as one.
+    Joint {
+        writes: Vec<EntityWrite>,
+        outbox: Outbox,
+    },
     Publish(OutgoingMessage),
     /// `mq.wake(topic, partition key)`.
     Wake(String, String),
@@ -411,6 +417,7 @@ impl Write {
             Self::BuildCreate { .. } => "builds.create",
             Self::BuildUpdate { .. } => "builds.update",
             Self::FactCreate { .. } => "facts.create",
+            Self::Joint { .. } => "joint.write_all",
             Self::Publish(_) => "mq.publish",
             Self::Wake(..) => "mq.wake",
             Self::FeedAppend(_) => "feed.append",
@@ -474,6 +481,60 @@ impl Write {
         }
     }
 
+    pub fn joint(&self) -> (&[EntityWrite], &Outbox) {
+        match self {
+            Self::Joint { writes, outbox } => (writes, outbox),
+            other => panic!("expected joint.write_all, got {other:#?}"),
+        }
+    }
+
+    /// The request a joint write updates or creates, with the version its
+    /// update expects (`None` for a create).
+    pub fn joint_request(&self) -> (&Request, Option<u64>) {
+        self.joint()
+            .0
+            .iter()
+            .find_map(|w| match w {
+                EntityWrite::UpdateRequest {
+                    request,
+                    expected_version,
+                } => Some((request, Some(*expected_version))),
+                EntityWrite::CreateRequest(request) => Some((request, None)),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("the joint write has no request: {self:#?}"))
+    }
+
+    /// The queue row a joint write updates and the version it expects.
+    pub fn joint_queue(&self) -> Option<(&Queue, u64)> {
+        self.joint().0.iter().find_map(|w| match w {
+            EntityWrite::UpdateQueue {
+                queue,
+                expected_version,
+            } => Some((queue, *expected_version)),
+            _ => None,
+        })
+    }
+
+    /// The build a joint write updates and the version it expects.
+    pub fn joint_build(&self) -> Option<(&Build, u64)> {
+        self.joint().0.iter().find_map(|w| match w {
+            EntityWrite::UpdateBuild {
+                build,
+                expected_version,
+            } => Some((build, *expected_version)),
+            _ => None,
+        })
+    }
+
+    /// The fact a joint write creates.
+    pub fn joint_fact(&self) -> Option<&Fact> {
+        self.joint().0.iter().find_map(|w| match w {
+            EntityWrite::CreateFact(fact) => Some(fact),
+            _ => None,
+        })
+    }
+
     pub fn published(&self) -> &OutgoingMessage {
         match self {
             Self::Publish(m) => m,
@@ -514,9 +575,31 @@ fn conflict(entity: &'static str) -> StoreError {
     }
 }
 
+/// The stored rows a joint write changes (the fixture's cells).
+pub struct Rows {
+    pub request: Row<Request>,
+    pub queue: Row<Queue>,
+    pub build: Row<Build>,
+    pub fact: Row<Fact>,
+}
+
+impl Rows {
+    fn store(&self, write: EntityWrite) {
+        match write {
+            EntityWrite::CreateRequest(r) | EntityWrite::UpdateRequest { request: r, .. } => {
+                *self.request.lock().unwrap() = Some(r);
+            }
+            EntityWrite::UpdateQueue { queue, .. } => *self.queue.lock().unwrap() = Some(queue),
+            EntityWrite::UpdateBuild { build, .. } => *self.build.lock().unwrap() = Some(build),
+            EntityWrite::CreateFact(fact) => *self.fact.lock().unwrap() = Some(fact),
+        }
+    }
+}
+
 // ---- the fixture ----
 
 pub struct Fixture {
+    pub joint: MockJointWriter,
     pub requests: MockRequestStore,
     pub uris: MockRequestUriStore,
     pub queues: MockQueueStore,
@@ -548,6 +631,7 @@ impl Fixture {
     /// Nothing stored, the default [`config`], every mock strict.
     pub fn new() -> Self {
         Self {
+            joint: MockJointWriter::new(),
             requests: MockRequestStore::new(),
             uris: MockRequestUriStore::new(),
             queues: MockQueueStore::new(),
@@ -807,6 +891,64 @@ impl Fixture {
             });
     }
 
+    /// One `joint.write_all` that succeeds: every row it writes becomes
+    /// the stored one.
+    pub fn expect_joint(&mut self) {
+        self.expect_joint_answering(1, Ok(()), |_| {});
+    }
+
+    /// One `joint.write_all` that fails with `err` (nothing written), after
+    /// which `concurrent` (another writer's) may change the stored rows.
+    pub fn expect_joint_err(
+        &mut self,
+        err: StoreError,
+        concurrent: impl Fn(&Rows) + Send + 'static,
+    ) {
+        self.expect_joint_answering(1, Err(err), concurrent);
+    }
+
+    /// `times` `joint.write_all`s, each failing with `err`.
+    pub fn expect_joints_err(&mut self, times: usize, err: StoreError) {
+        self.expect_joint_answering(times, Err(err), |_| {});
+    }
+
+    /// A joint write that loses on `entity` to a concurrent writer.
+    pub fn joint_conflict(entity: &'static str) -> StoreError {
+        conflict(entity)
+    }
+
+    fn expect_joint_answering(
+        &mut self,
+        times: usize,
+        result: Result<(), StoreError>,
+        after: impl Fn(&Rows) + Send + 'static,
+    ) {
+        let log = self.log.clone();
+        let rows = Rows {
+            request: self.request_row.clone(),
+            queue: self.queue_row.clone(),
+            build: self.build_row.clone(),
+            fact: self.fact_row.clone(),
+        };
+        self.joint
+            .expect_write_all()
+            .times(times)
+            .returning(move |writes, outbox| {
+                log.push(Write::Joint {
+                    writes: writes.clone(),
+                    outbox,
+                });
+                if result.is_ok() {
+                    for w in writes {
+                        rows.store(w);
+                    }
+                } else {
+                    after(&rows);
+                }
+                result.clone()
+            });
+    }
+
     /// `times` publishes, each answering `Ok(true)`.
     pub fn expect_publishes(&mut self, times: usize) {
         let log = self.log.clone();
@@ -955,6 +1097,7 @@ impl Fixture {
             queues: Arc::new(self.queues),
             builds: Arc::new(self.builds),
             facts: Arc::new(self.facts),
+            joint: Arc::new(self.joint),
         };
         let mut factory = MockStoreFactory::new();
         factory.expect_for_queue().returning(move |q| {

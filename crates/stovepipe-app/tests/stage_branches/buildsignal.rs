@@ -82,12 +82,14 @@ async fn missing_build_is_permanent() {
 async fn running_report_writes_the_build_and_holds_for_the_running_delay() {
     let mut f = polling(BuildStatus::Accepted);
     runner_says(&mut f, BuildStatus::Running);
-    f.expect_build_update();
+    f.expect_joint();
     let (out, log) = run(f).await;
     assert_eq!(out, Ok(Outcome::Hold(POLL_RUNNING)));
     let w = log.writes();
-    assert_eq!(log.names(), ["builds.update"]);
-    let (b, expected, outbox) = w[0].build_update();
+    assert_eq!(log.names(), ["joint.write_all"]);
+    assert_eq!(w[0].joint().0.len(), 1, "the build alone: {w:#?}");
+    let (b, expected) = w[0].joint_build().unwrap();
+    let outbox = w[0].joint().1;
     assert_eq!(expected, 1);
     let mut want = build("b-1", 3, BuildStatus::Accepted);
     want.status = BuildStatus::Running;
@@ -119,8 +121,10 @@ async fn unchanged_running_holds_for_the_running_delay_without_writes() {
     assert!(log.writes().is_empty());
 }
 
+/// The build's terminal status and the request's outcome, with the record
+/// hop, in one joint write.
 #[tokio::test]
-async fn terminal_report_writes_build_then_stamps_the_request_with_record_hop() {
+async fn terminal_report_writes_build_and_stamps_the_request_with_record_hop() {
     for (status, outcome) in [
         (BuildStatus::Succeeded, RequestState::Succeeded),
         (BuildStatus::Failed, RequestState::Failed),
@@ -128,46 +132,56 @@ async fn terminal_report_writes_build_then_stamps_the_request_with_record_hop() 
     ] {
         let mut f = polling(BuildStatus::Running);
         runner_says(&mut f, status);
-        f.expect_build_update();
-        f.expect_request_update();
+        f.expect_joint();
         let (out, log) = run(f).await;
         assert_eq!(out, Ok(Outcome::Ack), "{status}");
         let w = log.writes();
-        assert_eq!(
-            log.names(),
-            ["builds.update", "requests.update"],
-            "{status}"
-        );
+        assert_eq!(log.names(), ["joint.write_all"], "{status}");
 
-        let (b, expected, outbox) = w[0].build_update();
+        let (b, expected) = w[0].joint_build().unwrap();
         assert_eq!((b.status, b.version, expected), (status, 3, 2));
+        let (r, expected) = w[0].joint_request();
+        let mut want = request(3, RequestState::Processing);
+        want.record_outcome(status, NOW).unwrap();
+        assert_eq!(r, &want);
+        assert_eq!((r.state, r.version, expected), (outcome, 3, Some(2)));
+        assert!(!r.failed_closed);
+
+        let outbox = w[0].joint().1;
         assert_eq!(
             changes(outbox),
             [
                 (ChangeKind::BuildStatus, "b-1".to_owned()),
                 (ChangeKind::BuildFinished, "b-1".to_owned()),
+                (ChangeKind::RequestChanged, rid(3).to_string()),
             ],
             "{status}"
         );
         assert_eq!(hook_feeds(outbox), ["build.finished/b-1"], "{status}");
-        assert!(hops(outbox).is_empty());
-
-        let (r, expected, outbox) = w[1].request_update();
-        let mut want = request(3, RequestState::Processing);
-        want.record_outcome(status, NOW).unwrap();
-        assert_eq!(r, &want);
-        assert_eq!((r.state, r.version, expected), (outcome, 3, 2));
-        assert!(!r.failed_closed);
-        assert_eq!(
-            changes(outbox),
-            [(ChangeKind::RequestChanged, rid(3).to_string())]
-        );
-        assert_eq!(
-            outbox.messages,
-            [stamped_record_message(3, "b-1")],
-            "{status}"
-        );
+        assert_eq!(hops(outbox), [stamped_record_message(3, "b-1")], "{status}");
     }
+}
+
+/// A request stamped or failed meanwhile: nothing of the joint write is
+/// written, and the redelivery reloads both.
+#[tokio::test]
+async fn terminal_report_beside_a_moved_request_is_retryable_and_writes_nothing() {
+    let mut f = polling(BuildStatus::Running);
+    runner_says(&mut f, BuildStatus::Succeeded);
+    f.expect_joint_err(
+        StoreError::VersionMismatch {
+            entity: "request",
+            key: rid(3).to_string(),
+            expected: 2,
+        },
+        |rows| *rows.request.lock().unwrap() = Some(failed_closed_request(3)),
+    );
+    let (out, log) = run(f).await;
+    assert!(
+        matches!(&out, Err(StageError::Retryable(m)) if m.contains("stamping")),
+        "{out:?}"
+    );
+    assert_eq!(log.names(), ["joint.write_all"]);
 }
 
 /// Write-once: a stored terminal build is not polled again and its status is
@@ -313,7 +327,7 @@ async fn status_not_found_is_permanent() {
 async fn build_cas_conflicts_reload_then_are_retryable_and_stamp_nothing() {
     let mut f = polling(BuildStatus::Running);
     runner_says(&mut f, BuildStatus::Succeeded);
-    f.expect_build_updates_err(
+    f.expect_joints_err(
         4,
         StoreError::VersionMismatch {
             entity: "build",
@@ -326,7 +340,7 @@ async fn build_cas_conflicts_reload_then_are_retryable_and_stamp_nothing() {
         matches!(&out, Err(StageError::Retryable(m)) if m.contains("still conflicting")),
         "{out:?}"
     );
-    assert_eq!(log.names(), ["builds.update"; 4]);
+    assert_eq!(log.names(), ["joint.write_all"; 4]);
 }
 
 #[tokio::test]

@@ -82,9 +82,8 @@ async fn new_head_mints_indexes_creates_advances_and_publishes() {
     let mut f = Fixture::new();
     head_is(&mut f, 1);
     f.expect_mint(1);
-    f.expect_request_create(Ok(()));
     f.expect_queue_create();
-    f.expect_queue_update();
+    f.expect_joint();
     let (out, log) = ingest(f, "monorepo/main", None).await;
     assert_eq!(
         out,
@@ -98,13 +97,8 @@ async fn new_head_mints_indexes_creates_advances_and_publishes() {
     let w = log.writes();
     assert_eq!(
         log.names(),
-        [
-            "request_uris.mint",
-            "requests.create",
-            "queues.create",
-            "queues.update",
-        ],
-        "a minted id has no row to look for; process rides with latest"
+        ["request_uris.mint", "queues.create", "joint.write_all"],
+        "a minted id has no row to look for; its row, latest and process are one write"
     );
     assert_eq!(
         w[0],
@@ -113,32 +107,30 @@ async fn new_head_mints_indexes_creates_advances_and_publishes() {
             id: rid(1)
         }
     );
-    let (r, outbox) = w[1].request_create();
+    let crate::mocks::Write::QueueCreate { queue: created } = &w[1] else {
+        panic!("{w:#?}")
+    };
+    assert_eq!(created, &Queue::new(queue_name(), NOW));
+
+    let (r, expected) = w[2].joint_request();
+    assert_eq!(expected, None, "a create");
     assert_eq!(
         r,
         &Request::accepted(rid(1), queue_name(), uri(1), Origin::Ingest, NOW)
     );
     assert_eq!(r.version, 1);
+    let (advanced, expected) = w[2].joint_queue().unwrap();
+    assert_eq!(expected, 1);
+    assert_eq!(advanced.latest_request_id, Some(rid(1)));
+    assert_eq!(advanced.version, 2);
+
+    let outbox = w[2].joint().1;
     assert_eq!(
         changes(outbox),
         [(ChangeKind::RequestCreated, rid(1).to_string())]
     );
-    assert!(
-        outbox.messages.is_empty(),
-        "process is published with the latest pointer"
-    );
-
-    let crate::mocks::Write::QueueCreate { queue: created } = &w[2] else {
-        panic!("{w:#?}")
-    };
-    assert_eq!(created, &Queue::new(queue_name(), NOW));
-    let (advanced, expected, outbox) = w[3].queue_update();
-    assert_eq!(expected, 1);
-    assert_eq!(advanced.latest_request_id, Some(rid(1)));
-    assert_eq!(advanced.version, 2);
-    assert!(outbox.changes.is_empty());
     let [message] = outbox.messages.as_slice() else {
-        panic!("one process hop with latest: {outbox:?}")
+        panic!("one process hop: {outbox:?}")
     };
     assert_eq!(message, &process_message(1));
     assert_eq!(message.partition_key, "monorepo/main", "partition = queue");
@@ -153,22 +145,35 @@ async fn new_head_on_an_existing_queue_only_moves_latest() {
     let mut f = Fixture::new().with_queue(queue(Some(3), &[3], Some(1)));
     head_is(&mut f, 4);
     f.expect_mint(4);
-    f.expect_request_create(Ok(()));
-    f.expect_queue_update();
+    f.expect_joint();
     let (out, log) = ingest(f, "monorepo/main", None).await;
     assert!(out.unwrap().created);
     let w = log.writes();
-    assert_eq!(
-        log.names(),
-        ["request_uris.mint", "requests.create", "queues.update"]
-    );
-    let (q, expected, outbox) = w[2].queue_update();
+    assert_eq!(log.names(), ["request_uris.mint", "joint.write_all"]);
+    let (q, expected) = w[1].joint_queue().unwrap();
     assert_eq!(expected, QUEUE_VERSION);
     let mut want = queue(Some(4), &[3], Some(1));
     want.version = QUEUE_VERSION + 1;
     want.updated_at = NOW;
     assert_eq!(q, &want);
-    assert_eq!(outbox.messages, [process_message(4)]);
+    assert_eq!(w[1].joint().1.messages, [process_message(4)]);
+}
+
+/// A new request older than the latest one (ingested after it): latest
+/// stays, and the process hop rides in the request's create alone.
+#[tokio::test]
+async fn new_request_behind_latest_is_created_with_its_hop_alone() {
+    let mut f = Fixture::new().with_queue(queue(Some(5), &[], None));
+    head_is(&mut f, 4);
+    f.expect_mint(4);
+    f.expect_joint();
+    let (out, log) = ingest(f, "monorepo/main", None).await;
+    assert!(out.unwrap().created);
+    let w = log.writes();
+    assert_eq!(log.names(), ["request_uris.mint", "joint.write_all"]);
+    assert_eq!(w[1].joint_queue(), None, "latest does not move back");
+    assert_eq!(w[1].joint_request().1, None);
+    assert_eq!(w[1].joint().1.messages, [process_message(4)]);
 }
 
 #[tokio::test]
@@ -180,8 +185,7 @@ async fn explicit_revision_is_resolved_instead_of_latest() {
         .times(1)
         .returning(|_| Ok(uri(2)));
     f.expect_mint(2);
-    f.expect_request_create(Ok(()));
-    f.expect_queue_update();
+    f.expect_joint();
     let (out, _) = ingest(f, "monorepo/main", Some("abc123")).await;
     let out = out.unwrap();
     assert_eq!((out.request_id, out.uri), (rid(2), uri(2)));
@@ -280,14 +284,13 @@ async fn request_row_created_concurrently_is_reread() {
     // A row for the id this call just minted (a racing writer): our create
     // finds it, and ingest reads it instead.
     let stored = request(4, RequestState::Processing);
-    f.requests
-        .expect_get()
-        .times(1)
-        .returning(move |_| Ok(Some(stored.clone())));
-    f.expect_request_create(Err(StoreError::AlreadyExists {
-        entity: "request",
-        key: rid(4).to_string(),
-    }));
+    f.expect_joint_err(
+        StoreError::AlreadyExists {
+            entity: "request",
+            key: rid(4).to_string(),
+        },
+        move |rows| *rows.request.lock().unwrap() = Some(stored.clone()),
+    );
     let (out, log) = ingest(f, "monorepo/main", None).await;
     let out = out.unwrap();
     assert_eq!(
@@ -296,7 +299,7 @@ async fn request_row_created_concurrently_is_reread() {
     );
     assert_eq!(
         log.names(),
-        ["request_uris.mint", "requests.create"],
+        ["request_uris.mint", "joint.write_all"],
         "processing already: no process hop"
     );
 }

@@ -20,9 +20,9 @@ async fn run(f: Fixture, n: u64) -> (Result<Outcome, StageError>, Journal) {
     (out, log)
 }
 
-/// Asserts the writes of a successful admission of request 3 from `queue`:
-/// slot claimed by CAS (empty outbox), then the request CAS to processing
-/// with `request.changed` and the build hop in its outbox.
+/// Asserts the write of a successful admission of request 3 from `queue`:
+/// one joint write of the slot claimed by CAS and the request CAS to
+/// processing, with `request.changed` and the build hop in its outbox.
 fn assert_admitted(
     log: &Journal,
     queue_before: &Queue,
@@ -30,15 +30,17 @@ fn assert_admitted(
     base: Option<Uri>,
 ) {
     let w = log.writes();
-    assert_eq!(log.names(), ["queues.update", "requests.update"], "{w:#?}");
-    let (q, expected, outbox) = w[0].queue_update();
+    assert_eq!(log.names(), ["joint.write_all"], "{w:#?}");
+    let Some((q, expected)) = w[0].joint_queue() else {
+        panic!("the claim rides in the admit: {w:#?}")
+    };
     assert_eq!(expected, QUEUE_VERSION);
     assert_eq!(q, &claimed(queue_before.clone(), 3));
     assert_eq!(q.version, QUEUE_VERSION + 1);
-    assert!(outbox.is_empty());
 
-    let (r, expected, outbox) = w[1].request_update();
-    assert_eq!(expected, 1);
+    let (r, expected) = w[0].joint_request();
+    let outbox = w[0].joint().1;
+    assert_eq!(expected, Some(1));
     assert_eq!(
         r,
         &admitted(request(3, RequestState::Accepted), strategy, base)
@@ -219,12 +221,14 @@ async fn gate_counts_slots_against_max_concurrent() {
         .with_request(request(3, RequestState::Accepted))
         .with_queue(before.clone())
         .with_config(cfg);
-    f.expect_queue_update();
-    f.expect_request_update();
+    f.expect_joint();
     let (out, log) = run(f, 3).await;
     assert_eq!(out, Ok(Outcome::Ack));
     assert_admitted(&log, &before, BuildStrategy::Full, None);
-    assert_eq!(log.writes()[0].queue_update().0.in_flight_count(), 2);
+    assert_eq!(
+        log.writes()[0].joint_queue().unwrap().0.in_flight_count(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -233,12 +237,11 @@ async fn no_last_green_builds_in_full_after_claiming_a_slot() {
     let mut f = Fixture::new()
         .with_request(request(3, RequestState::Accepted))
         .with_queue(before.clone());
-    f.expect_queue_update();
-    f.expect_request_update();
+    f.expect_joint();
     let (out, log) = run(f, 3).await;
     assert_eq!(out, Ok(Outcome::Ack));
     assert_admitted(&log, &before, BuildStrategy::Full, None);
-    let q = log.writes()[0].queue_update().0.clone();
+    let q = log.writes()[0].joint_queue().unwrap().0.clone();
     assert_eq!(q.in_flight[0].request_id, rid(3));
     assert_eq!(q.in_flight[0].admitted_at, NOW);
 }
@@ -254,8 +257,7 @@ async fn last_green_ancestor_builds_incrementally_from_it() {
         .withf(|a, d| a == &uri(1) && d == &uri(3))
         .times(1)
         .returning(|_, _| Ok(true));
-    f.expect_queue_update();
-    f.expect_request_update();
+    f.expect_joint();
     let (out, log) = run(f, 3).await;
     assert_eq!(out, Ok(Outcome::Ack));
     assert_admitted(
@@ -276,8 +278,7 @@ async fn last_green_not_an_ancestor_builds_in_full() {
         .expect_is_ancestor()
         .times(1)
         .returning(|_, _| Ok(false));
-    f.expect_queue_update();
-    f.expect_request_update();
+    f.expect_joint();
     let (out, log) = run(f, 3).await;
     assert_eq!(out, Ok(Outcome::Ack));
     assert_admitted(&log, &before, BuildStrategy::Full, None);
@@ -293,8 +294,7 @@ async fn last_green_unknown_to_scm_builds_in_full() {
         .expect_is_ancestor()
         .times(1)
         .returning(|_, _| Err(ScmError::NotFound("c1".into())));
-    f.expect_queue_update();
-    f.expect_request_update();
+    f.expect_joint();
     let (out, log) = run(f, 3).await;
     assert_eq!(out, Ok(Outcome::Ack));
     assert_admitted(&log, &before, BuildStrategy::Full, None);
@@ -340,25 +340,24 @@ async fn queue_cas_conflict_reloads_and_claims_on_the_new_version() {
     let mut f = Fixture::new()
         .with_request(request(3, RequestState::Accepted))
         .with_queue(before.clone());
-    f.expect_queue_update_conflict(concurrent.clone());
-    f.expect_queue_update();
-    f.expect_request_update();
+    let stored = concurrent.clone();
+    f.expect_joint_err(Fixture::joint_conflict("queue"), move |rows| {
+        *rows.queue.lock().unwrap() = Some(stored.clone());
+    });
+    f.expect_joint();
     let (out, log) = run(f, 3).await;
     assert_eq!(out, Ok(Outcome::Ack));
     let w = log.writes();
-    assert_eq!(
-        log.names(),
-        ["queues.update", "queues.update", "requests.update"]
-    );
-    assert_eq!(w[0].queue_update().1, QUEUE_VERSION);
-    let (q, expected, _) = w[1].queue_update();
+    assert_eq!(log.names(), ["joint.write_all", "joint.write_all"]);
+    assert_eq!(w[0].joint_queue().unwrap().1, QUEUE_VERSION);
+    let (q, expected) = w[1].joint_queue().unwrap();
     assert_eq!(
         expected,
         QUEUE_VERSION + 1,
         "the retry uses the reloaded version"
     );
     assert_eq!(q, &claimed(concurrent, 3));
-    assert_eq!(w[2].request_update().0.state, RequestState::Processing);
+    assert_eq!(w[1].joint_request().0.state, RequestState::Processing);
 }
 
 /// The reload goes back to coalescing and the gate: a slot claimed
@@ -371,10 +370,12 @@ async fn queue_cas_conflict_rechecks_the_gate() {
     let mut f = Fixture::new()
         .with_request(request(3, RequestState::Accepted))
         .with_queue(before);
-    f.expect_queue_update_conflict(concurrent);
+    f.expect_joint_err(Fixture::joint_conflict("queue"), move |rows| {
+        *rows.queue.lock().unwrap() = Some(concurrent.clone());
+    });
     let (out, log) = run(f, 3).await;
     assert_eq!(out, Ok(Outcome::Hold(GATE_WAIT)));
-    assert_eq!(log.names(), ["queues.update"]);
+    assert_eq!(log.names(), ["joint.write_all"]);
 }
 
 /// The reload goes back to coalescing: a newer head ingested meanwhile
@@ -387,31 +388,36 @@ async fn queue_cas_conflict_recheck_supersedes_when_a_newer_head_arrived() {
     let mut f = Fixture::new()
         .with_request(request(3, RequestState::Accepted))
         .with_queue(before);
-    f.expect_queue_update_conflict(concurrent);
+    f.expect_joint_err(Fixture::joint_conflict("queue"), move |rows| {
+        *rows.queue.lock().unwrap() = Some(concurrent.clone());
+    });
     f.expect_request_update();
     let (out, log) = run(f, 3).await;
     assert_eq!(out, Ok(Outcome::Ack));
-    assert_eq!(log.names(), ["queues.update", "requests.update"]);
+    assert_eq!(log.names(), ["joint.write_all", "requests.update"]);
     assert_eq!(
         log.writes()[1].request_update().0.state,
         RequestState::Superseded
     );
 }
 
-/// Claim written by an earlier delivery, admit not: the slot is already
-/// ours (no second claim, and our own slot does not close the gate).
+/// A claim written apart from its admit (before joint writes): the slot is
+/// already ours (no second claim, and our own slot does not close the
+/// gate), so the admit is written alone.
 #[tokio::test]
 async fn slot_already_claimed_goes_straight_to_admit() {
     let mut f = Fixture::new()
         .with_request(request(3, RequestState::Accepted))
         .with_queue(queue(Some(3), &[3], None));
-    f.expect_request_update();
+    f.expect_joint();
     let (out, log) = run(f, 3).await;
     assert_eq!(out, Ok(Outcome::Ack));
-    assert_eq!(log.names(), ["requests.update"]);
+    assert_eq!(log.names(), ["joint.write_all"]);
     let w = log.writes();
-    let (r, expected, outbox) = w[0].request_update();
-    assert_eq!(expected, 1);
+    assert_eq!(w[0].joint().0.len(), 1, "no queue write: {w:#?}");
+    let (r, expected) = w[0].joint_request();
+    let outbox = w[0].joint().1;
+    assert_eq!(expected, Some(1));
     assert_eq!(
         r,
         &admitted(
@@ -430,14 +436,13 @@ async fn bisect_request_older_than_latest_is_not_superseded() {
     let mut f = Fixture::new()
         .with_request(bisect.clone())
         .with_queue(queue(Some(5), &[], None));
-    f.expect_queue_update();
-    f.expect_request_update();
+    f.expect_joint();
     let (out, log) = run(f, 2).await;
     assert_eq!(out, Ok(Outcome::Ack));
-    assert_eq!(log.names(), ["queues.update", "requests.update"]);
+    assert_eq!(log.names(), ["joint.write_all"]);
     let w = log.writes();
     assert_eq!(
-        w[1].request_update().0,
+        w[0].joint_request().0,
         &admitted(bisect, BuildStrategy::Full, None)
     );
 }
@@ -447,39 +452,55 @@ async fn admit_conflict_with_request_now_processing_republishes_and_keeps_the_sl
     let mut f = Fixture::new()
         .with_request(request(3, RequestState::Accepted))
         .with_queue(queue(Some(3), &[], None));
-    f.expect_queue_update();
-    f.expect_request_update_conflict(request(3, RequestState::Processing));
+    f.expect_joint_err(Fixture::joint_conflict("request"), |rows| {
+        *rows.request.lock().unwrap() = Some(request(3, RequestState::Processing));
+    });
     f.expect_publish();
     let (out, log) = run(f, 3).await;
     assert_eq!(out, Ok(Outcome::Ack));
     let w = log.writes();
     assert_eq!(
         log.names(),
-        ["queues.update", "requests.update", "mq.publish"],
+        ["joint.write_all", "mq.publish"],
         "no release: the slot belongs to the admitted request"
     );
-    assert_eq!(w[2].published(), &build_message(3));
+    assert_eq!(w[1].published(), &build_message(3));
 }
 
+/// The joint write claimed nothing: a request that ended meanwhile leaves
+/// the queue row as it is.
 #[tokio::test]
-async fn admit_conflict_with_request_now_terminal_releases_the_slot() {
-    let before = queue(Some(3), &[], None);
+async fn admit_conflict_with_request_now_terminal_claims_nothing() {
+    let mut f = Fixture::new()
+        .with_request(request(3, RequestState::Accepted))
+        .with_queue(queue(Some(3), &[], None));
+    f.expect_joint_err(Fixture::joint_conflict("request"), |rows| {
+        *rows.request.lock().unwrap() = Some(failed_closed_request(3));
+    });
+    let (out, log) = run(f, 3).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    assert_eq!(log.names(), ["joint.write_all"]);
+}
+
+/// A slot claimed apart from its admit (before joint writes) is released
+/// when the request ended meanwhile.
+#[tokio::test]
+async fn admit_conflict_with_request_now_terminal_releases_a_held_slot() {
+    let before = queue(Some(3), &[3], None);
     let mut f = Fixture::new()
         .with_request(request(3, RequestState::Accepted))
         .with_queue(before.clone());
-    f.expect_queue_update();
-    f.expect_request_update_conflict(failed_closed_request(3));
+    f.expect_joint_err(Fixture::joint_conflict("request"), |rows| {
+        *rows.request.lock().unwrap() = Some(failed_closed_request(3));
+    });
     f.expect_queue_update();
     let (out, log) = run(f, 3).await;
     assert_eq!(out, Ok(Outcome::Ack));
     let w = log.writes();
-    assert_eq!(
-        log.names(),
-        ["queues.update", "requests.update", "queues.update"]
-    );
-    let (q, expected, outbox) = w[2].queue_update();
-    assert_eq!(expected, QUEUE_VERSION + 1);
-    assert_eq!(q, &released(claimed(before, 3), 3));
+    assert_eq!(log.names(), ["joint.write_all", "queues.update"]);
+    let (q, expected, outbox) = w[1].queue_update();
+    assert_eq!(expected, QUEUE_VERSION);
+    assert_eq!(q, &released(before, 3));
     assert_eq!(q.in_flight_count(), 0);
     assert!(outbox.is_empty());
 }
@@ -491,9 +512,10 @@ async fn admit_conflict_with_request_still_accepted_is_retryable() {
     let mut f = Fixture::new()
         .with_request(request(3, RequestState::Accepted))
         .with_queue(queue(Some(3), &[], None));
-    f.expect_queue_update();
-    f.expect_request_update_conflict(touched);
+    f.expect_joint_err(Fixture::joint_conflict("request"), move |rows| {
+        *rows.request.lock().unwrap() = Some(touched.clone());
+    });
     let (out, log) = run(f, 3).await;
     assert!(matches!(out, Err(StageError::Retryable(_))), "{out:?}");
-    assert_eq!(log.names(), ["queues.update", "requests.update"]);
+    assert_eq!(log.names(), ["joint.write_all"]);
 }

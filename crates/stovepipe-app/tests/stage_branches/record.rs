@@ -5,7 +5,7 @@ use serde_json::json;
 use stovepipe_app::stages::record::RecordStage;
 use stovepipe_app::{Outcome, StageError};
 use stovepipe_entity::{
-    Bookmark, BuildStatus, ChangeKind, Degree, Fact, ProjectName, QueueConfig, RequestState,
+    Bookmark, BuildStatus, ChangeKind, Degree, Fact, ProjectName, Queue, QueueConfig, RequestState,
 };
 use stovepipe_ports::{PromoteOutcome, ScmError, StoreError};
 
@@ -71,6 +71,30 @@ fn assert_fact_written(w: &Write, degree: Degree) {
         [format!("validation.recorded/{}", rid(3))]
     );
     assert!(hops(outbox).is_empty());
+}
+
+/// A change of an outbox, as `changes` gives it.
+type Told = (ChangeKind, String);
+
+/// A joint write of request 3's fact of `degree` (its event first in the
+/// outbox) and, when there is one, the queue row's write, returned with
+/// the version it expects and the changes after the fact's.
+fn assert_joint_fact(w: &Write, degree: Degree) -> (Option<(&Queue, u64)>, Vec<Told>) {
+    assert_eq!(w.joint_fact(), Some(&expected_fact(degree)));
+    let outbox = w.joint().1;
+    let told = changes(outbox);
+    assert_eq!(
+        told[0],
+        (ChangeKind::ValidationRecorded, rid(3).to_string()),
+        "the fact's event comes first"
+    );
+    assert_eq!(outbox.changes[0].data["green"], json!(degree.is_green()));
+    assert!(
+        hook_feeds(outbox).contains(&format!("validation.recorded/{}", rid(3))),
+        "{outbox:#?}"
+    );
+    assert!(hops(outbox).is_empty());
+    (w.joint_queue(), told[1..].to_vec())
 }
 
 /// The last queue write releases request 3's slot and nothing else.
@@ -241,14 +265,14 @@ async fn first_green_advances_an_empty_bookmark() {
     let mut f = recording(RequestState::Succeeded)
         .with_queue(queue(Some(3), &[3], None))
         .with_config(unpromoted());
-    f.expect_fact_create(Ok(()));
-    f.expect_queue_update();
+    f.expect_joint();
     let (out, log) = run(f).await;
     assert_eq!(out, Ok(Outcome::Ack));
     let w = log.writes();
-    let (q, _, outbox) = w[1].queue_update();
+    let (q, _) = w[0].joint_queue().unwrap();
     assert_eq!(q.last_green.as_ref().unwrap().request_id, rid(3));
-    assert_eq!(outbox.changes[0].data["previous_uri"], json!(null));
+    let outbox = w[0].joint().1;
+    assert_eq!(outbox.changes[1].data["previous_uri"], json!(null));
 }
 
 #[tokio::test]
@@ -303,48 +327,62 @@ async fn fact_store_unavailable_is_retryable() {
     assert_eq!(log.names(), ["facts.create"]);
 }
 
+/// A broken fact moves no ref, so even with a promotion ref it rides in
+/// the release's write.
 #[tokio::test]
 async fn failed_records_broken_keeps_the_bookmark_and_does_not_promote() {
     let before = queue(Some(3), &[3], Some(1));
     let mut f = recording(RequestState::Failed).with_queue(before.clone());
-    f.expect_fact_create(Ok(()));
-    f.expect_queue_update();
+    f.expect_joint();
     let (out, log) = run(f).await;
     assert_eq!(out, Ok(Outcome::Ack));
     let w = log.writes();
-    assert_eq!(log.names(), ["facts.create", "queues.update"]);
-    assert_fact_written(&w[0], Degree::BROKEN);
-    assert_released(&w[1], QUEUE_VERSION);
-    assert_eq!(w[1].queue_update().0, &released(before, 3));
+    assert_eq!(log.names(), ["joint.write_all"]);
+    let (queue_write, after) = assert_joint_fact(&w[0], Degree::BROKEN);
+    let (q, expected) = queue_write.expect("the release rides with the fact");
+    assert_eq!(expected, QUEUE_VERSION);
+    assert_eq!(q, &released(before, 3));
+    assert!(after.is_empty(), "no bookmark event: {after:?}");
 }
 
-/// With or without a promotion ref: the release is the only write.
+/// With or without a promotion ref: the release is the only queue write
+/// (with the fact, when there is no ref).
 #[tokio::test]
 async fn newer_bookmark_holder_is_not_overwritten_and_not_promoted() {
-    for cfg in [config(), unpromoted()] {
-        let before = queue(Some(5), &[3], Some(5));
-        let mut f = recording(RequestState::Succeeded)
-            .with_config(cfg)
-            .with_queue(before.clone());
-        f.expect_fact_create(Ok(()));
-        f.expect_queue_update();
-        f.expect_wake();
-        let (out, log) = run(f).await;
-        assert_eq!(out, Ok(Outcome::Ack));
-        let w = log.writes();
-        assert_eq!(
-            log.names(),
-            ["facts.create", "queues.update", "mq.wake"],
-            "only the release: no bookmark write, no promote"
-        );
-        assert_fact_written(&w[0], Degree::GREEN);
-        assert_eq!(w[1].queue_update().0, &released(before, 3));
-        assert_eq!(
-            w[2],
-            Write::Wake("process".into(), "monorepo/main".into()),
-            "head 5 is newer: its process delivery may be held at the gate"
-        );
-    }
+    let wake = Write::Wake("process".into(), "monorepo/main".into());
+    let before = queue(Some(5), &[3], Some(5));
+    let mut f = recording(RequestState::Succeeded).with_queue(before.clone());
+    f.expect_fact_create(Ok(()));
+    f.expect_queue_update();
+    f.expect_wake();
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    let w = log.writes();
+    assert_eq!(
+        log.names(),
+        ["facts.create", "queues.update", "mq.wake"],
+        "only the release: no bookmark write, no promote"
+    );
+    assert_fact_written(&w[0], Degree::GREEN);
+    assert_eq!(w[1].queue_update().0, &released(before.clone(), 3));
+    assert_eq!(
+        w[2], wake,
+        "head 5 is newer: its process delivery may be held at the gate"
+    );
+
+    let mut f = recording(RequestState::Succeeded)
+        .with_config(unpromoted())
+        .with_queue(before.clone());
+    f.expect_joint();
+    f.expect_wake();
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    let w = log.writes();
+    assert_eq!(log.names(), ["joint.write_all", "mq.wake"]);
+    let (queue_write, after) = assert_joint_fact(&w[0], Degree::GREEN);
+    assert_eq!(queue_write.unwrap().0, &released(before, 3));
+    assert!(after.is_empty(), "no bookmark event: {after:?}");
+    assert_eq!(w[1], wake);
 }
 
 /// A redelivery (the fact is stored) may follow a delivery that moved the
@@ -521,20 +559,34 @@ async fn promote_unavailable_moves_the_bookmark_keeps_the_slot_and_retries() {
     );
 }
 
+/// A joint write's queue row: the bookmark moved to request 3 and its slot
+/// released, from `expected_version`, with `last_green.advanced` after the
+/// fact's event.
+fn assert_joint_advanced_and_released(w: &Write, expected_version: u64) {
+    let (queue_write, after) = assert_joint_fact(w, Degree::GREEN);
+    let Some((q, expected)) = queue_write else {
+        panic!("the bookmark rides with the fact: {w:#?}")
+    };
+    assert_eq!(expected, expected_version);
+    assert_eq!(q.last_green.as_ref().map(|b| &b.request_id), Some(&rid(3)));
+    assert!(!q.holds_slot(&rid(3)));
+    assert_eq!(q.version, expected_version + 2);
+    assert_eq!(after, [(ChangeKind::LastGreenAdvanced, rid(3).to_string())]);
+}
+
 #[tokio::test]
 async fn no_promotion_ref_never_calls_promote() {
     let mut f = recording(RequestState::Succeeded).with_config(unpromoted());
-    f.expect_fact_create(Ok(()));
-    f.expect_queue_update();
+    f.expect_joint();
     let (out, log) = run(f).await;
     assert_eq!(out, Ok(Outcome::Ack));
     let w = log.writes();
     assert_eq!(
         log.names(),
-        ["facts.create", "queues.update"],
-        "with no promotion between them, the bookmark and the release are one write"
+        ["joint.write_all"],
+        "with no promotion, the fact, the bookmark and the release are one write"
     );
-    assert_advanced_and_released(&w[1], QUEUE_VERSION);
+    assert_joint_advanced_and_released(&w[0], QUEUE_VERSION);
 }
 
 #[tokio::test]
@@ -542,21 +594,43 @@ async fn bookmark_cas_conflict_reloads_and_retries() {
     let mut concurrent = queue(Some(4), &[3], Some(1));
     concurrent.version = QUEUE_VERSION + 1;
     let mut f = recording(RequestState::Succeeded).with_config(unpromoted());
-    f.expect_fact_create(Ok(()));
-    f.expect_queue_update_conflict(concurrent);
-    f.expect_queue_update();
+    f.expect_joint_err(Fixture::joint_conflict("queue"), move |rows| {
+        *rows.queue.lock().unwrap() = Some(concurrent.clone());
+    });
+    f.expect_joint();
     f.expect_wake();
     let (out, log) = run(f).await;
     assert_eq!(out, Ok(Outcome::Ack));
     let w = log.writes();
     assert_eq!(
         log.names(),
-        ["facts.create", "queues.update", "queues.update", "mq.wake"]
+        ["joint.write_all", "joint.write_all", "mq.wake"]
     );
     assert_eq!(
-        w[2].queue_update().0.latest_request_id,
+        w[1].joint_queue().unwrap().0.latest_request_id,
         Some(rid(4)),
         "rebased on the reloaded row"
     );
-    assert_advanced_and_released(&w[2], QUEUE_VERSION + 1);
+    assert_joint_advanced_and_released(&w[1], QUEUE_VERSION + 1);
+}
+
+/// Without a promotion ref, a fact already stored (an earlier delivery's)
+/// makes the joint write write nothing; the delivery adopts the fact as
+/// one with a ref does, and settles the row alone.
+#[tokio::test]
+async fn a_stored_fact_falls_back_to_adopting_it_without_a_promotion_ref() {
+    let mut f = recording(RequestState::Succeeded)
+        .with_config(unpromoted())
+        .with_fact(fact(3, 3, Degree::GREEN));
+    f.expect_joint_err(already_exists(), |_| {});
+    f.expect_fact_create(Err(already_exists()));
+    f.expect_queue_update();
+    let (out, log) = run(f).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    let w = log.writes();
+    assert_eq!(
+        log.names(),
+        ["joint.write_all", "facts.create", "queues.update"]
+    );
+    assert_advanced_and_released(&w[2], QUEUE_VERSION);
 }
