@@ -39,6 +39,33 @@ fn sqlx_transient(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether the connection that met `e` is to be given up: it failed to
+/// reach the server, or the server is going away. Not when the server only
+/// refused the statement for now (a serialization failure, a deadlock, a
+/// lock not available, SQLite busy or locked): the connection is as good
+/// as before, and giving it up lost what it had prepared. Two lanes'
+/// batches that deadlocked each dropped their connection, and every
+/// statement was prepared and planned afresh on the next (the pipeline
+/// benchmark's planning time went up eightfold; docs/benchmarks.md,
+/// 2026-12-06, fifth session).
+pub(crate) fn connection_failed(e: &DbErr) -> bool {
+    is_transient(e) && !refused_for_now(e)
+}
+
+/// A transient error that is the server's answer to one statement.
+fn refused_for_now(e: &DbErr) -> bool {
+    let (DbErr::Exec(RuntimeErr::SqlxError(sqlx::Error::Database(db)))
+    | DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Database(db)))) = e
+    else {
+        return false;
+    };
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        return true;
+    }
+    db.code()
+        .is_some_and(|code| matches!(code.as_ref(), "40001" | "40P01" | "55P03"))
+}
+
 /// Whether `e` is the server's answer to a statement (an error it
 /// reported), not a failure to reach it: a transaction that met one did
 /// not commit.

@@ -309,6 +309,27 @@ impl HeldConnection<Postgres> {
     }
 }
 
+/// How long a transaction of several writes in one message waits for a row
+/// lock before it fails (and its writes run again alone: `write_batch`).
+/// Two lanes' batches can wait on each other's rows; the server breaks such
+/// a deadlock only after its `deadlock_timeout` (1 s by default), and all
+/// that time both lanes, and every statement waiting for one, stood still:
+/// a second of the whole pipeline, several times a minute under the
+/// pipeline benchmark once joint writes held two rows each
+/// (docs/benchmarks.md, 2026-12-06, fifth session). A batch's own
+/// statements take a few milliseconds, so a wait this long is a deadlock
+/// or a stalled peer, and running the writes alone is the cheaper way out.
+pub(crate) const BATCH_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// [`BATCH_LOCK_WAIT`] as a message's first statement (`SET LOCAL`: for
+/// its transaction only).
+fn lock_wait_setting() -> String {
+    format!(
+        "SET LOCAL lock_timeout = '{}ms'",
+        BATCH_LOCK_WAIT.as_millis()
+    )
+}
+
 impl HeldConnections<Postgres> {
     /// Runs `statements` (`$n` placeholders) in one transaction on one
     /// held connection, as **one message** of the simple query protocol,
@@ -324,6 +345,8 @@ impl HeldConnections<Postgres> {
     /// bound one. Unlike [`fetch_each_in_transaction`], a future dropped
     /// half way has already sent the whole transaction: whether it
     /// commits is unknown to the caller, as when a connection is lost.
+    ///
+    /// The transaction waits at most [`BATCH_LOCK_WAIT`] for a row lock.
     ///
     /// [`fetch_each_in_transaction`]: Self::fetch_each_in_transaction
     pub(crate) async fn fetch_each_in_one_message(
@@ -341,18 +364,20 @@ impl HeldConnections<Postgres> {
         let held = self.connection(&mut slot).await?;
         let run = async {
             let names = held.prepared_names(&calls).await?;
-            let message: Vec<String> = calls
-                .iter()
-                .zip(names)
-                .map(|(call, name)| {
+            let message: Vec<String> = std::iter::once(lock_wait_setting())
+                .chain(calls.iter().zip(names).map(|(call, name)| {
                     if call.args.is_empty() {
                         format!("EXECUTE {name}")
                     } else {
                         format!("EXECUTE {name}({})", call.args)
                     }
-                })
+                }))
                 .collect();
-            let answers = simple_message(&mut held.conn, &message.join(";\n")).await?;
+            let mut answers = simple_message(&mut held.conn, &message.join(";\n")).await?;
+            // The setting's completion.
+            if !answers.is_empty() {
+                answers.remove(0);
+            }
             if answers.len() != calls.len() {
                 return Err(sqlx::Error::Protocol(format!(
                     "{} statements sent in one message, {} completed",
@@ -376,12 +401,14 @@ pub(crate) fn failed(e: sqlx::Error) -> DbErr {
     DbErr::Query(RuntimeErr::SqlxError(e))
 }
 
-/// [`failed`], for a statement on `slot`'s connection: a retryable failure
-/// gives the connection back to the pool (which closes it when its ping
-/// fails), and the slot takes a fresh one on its next use.
+/// [`failed`], for a statement on `slot`'s connection: a failed
+/// connection (`error::connection_failed`) goes back to the pool (which
+/// closes it when its ping fails), and the slot takes a fresh one on its
+/// next use; a statement the server refused keeps it, with what it has
+/// prepared.
 fn failed_in<DB: Driver>(slot: &mut Slot<DB>, e: sqlx::Error) -> DbErr {
     let e = failed(e);
-    if error::is_transient(&e) {
+    if error::connection_failed(&e) {
         *slot = None;
     }
     e
@@ -641,6 +668,82 @@ pub(crate) mod tests {
         for rows in answers {
             assert_eq!(rows[0].try_get::<i64>("", "n").unwrap(), 42);
         }
+    }
+
+    /// A batch that waits for a row another transaction holds gives up
+    /// after `BATCH_LOCK_WAIT`, with the server's answer and nothing of it
+    /// committed, instead of waiting as long as the holder (or, in a
+    /// deadlock, the server's `deadlock_timeout`); the setting ends with
+    /// its transaction.
+    #[tokio::test]
+    async fn a_batch_waiting_for_a_row_lock_gives_up_after_the_bound() {
+        let Some(pool) = pool(3).await else {
+            return;
+        };
+        let held = HeldConnections::new(pool.clone(), 1);
+        let table = format!("lock_wait_{}", std::process::id());
+        held.fetch_all(
+            &format!("CREATE TABLE {table} (n bigint PRIMARY KEY, version bigint)"),
+            vec![],
+        )
+        .await
+        .unwrap();
+        held.fetch_all(&format!("INSERT INTO {table} VALUES (1, 1)"), vec![])
+            .await
+            .unwrap();
+        let mut holder = pool.begin().await.unwrap();
+        sqlx::query(&format!("UPDATE {table} SET version = 9 WHERE n = 1"))
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let bump = || {
+            (
+                format!("UPDATE {table} SET version = version + 1 WHERE n = $1"),
+                vec![Value::from(1_i64)],
+            )
+        };
+        let began = std::time::Instant::now();
+        let writes = [bump(), bump()];
+        let batch = held.fetch_each_in_one_message(&writes);
+        let err = tokio::time::timeout(Duration::from_secs(5), batch)
+            .await
+            .expect("the batch gave up waiting for the held row")
+            .unwrap_err();
+        let waited = began.elapsed();
+        assert!(error::is_server_answer(&err), "the server's answer: {err}");
+        let slot = held.slots[0].lock().await;
+        let prepared = slot.as_ref().map(|c| c.prepared.len());
+        drop(slot);
+        assert_eq!(
+            prepared,
+            Some(1),
+            "the connection, and the statement it prepared, are kept"
+        );
+        assert!(
+            waited >= BATCH_LOCK_WAIT && waited < Duration::from_millis(900),
+            "gave up after {waited:?}"
+        );
+        holder.rollback().await.unwrap();
+        let timeout = held.fetch_all("SHOW lock_timeout", vec![]).await.unwrap();
+        assert_eq!(
+            timeout[0].try_get::<String>("", "lock_timeout").unwrap(),
+            "0",
+            "the setting was the batch's transaction's only"
+        );
+        held.fetch_each_in_one_message(&[bump(), bump()])
+            .await
+            .unwrap()
+            .unwrap();
+        let version = scalar(
+            &held,
+            &format!("SELECT version FROM {table} WHERE n = $1"),
+            vec![Value::from(1_i64)],
+        )
+        .await;
+        assert_eq!(version, 3, "the failed batch wrote nothing");
+        held.fetch_all(&format!("DROP TABLE {table}"), vec![])
+            .await
+            .unwrap();
     }
 
     /// Batches of ever new statements keep a bounded number prepared on
