@@ -346,12 +346,15 @@ impl HeldConnections<Postgres> {
     /// half way has already sent the whole transaction: whether it
     /// commits is unknown to the caller, as when a connection is lost.
     ///
-    /// The transaction waits at most [`BATCH_LOCK_WAIT`] for a row lock.
+    /// With `bounded`, the transaction waits at most [`BATCH_LOCK_WAIT`]
+    /// for a row lock (a batch of reads, which take none, goes without the
+    /// setting's statement).
     ///
     /// [`fetch_each_in_transaction`]: Self::fetch_each_in_transaction
     pub(crate) async fn fetch_each_in_one_message(
         &self,
         statements: &[(String, Vec<Value>)],
+        bounded: bool,
     ) -> Result<Option<Vec<Vec<QueryResult>>>, DbErr> {
         let Some(calls) = statements
             .iter()
@@ -364,7 +367,9 @@ impl HeldConnections<Postgres> {
         let held = self.connection(&mut slot).await?;
         let run = async {
             let names = held.prepared_names(&calls).await?;
-            let message: Vec<String> = std::iter::once(lock_wait_setting())
+            let message: Vec<String> = bounded
+                .then(lock_wait_setting)
+                .into_iter()
                 .chain(calls.iter().zip(names).map(|(call, name)| {
                     if call.args.is_empty() {
                         format!("EXECUTE {name}")
@@ -375,7 +380,7 @@ impl HeldConnections<Postgres> {
                 .collect();
             let mut answers = simple_message(&mut held.conn, &message.join(";\n")).await?;
             // The setting's completion.
-            if !answers.is_empty() {
+            if bounded && !answers.is_empty() {
                 answers.remove(0);
             }
             if answers.len() != calls.len() {
@@ -582,7 +587,7 @@ pub(crate) mod tests {
             )
         };
         let answers = held
-            .fetch_each_in_one_message(&[insert, bump(1), bump(1), bump(2)])
+            .fetch_each_in_one_message(&[insert, bump(1), bump(1), bump(2)], true)
             .await
             .unwrap()
             .expect("every value is written as text");
@@ -606,7 +611,7 @@ pub(crate) mod tests {
             2,
             "two statements, each prepared once"
         );
-        held.fetch_each_in_one_message(&[bump(1), bump(1)])
+        held.fetch_each_in_one_message(&[bump(1), bump(1)], true)
             .await
             .unwrap()
             .unwrap();
@@ -622,7 +627,7 @@ pub(crate) mod tests {
             vec![Value::from(1_i64)],
         );
         let err = held
-            .fetch_each_in_one_message(&[bump(1), failing])
+            .fetch_each_in_one_message(&[bump(1), failing], true)
             .await
             .unwrap_err();
         assert!(error::is_server_answer(&err), "the server's answer: {err}");
@@ -634,7 +639,7 @@ pub(crate) mod tests {
             vec![Value::BigUnsigned(Some(5))],
         );
         assert!(
-            held.fetch_each_in_one_message(&[bump(1), unsigned])
+            held.fetch_each_in_one_message(&[bump(1), unsigned], true)
                 .await
                 .unwrap()
                 .is_none()
@@ -656,12 +661,12 @@ pub(crate) mod tests {
             vec![Value::from(1_i64)],
         );
         let err = held
-            .fetch_each_in_one_message(&[good(), bad])
+            .fetch_each_in_one_message(&[good(), bad], true)
             .await
             .unwrap_err();
         assert!(error::is_server_answer(&err), "the server's answer: {err}");
         let answers = held
-            .fetch_each_in_one_message(&[good(), good()])
+            .fetch_each_in_one_message(&[good(), good()], true)
             .await
             .unwrap()
             .unwrap();
@@ -704,7 +709,7 @@ pub(crate) mod tests {
         };
         let began = std::time::Instant::now();
         let writes = [bump(), bump()];
-        let batch = held.fetch_each_in_one_message(&writes);
+        let batch = held.fetch_each_in_one_message(&writes, true);
         let err = tokio::time::timeout(Duration::from_secs(5), batch)
             .await
             .expect("the batch gave up waiting for the held row")
@@ -730,7 +735,7 @@ pub(crate) mod tests {
             "0",
             "the setting was the batch's transaction's only"
         );
-        held.fetch_each_in_one_message(&[bump(), bump()])
+        held.fetch_each_in_one_message(&[bump(), bump()], true)
             .await
             .unwrap()
             .unwrap();
@@ -760,7 +765,7 @@ pub(crate) mod tests {
                 .map(|k| (format!("SELECT $1 + {k} AS n"), vec![Value::from(1_i64)]))
                 .collect();
             let answers = held
-                .fetch_each_in_one_message(&batch)
+                .fetch_each_in_one_message(&batch, false)
                 .await
                 .unwrap()
                 .unwrap();

@@ -235,9 +235,11 @@ impl WriteTarget for SqliteWriter {
         Box::pin(async move { self.hold().await?.transaction(sql, values).await })
     }
 
+    /// The writer holds SQLite's one write lock: nothing to wait for.
     fn together<'a>(
         &'a self,
         writes: &'a [(String, Vec<Value>)],
+        _locking: bool,
     ) -> BoxFuture<'a, Result<Vec<Vec<QueryResult>>, DbErr>> {
         Box::pin(async move {
             let calls = writes

@@ -44,9 +44,10 @@
 //! writes), so an optimistic-lock update that an earlier write of the
 //! batch outdated touches nothing, as it would have a moment later. What
 //! changes is what fails together. When the server fails a statement (its
-//! own error, or a deadlock between two lanes' batches, which Postgres
-//! detects), the batch is rolled back whole and each of its writes runs
-//! again alone, to get its own answer. When the connection is lost
+//! own error, a deadlock between two lanes' batches, which Postgres
+//! detects, or a wait for a row lock past `held::BATCH_LOCK_WAIT`, which
+//! breaks such a deadlock sooner), the batch is rolled back whole and each
+//! of its writes runs again alone, to get its own answer. When the connection is lost
 //! instead, whether the batch committed is unknown, as for a statement
 //! alone, and each write gets a retryable error.
 //!
@@ -152,9 +153,12 @@ pub(crate) trait WriteTarget: Sync {
     /// returns each one's rows; the first error ends it, and nothing of it
     /// commits unless the error is a lost connection (then the outcome is
     /// unknown). The writes are borrowed, so each can run again alone.
+    /// `locking`: some write may wait for a row lock (a store write or a
+    /// lease operation; reads and the tail's rounds never do).
     fn together<'a>(
         &'a self,
         writes: &'a [Write],
+        locking: bool,
     ) -> BoxFuture<'a, Result<Vec<Vec<QueryResult>>, DbErr>>;
 }
 
@@ -163,14 +167,16 @@ impl WriteTarget for HeldConnections<Postgres> {
         Box::pin(self.fetch_all(sql, values))
     }
 
-    /// One message (see the module); a batch with a value `literal` does
-    /// not write goes statement by statement.
+    /// One message (see the module), waiting at most
+    /// `held::BATCH_LOCK_WAIT` for a row lock when `locking`; a batch with
+    /// a value `literal` does not write goes statement by statement.
     fn together<'a>(
         &'a self,
         writes: &'a [Write],
+        locking: bool,
     ) -> BoxFuture<'a, Result<Vec<Vec<QueryResult>>, DbErr>> {
         Box::pin(async move {
-            match self.fetch_each_in_one_message(writes).await? {
+            match self.fetch_each_in_one_message(writes, locking).await? {
                 Some(answers) => Ok(answers),
                 None => self.fetch_each_in_transaction(writes).await,
             }
@@ -200,8 +206,9 @@ impl WriteTarget for PostgresHeld {
     fn together<'a>(
         &'a self,
         writes: &'a [Write],
+        locking: bool,
     ) -> BoxFuture<'a, Result<Vec<Vec<QueryResult>>, DbErr>> {
-        self.statements.together(writes)
+        self.statements.together(writes, locking)
     }
 }
 
@@ -263,6 +270,9 @@ async fn flush<T: WriteTarget>(target: &T, mut chunk: Vec<PendingWrite>) {
         p.answer(target.alone(role, &sql, values).await);
         return;
     }
+    let locking = chunk
+        .iter()
+        .any(|p| matches!(p.item.0, Role::Write | Role::Lease));
     // Each item keeps its role; its statement moves into the batch.
     let writes: Vec<Write> = chunk
         .iter_mut()
@@ -271,7 +281,7 @@ async fn flush<T: WriteTarget>(target: &T, mut chunk: Vec<PendingWrite>) {
             std::mem::take(&mut p.item.1)
         })
         .collect();
-    let outcome = match target.together(&writes).await {
+    let outcome = match target.together(&writes, locking).await {
         Ok(answers) => {
             for (p, rows) in chunk.into_iter().zip(answers) {
                 p.answer(Ok(rows));
@@ -431,9 +441,12 @@ pub(crate) mod tests {
             .unwrap();
         let batch = WriteBatch::new(1);
         let probe = "SELECT txid_current() AS txid, \
-                     current_setting('synchronous_commit') AS sync";
+                     current_setting('synchronous_commit') AS sync, \
+                     current_setting('lock_timeout') AS lock_wait";
         let run = |role| batch.run(&held, role, probe, vec![]);
         let sync = |rows: &[QueryResult]| -> String { rows[0].try_get("", "sync").unwrap() };
+        let lock_wait =
+            |rows: &[QueryResult]| -> String { rows[0].try_get("", "lock_wait").unwrap() };
 
         for (role, expected) in [
             (Role::Lease, "off"),
@@ -443,6 +456,7 @@ pub(crate) mod tests {
         ] {
             let alone = run(role).await.unwrap();
             assert_eq!(sync(&alone), expected, "{role:?} alone");
+            assert_eq!(lock_wait(&alone), "0", "{role:?} alone waits as ever");
         }
 
         // The first holds the lane for 50 ms; the others wait and go out
@@ -460,7 +474,16 @@ pub(crate) mod tests {
         for rows in &batched {
             assert_eq!(txid(rows), txid(&batched[0]), "one transaction");
             assert_eq!(sync(rows), "on", "committed with the batch");
+            assert_eq!(lock_wait(rows), "100ms", "a batch that may lock is bounded");
         }
+
+        // A batch of reads and tail rounds takes no row lock: no setting.
+        let holder = batch.run(&held, Role::Read, "SELECT pg_sleep(0.05)", vec![]);
+        let (held_lane, read, tail) = tokio::join!(holder, run(Role::Read), run(Role::Tail));
+        held_lane.unwrap();
+        let (read, tail) = (read.unwrap(), tail.unwrap());
+        assert_eq!(txid(&read), txid(&tail), "one transaction");
+        assert_eq!(lock_wait(&read), "0");
     }
 
     /// A write that fails rolls its batch back; the others are run again
