@@ -17,9 +17,15 @@
 //!   then cannot miss: their rows are locked at the expected version.
 //!   The write touched its rows exactly when `main` has its row. A lock
 //!   that was not taken, or a create that found its key taken, is the
-//!   miss reported. Concurrent writers that would deadlock on two rows are
-//!   told so by the server, and the write is retried as any failed write
-//!   (`write_batch`).
+//!   miss reported. Two joint writes alone cannot deadlock on each other;
+//!   two lanes' batches, each holding the rows of its earlier statements
+//!   until it commits, can, and a batch waits at most
+//!   `held::BATCH_LOCK_WAIT` for a row before its writes run again alone
+//!   (`write_batch`). A joint statement costs about what its writes cost
+//!   alone (the rows, their index entries and WAL stay; the locks add
+//!   their own): it saves a round trip and a wait in the caller's chain,
+//!   not the server's work (docs/benchmarks.md, 2026-12-06, fifth
+//!   session).
 //! - **SQLite** ([`sqlite_joint`]): the writer runs one transaction at a
 //!   time, so the checks can come first: a row per write that would miss
 //!   (`part` 3, its index in `miss`), a note in `WRITE_HIT` when none

@@ -11,6 +11,7 @@ use crate::fixtures::{
 use std::sync::Arc;
 use stovepipe_entity::{Build, ProjectName, Queue, Request, Timestamp};
 use stovepipe_ports::{EntityWrite, Outbox, StoreError, Stores};
+use tokio::task::JoinHandle;
 
 crate::suite!($, joint_writer, joint_writer_tests, StoreFixture, [
     every_write_and_the_outbox_commit_together,
@@ -320,6 +321,21 @@ async fn an_entity_of_another_queue_is_wrong_queue(fx: StoreFixture) {
     nothing_published(&fx).await;
 }
 
+/// The one writer of `tasks` (each answering its number) that succeeded;
+/// every other must have lost with `VersionMismatch`.
+async fn the_one_winner(tasks: Vec<JoinHandle<Result<i64, StoreError>>>) -> i64 {
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(writer) => winners.push(writer),
+            Err(StoreError::VersionMismatch { .. }) => {}
+            Err(other) => panic!("a losing writer must see VersionMismatch, got {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one writer wins: {winners:?}");
+    winners[0]
+}
+
 /// Eight writers of the queue row and the request from version 1, half of
 /// them listing the request first: one wins, with both its rows; the others
 /// see `VersionMismatch` (never a deadlock or another error).
@@ -338,17 +354,8 @@ async fn concurrent_joint_writes_of_one_version_have_one_winner(fx: StoreFixture
             tokio::spawn(async move { joint.write_all(writes, Outbox::none()).await.map(|()| i) })
         })
         .collect();
-    let mut winners = Vec::new();
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(writer) => winners.push(writer),
-            Err(StoreError::VersionMismatch { .. }) => {}
-            Err(other) => panic!("a losing joint writer must see VersionMismatch, got {other:?}"),
-        }
-    }
-    assert_eq!(winners.len(), 1, "exactly one of 8 joint writers wins");
+    let winner = the_one_winner(tasks).await;
     let (q_now, r_now, _) = rows(&s, &r, &b).await;
-    let winner = winners[0];
     assert_eq!(
         q_now.updated_at,
         Timestamp(T0.0 + winner),
@@ -385,17 +392,8 @@ async fn joint_and_single_writes_of_one_row_have_one_winner(fx: StoreFixture) {
             })
         })
         .collect();
-    let mut winners = Vec::new();
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(writer) => winners.push(writer),
-            Err(StoreError::VersionMismatch { .. }) => {}
-            Err(other) => panic!("a losing writer must see VersionMismatch, got {other:?}"),
-        }
-    }
-    assert_eq!(winners.len(), 1, "exactly one writer of the request wins");
+    let winner = the_one_winner(tasks).await;
     let (q_now, r_now, b_now) = rows(&s, &r, &b).await;
-    let winner = winners[0];
     assert_eq!(
         r_now.failure_reason.as_deref(),
         Some(format!("writer {winner}").as_str())
