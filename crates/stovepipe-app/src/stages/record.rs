@@ -140,10 +140,10 @@ impl RecordStage {
 
     /// Steps 1 and 3–5 in one write, for a queue without a promotion ref or
     /// a fact that is not green: the fact, and the queue row's write that
-    /// moves the bookmark (for a green fact) and releases the slot. Returns false, having written
-    /// nothing, when a fact of the commit is stored already (an earlier
-    /// delivery's, or an invariant violation): the caller adopts it, as a
-    /// delivery that finds the fact does. With a promotion ref the fact is
+    /// moves the bookmark (for a green fact) and releases the slot. Returns
+    /// false, having written nothing, when a fact of the commit is stored
+    /// already (an earlier delivery's, or an invariant violation): the
+    /// caller adopts it, as a delivery that finds the fact does. With a promotion ref the fact is
     /// written first, alone, so that the ref never points at a commit whose
     /// greenness is not recorded yet ([`settle_green`](Self::settle_green)).
     async fn record_with_queue(
