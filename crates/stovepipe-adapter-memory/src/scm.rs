@@ -334,9 +334,28 @@ impl ScriptedRepo {
 }
 
 fn on_branch(st: &RepoState, id: &str) -> bool {
-    st.head
-        .as_deref()
-        .is_some_and(|head| ancestors(st, head).contains(id))
+    st.head.as_deref().is_some_and(|head| reaches(st, head, id))
+}
+
+/// Whether `target` is `from` or an ancestor of it. The walk stops at
+/// `target`: the pipeline asks about the last green commit, a few commits
+/// behind the head, and a walk of the whole history on every ask was 6 %
+/// of the pipeline benchmark's own CPU (docs/benchmarks.md, 2026-12-06,
+/// fifth session).
+fn reaches(st: &RepoState, from: &str, target: &str) -> bool {
+    let mut seen = HashSet::new();
+    let mut stack = vec![from];
+    while let Some(id) = stack.pop() {
+        if id == target {
+            return true;
+        }
+        if seen.insert(id)
+            && let Some(c) = st.commits.get(id)
+        {
+            stack.extend(c.parents.iter().map(String::as_str));
+        }
+    }
+    false
 }
 
 /// `from` and every ancestor of it.
@@ -437,7 +456,7 @@ impl SourceControl for ScriptedRepo {
         let st = self.serve()?;
         let a = self.known(&st, ancestor)?;
         let d = self.known(&st, descendant)?;
-        Ok(ancestors(&st, &d).contains(a.as_str()))
+        Ok(reaches(&st, &d, &a))
     }
 
     async fn history(&self, cursor: Option<String>, limit: usize) -> Result<HistoryPage, ScmError> {
