@@ -343,33 +343,34 @@ fn on_branch(st: &RepoState, id: &str) -> bool {
 /// of the pipeline benchmark's own CPU (docs/benchmarks.md, 2026-12-06,
 /// fifth session).
 fn reaches(st: &RepoState, from: &str, target: &str) -> bool {
-    let mut seen = HashSet::new();
-    let mut stack = vec![from];
-    while let Some(id) = stack.pop() {
-        if id == target {
-            return true;
-        }
-        if seen.insert(id)
-            && let Some(c) = st.commits.get(id)
-        {
-            stack.extend(c.parents.iter().map(String::as_str));
-        }
-    }
-    false
+    walk(st, from, |id| id == target).1
 }
 
 /// `from` and every ancestor of it.
 fn ancestors<'a>(st: &'a RepoState, from: &'a str) -> HashSet<&'a str> {
+    walk(st, from, |_| false).0
+}
+
+/// Walks `from` and its ancestors, each once, until `stop` holds for one:
+/// the commits walked, and whether it stopped.
+fn walk<'a>(
+    st: &'a RepoState,
+    from: &'a str,
+    stop: impl Fn(&str) -> bool,
+) -> (HashSet<&'a str>, bool) {
     let mut seen = HashSet::new();
     let mut stack = vec![from];
     while let Some(id) = stack.pop() {
+        if stop(id) {
+            return (seen, true);
+        }
         if seen.insert(id)
             && let Some(c) = st.commits.get(id)
         {
             stack.extend(c.parents.iter().map(String::as_str));
         }
     }
-    seen
+    (seen, false)
 }
 
 /// Every commit reachable from `head`, newest first: each commit comes

@@ -26,6 +26,7 @@
 //! use. Any other error is the server's answer to the statement, and the
 //! connection stays.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -322,13 +323,13 @@ impl HeldConnection<Postgres> {
 pub(crate) const BATCH_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// [`BATCH_LOCK_WAIT`] as a message's first statement (`SET LOCAL`: for
-/// its transaction only).
-fn lock_wait_setting() -> String {
+/// its transaction only), written once.
+static LOCK_WAIT_SETTING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "SET LOCAL lock_timeout = '{}ms'",
         BATCH_LOCK_WAIT.as_millis()
     )
-}
+});
 
 impl HeldConnections<Postgres> {
     /// Runs `statements` (`$n` placeholders) in one transaction on one
@@ -367,17 +368,17 @@ impl HeldConnections<Postgres> {
         let held = self.connection(&mut slot).await?;
         let run = async {
             let names = held.prepared_names(&calls).await?;
-            let message: Vec<String> = bounded
-                .then(lock_wait_setting)
-                .into_iter()
-                .chain(calls.iter().zip(names).map(|(call, name)| {
-                    if call.args.is_empty() {
-                        format!("EXECUTE {name}")
-                    } else {
-                        format!("EXECUTE {name}({})", call.args)
-                    }
-                }))
-                .collect();
+            let mut message: Vec<Cow<'static, str>> = Vec::with_capacity(calls.len() + 1);
+            if bounded {
+                message.push(Cow::Borrowed(LOCK_WAIT_SETTING.as_str()));
+            }
+            message.extend(calls.iter().zip(names).map(|(call, name)| {
+                Cow::Owned(if call.args.is_empty() {
+                    format!("EXECUTE {name}")
+                } else {
+                    format!("EXECUTE {name}({})", call.args)
+                })
+            }));
             let mut answers = simple_message(&mut held.conn, &message.join(";\n")).await?;
             // The setting's completion.
             if bounded && !answers.is_empty() {

@@ -57,49 +57,54 @@ pub(crate) enum RowOp {
 impl RowWrite {
     /// The write as a statement of its own.
     pub(crate) fn alone(&self) -> String {
-        let Self { table, key, op } = self;
-        match op {
-            RowOp::Update { set, expected } => {
-                format!("UPDATE {table} SET {set} WHERE {key} AND version = {expected}")
+        self.statement(None)
+    }
+
+    /// The write, made only where `guard` (a condition), if any, holds.
+    fn statement(&self, guard: Option<&str>) -> String {
+        let Self { table, op, .. } = self;
+        let row = self.row();
+        match (op, guard) {
+            (RowOp::Update { set, .. }, None) => format!("UPDATE {table} SET {set} WHERE {row}"),
+            (RowOp::Update { set, .. }, Some(guard)) => {
+                format!("UPDATE {table} SET {set} WHERE {row} AND {guard}")
             }
-            RowOp::Create {
-                columns,
-                values,
-                conflict,
-            } => format!(
-                "INSERT INTO {table} ({columns}) VALUES ({values}) \
-                 ON CONFLICT ({conflict}) DO NOTHING"
-            ),
+            (
+                RowOp::Create {
+                    columns,
+                    values,
+                    conflict,
+                },
+                guard,
+            ) => {
+                let source = match guard {
+                    None => format!("VALUES ({values})"),
+                    Some(guard) => format!("SELECT {values} WHERE {guard}"),
+                };
+                format!(
+                    "INSERT INTO {table} ({columns}) {source} ON CONFLICT ({conflict}) DO NOTHING"
+                )
+            }
         }
     }
 
-    /// The write, made only where `guard` (a condition) holds.
-    fn guarded(&self, guard: &str) -> String {
-        let Self { table, key, op } = self;
-        match op {
-            RowOp::Update { set, expected } => {
-                format!("UPDATE {table} SET {set} WHERE {key} AND version = {expected} AND {guard}")
-            }
-            RowOp::Create {
-                columns,
-                values,
-                conflict,
-            } => format!(
-                "INSERT INTO {table} ({columns}) SELECT {values} WHERE {guard} \
-                 ON CONFLICT ({conflict}) DO NOTHING"
-            ),
+    /// The condition on the row the write is about: its key, and for an
+    /// update the expected version.
+    fn row(&self) -> String {
+        match &self.op {
+            RowOp::Update { expected, .. } => format!("{} AND version = {expected}", self.key),
+            RowOp::Create { .. } => self.key.clone(),
         }
     }
 
     /// Whether the write would touch its row now: the row at the expected
     /// version for an update, no row for a create.
     fn would_write(&self) -> String {
-        let Self { table, key, op } = self;
-        match op {
-            RowOp::Update { expected, .. } => {
-                format!("EXISTS (SELECT 1 FROM {table} WHERE {key} AND version = {expected})")
-            }
-            RowOp::Create { .. } => format!("NOT EXISTS (SELECT 1 FROM {table} WHERE {key})"),
+        let found = format!("EXISTS (SELECT 1 FROM {} WHERE {})", self.table, self.row());
+        if self.is_create() {
+            format!("NOT {found}")
+        } else {
+            found
         }
     }
 
@@ -118,11 +123,11 @@ pub(crate) fn postgres_joint(writes: &[RowWrite]) -> (Vec<String>, String) {
     let mut order: Vec<(usize, &RowWrite)> = writes.iter().enumerate().collect();
     order.sort_by_key(|(i, w)| (lock_rank(w.table), *i));
     for (i, w) in order {
-        if let RowOp::Update { expected, .. } = &w.op {
+        if !w.is_create() {
             ctes.push(format!(
-                "lock{i} AS (SELECT 1 FROM {} WHERE {} AND version = {expected} AND {locked} \
-                 FOR UPDATE)",
-                w.table, w.key
+                "lock{i} AS (SELECT 1 FROM {} WHERE {} AND {locked} FOR UPDATE)",
+                w.table,
+                w.row()
             ));
             misses.push(format!("WHEN NOT EXISTS (SELECT 1 FROM lock{i}) THEN {i}"));
             locked = format!("EXISTS (SELECT 1 FROM lock{i})");
@@ -133,14 +138,17 @@ pub(crate) fn postgres_joint(writes: &[RowWrite]) -> (Vec<String>, String) {
     if let Some(i) = writes.iter().position(RowWrite::is_create) {
         ctes.push(format!(
             "write{i} AS ({} RETURNING 1)",
-            writes[i].guarded(&written)
+            writes[i].statement(Some(&written))
         ));
         misses.push(format!("WHEN NOT EXISTS (SELECT 1 FROM write{i}) THEN {i}"));
         written = format!("EXISTS (SELECT 1 FROM write{i})");
         sources.push(format!("write{i}"));
     }
     for (i, w) in writes.iter().enumerate().filter(|(_, w)| !w.is_create()) {
-        ctes.push(format!("write{i} AS ({} RETURNING 1)", w.guarded(&written)));
+        ctes.push(format!(
+            "write{i} AS ({} RETURNING 1)",
+            w.statement(Some(&written))
+        ));
         sources.push(format!("write{i}"));
     }
     ctes.push(format!(
@@ -183,7 +191,7 @@ pub(crate) fn sqlite_joint(writes: &[RowWrite], hit_table: &str) -> Vec<String> 
         "INSERT INTO {hit_table} (hit) SELECT 1 WHERE {}",
         all.join(" AND ")
     ));
-    statements.extend(writes.iter().map(|w| w.guarded(&hit)));
+    statements.extend(writes.iter().map(|w| w.statement(Some(&hit))));
     statements.push(format!("SELECT 0 AS part, NULL AS topic WHERE {hit}"));
     statements
 }

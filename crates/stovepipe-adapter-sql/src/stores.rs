@@ -79,55 +79,69 @@ struct Bound {
     queue: QueueName,
 }
 
-/// What a write that touched no row means.
-enum Miss {
-    /// `INSERT … ON CONFLICT DO NOTHING` inserted nothing.
-    Exists,
-    /// `UPDATE … WHERE version = ?` updated nothing.
-    Mismatch(u64),
-}
-
-/// One entity's row write, and what to tell the caller when it misses.
+/// One entity's row write, and the error it means when it touches no row
+/// (`AlreadyExists` for a create, `VersionMismatch` for an update).
 struct EntityRow {
-    row: RowWrite,
-    missed: Missed,
+    write: RowWrite,
+    miss: StoreError,
 }
 
-/// The entity a row write is of, and what its miss means.
-struct Missed {
+/// An entity's row as its writes see it: the table, the key condition over
+/// bound values, and the columns every write sets (`set`) with their values
+/// (`values`, bound when the write is made).
+struct Columns<'a> {
     entity: &'static str,
+    /// The key, as an error names it.
+    id: &'a str,
+    table: &'static str,
     key: String,
-    miss: Miss,
+    set: &'static [&'static str],
+    values: Vec<Value>,
 }
 
-impl EntityRow {
-    fn update(entity: &'static str, key: &str, row: RowWrite, expected_version: u64) -> Self {
-        let miss = Miss::Mismatch(expected_version);
-        Self::new(entity, key, row, miss)
-    }
-
-    fn create(entity: &'static str, key: &str, row: RowWrite) -> Self {
-        Self::new(entity, key, row, Miss::Exists)
-    }
-
-    fn new(entity: &'static str, key: &str, row: RowWrite, miss: Miss) -> Self {
-        let key = key.to_owned();
-        let missed = Missed { entity, key, miss };
-        Self { row, missed }
-    }
-}
-
-impl Missed {
-    fn error(self) -> StoreError {
-        match self.miss {
-            Miss::Exists => StoreError::AlreadyExists {
-                entity: self.entity,
+impl Columns<'_> {
+    /// The update of the row where it is at `expected_version`.
+    fn update(self, v: &mut Vec<Value>, expected_version: u64) -> EntityRow {
+        let expected = bind(v, big(expected_version).into());
+        let set = assignments(v, self.set, self.values);
+        EntityRow {
+            write: RowWrite {
+                table: self.table,
                 key: self.key,
+                op: RowOp::Update { set, expected },
             },
-            Miss::Mismatch(expected) => StoreError::VersionMismatch {
+            miss: StoreError::VersionMismatch {
                 entity: self.entity,
+                key: self.id.to_owned(),
+                expected: expected_version,
+            },
+        }
+    }
+
+    /// The insert of the row: `key_columns` (their values `key_values`,
+    /// bound) beside the set columns; nothing when a row holds `conflict`.
+    fn create(
+        self,
+        v: &mut Vec<Value>,
+        key_columns: &str,
+        key_values: &str,
+        conflict: &'static str,
+    ) -> EntityRow {
+        let columns = format!("{key_columns}, {}", self.set.join(", "));
+        let values = format!("{key_values}, {}", placeholders(v, self.values));
+        EntityRow {
+            write: RowWrite {
+                table: self.table,
                 key: self.key,
-                expected,
+                op: RowOp::Create {
+                    columns,
+                    values,
+                    conflict,
+                },
+            },
+            miss: StoreError::AlreadyExists {
+                entity: self.entity,
+                key: self.id.to_owned(),
             },
         }
     }
@@ -183,20 +197,150 @@ impl Bound {
     ) -> Result<(), StoreError> {
         check_outbox(&outbox)?;
         let now = self.shared.clock.now();
-        let (writes, mut missed): (Vec<RowWrite>, Vec<Missed>) =
-            rows.into_iter().map(|r| (r.row, r.missed)).unzip();
+        let (writes, mut misses): (Vec<RowWrite>, Vec<StoreError>) =
+            rows.into_iter().map(|r| (r.write, r.miss)).unzip();
         let written = self
             .shared
             .write_with_outbox(&writes, values, outbox, now)
             .await;
         match written.map_err(error::store)? {
             Ok(()) => Ok(()),
-            Err(i) if i < missed.len() => Err(missed.swap_remove(i).error()),
+            Err(i) if i < misses.len() => Err(misses.swap_remove(i)),
             Err(i) => Err(StoreError::Backend(format!(
                 "write {i} of {} missed its row",
-                missed.len()
+                misses.len()
             ))),
         }
+    }
+}
+
+/// The row writes of the entities, checked as their stores check them:
+/// an update from `expected`, or, without one, a create.
+impl Bound {
+    fn request_row(
+        &self,
+        v: &mut Vec<Value>,
+        r: &Request,
+        expected: Option<u64>,
+    ) -> Result<EntityRow, StoreError> {
+        self.check(REQUEST, r.queue.as_str())?;
+        self.check_request_id(REQUEST, &r.id)?;
+        validate::opt_text(
+            "failure reason",
+            r.failure_reason.as_deref(),
+            validate::MAX_TEXT_BYTES,
+        )?;
+        let (q, number) = (bind(v, self.q()), bind(v, big(r.id.number()).into()));
+        let mut values = values![big(r.version)];
+        values.extend(Requests::columns(r));
+        let row = Columns {
+            entity: REQUEST,
+            id: r.id.as_str(),
+            table: "requests",
+            key: format!("queue = {q} AND number = {number}"),
+            set: &REQUEST_SET,
+            values,
+        };
+        Ok(if let Some(version) = expected {
+            row.update(v, version)
+        } else {
+            let id = bind(v, r.id.as_str().into());
+            let key_values = format!("{q}, {number}, {id}");
+            row.create(v, "queue, number, id", &key_values, "queue, number")
+        })
+    }
+
+    fn queue_row(
+        &self,
+        v: &mut Vec<Value>,
+        queue: &Queue,
+        expected: Option<u64>,
+    ) -> Result<EntityRow, StoreError> {
+        self.check(QUEUE, queue.name.as_str())?;
+        let name = bind(v, self.q());
+        let mut values = values![big(queue.version)];
+        values.extend(Queues::columns(queue)?);
+        let row = Columns {
+            entity: QUEUE,
+            id: queue.name.as_str(),
+            table: "queues",
+            key: format!("name = {name}"),
+            set: &QUEUE_SET,
+            values,
+        };
+        Ok(if let Some(version) = expected {
+            row.update(v, version)
+        } else {
+            row.create(v, "name", &name, "name")
+        })
+    }
+
+    fn build_row(
+        &self,
+        v: &mut Vec<Value>,
+        b: &Build,
+        expected: Option<u64>,
+    ) -> Result<EntityRow, StoreError> {
+        self.check(BUILD, b.queue.as_str())?;
+        self.check_request_id(BUILD, &b.request_id)?;
+        validate::opt_text("build url", b.url.as_deref(), validate::MAX_TEXT_BYTES)?;
+        validate::opt_text(
+            "build reason",
+            b.reason.as_deref(),
+            validate::MAX_TEXT_BYTES,
+        )?;
+        let (q, id) = (bind(v, self.q()), bind(v, b.id.as_str().into()));
+        let mut values = values![big(b.version), big(b.request_id.number())];
+        values.extend(Builds::columns(b)?);
+        let row = Columns {
+            entity: BUILD,
+            id: b.id.as_str(),
+            table: "builds",
+            key: format!("queue = {q} AND build_id = {id}"),
+            set: &BUILD_SET,
+            values,
+        };
+        Ok(if let Some(version) = expected {
+            row.update(v, version)
+        } else {
+            // `inserted` orders builds created at the same instant; under
+            // concurrent Postgres inserts two may share a value, which only
+            // leaves their relative order to the build id.
+            let key_values = format!(
+                "{q}, {id}, (SELECT COALESCE(MAX(inserted), 0) + 1 FROM builds WHERE queue = {q})"
+            );
+            row.create(
+                v,
+                "queue, build_id, inserted",
+                &key_values,
+                "queue, build_id",
+            )
+        })
+    }
+
+    /// Facts are create-only.
+    fn fact_row(&self, v: &mut Vec<Value>, fact: &Fact) -> Result<EntityRow, StoreError> {
+        self.check(FACT, fact.queue.as_str())?;
+        self.check_request_id(FACT, &fact.request_id)?;
+        let q = bind(v, self.q());
+        let uri = bind(v, fact.uri.as_str().into());
+        let project = bind(v, fact.project.as_str().into());
+        let id = format!("{} {:?}", fact.uri, fact.project.as_str());
+        let row = Columns {
+            entity: FACT,
+            id: &id,
+            table: "facts",
+            key: format!("queue = {q} AND uri = {uri} AND project = {project}"),
+            set: &["degree", "request_id", "build_id", "created_at"],
+            values: values![
+                fact.degree.value(),
+                fact.request_id.as_str(),
+                fact.build_id.as_ref().map(|b| b.as_str().to_owned()),
+                fact.created_at.as_millis()
+            ],
+        };
+        let key_values = format!("{q}, {uri}, {project}");
+        Ok(row.create(v, "queue, uri, project", &key_values, "queue, uri, project"))
     }
 }
 
@@ -207,51 +351,6 @@ struct Builds(Bound);
 struct Facts(Bound);
 
 impl Requests {
-    fn check(&self, r: &Request) -> Result<(), StoreError> {
-        self.0.check(REQUEST, r.queue.as_str())?;
-        self.0.check_request_id(REQUEST, &r.id)?;
-        validate::opt_text(
-            "failure reason",
-            r.failure_reason.as_deref(),
-            validate::MAX_TEXT_BYTES,
-        )?;
-        Ok(())
-    }
-
-    /// The row write of `r`: an update from `expected` or, without one, a
-    /// create. Checked as the store's own methods check.
-    fn row(
-        &self,
-        v: &mut Vec<Value>,
-        r: &Request,
-        expected: Option<u64>,
-    ) -> Result<EntityRow, StoreError> {
-        self.check(r)?;
-        let (q, number) = (bind(v, self.0.q()), bind(v, big(r.id.number()).into()));
-        let key = format!("queue = {q} AND number = {number}");
-        let table = "requests";
-        Ok(if let Some(version) = expected {
-            let expected = bind(v, big(version).into());
-            let mut row = values![big(r.version)];
-            row.extend(Self::columns(r));
-            let set = assignments(v, &REQUEST_SET, row);
-            let op = RowOp::Update { set, expected };
-            EntityRow::update(REQUEST, r.id.as_str(), RowWrite { table, key, op }, version)
-        } else {
-            let mut row = values![r.id.as_str(), big(r.version)];
-            row.extend(Self::columns(r));
-            let values = format!("{q}, {number}, {}", placeholders(v, row));
-            let columns = format!("queue, number, id, {}", REQUEST_SET.join(", "));
-            let conflict = "queue, number";
-            let op = RowOp::Create {
-                columns,
-                values,
-                conflict,
-            };
-            EntityRow::create(REQUEST, r.id.as_str(), RowWrite { table, key, op })
-        })
-    }
-
     /// Every column but the key and version, in `REQUEST_SET` order after
     /// the version.
     fn columns(r: &Request) -> Vec<Value> {
@@ -273,7 +372,7 @@ impl Requests {
 impl RequestStore for Requests {
     async fn create(&self, request: &Request, outbox: Outbox) -> Result<(), StoreError> {
         let mut v = Vec::new();
-        let row = self.row(&mut v, request, None)?;
+        let row = self.0.request_row(&mut v, request, None)?;
         self.0.write(vec![row], v, outbox).await
     }
 
@@ -301,7 +400,9 @@ impl RequestStore for Requests {
         outbox: Outbox,
     ) -> Result<(), StoreError> {
         let mut v = Vec::new();
-        let row = self.row(&mut v, request, Some(expected_version))?;
+        let row = self
+            .0
+            .request_row(&mut v, request, Some(expected_version))?;
         self.0.write(vec![row], v, outbox).await
     }
 }
@@ -336,18 +437,15 @@ impl RequestUriStore for RequestUris {
         self.0.check_request_id(REQUEST_URI, request_id)?;
         let mut v = Vec::new();
         let (q, u) = (bind(&mut v, self.0.q()), bind(&mut v, uri.as_str().into()));
-        let op = RowOp::Create {
-            columns: "queue, uri, request_id".to_owned(),
-            values: format!("{q}, {u}, {}", bind(&mut v, request_id.as_str().into())),
-            conflict: "queue, uri",
-        };
-        let key = format!("queue = {q} AND uri = {u}");
-        let row = RowWrite {
+        let row = Columns {
+            entity: REQUEST_URI,
+            id: uri.as_str(),
             table: "request_uris",
-            key,
-            op,
-        };
-        let row = EntityRow::create(REQUEST_URI, uri.as_str(), row);
+            key: format!("queue = {q} AND uri = {u}"),
+            set: &["request_id"],
+            values: values![request_id.as_str()],
+        }
+        .create(&mut v, "queue, uri", &format!("{q}, {u}"), "queue, uri");
         self.0.write(vec![row], v, Outbox::none()).await
     }
 
@@ -435,42 +533,6 @@ impl RequestUris {
 }
 
 impl Queues {
-    /// The row write of `queue`: an update from `expected` or, without one,
-    /// a create.
-    fn row(
-        &self,
-        v: &mut Vec<Value>,
-        queue: &Queue,
-        expected: Option<u64>,
-    ) -> Result<EntityRow, StoreError> {
-        self.0.check(QUEUE, queue.name.as_str())?;
-        let name = bind(v, self.0.q());
-        let key = format!("name = {name}");
-        let table = "queues";
-        let mut row = values![big(queue.version)];
-        row.extend(Self::columns(queue)?);
-        Ok(if let Some(version) = expected {
-            let expected = bind(v, big(version).into());
-            let set = assignments(v, &QUEUE_SET, row);
-            let op = RowOp::Update { set, expected };
-            EntityRow::update(
-                QUEUE,
-                queue.name.as_str(),
-                RowWrite { table, key, op },
-                version,
-            )
-        } else {
-            let values = format!("{name}, {}", placeholders(v, row));
-            let columns = format!("name, {}", QUEUE_SET.join(", "));
-            let op = RowOp::Create {
-                columns,
-                values,
-                conflict: "name",
-            };
-            EntityRow::create(QUEUE, queue.name.as_str(), RowWrite { table, key, op })
-        })
-    }
-
     /// Every column but the name and version, in `QUEUE_SET` order after
     /// the version.
     fn columns(q: &Queue) -> Result<Vec<Value>, StoreError> {
@@ -498,7 +560,7 @@ impl Queues {
 impl QueueStore for Queues {
     async fn create(&self, queue: &Queue) -> Result<(), StoreError> {
         let mut v = Vec::new();
-        let row = self.row(&mut v, queue, None)?;
+        let row = self.0.queue_row(&mut v, queue, None)?;
         self.0.write(vec![row], v, Outbox::none()).await
     }
 
@@ -525,62 +587,12 @@ impl QueueStore for Queues {
         outbox: Outbox,
     ) -> Result<(), StoreError> {
         let mut v = Vec::new();
-        let row = self.row(&mut v, queue, Some(expected_version))?;
+        let row = self.0.queue_row(&mut v, queue, Some(expected_version))?;
         self.0.write(vec![row], v, outbox).await
     }
 }
 
 impl Builds {
-    fn check(&self, b: &Build) -> Result<(), StoreError> {
-        self.0.check(BUILD, b.queue.as_str())?;
-        self.0.check_request_id(BUILD, &b.request_id)?;
-        validate::opt_text("build url", b.url.as_deref(), validate::MAX_TEXT_BYTES)?;
-        validate::opt_text(
-            "build reason",
-            b.reason.as_deref(),
-            validate::MAX_TEXT_BYTES,
-        )?;
-        Ok(())
-    }
-
-    /// The row write of `b`: an update from `expected` or, without one, a
-    /// create.
-    fn row(
-        &self,
-        v: &mut Vec<Value>,
-        b: &Build,
-        expected: Option<u64>,
-    ) -> Result<EntityRow, StoreError> {
-        self.check(b)?;
-        let (q, id) = (bind(v, self.0.q()), bind(v, b.id.as_str().into()));
-        let key = format!("queue = {q} AND build_id = {id}");
-        let table = "builds";
-        let mut row = values![big(b.version), big(b.request_id.number())];
-        row.extend(Self::columns(b)?);
-        Ok(if let Some(version) = expected {
-            let expected = bind(v, big(version).into());
-            let set = assignments(v, &BUILD_SET, row);
-            let op = RowOp::Update { set, expected };
-            EntityRow::update(BUILD, b.id.as_str(), RowWrite { table, key, op }, version)
-        } else {
-            // `inserted` orders builds created at the same instant;
-            // under concurrent Postgres inserts two may share a value,
-            // which only leaves their relative order to the build id.
-            let values = format!(
-                "{q}, {id}, {}, (SELECT COALESCE(MAX(inserted), 0) + 1 FROM builds \
-                     WHERE queue = {q})",
-                placeholders(v, row)
-            );
-            let columns = format!("queue, build_id, {}, inserted", BUILD_SET.join(", "));
-            let op = RowOp::Create {
-                columns,
-                values,
-                conflict: "queue, build_id",
-            };
-            EntityRow::create(BUILD, b.id.as_str(), RowWrite { table, key, op })
-        })
-    }
-
     /// Every column but the key, version and request number, in
     /// `BUILD_SET` order after those two.
     fn columns(b: &Build) -> Result<Vec<Value>, StoreError> {
@@ -602,7 +614,7 @@ impl Builds {
 impl BuildStore for Builds {
     async fn create(&self, build: &Build, outbox: Outbox) -> Result<(), StoreError> {
         let mut v = Vec::new();
-        let row = self.row(&mut v, build, None)?;
+        let row = self.0.build_row(&mut v, build, None)?;
         self.0.write(vec![row], v, outbox).await
     }
 
@@ -629,7 +641,7 @@ impl BuildStore for Builds {
         outbox: Outbox,
     ) -> Result<(), StoreError> {
         let mut v = Vec::new();
-        let row = self.row(&mut v, build, Some(expected_version))?;
+        let row = self.0.build_row(&mut v, build, Some(expected_version))?;
         self.0.write(vec![row], v, outbox).await
     }
 
@@ -655,46 +667,11 @@ impl BuildStore for Builds {
     }
 }
 
-impl Facts {
-    /// The row write that creates `fact`.
-    fn row(&self, v: &mut Vec<Value>, fact: &Fact) -> Result<EntityRow, StoreError> {
-        self.0.check(FACT, fact.queue.as_str())?;
-        self.0.check_request_id(FACT, &fact.request_id)?;
-        let q = bind(v, self.0.q());
-        let (uri, project) = (
-            bind(v, fact.uri.as_str().into()),
-            bind(v, fact.project.as_str().into()),
-        );
-        let key = format!("queue = {q} AND uri = {uri} AND project = {project}");
-        let rest = values![
-            fact.degree.value(),
-            fact.request_id.as_str(),
-            fact.build_id.as_ref().map(|b| b.as_str().to_owned()),
-            fact.created_at.as_millis()
-        ];
-        let op = RowOp::Create {
-            columns: "queue, uri, project, degree, request_id, build_id, created_at".to_owned(),
-            values: format!("{q}, {uri}, {project}, {}", placeholders(v, rest)),
-            conflict: "queue, uri, project",
-        };
-        let key_text = format!("{} {:?}", fact.uri, fact.project.as_str());
-        Ok(EntityRow::create(
-            FACT,
-            &key_text,
-            RowWrite {
-                table: "facts",
-                key,
-                op,
-            },
-        ))
-    }
-}
-
 #[async_trait]
 impl FactStore for Facts {
     async fn create(&self, fact: &Fact, outbox: Outbox) -> Result<(), StoreError> {
         let mut v = Vec::new();
-        let row = self.row(&mut v, fact)?;
+        let row = self.0.fact_row(&mut v, fact)?;
         self.0.write(vec![row], v, outbox).await
     }
 
@@ -727,22 +704,22 @@ impl JointWriter for Joint {
         let mut v = Vec::new();
         let mut rows = Vec::with_capacity(writes.len());
         for write in &writes {
-            let bound = self.0.clone();
+            let b = &self.0;
             rows.push(match write {
-                EntityWrite::CreateRequest(request) => Requests(bound).row(&mut v, request, None),
+                EntityWrite::CreateRequest(request) => b.request_row(&mut v, request, None),
                 EntityWrite::UpdateRequest {
                     request,
                     expected_version,
-                } => Requests(bound).row(&mut v, request, Some(*expected_version)),
+                } => b.request_row(&mut v, request, Some(*expected_version)),
                 EntityWrite::UpdateQueue {
                     queue,
                     expected_version,
-                } => Queues(bound).row(&mut v, queue, Some(*expected_version)),
+                } => b.queue_row(&mut v, queue, Some(*expected_version)),
                 EntityWrite::UpdateBuild {
                     build,
                     expected_version,
-                } => Builds(bound).row(&mut v, build, Some(*expected_version)),
-                EntityWrite::CreateFact(fact) => Facts(bound).row(&mut v, fact),
+                } => b.build_row(&mut v, build, Some(*expected_version)),
+                EntityWrite::CreateFact(fact) => b.fact_row(&mut v, fact),
             }?);
         }
         self.0.write(rows, v, outbox).await

@@ -84,6 +84,14 @@ async fn rows(s: &Stores, r: &Request, b: &Build) -> (Queue, Request, Build) {
     )
 }
 
+/// The error of a joint write that must be refused.
+async fn refused(s: &Stores, writes: Vec<EntityWrite>, subject: &str) -> StoreError {
+    match s.joint.write_all(writes, outbox(subject)).await {
+        Ok(()) => panic!("the joint write {subject:?} must be refused"),
+        Err(e) => e,
+    }
+}
+
 async fn nothing_published(fx: &StoreFixture) {
     assert!(
         logged_subjects(&fx.feed).await.is_empty(),
@@ -160,11 +168,7 @@ async fn a_stale_update_writes_nothing(fx: StoreFixture) {
             update_queue(&q2, 1),
         ],
     ] {
-        let err = s
-            .joint
-            .write_all(writes, outbox("stale"))
-            .await
-            .unwrap_err();
+        let err = refused(&s, writes, "stale").await;
         assert!(
             matches!(
                 &err,
@@ -191,11 +195,7 @@ async fn a_missing_row_is_a_mismatch_and_writes_nothing(fx: StoreFixture) {
         update_request(&r2, 1),
         update_build(&unknown, 1),
     ];
-    let err = s
-        .joint
-        .write_all(writes, outbox("missing"))
-        .await
-        .unwrap_err();
+    let err = refused(&s, writes, "missing").await;
     assert!(
         matches!(
             &err,
@@ -223,11 +223,7 @@ async fn a_taken_create_writes_nothing(fx: StoreFixture) {
         EntityWrite::CreateFact(second),
         update_queue(&q2, 1),
     ];
-    let err = s
-        .joint
-        .write_all(writes, outbox("taken"))
-        .await
-        .unwrap_err();
+    let err = refused(&s, writes, "taken").await;
     assert!(
         matches!(&err, StoreError::AlreadyExists { entity: "fact", .. }),
         "got {err:?}"
@@ -247,11 +243,7 @@ async fn a_create_beside_a_stale_update_writes_nothing(fx: StoreFixture) {
     let (q2, ..) = next(&q, &r, &b, "stale");
     let green = fact(&queue_a(), &uri("c1"), &ProjectName::whole_repo(), 1.0, 1);
     let writes = vec![EntityWrite::CreateFact(green.clone()), update_queue(&q2, 5)];
-    let err = s
-        .joint
-        .write_all(writes, outbox("stale"))
-        .await
-        .unwrap_err();
+    let err = refused(&s, writes, "stale").await;
     assert!(
         matches!(
             &err,
@@ -288,7 +280,7 @@ async fn bad_lists_are_invalid_and_write_nothing(fx: StoreFixture) {
         ),
     ];
     for (writes, expected) in lists {
-        let err = s.joint.write_all(writes, outbox("bad")).await.unwrap_err();
+        let err = refused(&s, writes, "bad").await;
         match &err {
             StoreError::Invalid(invalid) => assert!(
                 invalid.expected.contains(expected),
@@ -311,11 +303,7 @@ async fn an_entity_of_another_queue_is_wrong_queue(fx: StoreFixture) {
     let (q2, ..) = next(&q, &r, &b, "wrong");
     let other = request(&queue_b(), 1);
     let writes = vec![update_queue(&q2, 1), EntityWrite::CreateRequest(other)];
-    let err = s
-        .joint
-        .write_all(writes, outbox("wrong"))
-        .await
-        .unwrap_err();
+    let err = refused(&s, writes, "wrong").await;
     assert!(matches!(err, StoreError::WrongQueue { .. }), "got {err:?}");
     assert_eq!(rows(&s, &r, &b).await, (q, r, b));
     nothing_published(&fx).await;

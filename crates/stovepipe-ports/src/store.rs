@@ -206,7 +206,23 @@ pub enum EntityWrite {
 impl EntityWrite {
     /// Whether this write inserts a row (a create) rather than updating one.
     pub fn is_create(&self) -> bool {
-        matches!(self, Self::CreateRequest(_) | Self::CreateFact(_))
+        self.expected_version().is_none()
+    }
+
+    /// The version an update expects the stored row at (`None`: a create).
+    pub fn expected_version(&self) -> Option<u64> {
+        match self {
+            Self::CreateRequest(_) | Self::CreateFact(_) => None,
+            Self::UpdateRequest {
+                expected_version, ..
+            }
+            | Self::UpdateQueue {
+                expected_version, ..
+            }
+            | Self::UpdateBuild {
+                expected_version, ..
+            } => Some(*expected_version),
+        }
     }
 
     /// The entity written and its key, as errors name them.
@@ -238,14 +254,34 @@ impl EntityWrite {
         if creates > 1 {
             return refuse(format!("{creates} creates"), "at most one create");
         }
-        let mut seen = std::collections::BTreeSet::new();
-        for (entity, key) in writes.iter().map(Self::entity) {
-            let named = format!("{entity} {key}");
-            if !seen.insert(named.clone()) {
-                return refuse(format!("{named} twice"), "each entity written at most once");
+        for (i, write) in writes.iter().enumerate() {
+            if writes[..i].iter().any(|earlier| earlier.same_row(write)) {
+                let (entity, key) = write.entity();
+                return refuse(
+                    format!("{entity} {key} twice"),
+                    "each entity written at most once",
+                );
             }
         }
         Ok(())
+    }
+
+    /// Whether two writes are of the same entity's row.
+    fn same_row(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                Self::CreateRequest(a) | Self::UpdateRequest { request: a, .. },
+                Self::CreateRequest(b) | Self::UpdateRequest { request: b, .. },
+            ) => a.id == b.id,
+            (Self::UpdateQueue { queue: a, .. }, Self::UpdateQueue { queue: b, .. }) => {
+                a.name == b.name
+            }
+            (Self::UpdateBuild { build: a, .. }, Self::UpdateBuild { build: b, .. }) => {
+                a.id == b.id
+            }
+            (Self::CreateFact(a), Self::CreateFact(b)) => a.uri == b.uri && a.project == b.project,
+            _ => false,
+        }
     }
 }
 

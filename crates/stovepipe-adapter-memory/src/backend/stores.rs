@@ -34,38 +34,30 @@ pub(crate) struct QueueData {
 }
 
 impl QueueData {
-    /// Why `write` cannot be made now, if it cannot (the stores' rules).
+    /// Why `write` cannot be made now, if it cannot (the stores' rules: a
+    /// create finds its key taken, an update its row missing or at another
+    /// version).
     fn refusal(&self, write: &EntityWrite) -> Option<StoreError> {
-        let stale = |stored: Option<u64>, expected: u64| stored != Some(expected);
-        let (entity, key) = write.entity();
-        match write {
-            EntityWrite::CreateRequest(r) => self
-                .requests
-                .contains_key(&r.id.number())
-                .then(|| exists(entity, &key)),
-            EntityWrite::UpdateRequest {
-                request,
-                expected_version,
-            } => {
-                let stored = self.requests.get(&request.id.number()).map(|r| r.version);
-                stale(stored, *expected_version).then(|| mismatch(entity, &key, *expected_version))
+        let stored = match write {
+            EntityWrite::CreateRequest(r) => {
+                return self
+                    .requests
+                    .contains_key(&r.id.number())
+                    .then(|| refused(write));
             }
-            EntityWrite::UpdateQueue {
-                expected_version, ..
-            } => stale(self.row.as_ref().map(|q| q.version), *expected_version)
-                .then(|| mismatch(entity, &key, *expected_version)),
-            EntityWrite::UpdateBuild {
-                build,
-                expected_version,
-            } => {
-                let stored = self.builds.get(&build.id).map(|(_, b)| b.version);
-                stale(stored, *expected_version).then(|| mismatch(entity, &key, *expected_version))
+            EntityWrite::CreateFact(f) => {
+                let key = (f.uri.clone(), f.project.clone());
+                return self.facts.contains_key(&key).then(|| refused(write));
             }
-            EntityWrite::CreateFact(f) => self
-                .facts
-                .contains_key(&(f.uri.clone(), f.project.clone()))
-                .then(|| exists(entity, &key)),
-        }
+            EntityWrite::UpdateRequest { request, .. } => {
+                self.requests.get(&request.id.number()).map(|r| r.version)
+            }
+            EntityWrite::UpdateQueue { .. } => self.row.as_ref().map(|q| q.version),
+            EntityWrite::UpdateBuild { build, .. } => {
+                self.builds.get(&build.id).map(|(_, b)| b.version)
+            }
+        };
+        (stored != write.expected_version()).then(|| refused(write))
     }
 
     /// Makes `write`, which [`refusal`](Self::refusal) allowed.
@@ -187,6 +179,15 @@ fn mismatch(entity: &'static str, key: &impl ToString, expected: u64) -> StoreEr
         entity,
         key: key.to_string(),
         expected,
+    }
+}
+
+/// The error of a refused joint write's `write`.
+fn refused(write: &EntityWrite) -> StoreError {
+    let (entity, key) = write.entity();
+    match write.expected_version() {
+        Some(expected) => mismatch(entity, &key, expected),
+        None => exists(entity, &key),
     }
 }
 
