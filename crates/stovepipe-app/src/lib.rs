@@ -40,7 +40,7 @@ pub use query::{CommitStatus, QueryError, QueryService, RECORDED_FACTS_CAPACITY,
 pub use reconcile::{Reconciler, Repairs};
 pub use reports::{ReportError, ReportService};
 pub use row_cache::{CachedStores, ROW_STALENESS};
-pub use runtime::{ConsumerSettings, Pump, RetryPolicy, Settlement};
+pub use runtime::{ConsumerSettings, DEFAULT_MAX_IN_FLIGHT, Pump, RetryPolicy, Settlement};
 pub use stages::{Handler, Outcome};
 
 use hooks::{HookDeadLetterReconciler, HookDeliveryStage, HookDispatchStage};

@@ -5,6 +5,8 @@
 //! |---|---|---|
 //! | `stovepipe_ingest_total` | counter | queue, created |
 //! | `stovepipe_stage_deliveries_total` | counter | topic, outcome (ack, hold, retry, dead_letter, lease_lost) |
+//! | `stovepipe_consumer_in_flight` | gauge | topic (deliveries being handled) |
+//! | `stovepipe_consumer_full_total` | counter | topic (waits with `server.max_in_flight` deliveries in flight: a rising rate means the setting, not the database, bounds the stage) |
 //! | `stovepipe_gate_holds_total` | counter | queue |
 //! | `stovepipe_superseded_total` | counter | queue |
 //! | `stovepipe_admitted_total` | counter | queue, strategy |
@@ -34,6 +36,14 @@ pub fn ingested(queue: &QueueName, created: bool) {
 pub fn delivery(topic: &Topic, outcome: &'static str) {
     counter!("stovepipe_stage_deliveries_total", "topic" => topic.to_string(), "outcome" => outcome)
         .increment(1);
+}
+
+pub fn consumer_in_flight(topic: &Topic, deliveries: usize) {
+    gauge!("stovepipe_consumer_in_flight", "topic" => topic.to_string()).set(deliveries as f64);
+}
+
+pub fn consumer_full(topic: &Topic) {
+    counter!("stovepipe_consumer_full_total", "topic" => topic.to_string()).increment(1);
 }
 
 pub fn gate_held(queue: &QueueName) {

@@ -154,6 +154,19 @@ pub async fn deliver(
     .await
 }
 
+/// Deliveries a consumer handles at once unless told
+/// ([`ConsumerSettings::max_in_flight`]; `server.max_in_flight`).
+///
+/// Each delivery is one partition (a queue) of the consumer's topic, and a
+/// stage's handler mostly waits: for its statements, which the SQL
+/// backend's lanes batch, or for a CI's API. At 16 a topic's consumer was
+/// the pipeline's serial bound beyond 32 busy queues: the benchmark drove
+/// 64 and 128 queues no faster than 32, with the database lanes a third
+/// idle, and at 64 it ran 1.25 × and at 128 1.45 × as fast
+/// (docs/benchmarks.md, 2026-12-06, sixth session). A delivery in flight
+/// costs a task and a lease renewal every third of the lease.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+
 /// How a consumer polls and leases.
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
@@ -173,7 +186,7 @@ impl ConsumerSettings {
     pub fn new(consumer_id: impl Into<String>) -> Self {
         Self {
             consumer_id: consumer_id.into(),
-            max_in_flight: 16,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             lease: Duration::from_secs(30),
             idle_poll: Duration::from_millis(250),
             drain_timeout: Duration::from_secs(30),
@@ -222,8 +235,10 @@ pub async fn run_consumer(
                 Err(e) => warn!(%topic, error = %e, "receive failed"),
             }
         }
+        metrics::consumer_in_flight(&topic, tasks.len());
         if free == 0 {
             // At capacity: wait for a delivery to finish.
+            metrics::consumer_full(&topic);
             tokio::select! {
                 () = cancel.cancelled() => break,
                 Some(_) = tasks.join_next() => {}

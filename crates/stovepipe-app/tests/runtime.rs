@@ -324,6 +324,81 @@ async fn leases_are_renewed_while_a_slow_handler_runs() {
     b.await.unwrap();
 }
 
+/// Counts the deliveries being handled at once, and the most it saw.
+#[derive(Default)]
+struct Overlapping {
+    now: AtomicUsize,
+    most: AtomicUsize,
+    done: AtomicUsize,
+}
+
+#[async_trait]
+impl Handler for Overlapping {
+    fn topic(&self) -> Topic {
+        Topic::new("wide")
+    }
+    async fn handle(&self, _: &Delivery) -> Result<Outcome, StageError> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        self.done.fetch_add(1, Ordering::SeqCst);
+        Ok(Outcome::Ack)
+    }
+}
+
+/// A consumer handles up to `max_in_flight` partitions' deliveries at
+/// once, and never more, and tells operators when it is full. (One
+/// thread: the metrics recorder is the test's own.)
+#[tokio::test]
+async fn max_in_flight_bounds_the_deliveries_handled_at_once() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let scrape = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let backend = MemoryBackend::new(Arc::new(SystemClock::default()));
+    let mq: Arc<dyn MessageQueue> = backend.clone();
+    for partition in 0..10 {
+        mq.publish(OutgoingMessage::new(
+            Topic::new("wide"),
+            format!("p{partition}"),
+            "m",
+            serde_json::json!({}),
+        ))
+        .await
+        .unwrap();
+    }
+    let handler = Arc::new(Overlapping::default());
+    let mut settings = fast_settings("a");
+    settings.max_in_flight = 4;
+    let cancel = CancellationToken::new();
+    let consumer = tokio::spawn(run_consumer(
+        handler.clone(),
+        mq.clone(),
+        RetryPolicy::default(),
+        settings,
+        cancel.clone(),
+    ));
+    eventually("every delivery is handled", async || {
+        handler.done.load(Ordering::SeqCst) == 10
+    })
+    .await;
+    cancel.cancel();
+    consumer.await.unwrap();
+    assert_eq!(handler.most.load(Ordering::SeqCst), 4);
+    let text = scrape.render();
+    let value = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|n| n.parse::<u32>().ok())
+    };
+    // The last count the loop saw, never above the bound.
+    let in_flight = value(r#"stovepipe_consumer_in_flight{topic="wide"} "#);
+    assert!(in_flight.is_some_and(|n| n <= 4), "{text}");
+    // Ten deliveries through four slots: full at least twice.
+    let full = value(r#"stovepipe_consumer_full_total{topic="wide"} "#);
+    assert!(full.is_some_and(|n| n >= 2), "{text}");
+}
+
 /// Shutdown waits for an in-flight delivery to finish and settle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_in_flight_deliveries() {

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use stovepipe_app::DEFAULT_MAX_IN_FLIGHT;
 use stovepipe_entity::{
     BuildConfig, ProjectConfig, ProjectName, QueueConfig, QueueName, RunnerKind,
 };
@@ -59,6 +60,8 @@ pub struct RawServer {
     pub drain_timeout: String,
     /// Period of the reconcile loop.
     pub reconcile_interval: String,
+    /// Deliveries each stage's consumer handles at once (one per queue).
+    pub max_in_flight: i64,
 }
 
 impl Default for RawServer {
@@ -68,6 +71,7 @@ impl Default for RawServer {
             data_dir: ".stovepipe".into(),
             drain_timeout: "30s".into(),
             reconcile_interval: "30s".into(),
+            max_in_flight: i64::try_from(DEFAULT_MAX_IN_FLIGHT).unwrap_or(i64::MAX),
         }
     }
 }
@@ -168,6 +172,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub drain_timeout: Duration,
     pub reconcile_interval: Duration,
+    /// Deliveries each stage's consumer handles at once.
+    pub max_in_flight: usize,
     pub database_url: String,
     pub messaging: Messaging,
     pub auth: AuthConfig,
@@ -282,12 +288,32 @@ impl Settings {
                 "server.reconcile_interval",
                 &raw.server.reconcile_interval,
             )?,
+            max_in_flight: max_in_flight(raw.server.max_in_flight)?,
             database_url: url,
             messaging,
             auth: raw.auth,
             queues,
         })
     }
+}
+
+/// At most this many deliveries in flight per topic: more than any
+/// deployment's queues need, and a typo such as `640000` is refused
+/// rather than left to spawn that many handlers under a backlog.
+pub const MAX_IN_FLIGHT_LIMIT: usize = 4096;
+
+fn max_in_flight(value: i64) -> Result<usize, ConfigError> {
+    usize::try_from(value)
+        .ok()
+        .filter(|n| (1..=MAX_IN_FLIGHT_LIMIT).contains(n))
+        .ok_or_else(|| {
+            ConfigError::new(
+                "server.max_in_flight",
+                format!(
+                    "{value} is out of range: expected 1 to {MAX_IN_FLIGHT_LIMIT} deliveries handled at once per stage"
+                ),
+            )
+        })
 }
 
 fn duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
@@ -464,7 +490,22 @@ mod tests {
         let s = Settings::from_toml("").unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(s.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
         assert!(s.queues.is_empty());
+    }
+
+    #[test]
+    fn max_in_flight_is_read_and_bounded() {
+        let s = Settings::from_toml("[server]\nmax_in_flight = 200").unwrap();
+        assert_eq!(s.max_in_flight, 200);
+        for bad in ["0", "-3", "4097"] {
+            let e = Settings::from_toml(&format!("[server]\nmax_in_flight = {bad}")).unwrap_err();
+            assert_eq!(e.key, "server.max_in_flight");
+            assert!(
+                e.message.contains(bad) && e.message.contains("expected 1 to 4096"),
+                "{e:?}"
+            );
+        }
     }
 
     fn error_key(toml: &str) -> String {

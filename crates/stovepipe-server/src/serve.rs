@@ -83,6 +83,7 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
     let pipeline = wired.pipeline.clone();
     let mut consumer_settings = ConsumerSettings::new(format!("stovepipe-{}", std::process::id()));
     consumer_settings.drain_timeout = settings.drain_timeout;
+    consumer_settings.max_in_flight = settings.max_in_flight;
     let mut consumers =
         pipeline.spawn_consumers(&RetryPolicy::default(), &consumer_settings, &cancel);
     let reconciler = tokio::spawn(
