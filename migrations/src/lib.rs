@@ -56,6 +56,7 @@ mod m20250101_000015_messages_topic_order;
 mod m20250101_000016_builds_queue_inserted;
 mod m20250101_000017_hook_runs_hook_recorded;
 mod m20250101_000018_change_log_numbered_at_insert;
+mod m20250101_000019_messages_fillfactor;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -83,6 +84,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250101_000016_builds_queue_inserted::Migration),
             Box::new(m20250101_000017_hook_runs_hook_recorded::Migration),
             Box::new(m20250101_000018_change_log_numbered_at_insert::Migration),
+            Box::new(m20250101_000019_messages_fillfactor::Migration),
         ]
     }
 }
