@@ -162,7 +162,7 @@ pub async fn deliver(
 /// backend's lanes batch, or for a CI's API. At 16 a topic's consumer was
 /// the pipeline's serial bound beyond 32 busy queues: the benchmark drove
 /// 64 and 128 queues no faster than 32, with the database lanes a third
-/// idle, and at 64 it ran 1.25 × and at 128 1.45 × as fast
+/// idle; with 64 it ran 1.25 × as fast at 64 queues and 1.46–1.50 × at 128
 /// (docs/benchmarks.md, 2026-12-06, sixth session). A delivery in flight
 /// costs a task and a lease renewal every third of the lease.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
