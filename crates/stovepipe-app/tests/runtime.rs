@@ -28,6 +28,23 @@ fn fast_settings(id: &str) -> ConsumerSettings {
     s
 }
 
+/// Runs `handler`'s consumer on `mq` with the default retry policy until
+/// `cancel`.
+fn spawn_consumer(
+    handler: Arc<dyn Handler>,
+    mq: &Arc<dyn MessageQueue>,
+    settings: ConsumerSettings,
+    cancel: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run_consumer(
+        handler,
+        mq.clone(),
+        RetryPolicy::default(),
+        settings,
+        cancel.clone(),
+    ))
+}
+
 /// Waits until `head` of `repo` has its whole-repo fact.
 async fn recorded(stores: &Stores, repo: &ScriptedRepo, head: &str) {
     eventually(&format!("{} {head} recorded", repo.queue()), async || {
@@ -262,46 +279,61 @@ async fn two_replicas_with_their_own_kept_rows_validate_every_head() {
     }
 }
 
-/// A handler slower than the lease: renewal keeps the partition with its
-/// consumer, so a second consumer never handles the same message.
-struct Slow {
-    calls: AtomicUsize,
+/// Takes `nap` over every delivery of its topic, then acknowledges it,
+/// counting the deliveries it started, finished and had at once.
+struct Sleeper {
+    topic: &'static str,
+    nap: Duration,
+    started: AtomicUsize,
+    now: AtomicUsize,
+    most: AtomicUsize,
+    done: AtomicUsize,
+}
+
+impl Sleeper {
+    fn new(topic: &'static str, nap: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            topic,
+            nap,
+            started: AtomicUsize::new(0),
+            now: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+        })
+    }
+
+    /// Slower than `fast_settings`' 300 ms lease.
+    fn slow() -> Arc<Self> {
+        Self::new("slow", Duration::from_millis(1200))
+    }
 }
 
 #[async_trait]
-impl Handler for Slow {
+impl Handler for Sleeper {
     fn topic(&self) -> Topic {
-        Topic::new("slow")
+        Topic::new(self.topic)
     }
     async fn handle(&self, _: &Delivery) -> Result<Outcome, StageError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.nap).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        self.done.fetch_add(1, Ordering::SeqCst);
         Ok(Outcome::Ack)
     }
 }
 
+/// A handler slower than the lease: renewal keeps the partition with its
+/// consumer, so a second consumer never handles the same message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_are_renewed_while_a_slow_handler_runs() {
     let backend = MemoryBackend::new(Arc::new(SystemClock::default()));
     let mq: Arc<dyn MessageQueue> = backend.clone();
-    let slow = Arc::new(Slow {
-        calls: AtomicUsize::new(0),
-    });
+    let slow = Sleeper::slow();
     let cancel = CancellationToken::new();
-    let a = tokio::spawn(run_consumer(
-        slow.clone(),
-        mq.clone(),
-        RetryPolicy::default(),
-        fast_settings("a"),
-        cancel.clone(),
-    ));
-    let b = tokio::spawn(run_consumer(
-        slow.clone(),
-        mq.clone(),
-        RetryPolicy::default(),
-        fast_settings("b"),
-        cancel.clone(),
-    ));
+    let a = spawn_consumer(slow.clone(), &mq, fast_settings("a"), &cancel);
+    let b = spawn_consumer(slow.clone(), &mq, fast_settings("b"), &cancel);
     mq.publish(OutgoingMessage::new(
         Topic::new("slow"),
         "p",
@@ -315,36 +347,13 @@ async fn leases_are_renewed_while_a_slow_handler_runs() {
     })
     .await;
     assert_eq!(
-        slow.calls.load(Ordering::SeqCst),
+        slow.started.load(Ordering::SeqCst),
         1,
         "handled exactly once despite a 300 ms lease"
     );
     cancel.cancel();
     a.await.unwrap();
     b.await.unwrap();
-}
-
-/// Counts the deliveries being handled at once, and the most it saw.
-#[derive(Default)]
-struct Overlapping {
-    now: AtomicUsize,
-    most: AtomicUsize,
-    done: AtomicUsize,
-}
-
-#[async_trait]
-impl Handler for Overlapping {
-    fn topic(&self) -> Topic {
-        Topic::new("wide")
-    }
-    async fn handle(&self, _: &Delivery) -> Result<Outcome, StageError> {
-        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.most.fetch_max(now, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        self.now.fetch_sub(1, Ordering::SeqCst);
-        self.done.fetch_add(1, Ordering::SeqCst);
-        Ok(Outcome::Ack)
-    }
 }
 
 /// A consumer handles up to `max_in_flight` partitions' deliveries at
@@ -367,17 +376,11 @@ async fn max_in_flight_bounds_the_deliveries_handled_at_once() {
         .await
         .unwrap();
     }
-    let handler = Arc::new(Overlapping::default());
+    let handler = Sleeper::new("wide", Duration::from_millis(100));
     let mut settings = fast_settings("a");
     settings.max_in_flight = 4;
     let cancel = CancellationToken::new();
-    let consumer = tokio::spawn(run_consumer(
-        handler.clone(),
-        mq.clone(),
-        RetryPolicy::default(),
-        settings,
-        cancel.clone(),
-    ));
+    let consumer = spawn_consumer(handler.clone(), &mq, settings, &cancel);
     eventually("every delivery is handled", async || {
         handler.done.load(Ordering::SeqCst) == 10
     })
@@ -404,17 +407,9 @@ async fn max_in_flight_bounds_the_deliveries_handled_at_once() {
 async fn shutdown_drains_in_flight_deliveries() {
     let backend = MemoryBackend::new(Arc::new(SystemClock::default()));
     let mq: Arc<dyn MessageQueue> = backend.clone();
-    let slow = Arc::new(Slow {
-        calls: AtomicUsize::new(0),
-    });
+    let slow = Sleeper::slow();
     let cancel = CancellationToken::new();
-    let consumer = tokio::spawn(run_consumer(
-        slow.clone(),
-        mq.clone(),
-        RetryPolicy::default(),
-        fast_settings("a"),
-        cancel.clone(),
-    ));
+    let consumer = spawn_consumer(slow.clone(), &mq, fast_settings("a"), &cancel);
     mq.publish(OutgoingMessage::new(
         Topic::new("slow"),
         "p",
@@ -424,7 +419,7 @@ async fn shutdown_drains_in_flight_deliveries() {
     .await
     .unwrap();
     eventually("the handler started", async || {
-        slow.calls.load(Ordering::SeqCst) == 1
+        slow.started.load(Ordering::SeqCst) == 1
     })
     .await;
     cancel.cancel();
@@ -469,13 +464,7 @@ async fn a_held_message_is_taken_up_when_due_not_at_the_idle_poll() {
     let mut settings = fast_settings("held");
     settings.idle_poll = Duration::from_secs(30);
     let cancel = CancellationToken::new();
-    let consumer = tokio::spawn(run_consumer(
-        handler.clone(),
-        mq.clone(),
-        RetryPolicy::default(),
-        settings,
-        cancel.clone(),
-    ));
+    let consumer = spawn_consumer(handler.clone(), &mq, settings, &cancel);
     let started = Instant::now();
     mq.publish(OutgoingMessage::new(
         Topic::new("held"),
