@@ -132,6 +132,23 @@ async fn up_down_up_on_postgres() {
     drop_scratch(db, admin, &name).await;
 }
 
+/// How many migrations come before `name`.
+fn migrations_before(name: &str) -> u32 {
+    let at = Migrator::migrations()
+        .iter()
+        .position(|m| m.name() == name)
+        .unwrap_or_else(|| panic!("no migration {name}"));
+    u32::try_from(at).unwrap()
+}
+
+/// Rolls back `name` and every migration after it.
+async fn down_through(db: &DatabaseConnection, name: &str) {
+    let total = u32::try_from(Migrator::migrations().len()).unwrap();
+    Migrator::down(db, Some(total - migrations_before(name)))
+        .await
+        .unwrap();
+}
+
 async fn messages_options(db: &DatabaseConnection) -> Option<String> {
     db.query_one(Statement::from_string(
         db.get_database_backend(),
@@ -157,14 +174,7 @@ async fn messages_leave_room_for_their_updates_on_postgres() {
         messages_options(&db).await.as_deref(),
         Some("fillfactor=50")
     );
-    let fillfactor = Migrator::migrations()
-        .iter()
-        .position(|m| m.name() == "m20250101_000019_messages_fillfactor")
-        .unwrap();
-    let from_it = Migrator::migrations().len() - fillfactor;
-    Migrator::down(&db, Some(u32::try_from(from_it).unwrap()))
-        .await
-        .unwrap();
+    down_through(&db, "m20250101_000019_messages_fillfactor").await;
     assert_eq!(messages_options(&db).await, None);
     drop_scratch(db, admin, &name).await;
 }
@@ -195,18 +205,10 @@ async fn change_log_numbering_moves_to_insert_time_on_postgres() {
     let Some((db, admin, name)) = scratch_postgres().await else {
         return;
     };
-    let at_sequencing = Migrator::migrations()
-        .iter()
-        .position(|m| m.name() == "m20250101_000014_change_log_sequencing")
-        .unwrap();
-    let before_insert_time = Migrator::migrations()
-        .iter()
-        .position(|m| m.name() == "m20250101_000018_change_log_numbered_at_insert")
-        .unwrap();
-    assert!(at_sequencing < before_insert_time);
-    Migrator::up(&db, Some(u32::try_from(before_insert_time).unwrap()))
-        .await
-        .unwrap();
+    let insert_time = "m20250101_000018_change_log_numbered_at_insert";
+    let before_insert_time = migrations_before(insert_time);
+    assert!(migrations_before("m20250101_000014_change_log_sequencing") < before_insert_time);
+    Migrator::up(&db, Some(before_insert_time)).await.unwrap();
     // Two rows numbered, two waiting; "late" has the higher transaction id
     // but the lower row id, "early" the lower transaction id.
     db.execute_unprepared(
@@ -234,11 +236,7 @@ async fn change_log_numbering_moves_to_insert_time_on_postgres() {
     assert_eq!(after[4].0, "new");
     assert!(after[4].1 > 4, "above every older number: {after:?}");
 
-    // Down through the move to insert time (and every migration after it).
-    let after_it = Migrator::migrations().len() - before_insert_time;
-    Migrator::down(&db, Some(u32::try_from(after_it).unwrap()))
-        .await
-        .unwrap();
+    down_through(&db, insert_time).await;
     let restored = db
         .query_all(Statement::from_string(
             db.get_database_backend(),

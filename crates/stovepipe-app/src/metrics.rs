@@ -24,7 +24,7 @@
 //! (path: alone, batched; role: write, lease, read) and `stovepipe_db_write_batches_total` (outcome:
 //! committed, rolled_back, lost); see its `write_batch` module.
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, Gauge, counter, gauge, histogram};
 use stovepipe_entity::{BuildStrategy, Fact, QueueName, Request, Timestamp};
 use stovepipe_ports::Topic;
 
@@ -38,12 +38,29 @@ pub fn delivery(topic: &Topic, outcome: &'static str) {
         .increment(1);
 }
 
-pub fn consumer_in_flight(topic: &Topic, deliveries: usize) {
-    gauge!("stovepipe_consumer_in_flight", "topic" => topic.to_string()).set(deliveries as f64);
+/// A consumer loop's own metrics, registered once per loop rather than
+/// looked up (and their label formatted) on every turn of it.
+pub(crate) struct ConsumerMetrics {
+    in_flight: Gauge,
+    full: Counter,
 }
 
-pub fn consumer_full(topic: &Topic) {
-    counter!("stovepipe_consumer_full_total", "topic" => topic.to_string()).increment(1);
+impl ConsumerMetrics {
+    pub(crate) fn new(topic: &Topic) -> Self {
+        let topic = topic.to_string();
+        Self {
+            in_flight: gauge!("stovepipe_consumer_in_flight", "topic" => topic.clone()),
+            full: counter!("stovepipe_consumer_full_total", "topic" => topic),
+        }
+    }
+
+    pub(crate) fn in_flight(&self, deliveries: usize) {
+        self.in_flight.set(deliveries as f64);
+    }
+
+    pub(crate) fn full(&self) {
+        self.full.increment(1);
+    }
 }
 
 pub fn gate_held(queue: &QueueName) {

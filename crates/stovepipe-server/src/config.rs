@@ -60,8 +60,9 @@ pub struct RawServer {
     pub drain_timeout: String,
     /// Period of the reconcile loop.
     pub reconcile_interval: String,
-    /// Deliveries each stage's consumer handles at once (one per queue).
-    pub max_in_flight: i64,
+    /// Deliveries each stage's consumer handles at once (one per queue);
+    /// signed, so that a negative value gets our message, not serde's.
+    pub max_in_flight: Option<i64>,
 }
 
 impl Default for RawServer {
@@ -71,7 +72,7 @@ impl Default for RawServer {
             data_dir: ".stovepipe".into(),
             drain_timeout: "30s".into(),
             reconcile_interval: "30s".into(),
-            max_in_flight: i64::try_from(DEFAULT_MAX_IN_FLIGHT).unwrap_or(i64::MAX),
+            max_in_flight: None,
         }
     }
 }
@@ -302,7 +303,10 @@ impl Settings {
 /// rather than left to spawn that many handlers under a backlog.
 pub const MAX_IN_FLIGHT_LIMIT: usize = 4096;
 
-fn max_in_flight(value: i64) -> Result<usize, ConfigError> {
+fn max_in_flight(value: Option<i64>) -> Result<usize, ConfigError> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_MAX_IN_FLIGHT);
+    };
     usize::try_from(value)
         .ok()
         .filter(|n| (1..=MAX_IN_FLIGHT_LIMIT).contains(n))
