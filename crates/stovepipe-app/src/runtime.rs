@@ -4,7 +4,10 @@
 //! turning the handler's result into ack / hold / retry with exponential
 //! backoff / dead-letter ([`settle`]), renewing the lease while the handler
 //! runs, running different partitions concurrently, and draining in-flight
-//! deliveries on shutdown through a cancellation token.
+//! deliveries on shutdown through a cancellation token. It offers the
+//! message queue a hand-off for its topic (`MessageQueue::
+//! accept_hand_offs`): a hop published in this process while a slot is
+//! free arrives already leased, without a `receive`.
 //!
 //! [`Pump`] is the same settlement logic driven synchronously, for tests and
 //! embedders that want deterministic, single-threaded progress under a
@@ -14,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stovepipe_entity::Timestamp;
-use stovepipe_ports::{Delivery, MessageQueue, MqError, Topic};
+use stovepipe_ports::{Delivery, HandOff, MessageQueue, MqError, Topic};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info_span, warn};
@@ -195,6 +199,9 @@ impl ConsumerSettings {
 }
 
 /// Consumes `handler`'s topic until `cancel` fires, then drains.
+///
+/// Its `max_in_flight` slots are a semaphore shared with its hand-off: a
+/// delivery, received or handed off, holds a slot until it is settled.
 pub async fn run_consumer(
     handler: Arc<dyn Handler>,
     mq: Arc<dyn MessageQueue>,
@@ -206,16 +213,40 @@ pub async fn run_consumer(
     let mut tasks: JoinSet<()> = JoinSet::new();
     let due = Arc::new(NextDue::default());
     let gauges = metrics::ConsumerMetrics::new(&topic);
+    let slots = Arc::new(Semaphore::new(settings.max_in_flight));
+    let (offer, mut handed) = HandOff::new(slots.clone(), settings.lease);
+    let handing_off = mq.accept_hand_offs(&topic, offer);
+    let spawn = |tasks: &mut JoinSet<()>, delivery: Delivery, slot: OwnedSemaphorePermit| {
+        tasks.spawn(handle_with_renewal(
+            handler.clone(),
+            mq.clone(),
+            policy.clone(),
+            settings.lease,
+            (delivery, slot),
+            due.clone(),
+        ));
+    };
     // Woken to re-time the wait (a delivery was held), not to receive.
     let mut retime = false;
     while !cancel.is_cancelled() {
-        let free = settings.max_in_flight.saturating_sub(tasks.len());
+        while let Ok(h) = handed.try_recv() {
+            spawn(&mut tasks, h.delivery, h.slot);
+        }
+        let free = slots.available_permits();
         // The topic had fewer deliverable messages than we could take: wait
         // for a wake-up (a publish, an ack making a partition's next message
         // its head, a zero-delay hold) or the idle poll instead of asking
         // again at once, which on a busy topic is mostly empty receives.
         let mut drained = true;
         if free > 0 && !std::mem::take(&mut retime) {
+            // A publisher may claim a slot for a hand-off meanwhile: then
+            // look again.
+            let Ok(mut claimed) = slots
+                .clone()
+                .try_acquire_many_owned(u32::try_from(free).unwrap_or(u32::MAX))
+            else {
+                continue;
+            };
             match mq
                 .receive(&topic, &settings.consumer_id, free, settings.lease)
                 .await
@@ -223,26 +254,34 @@ pub async fn run_consumer(
                 Ok(deliveries) => {
                     drained = deliveries.len() < free;
                     for delivery in deliveries {
-                        tasks.spawn(handle_with_renewal(
-                            handler.clone(),
-                            mq.clone(),
-                            policy.clone(),
-                            settings.lease,
-                            delivery,
-                            due.clone(),
-                        ));
+                        let slot = claimed.split(1);
+                        match slot {
+                            Some(slot) => spawn(&mut tasks, delivery, slot),
+                            None => {
+                                error!(%topic, "receive returned more deliveries than asked for");
+                            }
+                        }
                     }
                 }
                 Err(e) => warn!(%topic, error = %e, "receive failed"),
             }
+            // The slots no delivery took are free again.
         }
         gauges.in_flight(tasks.len());
+        let handed_off = async {
+            if handing_off {
+                handed.recv().await
+            } else {
+                std::future::pending().await
+            }
+        };
         if free == 0 {
             // At capacity: wait for a delivery to finish.
             gauges.full();
             tokio::select! {
                 () = cancel.cancelled() => break,
                 Some(_) = tasks.join_next() => {}
+                Some(h) = handed_off => spawn(&mut tasks, h.delivery, h.slot),
             }
         } else if drained {
             // Our own held or retried deliveries come due without anyone
@@ -252,9 +291,15 @@ pub async fn run_consumer(
                 () = cancel.cancelled() => break,
                 () = mq.wait(&topic, wait) => {}
                 () = due.changed.notified() => retime = true,
+                Some(h) = handed_off => spawn(&mut tasks, h.delivery, h.slot),
             }
         }
         while tasks.try_join_next().is_some() {}
+    }
+    // Deliveries already handed off are leased to us: handle them too.
+    handed.close();
+    while let Ok(h) = handed.try_recv() {
+        spawn(&mut tasks, h.delivery, h.slot);
     }
     let drained = tokio::time::timeout(settings.drain_timeout, async {
         while tasks.join_next().await.is_some() {}
@@ -266,12 +311,14 @@ pub async fn run_consumer(
     }
 }
 
+/// Handles one delivery, renewing its lease meanwhile; its consumer slot
+/// is free again when this returns.
 async fn handle_with_renewal(
     handler: Arc<dyn Handler>,
     mq: Arc<dyn MessageQueue>,
     policy: RetryPolicy,
     lease: Duration,
-    delivery: Delivery,
+    (delivery, _slot): (Delivery, OwnedSemaphorePermit),
     due: Arc<NextDue>,
 ) {
     let renew = async {

@@ -13,10 +13,11 @@ use stovepipe_adapter_memory::{
 };
 use stovepipe_app::runtime::run_consumer;
 use stovepipe_app::{ConsumerSettings, Deps, Handler, Outcome, Pipeline, RetryPolicy, StageError};
+use stovepipe_entity::Timestamp;
 use stovepipe_entity::{ProjectName, QueueConfig, QueueName};
 use stovepipe_ports::{
-    Delivery, MessageQueue, OutgoingMessage, QueueConfigStore, StoreFactory, Stores, SystemClock,
-    Topic,
+    DeadLetter, Delivery, HandOff, MessageQueue, MqError, Outbox, OutgoingMessage,
+    QueueConfigStore, StoreFactory, Stores, SystemClock, Topic,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -400,6 +401,127 @@ async fn max_in_flight_bounds_the_deliveries_handled_at_once() {
     // Ten deliveries through four slots: full at least twice.
     let full = value(r#"stovepipe_consumer_full_total{topic="wide"} "#);
     assert!(full.is_some_and(|n| n >= 2), "{text}");
+}
+
+/// A message queue that counts the deliveries `receive` returned, and
+/// otherwise is `inner`.
+struct CountingReceives {
+    inner: Arc<MemoryBackend>,
+    received: AtomicUsize,
+}
+
+#[async_trait]
+impl MessageQueue for CountingReceives {
+    async fn publish(&self, m: OutgoingMessage) -> Result<bool, MqError> {
+        self.inner.publish(m).await
+    }
+    fn accept_hand_offs(&self, topic: &Topic, hand_off: HandOff) -> bool {
+        self.inner.accept_hand_offs(topic, hand_off)
+    }
+    async fn receive(
+        &self,
+        topic: &Topic,
+        consumer: &str,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, MqError> {
+        let got = self.inner.receive(topic, consumer, max, lease).await?;
+        self.received.fetch_add(got.len(), Ordering::SeqCst);
+        Ok(got)
+    }
+    async fn ack(&self, d: &Delivery) -> Result<(), MqError> {
+        self.inner.ack(d).await
+    }
+    async fn hold(&self, d: &Delivery, delay: Duration) -> Result<(), MqError> {
+        self.inner.hold(d, delay).await
+    }
+    async fn retry(&self, d: &Delivery, delay: Duration, e: &str) -> Result<(), MqError> {
+        self.inner.retry(d, delay, e).await
+    }
+    async fn reject(&self, d: &Delivery, e: &str) -> Result<DeadLetter, MqError> {
+        self.inner.reject(d, e).await
+    }
+    async fn renew(&self, d: &Delivery, lease: Duration) -> Result<(), MqError> {
+        self.inner.renew(d, lease).await
+    }
+    async fn wake(&self, topic: &Topic, key: &str) -> Result<bool, MqError> {
+        self.inner.wake(topic, key).await
+    }
+    async fn wait(&self, topic: &Topic, timeout: Duration) {
+        self.inner.wait(topic, timeout).await;
+    }
+    async fn next_visible_at(&self, topic: &Topic) -> Result<Option<Timestamp>, MqError> {
+        self.inner.next_visible_at(topic).await
+    }
+    async fn dead_letters(
+        &self,
+        topic: Option<Topic>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, MqError> {
+        self.inner.dead_letters(topic, limit).await
+    }
+    async fn requeue_dead_letter(&self, id: u64) -> Result<(), MqError> {
+        self.inner.requeue_dead_letter(id).await
+    }
+    async fn purge_dead_letter(&self, id: u64) -> Result<(), MqError> {
+        self.inner.purge_dead_letter(id).await
+    }
+}
+
+/// Hops that store writes publish while the consumer has free slots are
+/// handed to it without a receive; the rest are received; handed off or
+/// received, no more than `max_in_flight` are handled at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_hops_are_handed_off_within_the_consumer_s_slots() {
+    let backend = MemoryBackend::new(Arc::new(SystemClock::default()));
+    let counting = Arc::new(CountingReceives {
+        inner: backend.clone(),
+        received: AtomicUsize::new(0),
+    });
+    let mq: Arc<dyn MessageQueue> = counting.clone();
+    let handler = Sleeper::new("wide", Duration::from_millis(200));
+    let mut settings = fast_settings("a");
+    settings.max_in_flight = 4;
+    let cancel = CancellationToken::new();
+    let consumer = spawn_consumer(handler.clone(), &mq, settings, &cancel);
+    let queue = QueueName::new("q").unwrap();
+    let stores = backend.for_queue(&queue);
+    // Let the consumer offer its hand-off.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for n in 1..=10 {
+        let id = stovepipe_entity::RequestId::new(&queue, n).unwrap();
+        let request = stovepipe_entity::Request::accepted(
+            id,
+            queue.clone(),
+            stovepipe_entity::Uri::new(format!("git://r/main/c{n}")).unwrap(),
+            stovepipe_entity::Origin::Ingest,
+            Timestamp(1),
+        );
+        let hop = OutgoingMessage::new(
+            Topic::new("wide"),
+            format!("p{n}"),
+            "m",
+            serde_json::json!({}),
+        );
+        stores
+            .requests
+            .create(&request, Outbox::none().publish(hop))
+            .await
+            .unwrap();
+    }
+    eventually("every delivery is handled", async || {
+        handler.done.load(Ordering::SeqCst) == 10
+    })
+    .await;
+    cancel.cancel();
+    consumer.await.unwrap();
+    assert_eq!(handler.most.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        counting.received.load(Ordering::SeqCst),
+        6,
+        "the four hops written while slots were free came without a receive"
+    );
+    assert_eq!(backend.pending_messages(&Topic::new("wide")), 0);
 }
 
 /// Shutdown waits for an in-flight delivery to finish and settle.
