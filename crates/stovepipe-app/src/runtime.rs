@@ -226,46 +226,54 @@ pub async fn run_consumer(
             due.clone(),
         ));
     };
-    // Woken to re-time the wait (a delivery was held), not to receive.
-    let mut retime = false;
+    // Whether the topic may hold deliverable messages this consumer has not
+    // taken: at the start, after a wake-up (a publish, an ack making a
+    // partition's next message its head, a zero-delay hold) or the idle
+    // poll, and while a receive filled every free slot. Otherwise the loop
+    // waits instead of asking again, which on a busy topic is mostly empty
+    // receives; a hand-off does not make it ask either (the message came
+    // with it).
+    let mut more = true;
     while !cancel.is_cancelled() {
         while let Ok(h) = handed.try_recv() {
             spawn(&mut tasks, h.delivery, h.slot);
         }
         let free = slots.available_permits();
-        // The topic had fewer deliverable messages than we could take: wait
-        // for a wake-up (a publish, an ack making a partition's next message
-        // its head, a zero-delay hold) or the idle poll instead of asking
-        // again at once, which on a busy topic is mostly empty receives.
-        let mut drained = true;
-        if free > 0 && !std::mem::take(&mut retime) {
-            // A publisher may claim a slot for a hand-off meanwhile: then
-            // look again.
-            let Ok(mut claimed) = slots
-                .clone()
-                .try_acquire_many_owned(u32::try_from(free).unwrap_or(u32::MAX))
-            else {
-                continue;
-            };
+        if free > 0 && more {
+            // The slots are not held while the receive runs: under load that
+            // is a round trip in a batch, and hand-offs claiming a slot
+            // meanwhile would find none. A hand-off that took one meanwhile
+            // makes a received delivery wait here for a slot to free; the
+            // deliveries handed off meanwhile run (and free theirs), or
+            // with every slot in the hand-off channel none would ever free.
             match mq
                 .receive(&topic, &settings.consumer_id, free, settings.lease)
                 .await
             {
                 Ok(deliveries) => {
-                    drained = deliveries.len() < free;
+                    more = deliveries.len() >= free;
                     for delivery in deliveries {
-                        let slot = claimed.split(1);
-                        match slot {
-                            Some(slot) => spawn(&mut tasks, delivery, slot),
-                            None => {
-                                error!(%topic, "receive returned more deliveries than asked for");
+                        let slot = loop {
+                            if let Ok(slot) = slots.clone().try_acquire_owned() {
+                                break Some(slot);
                             }
+                            tokio::select! {
+                                slot = slots.clone().acquire_owned() => break slot.ok(),
+                                Some(h) = handed.recv() => spawn(&mut tasks, h.delivery, h.slot),
+                            }
+                        };
+                        // The semaphore is never closed; were it, the lease
+                        // would expire and the message be delivered again.
+                        if let Some(slot) = slot {
+                            spawn(&mut tasks, delivery, slot);
                         }
                     }
                 }
-                Err(e) => warn!(%topic, error = %e, "receive failed"),
+                Err(e) => {
+                    warn!(%topic, error = %e, "receive failed");
+                    more = false;
+                }
             }
-            // The slots no delivery took are free again.
         }
         gauges.in_flight(tasks.len());
         let handed_off = async {
@@ -283,14 +291,15 @@ pub async fn run_consumer(
                 Some(_) = tasks.join_next() => {}
                 Some(h) = handed_off => spawn(&mut tasks, h.delivery, h.slot),
             }
-        } else if drained {
+        } else if !more {
             // Our own held or retried deliveries come due without anyone
-            // waking the topic: wait no longer than the earliest of them.
+            // waking the topic: wait no longer than the earliest of them
+            // (woken to re-time the wait, it waits again).
             let wait = due.wait_at_most(settings.idle_poll);
             tokio::select! {
                 () = cancel.cancelled() => break,
-                () = mq.wait(&topic, wait) => {}
-                () = due.changed.notified() => retime = true,
+                () = mq.wait(&topic, wait) => more = true,
+                () = due.changed.notified() => {}
                 Some(h) = handed_off => spawn(&mut tasks, h.delivery, h.slot),
             }
         }

@@ -404,10 +404,22 @@ async fn max_in_flight_bounds_the_deliveries_handled_at_once() {
 }
 
 /// A message queue that counts the deliveries `receive` returned, and
-/// otherwise is `inner`.
+/// otherwise is `inner`; the first receive that returns something runs
+/// `meanwhile` before it returns (what happens during its round trip).
 struct CountingReceives {
     inner: Arc<MemoryBackend>,
     received: AtomicUsize,
+    meanwhile: std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
+}
+
+impl CountingReceives {
+    fn new(inner: Arc<MemoryBackend>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            received: AtomicUsize::new(0),
+            meanwhile: std::sync::Mutex::new(None),
+        })
+    }
 }
 
 #[async_trait]
@@ -427,6 +439,12 @@ impl MessageQueue for CountingReceives {
     ) -> Result<Vec<Delivery>, MqError> {
         let got = self.inner.receive(topic, consumer, max, lease).await?;
         self.received.fetch_add(got.len(), Ordering::SeqCst);
+        if !got.is_empty() {
+            let meanwhile = self.meanwhile.lock().unwrap().take();
+            if let Some(meanwhile) = meanwhile {
+                meanwhile.await;
+            }
+        }
         Ok(got)
     }
     async fn ack(&self, d: &Delivery) -> Result<(), MqError> {
@@ -474,40 +492,18 @@ impl MessageQueue for CountingReceives {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn written_hops_are_handed_off_within_the_consumer_s_slots() {
     let backend = MemoryBackend::new(Arc::new(SystemClock::default()));
-    let counting = Arc::new(CountingReceives {
-        inner: backend.clone(),
-        received: AtomicUsize::new(0),
-    });
+    let counting = CountingReceives::new(backend.clone());
     let mq: Arc<dyn MessageQueue> = counting.clone();
     let handler = Sleeper::new("wide", Duration::from_millis(200));
     let mut settings = fast_settings("a");
     settings.max_in_flight = 4;
     let cancel = CancellationToken::new();
     let consumer = spawn_consumer(handler.clone(), &mq, settings, &cancel);
-    let queue = QueueName::new("q").unwrap();
-    let stores = backend.for_queue(&queue);
+    let stores = backend.for_queue(&QueueName::new("q").unwrap());
     // Let the consumer offer its hand-off.
     tokio::time::sleep(Duration::from_millis(50)).await;
     for n in 1..=10 {
-        let id = stovepipe_entity::RequestId::new(&queue, n).unwrap();
-        let request = stovepipe_entity::Request::accepted(
-            id,
-            queue.clone(),
-            stovepipe_entity::Uri::new(format!("git://r/main/c{n}")).unwrap(),
-            stovepipe_entity::Origin::Ingest,
-            Timestamp(1),
-        );
-        let hop = OutgoingMessage::new(
-            Topic::new("wide"),
-            format!("p{n}"),
-            "m",
-            serde_json::json!({}),
-        );
-        stores
-            .requests
-            .create(&request, Outbox::none().publish(hop))
-            .await
-            .unwrap();
+        write_hop(&stores, n).await;
     }
     eventually("every delivery is handled", async || {
         handler.done.load(Ordering::SeqCst) == 10
@@ -522,6 +518,75 @@ async fn written_hops_are_handed_off_within_the_consumer_s_slots() {
         "the four hops written while slots were free came without a receive"
     );
     assert_eq!(backend.pending_messages(&Topic::new("wide")), 0);
+}
+
+/// Writes request `n` of queue `q` with a hop of topic `wide`, partition
+/// `p<n>`.
+async fn write_hop(stores: &Stores, n: u64) {
+    let queue = QueueName::new("q").unwrap();
+    let request = stovepipe_entity::Request::accepted(
+        stovepipe_entity::RequestId::new(&queue, n).unwrap(),
+        queue,
+        stovepipe_entity::Uri::new(format!("git://r/main/c{n}")).unwrap(),
+        stovepipe_entity::Origin::Ingest,
+        Timestamp(1),
+    );
+    let hop = OutgoingMessage::new(
+        Topic::new("wide"),
+        format!("p{n}"),
+        "m",
+        serde_json::json!({}),
+    );
+    stores
+        .requests
+        .create(&request, Outbox::none().publish(hop))
+        .await
+        .unwrap();
+}
+
+/// Hops handed off while a receive is on its way take every slot: the
+/// received delivery waits for one, and the handed-off deliveries run
+/// meanwhile and free theirs (they hold every slot, so waiting on them
+/// without running them would wait forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_received_delivery_waits_for_a_slot_that_hand_offs_took_meanwhile() {
+    let backend = MemoryBackend::new(Arc::new(SystemClock::default()));
+    let counting = CountingReceives::new(backend.clone());
+    let mq: Arc<dyn MessageQueue> = counting.clone();
+    let handler = Sleeper::new("wide", Duration::from_millis(20));
+    let stores = backend.for_queue(&QueueName::new("q").unwrap());
+    *counting.meanwhile.lock().unwrap() = Some(Box::pin({
+        let stores = stores.clone();
+        async move {
+            write_hop(&stores, 2).await;
+            write_hop(&stores, 3).await;
+        }
+    }));
+    // Published before the consumer starts: received, not handed off.
+    mq.publish(OutgoingMessage::new(
+        Topic::new("wide"),
+        "p1",
+        "m",
+        serde_json::json!({}),
+    ))
+    .await
+    .unwrap();
+    let mut settings = fast_settings("a");
+    settings.max_in_flight = 2;
+    let cancel = CancellationToken::new();
+    let consumer = spawn_consumer(handler.clone(), &mq, settings, &cancel);
+    eventually("every delivery is handled", async || {
+        handler.done.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    cancel.cancel();
+    consumer.await.unwrap();
+    assert_eq!(handler.most.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        counting.received.load(Ordering::SeqCst),
+        1,
+        "the two hops written during the receive were handed off"
+    );
 }
 
 /// Shutdown waits for an in-flight delivery to finish and settle.
