@@ -57,7 +57,6 @@ mod m20250101_000016_builds_queue_inserted;
 mod m20250101_000017_hook_runs_hook_recorded;
 mod m20250101_000018_change_log_numbered_at_insert;
 mod m20250101_000019_messages_fillfactor;
-mod m20250101_000020_messages_hand_off;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -86,7 +85,6 @@ impl MigratorTrait for Migrator {
             Box::new(m20250101_000017_hook_runs_hook_recorded::Migration),
             Box::new(m20250101_000018_change_log_numbered_at_insert::Migration),
             Box::new(m20250101_000019_messages_fillfactor::Migration),
-            Box::new(m20250101_000020_messages_hand_off::Migration),
         ]
     }
 }

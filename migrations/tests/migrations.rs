@@ -179,33 +179,6 @@ async fn messages_leave_room_for_their_updates_on_postgres() {
     drop_scratch(db, admin, &name).await;
 }
 
-async fn hand_off_functions(db: &DatabaseConnection) -> i64 {
-    db.query_one(Statement::from_string(
-        db.get_database_backend(),
-        "SELECT COUNT(*) AS n FROM pg_proc WHERE proname = 'stovepipe_hand_off' \
-         AND provolatile = 'v'",
-    ))
-    .await
-    .unwrap()
-    .expect("a count")
-    .try_get("", "n")
-    .unwrap()
-}
-
-/// On Postgres the hand-off check is a volatile function (it must read
-/// with a fresh snapshot); down drops it.
-#[tokio::test]
-async fn the_hand_off_check_is_a_volatile_function_on_postgres() {
-    let Some((db, admin, name)) = scratch_postgres().await else {
-        return;
-    };
-    Migrator::up(&db, None).await.unwrap();
-    assert_eq!(hand_off_functions(&db).await, 1);
-    down_through(&db, "m20250101_000020_messages_hand_off").await;
-    assert_eq!(hand_off_functions(&db).await, 0);
-    drop_scratch(db, admin, &name).await;
-}
-
 async fn seqs(db: &DatabaseConnection) -> Vec<(String, i64)> {
     db.query_all(Statement::from_string(
         db.get_database_backend(),

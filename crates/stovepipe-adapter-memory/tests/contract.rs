@@ -67,7 +67,6 @@ contract_tests!(joint_writer, stores);
 contract_tests!(read_model, stores);
 contract_tests!(queue_config, queue_configs);
 contract_tests!(message_queue, mq);
-contract_tests!(hand_off, stores);
 contract_tests!(change_feed, feed);
 contract_tests!(hook_registry, hooks);
 contract_tests!(clock, manual_clock);

@@ -28,7 +28,7 @@ use crate::{SqlBackend, error, rows};
 /// At most this many acks per statement (a longer batch is several).
 const MAX_BATCH: usize = 64;
 
-/// An ack waiting for its flush: the message row and its lease's token.
+/// An ack waiting for its flush: the message row and its lease owner.
 type PendingAck = Pending<(i64, String), Result<(), MqError>>;
 
 /// The acks of one backend (see the module): one lane.
@@ -41,16 +41,16 @@ impl Default for AckBatch {
 }
 
 impl AckBatch {
-    /// Acks the delivery of message row `row` under the lease `token`.
+    /// Acks the delivery `owner` of message row `row`.
     pub(crate) async fn ack(
         &self,
         backend: &SqlBackend,
         row: i64,
-        token: &str,
+        owner: &str,
     ) -> Result<(), MqError> {
         self.0
             .submit(
-                (row, token.to_owned()),
+                (row, owner.to_owned()),
                 || Err(abandoned()),
                 |chunk| flush(backend, chunk),
             )
@@ -71,9 +71,9 @@ async fn flush(backend: &SqlBackend, chunk: Vec<PendingAck>) {
     let mut v = values![now.as_millis()];
     let mut pairs = Vec::with_capacity(chunk.len());
     for p in &chunk {
-        let (row, token) = &p.item;
+        let (row, owner) = &p.item;
         v.push((*row).into());
-        v.push(token.as_str().into());
+        v.push(owner.as_str().into());
         pairs.push(format!("(${}, ${})", v.len() - 1, v.len()));
     }
     // The partition's next message is deliverable now: wake.
@@ -112,9 +112,7 @@ async fn flush(backend: &SqlBackend, chunk: Vec<PendingAck>) {
         let answer = if deleted.remove(&p.item) {
             Ok(())
         } else {
-            Err(MqError::LeaseLost(crate::mq::delivery_id(
-                p.item.0, &p.item.1,
-            )))
+            Err(MqError::LeaseLost(p.item.1.clone()))
         };
         p.answer(answer);
     }

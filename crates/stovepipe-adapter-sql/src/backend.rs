@@ -11,7 +11,6 @@
 
 use crate::error;
 use crate::feed::{self, FeedHub};
-use crate::hand_off::{self, Candidates, HandOffs, Handed};
 use crate::held::HeldConnections;
 use crate::presence::{PRESENCE_CHANNEL, Presence};
 use crate::row_write::{self, RowWrite};
@@ -153,8 +152,6 @@ pub(crate) struct Shared {
     pub(crate) presence: Presence,
     /// Acks waiting to be written together (see `acks`).
     pub(crate) acks: crate::acks::AckBatch,
-    /// This process's consumers that take hand-offs (see `hand_off`).
-    pub(crate) hand_offs: HandOffs,
     /// Postgres: the stores' writes waiting to commit together (see
     /// `write_batch`).
     writes: crate::write_batch::WriteBatch,
@@ -353,7 +350,6 @@ impl SqlBackend {
             notify_tag: format!("@{}", uuid::Uuid::new_v4().simple()),
             presence: Presence::new(installation, options.presence_heartbeat),
             acks: crate::acks::AckBatch::default(),
-            hand_offs: HandOffs::default(),
             // SQLite has one writer: one lane.
             writes: crate::write_batch::WriteBatch::new(match dialect {
                 Dialect::Postgres => options.write_lanes,
@@ -676,17 +672,8 @@ impl Shared {
     /// held back by a long transaction elsewhere on the cluster (up to
     /// `BROADCAST_WAIT`) from holding the pipeline's hops back with it.
     /// Other replicas are told at commit by NOTIFY either way.
-    ///
-    /// Deliveries handed off (`hand_off`) are handed over when the wake-ups
-    /// go out.
-    async fn after_commit(
-        &self,
-        woken: impl IntoIterator<Item = &Topic>,
-        handed: Handed,
-        appended: Appended,
-    ) {
+    async fn after_commit(&self, woken: impl IntoIterator<Item = &Topic>, appended: Appended) {
         let wake = || {
-            handed.deliver();
             for topic in woken {
                 self.wake_local(topic);
             }
@@ -760,35 +747,19 @@ impl Shared {
         };
         let mut messages = outbox.messages;
         in_partition_order(&mut messages);
-        let (candidates, leases) = Candidates::claim(&self.hand_offs, &messages, now);
         let hook_condition = format!("{hit} AND {HOOK_IS_LIVE}");
         let conditions = std::iter::repeat(hit.as_str())
-            .zip(messages.into_iter().zip(leases))
-            .chain(
-                std::iter::repeat(hook_condition.as_str())
-                    .zip(outbox.hook_events.into_iter().map(|m| (m, None))),
-            );
-        for (condition, (m, lease)) in conditions {
+            .zip(messages)
+            .chain(std::iter::repeat(hook_condition.as_str()).zip(outbox.hook_events));
+        for (condition, m) in conditions {
             let t = bind(&mut values, m.topic.as_str().into());
             let k = bind(&mut values, m.partition_key.into());
             let id = bind(&mut values, m.message_id.into());
             let payload = bind(&mut values, json_value(m.payload));
-            // Inserted leased when it has a lease and is its partition's
-            // head (`hand_off`): the one writer makes the check exact.
-            let (owner, expires) = lease.unzip();
-            let owner = bind(&mut values, Value::String(owner.map(Box::new)));
-            let expires = bind(&mut values, Value::BigInt(expires));
-            let handed = format!(
-                "{owner} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM messages o \
-                 WHERE o.topic = {t} AND o.partition_key = {k})"
-            );
             statements.push(format!(
                 "{INSERT_MESSAGE} \
-                 SELECT {t}, {k}, {id}, {payload}, 1, NULL, {at}, \
-                 CASE WHEN {handed} THEN {owner} END, CASE WHEN {handed} THEN {expires} END, \
-                 {at} WHERE {condition} {UNLESS_PENDING} \
-                 RETURNING 1 AS part, topic, id, partition_key, \
-                 lease_owner IS NOT NULL AS handed"
+                 SELECT {t}, {k}, {id}, {payload}, 1, NULL, {at}, NULL, NULL, {at} \
+                 WHERE {condition} {UNLESS_PENDING} RETURNING 1 AS part, topic"
             ));
         }
         if !outbox.changes.is_empty() {
@@ -805,21 +776,12 @@ impl Shared {
             .sqlite_transaction(&statements.join(";\n"), values)
             .await?;
         let (mut hit, mut appended, mut topics) = (false, Appended::Nothing, BTreeSet::new());
-        let (mut missed, mut handed) = (None, Vec::new());
+        let mut missed = None;
         for row in &rows {
             match row.try_get::<i64>("", "part")? {
                 0 => hit = true,
                 1 => {
-                    let topic = row.try_get::<String>("", "topic")?;
-                    if row.try_get::<bool>("", "handed")? {
-                        handed.push((
-                            row.try_get("", "id")?,
-                            topic,
-                            row.try_get("", "partition_key")?,
-                        ));
-                    } else {
-                        topics.insert(Topic::new(topic));
-                    }
+                    topics.insert(Topic::new(row.try_get::<String>("", "topic")?));
                 }
                 3 => missed = missed.or(Some(row.try_get::<i64>("", "miss")?)),
                 _ => appended = appended.and_seq(row.try_get("", "seq")?),
@@ -828,8 +790,7 @@ impl Shared {
         if !hit {
             return Ok(Err(miss_index(missed)));
         }
-        self.after_commit(&topics, candidates.handed(handed), appended)
-            .await;
+        self.after_commit(&topics, appended).await;
         Ok(Ok(()))
     }
 
@@ -883,39 +844,23 @@ impl Shared {
         };
         // `<name> AS (INSERT … RETURNING topic, …)` of `messages`, each row
         // joined with `sources` (which must yield a row for any insert) and
-        // kept where `filter` (empty or ` WHERE …`) holds. A message with a
-        // lease is inserted leased when `stovepipe_hand_off` finds it its
-        // partition's head (`hand_off`).
+        // kept where `filter` (empty or ` WHERE …`) holds.
         let insert =
-            |values: &mut Vec<Value>, name: &str, messages, leases, sources: &str, filter: &str| {
-                let rows = bind_messages(values, messages, leases);
+            |values: &mut Vec<Value>, name: &str, messages, sources: &str, filter: &str| {
+                let rows = bind_messages(values, messages);
                 format!(
                     "{name} AS ({INSERT_MESSAGE} \
-                 SELECT w.topic, w.partition_key, w.message_id, w.payload, 1, NULL, {at}, \
-                 CASE WHEN w.leased_until IS NOT NULL THEN w.lease_owner END, w.leased_until, \
-                 {at} FROM (SELECT v.*, CASE WHEN v.lease_owner IS NOT NULL THEN \
-                   stovepipe_hand_off(v.topic, v.partition_key, v.lease_expires) END \
-                   AS leased_until \
-                   FROM {sources}, (VALUES {rows}) AS v(topic, partition_key, message_id, \
-                   payload, ord, lease_owner, lease_expires){filter}) AS w ORDER BY w.ord \
-                 {UNLESS_PENDING} \
-                 RETURNING topic, id, partition_key, lease_owner IS NOT NULL AS handed{notify})"
+                 SELECT v.topic, v.partition_key, v.message_id, v.payload, 1, NULL, {at}, NULL, \
+                 NULL, {at} FROM {sources}, (VALUES {rows}) \
+                 AS v(topic, partition_key, message_id, payload, ord){filter} ORDER BY v.ord \
+                 {UNLESS_PENDING} RETURNING topic{notify})"
                 )
             };
-        let nothing = |name: &str| {
-            format!(
-                "{name} AS (SELECT NULL::text AS topic, NULL::bigint AS id, \
-                 NULL::text AS partition_key, FALSE AS handed WHERE false)"
-            )
-        };
         let mut messages = outbox.messages;
-        let mut candidates = None;
         if messages.is_empty() {
-            ctes.push(nothing("published"));
+            ctes.push("published AS (SELECT NULL::text AS topic WHERE false)".to_owned());
         } else {
             in_partition_order(&mut messages);
-            let (claimed, leases) = Candidates::claim(&self.hand_offs, &messages, now);
-            candidates = Some(claimed);
             let keys: BTreeSet<(String, String)> = messages
                 .iter()
                 .map(|m| (m.topic.as_str().to_owned(), m.partition_key.clone()))
@@ -936,7 +881,6 @@ impl Shared {
                 &mut values,
                 "published",
                 messages,
-                leases,
                 "main, locks",
                 "",
             ));
@@ -945,14 +889,13 @@ impl Shared {
         // partition lock, since each is alone in its partition (keyed by its
         // own message id, `check_outbox`), so no order is to keep.
         if outbox.hook_events.is_empty() {
-            ctes.push(nothing("published_hooks"));
+            ctes.push("published_hooks AS (SELECT NULL::text AS topic WHERE false)".to_owned());
         } else {
             let filter = format!(" WHERE {HOOK_IS_LIVE}");
             ctes.push(insert(
                 &mut values,
                 "published_hooks",
                 outbox.hook_events,
-                Vec::new(),
                 "main",
                 &filter,
             ));
@@ -968,10 +911,8 @@ impl Shared {
         }
         let statement = format!(
             "WITH {} SELECT (SELECT COUNT(*) FROM main) AS hit, \
-             (SELECT json_agg(topic) FROM (SELECT topic FROM published WHERE NOT handed \
+             (SELECT json_agg(topic) FROM (SELECT topic FROM published \
                UNION ALL SELECT topic FROM published_hooks) AS p)::text AS topics, \
-             (SELECT json_agg(json_build_array(id, topic, partition_key)) FROM published \
-               WHERE handed)::text AS handed, \
              (SELECT MAX(seq) FROM appended) AS seq, {miss} AS miss",
             ctes.join(", ")
         );
@@ -992,16 +933,9 @@ impl Shared {
                 .collect(),
             None => BTreeSet::new(),
         };
-        let handed = match (candidates, row.try_get::<Option<String>>("", "handed")?) {
-            (Some(candidates), Some(json)) => candidates.handed(
-                serde_json::from_str(&json)
-                    .map_err(|e| DbErr::Custom(format!("handed-off messages: {e}")))?,
-            ),
-            _ => Handed::default(),
-        };
         let seq: Option<i64> = row.try_get("", "seq")?;
         let appended = seq.map_or(Appended::Nothing, Appended::as_transaction_of);
-        self.after_commit(&topics, handed, appended).await;
+        self.after_commit(&topics, appended).await;
         Ok(Ok(()))
     }
 
@@ -1275,7 +1209,7 @@ impl Tx {
             TxConn::Writer(mut writer) => writer.commit().await?,
         }
         shared
-            .after_commit(woken.union(&woken_locally), Handed::default(), appended)
+            .after_commit(woken.union(&woken_locally), appended)
             .await;
         Ok(())
     }
@@ -1355,26 +1289,16 @@ const UNLESS_PENDING: &str = "ON CONFLICT (topic, partition_key, message_id) DO 
 const HOOK_IS_LIVE: &str = "EXISTS (SELECT 1 FROM hooks WHERE live_version IS NOT NULL)";
 
 /// Binds messages as `VALUES` rows of `(topic, partition_key, message_id,
-/// payload, ord, lease_owner, lease_expires)`, the last two each message's
-/// lease if it is handed off (`hand_off`), NULL otherwise.
-fn bind_messages(
-    values: &mut Vec<Value>,
-    messages: Vec<OutgoingMessage>,
-    leases: Vec<hand_off::Lease>,
-) -> String {
+/// payload, ord)`.
+fn bind_messages(values: &mut Vec<Value>, messages: Vec<OutgoingMessage>) -> String {
     let mut rows = Vec::with_capacity(messages.len());
-    let leases = leases.into_iter().chain(std::iter::repeat_with(|| None));
-    for ((ord, m), lease) in messages.into_iter().enumerate().zip(leases) {
+    for (ord, m) in messages.into_iter().enumerate() {
         let t = bind(values, m.topic.as_str().into());
         let k = bind(values, m.partition_key.into());
         let id = bind(values, m.message_id.into());
         let payload = bind(values, json_value(m.payload));
-        let (owner, expires) = lease.unzip();
-        let owner = bind(values, Value::String(owner.map(Box::new)));
-        let expires = bind(values, Value::BigInt(expires));
         rows.push(format!(
-            "({t}::text, {k}::text, {id}::text, {payload}::jsonb, {ord}, {owner}::text, \
-             {expires}::bigint)"
+            "({t}::text, {k}::text, {id}::text, {payload}::jsonb, {ord})"
         ));
     }
     rows.join(", ")

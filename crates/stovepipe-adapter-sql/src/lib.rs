@@ -32,7 +32,6 @@ mod backend;
 mod error;
 mod feed;
 mod group_commit;
-mod hand_off;
 mod held;
 mod hooks;
 mod literal;

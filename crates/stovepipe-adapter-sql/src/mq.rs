@@ -2,9 +2,8 @@
 //!
 //! Owns: partitions as the rows of `(topic, partition_key)` in `id` order,
 //! whose lowest id (the head) is the only deliverable message; leases as
-//! `lease_owner` (the lease's token: a delivery id is `<row id>.<token>`)
-//! until `lease_expires`, measured by the backend's clock; attempts, dead
-//! letters, dedup, wake-ups and hand-offs (`hand_off`).
+//! `lease_owner` (the delivery id) until `lease_expires`, measured by the
+//! backend's clock; attempts, dead letters, dedup and wake-ups.
 //! Does not own: the consumer loop, backoff or when to dead-letter (the
 //! consumer runtime in `stovepipe-app` decides; this only obeys).
 //!
@@ -42,27 +41,19 @@ use async_trait::async_trait;
 use sea_orm::DbErr;
 use std::time::Duration;
 use stovepipe_entity::Timestamp;
-use stovepipe_ports::{
-    DeadLetter, Delivery, HandOff, MessageQueue, MqError, OutgoingMessage, Topic,
-};
+use stovepipe_ports::{DeadLetter, Delivery, MessageQueue, MqError, OutgoingMessage, Topic};
 
 /// "No older message of the same partition": `m` is its partition's head.
 const IS_HEAD: &str = "NOT EXISTS (SELECT 1 FROM messages o WHERE o.topic = m.topic \
     AND o.partition_key = m.partition_key AND o.id < m.id)";
 
-/// The message row a delivery leased and the lease's token, its
-/// `lease_owner`: the delivery id is `<row id>.<token>`. A malformed id
-/// cannot hold a lease.
-fn leased_row(d: &Delivery) -> Result<(i64, &str), MqError> {
+/// The message row a delivery leased: its id is the prefix of the
+/// delivery id (`<row id>.<uuid>`). A malformed id cannot hold a lease.
+fn leased_row(d: &Delivery) -> Result<i64, MqError> {
     d.delivery_id
         .split_once('.')
-        .and_then(|(id, token)| Some((id.parse().ok()?, token)))
+        .and_then(|(id, _)| id.parse().ok())
         .ok_or_else(|| MqError::LeaseLost(d.delivery_id.clone()))
-}
-
-/// The id of the delivery of row `id` under the lease `token`.
-pub(crate) fn delivery_id(id: i64, token: &str) -> String {
-    format!("{id}.{token}")
 }
 
 fn attempt(n: i32) -> u32 {
@@ -102,9 +93,9 @@ impl SqlBackend {
         extra: Vec<sea_orm::Value>,
         wake: Wake,
     ) -> Result<(), MqError> {
-        let (id, token) = leased_row(d)?;
+        let id = leased_row(d)?;
         let now = self.shared.clock.now();
-        let mut v = values![id, token, now.as_millis()];
+        let mut v = values![id, d.delivery_id.as_str(), now.as_millis()];
         v.extend(extra);
         let sql = self.settle_statement(
             &format!("{set} WHERE id = $1 AND lease_owner = $2 AND lease_expires > $3"),
@@ -206,11 +197,6 @@ impl MessageQueue for SqlBackend {
         .await
     }
 
-    fn accept_hand_offs(&self, topic: &Topic, hand_off: HandOff) -> bool {
-        self.shared.hand_offs.offer(topic, hand_off);
-        true
-    }
-
     async fn receive(
         &self,
         topic: &Topic,
@@ -230,15 +216,14 @@ impl MessageQueue for SqlBackend {
         // One statement leases the visible heads — never leased and due, or
         // whose lease ran out — and returns them. A holder that neither
         // settled nor renewed in time used up an attempt. Delivery ids are
-        // `<row id>.<token>`, the token (the rows' `lease_owner`) fresh for
-        // every receive.
+        // `<row id>.<token>`, the token fresh for every receive.
         let token = uuid::Uuid::new_v4().simple().to_string();
         let expires = now.saturating_add(lease).as_millis();
         let rows = self
             .shared
             .lease_write(
                 &format!(
-                    "UPDATE messages SET lease_owner = $4, \
+                    "UPDATE messages SET lease_owner = CAST(id AS TEXT) || '.' || $4, \
                        lease_expires = $5, \
                        attempt = attempt + CASE WHEN lease_expires IS NULL THEN 0 ELSE 1 END \
                      WHERE id IN (SELECT m.id FROM messages m \
@@ -247,7 +232,7 @@ impl MessageQueue for SqlBackend {
                         OR m.lease_expires <= $2) \
                        ORDER BY m.id LIMIT $3{lock}) \
                      RETURNING id, partition_key, message_id, payload, attempt, last_error, \
-                       published_at"
+                       published_at, lease_owner"
                 ),
                 values![
                     topic.as_str(),
@@ -263,7 +248,7 @@ impl MessageQueue for SqlBackend {
         for row in rows {
             let id: i64 = rows::get(&row, "id").map_err(error::mq)?;
             let delivery = Delivery {
-                delivery_id: delivery_id(id, &token),
+                delivery_id: rows::get(&row, "lease_owner").map_err(error::mq)?,
                 topic: topic.clone(),
                 partition_key: rows::get(&row, "partition_key").map_err(error::mq)?,
                 message_id: rows::get(&row, "message_id").map_err(error::mq)?,
@@ -280,8 +265,8 @@ impl MessageQueue for SqlBackend {
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), MqError> {
-        let (row, token) = leased_row(delivery)?;
-        self.shared.acks.ack(self, row, token).await
+        let row = leased_row(delivery)?;
+        self.shared.acks.ack(self, row, &delivery.delivery_id).await
     }
 
     async fn hold(&self, delivery: &Delivery, delay: Duration) -> Result<(), MqError> {
@@ -321,8 +306,7 @@ impl MessageQueue for SqlBackend {
     }
 
     async fn reject(&self, delivery: &Delivery, error: &str) -> Result<DeadLetter, MqError> {
-        let (id, token) = leased_row(delivery)?;
-        let token = token.to_owned();
+        let id = leased_row(delivery)?;
         let d = delivery.clone();
         let error = validate::diagnostic(error);
         self.mq_write(move |tx, now| {
@@ -332,7 +316,7 @@ impl MessageQueue for SqlBackend {
                         "DELETE FROM messages \
                          WHERE id = $1 AND lease_owner = $2 AND lease_expires > $3 \
                          RETURNING message_id, payload, attempt, published_at",
-                        values![id, token.as_str(), now.as_millis()],
+                        values![id, d.delivery_id.as_str(), now.as_millis()],
                     )
                     .await?;
                 let Some(row) = row else {

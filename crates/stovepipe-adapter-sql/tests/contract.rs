@@ -251,18 +251,6 @@ suite!(
     ]
 );
 suite!(
-    hand_off,
-    stores,
-    [
-        a_written_head_is_handed_off_already_leased,
-        a_message_behind_a_pending_one_is_received_instead,
-        only_the_first_message_of_a_partition_in_a_write_is_handed_off,
-        a_consumer_without_a_free_slot_is_not_handed_off,
-        a_consumer_that_has_gone_is_not_handed_off,
-        a_refused_write_hands_off_nothing_and_frees_the_slot,
-    ]
-);
-suite!(
     change_feed,
     feed,
     [

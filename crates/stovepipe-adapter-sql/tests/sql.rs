@@ -22,11 +22,9 @@ use stovepipe_entity::{
     NewChange, Origin, ProjectName, QueueName, Request, RequestId, Timestamp, Uri,
 };
 use stovepipe_ports::{
-    ChangeFeed, ChangeStream, Classify, HandOff, HandedOff, HookRegistry, MessageQueue, MqError,
-    Outbox, OutgoingMessage, StoreError, StoreFactory, Topic,
+    ChangeFeed, ChangeStream, Classify, HookRegistry, MessageQueue, MqError, Outbox,
+    OutgoingMessage, StoreError, StoreFactory, Topic,
 };
-use tokio::sync::Semaphore;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Postgres: the change-log number of a transaction's first row, as the
 /// adapter gives it (its transaction id shifted left by 20 bits), for rows
@@ -77,8 +75,6 @@ on_both!(
     outbox_messages_are_deduplicated_like_publishes,
     a_closed_backend_is_unavailable_and_retryable,
     a_long_history_is_not_read_to_number_the_next_build_or_hook_run,
-    a_hop_behind_a_publisher_it_waited_for_is_not_handed_off,
-    a_hand_off_never_settled_is_delivered_again_after_its_lease,
 );
 
 fn queue() -> QueueName {
@@ -933,79 +929,4 @@ async fn in_memory_sqlite_works_end_to_end() {
     let feed: Arc<dyn ChangeFeed> = backend.clone();
     assert_eq!(feed.last_seq().await.unwrap(), 1);
     assert!(!backend.is_postgres());
-}
-
-/// Offers `db`'s backend a hand-off of `topic` with four free slots.
-fn offer_hand_off(db: &TestDb, topic: &Topic) -> (Arc<Semaphore>, UnboundedReceiver<HandedOff>) {
-    let slots = Arc::new(Semaphore::new(4));
-    let (offer, handed) = HandOff::new(slots.clone(), Duration::from_secs(30));
-    let mq: Arc<dyn MessageQueue> = db.backend.clone();
-    assert!(mq.accept_hand_offs(topic, offer));
-    (slots, handed)
-}
-
-/// Postgres: a write waiting for its partition's lock behind a publisher
-/// that then commits must see that publisher's message, though its
-/// statement's snapshot was taken before: its hop is not the head and is
-/// not handed off (`stovepipe_hand_off` reads with a fresh snapshot).
-async fn a_hop_behind_a_publisher_it_waited_for_is_not_handed_off(db: &TestDb) {
-    use sea_orm::{ConnectionTrait, TransactionTrait};
-    if !db.backend.is_postgres() {
-        return;
-    }
-    let topic = Topic::new("next-stage");
-    let (slots, mut handed) = offer_hand_off(db, &topic);
-    let raw = db.raw_connection().await;
-    let early = raw.begin().await.unwrap();
-    early
-        .execute_unprepared(
-            "SELECT pg_advisory_xact_lock(hashtext('next-stage'), hashtext('p')); \
-             INSERT INTO messages (topic, partition_key, message_id, payload, attempt, \
-             visible_at, published_at) VALUES ('next-stage', 'p', 'early', '{}', 1, 0, 0)",
-        )
-        .await
-        .unwrap();
-    let stores = db.backend.for_queue(&queue());
-    let outbox = Outbox::none().publish(OutgoingMessage::new(topic.clone(), "p", "hop", json!({})));
-    let writer = tokio::spawn(async move { stores.requests.create(&request(1), outbox).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !writer.is_finished(),
-        "the write waits for the partition's lock"
-    );
-    early.commit().await.unwrap();
-    writer.await.unwrap().unwrap();
-    assert!(
-        handed.try_recv().is_err(),
-        "the hop is behind the early message: handing it off would deliver two of a partition at once"
-    );
-    assert_eq!(slots.available_permits(), 4);
-    let mq: Arc<dyn MessageQueue> = db.backend.clone();
-    let first = mq
-        .receive(&topic, "c", 10, Duration::from_secs(30))
-        .await
-        .unwrap();
-    let ids: Vec<&str> = first.iter().map(|d| d.message_id.as_str()).collect();
-    assert_eq!(ids, ["early"]);
-}
-
-/// A handed-off delivery that is never settled (its consumer crashed) is a
-/// lease like any other: it expires, and the message is received again
-/// with the attempt counted.
-async fn a_hand_off_never_settled_is_delivered_again_after_its_lease(db: &TestDb) {
-    let topic = Topic::new("next-stage");
-    let (_slots, mut handed) = offer_hand_off(db, &topic);
-    let stores = db.backend.for_queue(&queue());
-    let outbox = Outbox::none().publish(OutgoingMessage::new(topic.clone(), "p", "hop", json!({})));
-    stores.requests.create(&request(1), outbox).await.unwrap();
-    let lost = handed.try_recv().expect("the hop is handed off").delivery;
-    let mq: Arc<dyn MessageQueue> = db.backend.clone();
-    let lease = Duration::from_secs(30);
-    assert!(mq.receive(&topic, "c", 10, lease).await.unwrap().is_empty());
-    db.clock.advance(Duration::from_secs(31));
-    let again = mq.receive(&topic, "c", 10, lease).await.unwrap();
-    assert_eq!(again.len(), 1);
-    assert_eq!((again[0].message_id.as_str(), again[0].attempt), ("hop", 2));
-    assert!(matches!(mq.ack(&lost).await, Err(MqError::LeaseLost(_))));
-    mq.ack(&again[0]).await.unwrap();
 }

@@ -4,10 +4,7 @@
 //! turning the handler's result into ack / hold / retry with exponential
 //! backoff / dead-letter ([`settle`]), renewing the lease while the handler
 //! runs, running different partitions concurrently, and draining in-flight
-//! deliveries on shutdown through a cancellation token. It offers the
-//! message queue a hand-off for its topic (`MessageQueue::
-//! accept_hand_offs`): a hop published in this process while a slot is
-//! free arrives already leased, without a `receive`.
+//! deliveries on shutdown through a cancellation token.
 //!
 //! [`Pump`] is the same settlement logic driven synchronously, for tests and
 //! embedders that want deterministic, single-threaded progress under a
@@ -17,8 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stovepipe_entity::Timestamp;
-use stovepipe_ports::{Delivery, HandOff, MessageQueue, MqError, Topic};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use stovepipe_ports::{Delivery, MessageQueue, MqError, Topic};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info_span, warn};
@@ -199,9 +195,6 @@ impl ConsumerSettings {
 }
 
 /// Consumes `handler`'s topic until `cancel` fires, then drains.
-///
-/// Its `max_in_flight` slots are a semaphore shared with its hand-off: a
-/// delivery, received or handed off, holds a slot until it is settled.
 pub async fn run_consumer(
     handler: Arc<dyn Handler>,
     mq: Arc<dyn MessageQueue>,
@@ -213,102 +206,55 @@ pub async fn run_consumer(
     let mut tasks: JoinSet<()> = JoinSet::new();
     let due = Arc::new(NextDue::default());
     let gauges = metrics::ConsumerMetrics::new(&topic);
-    let slots = Arc::new(Semaphore::new(settings.max_in_flight));
-    let (offer, mut handed) = HandOff::new(slots.clone(), settings.lease);
-    let handing_off = mq.accept_hand_offs(&topic, offer);
-    let spawn = |tasks: &mut JoinSet<()>, delivery: Delivery, slot: OwnedSemaphorePermit| {
-        tasks.spawn(handle_with_renewal(
-            handler.clone(),
-            mq.clone(),
-            policy.clone(),
-            settings.lease,
-            (delivery, slot),
-            due.clone(),
-        ));
-    };
-    // Whether the topic may hold deliverable messages this consumer has not
-    // taken: at the start, after a wake-up (a publish, an ack making a
-    // partition's next message its head, a zero-delay hold) or the idle
-    // poll, and while a receive filled every free slot. Otherwise the loop
-    // waits instead of asking again, which on a busy topic is mostly empty
-    // receives; a hand-off does not make it ask either (the message came
-    // with it).
-    let mut more = true;
+    // Woken to re-time the wait (a delivery was held), not to receive.
+    let mut retime = false;
     while !cancel.is_cancelled() {
-        while let Ok(h) = handed.try_recv() {
-            spawn(&mut tasks, h.delivery, h.slot);
-        }
-        let free = slots.available_permits();
-        if free > 0 && more {
-            // The slots are not held while the receive runs: under load that
-            // is a round trip in a batch, and hand-offs claiming a slot
-            // meanwhile would find none. A hand-off that took one meanwhile
-            // makes a received delivery wait here for a slot to free; the
-            // deliveries handed off meanwhile run (and free theirs), or
-            // with every slot in the hand-off channel none would ever free.
+        let free = settings.max_in_flight.saturating_sub(tasks.len());
+        // The topic had fewer deliverable messages than we could take: wait
+        // for a wake-up (a publish, an ack making a partition's next message
+        // its head, a zero-delay hold) or the idle poll instead of asking
+        // again at once, which on a busy topic is mostly empty receives.
+        let mut drained = true;
+        if free > 0 && !std::mem::take(&mut retime) {
             match mq
                 .receive(&topic, &settings.consumer_id, free, settings.lease)
                 .await
             {
                 Ok(deliveries) => {
-                    more = deliveries.len() >= free;
+                    drained = deliveries.len() < free;
                     for delivery in deliveries {
-                        let slot = loop {
-                            if let Ok(slot) = slots.clone().try_acquire_owned() {
-                                break Some(slot);
-                            }
-                            tokio::select! {
-                                slot = slots.clone().acquire_owned() => break slot.ok(),
-                                Some(h) = handed.recv() => spawn(&mut tasks, h.delivery, h.slot),
-                            }
-                        };
-                        // The semaphore is never closed; were it, the lease
-                        // would expire and the message be delivered again.
-                        if let Some(slot) = slot {
-                            spawn(&mut tasks, delivery, slot);
-                        }
+                        tasks.spawn(handle_with_renewal(
+                            handler.clone(),
+                            mq.clone(),
+                            policy.clone(),
+                            settings.lease,
+                            delivery,
+                            due.clone(),
+                        ));
                     }
                 }
-                Err(e) => {
-                    warn!(%topic, error = %e, "receive failed");
-                    more = false;
-                }
+                Err(e) => warn!(%topic, error = %e, "receive failed"),
             }
         }
         gauges.in_flight(tasks.len());
-        let handed_off = async {
-            if handing_off {
-                handed.recv().await
-            } else {
-                std::future::pending().await
-            }
-        };
         if free == 0 {
             // At capacity: wait for a delivery to finish.
             gauges.full();
             tokio::select! {
                 () = cancel.cancelled() => break,
                 Some(_) = tasks.join_next() => {}
-                Some(h) = handed_off => spawn(&mut tasks, h.delivery, h.slot),
             }
-        } else if !more {
+        } else if drained {
             // Our own held or retried deliveries come due without anyone
-            // waking the topic: wait no longer than the earliest of them
-            // (woken to re-time the wait, it waits again).
+            // waking the topic: wait no longer than the earliest of them.
             let wait = due.wait_at_most(settings.idle_poll);
             tokio::select! {
                 () = cancel.cancelled() => break,
-                () = mq.wait(&topic, wait) => more = true,
-                () = due.changed.notified() => {}
-                Some(h) = handed_off => spawn(&mut tasks, h.delivery, h.slot),
+                () = mq.wait(&topic, wait) => {}
+                () = due.changed.notified() => retime = true,
             }
         }
         while tasks.try_join_next().is_some() {}
-    }
-    // Deliveries already handed off are leased to us: handle them too.
-    handed.close();
-    while let Ok(h) = handed.try_recv() {
-        spawn(&mut tasks, h.delivery, h.slot);
     }
     let drained = tokio::time::timeout(settings.drain_timeout, async {
         while tasks.join_next().await.is_some() {}
@@ -320,14 +266,12 @@ pub async fn run_consumer(
     }
 }
 
-/// Handles one delivery, renewing its lease meanwhile; its consumer slot
-/// is free again when this returns.
 async fn handle_with_renewal(
     handler: Arc<dyn Handler>,
     mq: Arc<dyn MessageQueue>,
     policy: RetryPolicy,
     lease: Duration,
-    (delivery, _slot): (Delivery, OwnedSemaphorePermit),
+    delivery: Delivery,
     due: Arc<NextDue>,
 ) {
     let renew = async {

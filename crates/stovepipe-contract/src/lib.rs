@@ -38,7 +38,6 @@ pub mod build_store;
 pub mod change_feed;
 pub mod clock;
 pub mod fact_store;
-pub mod hand_off;
 pub mod hook_registry;
 pub mod hook_sink;
 pub mod joint_writer;
@@ -210,9 +209,6 @@ macro_rules! contract_tests {
     };
     (message_queue, $factory:expr) => {
         $crate::message_queue_tests!($factory);
-    };
-    (hand_off, $factory:expr) => {
-        $crate::hand_off_tests!($factory);
     };
     (change_feed, $factory:expr) => {
         $crate::change_feed_tests!($factory);

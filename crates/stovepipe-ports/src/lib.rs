@@ -24,9 +24,7 @@ pub use clock::{Clock, SystemClock};
 pub use error::{Classify, FeedError, HookError, MqError, RunnerError, ScmError, StoreError};
 pub use feed::{ChangeFeed, ChangeStream};
 pub use hooks::{DeliveryOutcome, HookRegistry, HookSink, ReleaseOutcome, UpsertOutcome};
-pub use messaging::{
-    DeadLetter, Delivery, HandOff, HandOffClaim, HandedOff, MessageQueue, OutgoingMessage, Topic,
-};
+pub use messaging::{DeadLetter, Delivery, MessageQueue, OutgoingMessage, Topic};
 pub use runner::{BuildRunner, BuildRunnerFactory, TriggerRequest};
 pub use scm::{ChangeInfo, HistoryPage, PromoteOutcome, SourceControl, SourceControlFactory};
 pub use store::{

@@ -22,26 +22,12 @@
 //!   until purged.
 //! - **Wake-ups**: a publish (or `wake`) wakes `wait`ers on that topic at once.
 //!   Holds, retries and timeouts use the clock the adapter was built with.
-//! - **Hand-offs** (optional: `accept_hand_offs` says whether the adapter
-//!   offers them): while a consumer in this process has offered a
-//!   [`HandOff`] for a topic, a message of that topic published by a store
-//!   write's outbox in this process, when it is its partition's head and
-//!   the consumer has a free slot, is inserted already leased for the
-//!   hand-off's lease and delivered through it after the commit, holding
-//!   that slot: no `receive` returns it while the lease holds, and it is
-//!   settled like any delivery (attempt 1). A hand-off whose consumer is
-//!   gone, or whose delivery is never settled, ends as any lease does: it
-//!   expires and the message is delivered again, the attempt counted. It
-//!   saves the hop's `receive`: on the SQL backend a statement and a
-//!   message update per hop, and a round trip of the hop's latency.
 
 use crate::error::MqError;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::time::Duration;
 use stovepipe_entity::Timestamp;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// A topic name. Dead-letter topics end in `_dlq`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -160,103 +146,12 @@ pub struct DeadLetter {
     pub dead_at: Timestamp,
 }
 
-/// A consumer's offer to be handed the messages of its topic that this
-/// process publishes (see the module docs): its free slots, the lease a
-/// handed message is inserted with, and where deliveries go.
-#[derive(Debug, Clone)]
-pub struct HandOff {
-    slots: Arc<Semaphore>,
-    lease: Duration,
-    deliveries: mpsc::UnboundedSender<HandedOff>,
-}
-
-/// A delivery handed off, and the consumer slot it holds until dropped.
-#[derive(Debug)]
-pub struct HandedOff {
-    pub delivery: Delivery,
-    pub slot: OwnedSemaphorePermit,
-}
-
-/// A slot claimed for a message about to be published leased: delivered
-/// after the commit, or dropped (the slot freed) when the message was not
-/// handed off after all.
-#[derive(Debug)]
-pub struct HandOffClaim {
-    slot: OwnedSemaphorePermit,
-    lease: Duration,
-    deliveries: mpsc::UnboundedSender<HandedOff>,
-}
-
-impl HandOff {
-    /// An offer over the consumer's `slots`, with the receiver its
-    /// deliveries arrive on.
-    pub fn new(
-        slots: Arc<Semaphore>,
-        lease: Duration,
-    ) -> (Self, mpsc::UnboundedReceiver<HandedOff>) {
-        let (deliveries, received) = mpsc::unbounded_channel();
-        (
-            Self {
-                slots,
-                lease,
-                deliveries,
-            },
-            received,
-        )
-    }
-
-    /// A free slot for one message, or `None` when every slot is taken or
-    /// the consumer has gone.
-    pub fn claim(&self) -> Option<HandOffClaim> {
-        if self.is_gone() {
-            return None;
-        }
-        let slot = self.slots.clone().try_acquire_owned().ok()?;
-        Some(HandOffClaim {
-            slot,
-            lease: self.lease,
-            deliveries: self.deliveries.clone(),
-        })
-    }
-
-    /// Whether the consumer stopped taking deliveries.
-    pub fn is_gone(&self) -> bool {
-        self.deliveries.is_closed()
-    }
-}
-
-impl HandOffClaim {
-    /// The lease the message is inserted with.
-    pub fn lease(&self) -> Duration {
-        self.lease
-    }
-
-    /// Hands `delivery` to the consumer; false when it has gone (the lease
-    /// then expires and the message is delivered again).
-    pub fn deliver(self, delivery: Delivery) -> bool {
-        self.deliveries
-            .send(HandedOff {
-                delivery,
-                slot: self.slot,
-            })
-            .is_ok()
-    }
-}
-
 /// Contract: see the module documentation.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait MessageQueue: Send + Sync {
     /// Publishes; `Ok(false)` when deduplicated.
     async fn publish(&self, message: OutgoingMessage) -> Result<bool, MqError>;
-
-    /// Offers `hand_off` for `topic`'s messages published in this process
-    /// (see the module docs); false when this adapter never hands off, and
-    /// the consumer receives everything.
-    fn accept_hand_offs(&self, topic: &Topic, hand_off: HandOff) -> bool {
-        let _ = (topic, hand_off);
-        false
-    }
 
     /// Leases up to `max` partition heads of `topic` that are visible now,
     /// for `lease`. Never blocks; an empty result means nothing is ready.

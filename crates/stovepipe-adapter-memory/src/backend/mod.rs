@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use stovepipe_entity::{ChangeEvent, QueueConfig, QueueName, Request, Timestamp};
-use stovepipe_ports::{Clock, Delivery, HandOffClaim, HookError, MqError, StoreError, Topic};
+use stovepipe_ports::{Clock, HookError, MqError, StoreError, Topic};
 use tokio::sync::{Notify, broadcast};
 
 pub(crate) use hooks::HookState;
@@ -78,8 +78,6 @@ pub(crate) struct State {
     pub(crate) hooks: HookState,
     /// Waiters to notify once the lock is released.
     pub(crate) to_wake: Vec<Arc<Notify>>,
-    /// Deliveries to hand off once the lock is released.
-    pub(crate) to_hand_over: Vec<(HandOffClaim, Delivery)>,
     pub(crate) wakers: HashMap<Topic, Arc<Notify>>,
 }
 
@@ -157,12 +155,12 @@ impl Shared {
     /// Runs a mutation that is not gated (receive, renew).
     pub(crate) fn housekeeping<T>(&self, f: impl FnOnce(&mut State, Timestamp) -> T) -> T {
         let now = self.clock.now();
-        let (out, after) = {
+        let (out, wakes) = {
             let mut st = self.lock();
             let out = f(&mut st, now);
-            (out, st.after_release())
+            (out, std::mem::take(&mut st.to_wake))
         };
-        after.run();
+        notify_all(&wakes);
         out
     }
 
@@ -173,39 +171,14 @@ impl Shared {
         f: impl FnOnce(&mut State, Timestamp) -> Result<T, E>,
     ) -> Result<T, E> {
         let now = self.clock.now();
-        let (out, after) = {
+        let (out, wakes) = {
             let mut st = self.lock();
             st.gate()?;
             let out = f(&mut st, now);
-            (out, st.after_release())
+            (out, std::mem::take(&mut st.to_wake))
         };
-        after.run();
+        notify_all(&wakes);
         out
-    }
-}
-
-/// What a call does once the lock is released: hand-offs, then wake-ups.
-struct AfterRelease {
-    handed: Vec<(HandOffClaim, Delivery)>,
-    wakes: Vec<Arc<Notify>>,
-}
-
-impl AfterRelease {
-    fn run(self) {
-        for (claim, delivery) in self.handed {
-            // A consumer that has gone leaves the lease to expire.
-            claim.deliver(delivery);
-        }
-        notify_all(&self.wakes);
-    }
-}
-
-impl State {
-    fn after_release(&mut self) -> AfterRelease {
-        AfterRelease {
-            handed: std::mem::take(&mut self.to_hand_over),
-            wakes: std::mem::take(&mut self.to_wake),
-        }
     }
 }
 
@@ -240,7 +213,6 @@ impl MemoryBackend {
             feed_tx,
             hooks: HookState::default(),
             to_wake: Vec::new(),
-            to_hand_over: Vec::new(),
             wakers: HashMap::new(),
         };
         Arc::new(Self {

@@ -6,11 +6,6 @@
 //! Does not own: the consumer loop, backoff policy or when to dead-letter
 //! (the consumer runtime in `stovepipe-app` decides; this only obeys).
 //!
-//! Hand-offs (the port's module docs): a store write's outbox message that
-//! will be its partition's head, of a topic whose consumer has a free
-//! slot, is enqueued already leased to it, and handed over once the lock
-//! is released.
-//!
 //! Dedup scope: a message is "retained" while it is pending in its partition
 //! (published and not yet acked or rejected, leased and held included). That
 //! is the least the port promises, so tests against this adapter do not come
@@ -21,9 +16,7 @@ use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 use stovepipe_entity::Timestamp;
-use stovepipe_ports::{
-    DeadLetter, Delivery, HandOff, HandOffClaim, MessageQueue, MqError, OutgoingMessage, Topic,
-};
+use stovepipe_ports::{DeadLetter, Delivery, MessageQueue, MqError, OutgoingMessage, Topic};
 
 #[derive(Default)]
 pub(crate) struct MqState {
@@ -34,8 +27,6 @@ pub(crate) struct MqState {
     next_delivery: u64,
     dead: BTreeMap<u64, DeadLetter>,
     next_dead: u64,
-    /// The consumers that take hand-offs, by topic.
-    hand_offs: HashMap<Topic, Vec<HandOff>>,
 }
 
 struct Message {
@@ -76,14 +67,6 @@ impl MqState {
         }
     }
 
-    /// A free slot of some consumer of `topic`, forgetting consumers that
-    /// have gone.
-    fn claim(&mut self, topic: &Topic) -> Option<HandOffClaim> {
-        let offers = self.hand_offs.get_mut(topic)?;
-        offers.retain(|o| !o.is_gone());
-        offers.iter().find_map(HandOff::claim)
-    }
-
     fn pop_head(&mut self, topic: &Topic, key: &str) -> Option<Message> {
         let parts = self.topics.get_mut(topic)?;
         let queue = parts.get_mut(key)?;
@@ -99,57 +82,6 @@ impl State {
     /// Publishes unless a pending message of the partition has the same id.
     pub(crate) fn publish(&mut self, message: OutgoingMessage, now: Timestamp) -> bool {
         self.enqueue(message, None, now)
-    }
-
-    /// Publishes a store write's outbox message: handed off, leased, when
-    /// it will be its partition's head and a consumer of its topic has a
-    /// free slot; otherwise as [`publish`](Self::publish).
-    pub(crate) fn publish_from_write(&mut self, message: OutgoingMessage, now: Timestamp) -> bool {
-        let pending = self
-            .mq
-            .topics
-            .get(&message.topic)
-            .is_some_and(|parts| parts.contains_key(&message.partition_key));
-        let claim = if pending {
-            None
-        } else {
-            self.mq.claim(&message.topic)
-        };
-        let Some(claim) = claim else {
-            return self.publish(message, now);
-        };
-        self.mq.next_delivery += 1;
-        let delivery_id = format!("{}#{}", message.topic, self.mq.next_delivery);
-        let delivery = Delivery {
-            delivery_id: delivery_id.clone(),
-            topic: message.topic.clone(),
-            partition_key: message.partition_key.clone(),
-            message_id: message.message_id.clone(),
-            payload: message.payload.clone(),
-            attempt: 1,
-            last_error: None,
-            published_at: now,
-        };
-        self.mq
-            .topics
-            .entry(message.topic)
-            .or_default()
-            .entry(message.partition_key)
-            .or_default()
-            .push_back(Message {
-                message_id: message.message_id,
-                payload: message.payload,
-                published_at: now,
-                attempt: 1,
-                last_error: None,
-                visible_at: now,
-                lease: Some(Lease {
-                    delivery_id,
-                    expires: now.saturating_add(claim.lease()),
-                }),
-            });
-        self.to_hand_over.push((claim, delivery));
-        true
     }
 
     fn enqueue(
@@ -298,17 +230,6 @@ impl State {
 impl MessageQueue for MemoryBackend {
     async fn publish(&self, message: OutgoingMessage) -> Result<bool, MqError> {
         self.shared.write(|st, now| Ok(st.publish(message, now)))
-    }
-
-    fn accept_hand_offs(&self, topic: &Topic, hand_off: HandOff) -> bool {
-        self.shared.housekeeping(|st, _| {
-            st.mq
-                .hand_offs
-                .entry(topic.clone())
-                .or_default()
-                .push(hand_off);
-        });
-        true
     }
 
     async fn receive(

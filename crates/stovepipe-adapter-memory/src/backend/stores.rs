@@ -86,8 +86,7 @@ impl State {
     }
 
     /// Commits an outbox: change-log rows in order, then messages (deduplicated
-    /// as any publish, handed off where they can be), then its hook events
-    /// when a hook is live.
+    /// as any publish), then its hook events when a hook is live.
     pub(crate) fn apply_outbox(&mut self, outbox: Outbox, now: Timestamp) {
         self.append_changes(outbox.changes, now);
         let hook_events = if self.hooks.any_live() {
@@ -95,10 +94,7 @@ impl State {
         } else {
             Vec::new()
         };
-        for message in outbox.messages {
-            self.publish_from_write(message, now);
-        }
-        for message in hook_events {
+        for message in outbox.messages.into_iter().chain(hook_events) {
             self.publish(message, now);
         }
     }
