@@ -205,7 +205,7 @@ pub async fn run_consumer(
     let topic = handler.topic();
     let mut tasks: JoinSet<()> = JoinSet::new();
     let due = Arc::new(NextDue::default());
-    let gauges = metrics::ConsumerMetrics::new(&topic);
+    let meters = metrics::ConsumerMetrics::new(&topic);
     // Woken to re-time the wait (a delivery was held), not to receive.
     let mut retime = false;
     while !cancel.is_cancelled() {
@@ -236,10 +236,10 @@ pub async fn run_consumer(
                 Err(e) => warn!(%topic, error = %e, "receive failed"),
             }
         }
-        gauges.in_flight(tasks.len());
+        meters.in_flight(tasks.len());
         if free == 0 {
             // At capacity: wait for a delivery to finish.
-            gauges.full();
+            meters.full();
             tokio::select! {
                 () = cancel.cancelled() => break,
                 Some(_) = tasks.join_next() => {}
