@@ -114,6 +114,7 @@ suite!(
         successful_writes_commit_their_outbox,
         one_write_publishes_every_message_in_partition_order,
         failed_writes_commit_no_outbox,
+        the_commit_hook_runs_once_at_commit_and_only_for_a_committed_write,
         hook_events_are_published_only_while_a_hook_is_live,
         entity_of_another_queue_is_wrong_queue,
         queues_are_isolated,

@@ -118,19 +118,32 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
         self.insert(&mut entries, key, value, fetched_at)
     }
 
-    /// Marks a write of `key` as in flight until the returned mark is
-    /// dropped: meanwhile the entry is gone and reads go to the store, so
-    /// no one is served the row as it was before the write once the write
-    /// is visible (its hop may be delivered before the write returns here).
-    /// [`WriteMark::succeeded`] keeps the written value when the mark ends;
-    /// a mark dropped without it (a failed or abandoned write) leaves no
-    /// entry.
-    pub(crate) fn begin_write(&self, key: K) -> WriteMark<'_, K, V> {
-        *self.lock().writing.entry(key.clone()).or_insert(0) += 1;
-        WriteMark {
-            cache: self,
-            key: Some(key),
-            wrote: None,
+    /// Marks a write of `key` as in flight until a matching
+    /// [`end_write`](Self::end_write): meanwhile the entry is gone and
+    /// reads go to the store, so no one is served the row as it was before
+    /// the write once the write is visible (its hop may be delivered before
+    /// the write returns to its writer).
+    pub(crate) fn begin_write(&self, key: K) {
+        *self.lock().writing.entry(key).or_insert(0) += 1;
+    }
+
+    /// Ends a write of `key` begun by [`begin_write`](Self::begin_write):
+    /// `wrote` is the value it stored and when it began, kept as the entry;
+    /// `None` (a failed or abandoned write, whose outcome is unknown) leaves
+    /// no entry.
+    pub(crate) fn end_write(&self, key: K, wrote: Option<(V, Timestamp)>) {
+        let mut entries = self.lock();
+        if let Some(n) = entries.writing.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                entries.writing.remove(&key);
+            }
+        }
+        match wrote {
+            Some((value, began)) => {
+                self.insert(&mut entries, key, value, began);
+            }
+            None => entries.remove(&key),
         }
     }
 
@@ -199,42 +212,6 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
         // Entries are replaced whole: a panic elsewhere cannot leave one
         // half-written.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// A write of one key in flight (see [`FreshCache::begin_write`]).
-#[derive(Debug)]
-pub(crate) struct WriteMark<'c, K: Eq + Hash + Clone, V> {
-    cache: &'c FreshCache<K, V>,
-    /// Taken when the mark ends.
-    key: Option<K>,
-    /// The value written and when the write began, once it succeeded.
-    wrote: Option<(V, Timestamp)>,
-}
-
-impl<K: Eq + Hash + Clone, V> WriteMark<'_, K, V> {
-    /// The write stored `value`; it began at `began`.
-    pub(crate) fn succeeded(mut self, value: V, began: Timestamp) {
-        self.wrote = Some((value, began));
-    }
-}
-
-impl<K: Eq + Hash + Clone, V> Drop for WriteMark<'_, K, V> {
-    fn drop(&mut self) {
-        let Some(key) = self.key.take() else { return };
-        let mut entries = self.cache.lock();
-        if let Some(n) = entries.writing.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                entries.writing.remove(&key);
-            }
-        }
-        match self.wrote.take() {
-            Some((value, began)) => {
-                self.cache.insert(&mut entries, key, value, began);
-            }
-            None => entries.remove(&key),
-        }
     }
 }
 
@@ -407,13 +384,13 @@ mod tests {
         let cache: FreshCache<&str, (u64, &str)> =
             FreshCache::versioned(Duration::from_secs(1), |v| v.0);
         cache.offer("row", (1, "before"), Timestamp(10));
-        let mark = cache.begin_write("row");
+        cache.begin_write("row");
         // The write may already be visible: neither the entry nor a read
         // that may predate the write is served.
         assert_eq!(cache.fresh(&"row", Timestamp(11)), None);
         cache.offer("row", (1, "read meanwhile"), Timestamp(11));
         assert_eq!(cache.fresh(&"row", Timestamp(12)), None);
-        mark.succeeded((2, "written"), Timestamp(11));
+        cache.end_write("row", Some(((2, "written"), Timestamp(11))));
         assert_eq!(
             cache.fresh(&"row", Timestamp(13)).as_deref(),
             Some(&(2, "written"))
@@ -424,8 +401,20 @@ mod tests {
             cache.fresh(&"row", Timestamp(13)).as_deref(),
             Some(&(2, "written"))
         );
+        // Two writes of one key in flight: the entry is served again only
+        // once both ended.
+        cache.begin_write("row");
+        cache.begin_write("row");
+        cache.end_write("row", Some(((3, "first"), Timestamp(13))));
+        assert_eq!(cache.fresh(&"row", Timestamp(14)), None);
+        cache.end_write("row", Some(((4, "second"), Timestamp(13))));
+        assert_eq!(
+            cache.fresh(&"row", Timestamp(14)).as_deref(),
+            Some(&(4, "second"))
+        );
         // A write that fails (or is abandoned) leaves nothing behind.
-        drop(cache.begin_write("row"));
+        cache.begin_write("row");
+        cache.end_write("row", None);
         assert_eq!(cache.fresh(&"row", Timestamp(14)), None);
         assert_eq!(cache.len(), 0);
     }

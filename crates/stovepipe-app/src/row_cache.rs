@@ -25,19 +25,26 @@
 //!   replica always reads exactly what is stored. Another replica's write
 //!   is seen within the bound, or at the first conflicting write.
 //!
+//! While a write is in flight its rows are read from the store: its hop
+//! can reach the next stage before the write returns here, and that stage
+//! must not be served a row as it was before. The write hands the store a
+//! [`CommitHook`] that keeps its rows the moment it commits, which is
+//! before the store wakes this process's consumers of its hop; so the next
+//! stage, woken by that hop, finds the rows kept, not marked.
+//!
 //! A failed write of any kind drops the entry (its outcome is unknown), a
 //! read that finds nothing drops it, and facts, builds lists and the read
 //! side are never served from here: the server's query service reads
 //! requests and queue rows from the store on every call.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use stovepipe_entity::{Build, BuildId, Queue, QueueName, Request, RequestId};
 use stovepipe_ports::{
-    BuildStore, Clock, EntityWrite, JointWriter, Outbox, QueueStore, RequestStore, StoreError,
-    StoreFactory, Stores,
+    BuildStore, Clock, CommitHook, EntityWrite, JointWriter, Outbox, QueueStore, RequestStore,
+    StoreError, StoreFactory, Stores,
 };
 
 use crate::cache::FreshCache;
@@ -134,63 +141,164 @@ impl Rows {
         Ok(found.map(|row| (*row).clone()))
     }
 
-    /// Runs a create or update of `row`; kept when it succeeded, dropped
-    /// otherwise (a conflict means the row moved; any other error leaves
-    /// the outcome unknown). While it runs the row is read from the store:
-    /// the write's hop can reach the next stage before the write returns
-    /// here, and that stage must not be served the row as it was before.
-    async fn write<K: Eq + std::hash::Hash + Clone, V: Clone>(
-        &self,
-        cache: &FreshCache<K, V>,
-        key: K,
-        row: &V,
-        write: impl Future<Output = Result<(), StoreError>>,
-    ) -> Result<(), StoreError> {
-        let began = self.clock.now();
-        let mark = cache.begin_write(key);
-        write.await?;
-        mark.succeeded(row.clone(), began);
-        Ok(())
+    /// Runs `write` of the rows `pending` (one create or update, or a
+    /// joint write's), handing it `outbox` with a commit hook that keeps
+    /// them; kept when it committed, dropped otherwise (a conflict means
+    /// the row moved; any other error leaves the outcome unknown). While it
+    /// runs, until it commits, they are read from the store (module docs).
+    /// The caller's own commit hook, if any, runs after this one.
+    async fn write<W>(
+        self: &Arc<Self>,
+        pending: Pending,
+        mut outbox: Outbox,
+        write: impl FnOnce(Outbox) -> W,
+    ) -> Result<(), StoreError>
+    where
+        W: Future<Output = Result<(), StoreError>>,
+    {
+        let written = Written::begin(self, pending);
+        let theirs = std::mem::take(&mut outbox.on_commit);
+        let hook = {
+            let written = written.clone();
+            CommitHook::new(move || {
+                written.end(true);
+                theirs.run();
+            })
+        };
+        let result = write(outbox.on_commit(hook.clone())).await;
+        // Both are no-ops when the store ran the hook: the write committed,
+        // and what the call returns after that cannot unmake it.
+        match result {
+            Ok(()) => hook.run(),
+            Err(_) => written.end(false),
+        }
+        result
+    }
+}
+
+/// The rows one write stores, by cache.
+#[derive(Default)]
+struct Pending {
+    requests: Vec<((QueueName, RequestId), Request)>,
+    queues: Vec<(QueueName, Queue)>,
+    builds: Vec<((QueueName, BuildId), Build)>,
+}
+
+impl Pending {
+    fn request(queue: &QueueName, row: &Request) -> Self {
+        let mut pending = Self::default();
+        pending.add_request(queue, row);
+        pending
+    }
+
+    fn queue(queue: &QueueName, row: &Queue) -> Self {
+        let mut pending = Self::default();
+        pending.queues.push((queue.clone(), row.clone()));
+        pending
+    }
+
+    fn build(queue: &QueueName, row: &Build) -> Self {
+        let mut pending = Self::default();
+        pending.add_build(queue, row);
+        pending
+    }
+
+    fn add_request(&mut self, queue: &QueueName, row: &Request) {
+        let key = (queue.clone(), row.id.clone());
+        self.requests.push((key, row.clone()));
+    }
+
+    fn add_build(&mut self, queue: &QueueName, row: &Build) {
+        let key = (queue.clone(), row.id.clone());
+        self.builds.push((key, row.clone()));
+    }
+}
+
+/// A write's rows, marked in flight in their caches from before the write
+/// is sent until it ends: by its commit hook, by its call's return, or, if
+/// neither came (the call was dropped), when the last handle goes.
+struct Written {
+    rows: Arc<Rows>,
+    /// Clock time when the write began: the rows are at least this new.
+    began: stovepipe_entity::Timestamp,
+    /// Taken when the write ends.
+    pending: Mutex<Option<Pending>>,
+}
+
+impl Written {
+    fn begin(rows: &Arc<Rows>, pending: Pending) -> Arc<Self> {
+        for (key, _) in &pending.requests {
+            rows.requests.begin_write(key.clone());
+        }
+        for (key, _) in &pending.queues {
+            rows.queues.begin_write(key.clone());
+        }
+        for (key, _) in &pending.builds {
+            rows.builds.begin_write(key.clone());
+        }
+        Arc::new(Self {
+            rows: rows.clone(),
+            began: rows.clock.now(),
+            pending: Mutex::new(Some(pending)),
+        })
+    }
+
+    /// Ends the write's marks, keeping its rows when it `committed`; only
+    /// the first call does anything.
+    fn end(&self, committed: bool) {
+        let taken = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(pending) = taken else { return };
+        for (key, row) in pending.requests {
+            self.rows
+                .requests
+                .end_write(key, committed.then_some((row, self.began)));
+        }
+        for (key, row) in pending.queues {
+            self.rows
+                .queues
+                .end_write(key, committed.then_some((row, self.began)));
+        }
+        for (key, row) in pending.builds {
+            self.rows
+                .builds
+                .end_write(key, committed.then_some((row, self.began)));
+        }
+    }
+}
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        self.end(false);
     }
 }
 
 /// A joint write's request, queue row and build, kept as a write of each
-/// alone would keep them: all of them when it succeeded, none otherwise.
+/// alone would keep them: all of them when it committed, none otherwise.
 #[async_trait]
 impl JointWriter for Bound<dyn JointWriter> {
     async fn write_all(&self, writes: Vec<EntityWrite>, outbox: Outbox) -> Result<(), StoreError> {
-        let began = self.rows.clock.now();
-        let mut requests = Vec::new();
-        let mut queues = Vec::new();
-        let mut builds = Vec::new();
+        let mut pending = Pending::default();
         for write in &writes {
             match write {
                 EntityWrite::CreateRequest(r) | EntityWrite::UpdateRequest { request: r, .. } => {
-                    let key = (self.queue.clone(), r.id.clone());
-                    requests.push((self.rows.requests.begin_write(key), r.clone()));
+                    pending.add_request(&self.queue, r);
                 }
                 EntityWrite::UpdateQueue { queue, .. } => {
-                    let mark = self.rows.queues.begin_write(self.queue.clone());
-                    queues.push((mark, queue.clone()));
+                    pending.queues.push((self.queue.clone(), queue.clone()));
                 }
-                EntityWrite::UpdateBuild { build, .. } => {
-                    let key = (self.queue.clone(), build.id.clone());
-                    builds.push((self.rows.builds.begin_write(key), build.clone()));
-                }
+                EntityWrite::UpdateBuild { build, .. } => pending.add_build(&self.queue, build),
                 EntityWrite::CreateFact(_) => {}
             }
         }
-        self.store.write_all(writes, outbox).await?;
-        for (mark, row) in requests {
-            mark.succeeded(row, began);
-        }
-        for (mark, row) in queues {
-            mark.succeeded(row, began);
-        }
-        for (mark, row) in builds {
-            mark.succeeded(row, began);
-        }
-        Ok(())
+        self.rows
+            .write(pending, outbox, |outbox| {
+                self.store.write_all(writes, outbox)
+            })
+            .await
     }
 }
 
@@ -204,10 +312,9 @@ struct Bound<S: ?Sized> {
 #[async_trait]
 impl RequestStore for Bound<dyn RequestStore> {
     async fn create(&self, request: &Request, outbox: Outbox) -> Result<(), StoreError> {
-        let key = (self.queue.clone(), request.id.clone());
-        let write = self.store.create(request, outbox);
+        let pending = Pending::request(&self.queue, request);
         self.rows
-            .write(&self.rows.requests, key, request, write)
+            .write(pending, outbox, |outbox| self.store.create(request, outbox))
             .await
     }
 
@@ -231,10 +338,11 @@ impl RequestStore for Bound<dyn RequestStore> {
         expected_version: u64,
         outbox: Outbox,
     ) -> Result<(), StoreError> {
-        let key = (self.queue.clone(), request.id.clone());
-        let write = self.store.update(request, expected_version, outbox);
+        let pending = Pending::request(&self.queue, request);
         self.rows
-            .write(&self.rows.requests, key, request, write)
+            .write(pending, outbox, |outbox| {
+                self.store.update(request, expected_version, outbox)
+            })
             .await
     }
 }
@@ -242,9 +350,10 @@ impl RequestStore for Bound<dyn RequestStore> {
 #[async_trait]
 impl QueueStore for Bound<dyn QueueStore> {
     async fn create(&self, queue: &Queue) -> Result<(), StoreError> {
-        let write = self.store.create(queue);
+        let pending = Pending::queue(&self.queue, queue);
+        // No outbox: the row is kept when the call returns.
         self.rows
-            .write(&self.rows.queues, self.queue.clone(), queue, write)
+            .write(pending, Outbox::none(), |_| self.store.create(queue))
             .await
     }
 
@@ -266,9 +375,11 @@ impl QueueStore for Bound<dyn QueueStore> {
         expected_version: u64,
         outbox: Outbox,
     ) -> Result<(), StoreError> {
-        let write = self.store.update(queue, expected_version, outbox);
+        let pending = Pending::queue(&self.queue, queue);
         self.rows
-            .write(&self.rows.queues, self.queue.clone(), queue, write)
+            .write(pending, outbox, |outbox| {
+                self.store.update(queue, expected_version, outbox)
+            })
             .await
     }
 }
@@ -276,9 +387,10 @@ impl QueueStore for Bound<dyn QueueStore> {
 #[async_trait]
 impl BuildStore for Bound<dyn BuildStore> {
     async fn create(&self, build: &Build, outbox: Outbox) -> Result<(), StoreError> {
-        let key = (self.queue.clone(), build.id.clone());
-        let write = self.store.create(build, outbox);
-        self.rows.write(&self.rows.builds, key, build, write).await
+        let pending = Pending::build(&self.queue, build);
+        self.rows
+            .write(pending, outbox, |outbox| self.store.create(build, outbox))
+            .await
     }
 
     async fn get(&self, id: &BuildId) -> Result<Option<Build>, StoreError> {
@@ -301,9 +413,12 @@ impl BuildStore for Bound<dyn BuildStore> {
         expected_version: u64,
         outbox: Outbox,
     ) -> Result<(), StoreError> {
-        let key = (self.queue.clone(), build.id.clone());
-        let write = self.store.update(build, expected_version, outbox);
-        self.rows.write(&self.rows.builds, key, build, write).await
+        let pending = Pending::build(&self.queue, build);
+        self.rows
+            .write(pending, outbox, |outbox| {
+                self.store.update(build, expected_version, outbox)
+            })
+            .await
     }
 
     async fn list_for_request(&self, request_id: &RequestId) -> Result<Vec<Build>, StoreError> {

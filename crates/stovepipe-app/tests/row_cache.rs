@@ -5,14 +5,18 @@
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use stovepipe_adapter_memory::{ManualClock, MemoryBackend};
 use stovepipe_app::{CachedStores, ROW_STALENESS};
-use stovepipe_contract::fixtures::{build, queue_a, request};
+use stovepipe_contract::fixtures::{build, message, queue_a, request};
 use stovepipe_contract::{StoreFixture, contract_tests};
-use stovepipe_entity::{Queue, Request, RequestState, Timestamp};
-use stovepipe_ports::{Outbox, StoreError, StoreFactory, Stores};
+use stovepipe_entity::{Queue, QueueName, Request, RequestId, RequestState, Timestamp};
+use stovepipe_ports::{
+    MessageQueue, Outbox, RequestStore, StoreError, StoreFactory, Stores, Topic,
+};
 
 async fn cached() -> StoreFixture {
     let backend = MemoryBackend::new(Arc::new(ManualClock::default()));
@@ -197,4 +201,91 @@ async fn get_fresh_reads_the_store_and_keeps_what_it_read() {
     let b = build(&queue_a(), 1, "b-1");
     w.elsewhere.builds.create(&b, Outbox::none()).await.unwrap();
     assert_eq!(w.cached.builds.get_fresh(&b.id).await.unwrap(), Some(b));
+}
+
+/// A store that returns a while after its writes committed (as the SQL
+/// store waits for its change feed) and counts the reads that reach it.
+struct ReturnsLate {
+    inner: Arc<MemoryBackend>,
+    reads: Arc<AtomicUsize>,
+}
+
+impl StoreFactory for ReturnsLate {
+    fn for_queue(&self, queue: &QueueName) -> Stores {
+        let inner = self.inner.for_queue(queue);
+        Stores {
+            requests: Arc::new(LateRequests {
+                inner: inner.requests.clone(),
+                reads: self.reads.clone(),
+            }),
+            ..inner
+        }
+    }
+}
+
+struct LateRequests {
+    inner: Arc<dyn RequestStore>,
+    reads: Arc<AtomicUsize>,
+}
+
+const RETURNS_AFTER: Duration = Duration::from_millis(300);
+
+#[async_trait]
+impl RequestStore for LateRequests {
+    async fn create(&self, request: &Request, outbox: Outbox) -> Result<(), StoreError> {
+        self.inner.create(request, outbox).await?;
+        tokio::time::sleep(RETURNS_AFTER).await;
+        Ok(())
+    }
+
+    async fn get(&self, id: &RequestId) -> Result<Option<Request>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(id).await
+    }
+
+    async fn update(
+        &self,
+        request: &Request,
+        expected_version: u64,
+        outbox: Outbox,
+    ) -> Result<(), StoreError> {
+        self.inner.update(request, expected_version, outbox).await?;
+        tokio::time::sleep(RETURNS_AFTER).await;
+        Ok(())
+    }
+}
+
+/// The next stage, woken by a write's hop while the write's call has not
+/// returned yet, is served the written row from the cache: the store ran
+/// the write's commit hook before it woke the consumer.
+#[tokio::test]
+async fn a_hop_s_consumer_is_served_the_row_its_write_kept_at_commit() {
+    let clock = ManualClock::new(Timestamp(1_000_000));
+    let backend = MemoryBackend::new(Arc::new(clock.clone()));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let late = ReturnsLate {
+        inner: backend.clone(),
+        reads: reads.clone(),
+    };
+    let cached = CachedStores::new(Arc::new(late), Arc::new(clock)).for_queue(&queue_a());
+    let hop = Topic::new("next-stage");
+    let next_stage = {
+        let (messages, requests, hop) = (backend.clone(), cached.requests.clone(), hop.clone());
+        tokio::spawn(async move {
+            messages.wait(&hop, Duration::from_secs(30)).await;
+            requests.get(&request(&queue_a(), 1).id).await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = request(&queue_a(), 1);
+    let outbox = Outbox::none().publish(message(&hop, "p", "created"));
+    let write = cached.requests.create(&r, outbox);
+    let (written, served) = tokio::join!(write, next_stage);
+    written.unwrap();
+    assert_eq!(served.unwrap(), Some(r));
+    assert_eq!(
+        reads.load(Ordering::SeqCst),
+        0,
+        "the next stage read the row from the store"
+    );
 }

@@ -6,14 +6,15 @@
 
 use serde_json::json;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use stovepipe_entity::{
     Build, BuildId, BuildStatus, ChangeKind, Degree, EventEnvelope, Fact, HookReleaseSpec,
     NewChange, Origin, ProjectName, QueueName, Request, RequestId, Timestamp, Uri,
 };
 use stovepipe_ports::{
-    BuildRunner, ChangeFeed, HookRegistry, HookSink, MessageQueue, OutgoingMessage, ReadModel,
-    SourceControl, StoreFactory, Topic, TriggerRequest,
+    BuildRunner, ChangeFeed, CommitHook, HookRegistry, HookSink, MessageQueue, OutgoingMessage,
+    ReadModel, SourceControl, StoreFactory, Topic, TriggerRequest,
 };
 
 /// Moves the adapter's clock forward (holds, retries and leases are
@@ -184,6 +185,16 @@ pub async fn logged_subjects(feed: &Arc<dyn ChangeFeed>) -> Vec<String> {
 }
 
 /// Ids of the messages of `topic` deliverable now (leases them for a minute).
+/// A commit hook and how many times it ran.
+pub fn counted_commit_hook() -> (CommitHook, Arc<AtomicUsize>) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
+    let hook = CommitHook::new(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    (hook, runs)
+}
+
 pub async fn deliverable_ids(mq: &Arc<dyn MessageQueue>, topic: &Topic) -> Vec<String> {
     let mut ids: Vec<String> = mq
         .receive(topic, "contract-observer", 10_000, Duration::from_mins(1))

@@ -5,10 +5,11 @@
 //! rows in.
 
 use crate::fixtures::{
-    StoreFixture, T0, build, change, deliverable_ids, fact, logged_subjects, message, outbox_topic,
-    queue_a, queue_b, request, uri,
+    StoreFixture, T0, build, change, counted_commit_hook, deliverable_ids, fact, logged_subjects,
+    message, outbox_topic, queue_a, queue_b, request, uri,
 };
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use stovepipe_entity::{Build, ProjectName, Queue, Request, Timestamp};
 use stovepipe_ports::{EntityWrite, Outbox, StoreError, Stores};
 use tokio::task::JoinHandle;
@@ -85,11 +86,20 @@ async fn rows(s: &Stores, r: &Request, b: &Build) -> (Queue, Request, Build) {
 }
 
 /// The error of a joint write that must be refused.
+/// The error refusing `writes`; their outbox's commit hook must not run.
 async fn refused(s: &Stores, writes: Vec<EntityWrite>, subject: &str) -> StoreError {
-    match s.joint.write_all(writes, outbox(subject)).await {
+    let (hook, runs) = counted_commit_hook();
+    let written = s.joint.write_all(writes, outbox(subject).on_commit(hook));
+    let err = match written.await {
         Ok(()) => panic!("the joint write {subject:?} must be refused"),
         Err(e) => e,
-    }
+    };
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        0,
+        "the refused joint write {subject:?} ran its commit hook"
+    );
+    err
 }
 
 async fn nothing_published(fx: &StoreFixture) {
@@ -114,7 +124,10 @@ async fn every_write_and_the_outbox_commit_together(fx: StoreFixture) {
         update_request(&r2, 1),
         update_build(&b2, 1),
     ];
-    s.joint.write_all(writes, outbox("joint")).await.unwrap();
+    let (hook, runs) = counted_commit_hook();
+    let outbox = outbox("joint").on_commit(hook);
+    s.joint.write_all(writes, outbox).await.unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the commit hook runs once");
     assert_eq!(rows(&s, &r, &b).await, (q2, r2, b2));
     assert_eq!(logged_subjects(&fx.feed).await, ["joint"]);
     assert_eq!(

@@ -5,14 +5,15 @@
 //! Does not own: listing requests (see `read_model`).
 
 use crate::fixtures::{
-    StoreFixture, T0, change, deliverable_ids, logged_subjects, message, outbox_topic, queue_a,
-    queue_b, release_spec, request, request_for, uri,
+    StoreFixture, T0, change, counted_commit_hook, deliverable_ids, logged_subjects, message,
+    outbox_topic, queue_a, queue_b, release_spec, request, request_for, uri,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use stovepipe_entity::{EventType, HookContract, HookName, Timestamp};
-use stovepipe_ports::{Outbox, StoreError, Topic};
+use stovepipe_ports::{CommitHook, Outbox, StoreError, Topic};
 
 crate::suite!($, request_store, request_store_tests, StoreFixture, [
     create_then_get_round_trips,
@@ -24,6 +25,7 @@ crate::suite!($, request_store, request_store_tests, StoreFixture, [
     successful_writes_commit_their_outbox,
     one_write_publishes_every_message_in_partition_order,
     failed_writes_commit_no_outbox,
+    the_commit_hook_runs_once_at_commit_and_only_for_a_committed_write,
     hook_events_are_published_only_while_a_hook_is_live,
     entity_of_another_queue_is_wrong_queue,
     queues_are_isolated,
@@ -201,6 +203,59 @@ async fn failed_writes_commit_no_outbox(fx: StoreFixture) {
             .is_empty(),
         "a failed write must not publish its messages"
     );
+}
+
+/// A write's commit hook runs once, by the time the call returns, and
+/// before a consumer of this process waiting for the write's message is
+/// woken (that is what lets the pipeline's next stage find the rows the
+/// writer kept); a refused write never runs it.
+async fn the_commit_hook_runs_once_at_commit_and_only_for_a_committed_write(fx: StoreFixture) {
+    let s = fx.stores.for_queue(&queue_a());
+    let mut r = request(&queue_a(), 1);
+    let (hook, runs) = counted_commit_hook();
+    s.requests
+        .create(&r, outbox("created").on_commit(hook.clone()))
+        .await
+        .unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "ran once, by the return");
+    hook.run();
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "a hook runs at most once");
+
+    let (hook, runs) = counted_commit_hook();
+    let dup = s.requests.create(&r, outbox("dup").on_commit(hook.clone()));
+    dup.await.unwrap_err();
+    let stale = s.requests.update(&r, 9, outbox("stale").on_commit(hook));
+    stale.await.unwrap_err();
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "refused writes run no hook");
+
+    // A topic nothing was published to, so that only this write wakes it.
+    let topic = Topic::new("commit-hook");
+    let ran = Arc::new(AtomicBool::new(false));
+    let waiter = {
+        let (messages, ran, topic) = (fx.messages.clone(), ran.clone(), topic.clone());
+        tokio::spawn(async move {
+            let began = Instant::now();
+            messages.wait(&topic, Duration::from_secs(30)).await;
+            (ran.load(Ordering::SeqCst), began.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    r.supersede(Timestamp(5)).unwrap();
+    let hook = {
+        let ran = ran.clone();
+        CommitHook::new(move || ran.store(true, Ordering::SeqCst))
+    };
+    let outbox = Outbox::none()
+        .publish(message(&topic, "p", "updated"))
+        .on_commit(hook);
+    let update = s.requests.update(&r, 1, outbox);
+    update.await.unwrap();
+    let (ran_when_woken, woken_after) = waiter.await.unwrap();
+    assert!(
+        woken_after < Duration::from_secs(30),
+        "the waiter was woken by the write"
+    );
+    assert!(ran_when_woken, "the hook ran before the consumer was woken");
 }
 
 /// An outbox's hook events reach topic `hook` only when, at commit, some

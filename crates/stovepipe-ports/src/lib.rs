@@ -28,8 +28,8 @@ pub use messaging::{DeadLetter, Delivery, MessageQueue, OutgoingMessage, Topic};
 pub use runner::{BuildRunner, BuildRunnerFactory, TriggerRequest};
 pub use scm::{ChangeInfo, HistoryPage, PromoteOutcome, SourceControl, SourceControlFactory};
 pub use store::{
-    BuildStore, CommitRecord, EntityWrite, FactStore, JointWriter, Outbox, QueueConfigStore,
-    QueueStore, ReadModel, RequestStore, RequestUriStore, StoreFactory, Stores,
+    BuildStore, CommitHook, CommitRecord, EntityWrite, FactStore, JointWriter, Outbox,
+    QueueConfigStore, QueueStore, ReadModel, RequestStore, RequestUriStore, StoreFactory, Stores,
 };
 
 #[cfg(feature = "mock")]

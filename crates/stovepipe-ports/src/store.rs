@@ -21,11 +21,20 @@
 //! another as `InvalidValue`.
 //! A backend whose stores do not share a transaction with a hook registry
 //! MUST publish them unconditionally.
+//!
+//! An outbox may carry a [`CommitHook`]: the writer's own bookkeeping of
+//! the write (the pipeline's row cache keeps the rows it wrote). A store
+//! MUST run it once the write has committed and before it wakes this
+//! process's consumers of the write's messages, and never for a write that
+//! did not commit; a write whose hook ran returns `Ok`. So the next stage,
+//! woken by the write's hop, finds the bookkeeping in place even while the
+//! write's call has not yet returned (a store may wait for other readers,
+//! its change feed say, before it returns).
 
 use crate::error::StoreError;
 use crate::messaging::OutgoingMessage;
 use async_trait::async_trait;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use stovepipe_entity::{
     Build, BuildId, Fact, InvalidValue, NewChange, ProjectName, Queue, QueueConfig, QueueName,
     Request, RequestId, Uri,
@@ -41,6 +50,56 @@ pub struct Outbox {
     /// Published as `messages` are, but only when the backend's hook
     /// registry holds a hook with a live release at commit (module docs).
     pub hook_events: Vec<OutgoingMessage>,
+    /// Run once the write has committed, before this process's consumers
+    /// are woken for `messages` (module docs). Not part of what is written.
+    pub on_commit: CommitHook,
+}
+
+/// A writer's bookkeeping of its write, run at most once (see the module):
+/// by the store when the write commits, or by the writer when the call
+/// returns, whichever comes first. Clones share the one run. Empty by
+/// default, when running it does nothing.
+#[derive(Clone, Default)]
+pub struct CommitHook(Option<Arc<Mutex<Option<HookFn>>>>);
+
+/// A commit hook's body; taken out of its slot when it runs.
+type HookFn = Box<dyn FnOnce() + Send>;
+
+impl CommitHook {
+    pub fn new(hook: impl FnOnce() + Send + 'static) -> Self {
+        Self(Some(Arc::new(Mutex::new(Some(Box::new(hook))))))
+    }
+
+    /// Runs the hook, unless it ran before (or there is none).
+    pub fn run(&self) {
+        let Some(once) = &self.0 else { return };
+        // Taken whole: a panic elsewhere cannot leave the slot half-written.
+        let hook = once.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+}
+
+impl std::fmt::Debug for CommitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.0 {
+            None => "none",
+            Some(_) => "set",
+        };
+        f.debug_tuple("CommitHook").field(&state).finish()
+    }
+}
+
+/// Two hooks are equal when both are empty or they are clones of one.
+impl PartialEq for CommitHook {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 impl Outbox {
@@ -68,6 +127,14 @@ impl Outbox {
         self
     }
 
+    /// Runs `hook` when the write commits (see [`CommitHook`]).
+    #[must_use]
+    pub fn on_commit(mut self, hook: CommitHook) -> Self {
+        self.on_commit = hook;
+        self
+    }
+
+    /// Nothing to write (a commit hook is not written).
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty() && self.messages.is_empty() && self.hook_events.is_empty()
     }

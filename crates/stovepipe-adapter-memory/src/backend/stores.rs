@@ -85,9 +85,12 @@ impl State {
         self.queues.entry(queue.clone()).or_default()
     }
 
-    /// Commits an outbox: change-log rows in order, then messages (deduplicated
-    /// as any publish), then its hook events when a hook is live.
+    /// Commits an outbox, once its write is applied: runs its commit hook,
+    /// then appends the change-log rows in order, then publishes the
+    /// messages (deduplicated as any publish), then its hook events when a
+    /// hook is live.
     pub(crate) fn apply_outbox(&mut self, outbox: Outbox, now: Timestamp) {
+        outbox.on_commit.run();
         self.append_changes(outbox.changes, now);
         let hook_events = if self.hooks.any_live() {
             outbox.hook_events
