@@ -193,7 +193,7 @@ impl Pending {
 
     fn queue(queue: &QueueName, row: &Queue) -> Self {
         let mut pending = Self::default();
-        pending.queues.push((queue.clone(), row.clone()));
+        pending.add_queue(queue, row);
         pending
     }
 
@@ -206,6 +206,10 @@ impl Pending {
     fn add_request(&mut self, queue: &QueueName, row: &Request) {
         let key = (queue.clone(), row.id.clone());
         self.requests.push((key, row.clone()));
+    }
+
+    fn add_queue(&mut self, queue: &QueueName, row: &Queue) {
+        self.queues.push((queue.clone(), row.clone()));
     }
 
     fn add_build(&mut self, queue: &QueueName, row: &Build) {
@@ -287,9 +291,7 @@ impl JointWriter for Bound<dyn JointWriter> {
                 EntityWrite::CreateRequest(r) | EntityWrite::UpdateRequest { request: r, .. } => {
                     pending.add_request(&self.queue, r);
                 }
-                EntityWrite::UpdateQueue { queue, .. } => {
-                    pending.queues.push((self.queue.clone(), queue.clone()));
-                }
+                EntityWrite::UpdateQueue { queue, .. } => pending.add_queue(&self.queue, queue),
                 EntityWrite::UpdateBuild { build, .. } => pending.add_build(&self.queue, build),
                 EntityWrite::CreateFact(_) => {}
             }

@@ -59,6 +59,10 @@ pub struct Outbox {
 /// by the store when the write commits, or by the writer when the call
 /// returns, whichever comes first. Clones share the one run. Empty by
 /// default, when running it does nothing.
+///
+/// A store may run it while it holds its own locks (the memory adapter
+/// does, so that no consumer sees the write before it ran): a hook must be
+/// short and must not call into the store.
 #[derive(Clone, Default)]
 pub struct CommitHook(Option<Arc<Mutex<Option<HookFn>>>>);
 
