@@ -84,10 +84,21 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
         now: Timestamp,
         fetch: impl Future<Output = Result<Option<V>, E>>,
     ) -> Result<Option<Arc<V>>, E> {
-        if let Some(fresh) = self.fresh(key, now) {
-            return Ok(Some(fresh));
-        }
-        self.refresh(key, now, fetch).await
+        Ok(self.get_served(key, now, fetch).await?.0)
+    }
+
+    /// [`get`](Self::get), and where the value came from.
+    pub(crate) async fn get_served<E>(
+        &self,
+        key: &K,
+        now: Timestamp,
+        fetch: impl Future<Output = Result<Option<V>, E>>,
+    ) -> Result<(Option<Arc<V>>, Served), E> {
+        let served = match self.lookup(key, now) {
+            Ok(kept) => return Ok((Some(kept), Served::Kept)),
+            Err(why) => why,
+        };
+        Ok((self.refresh(key, now, fetch).await?, served))
     }
 
     /// The result of `fetch`, which began at `now`, whatever the cache
@@ -185,16 +196,23 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
         entries.old.clear();
     }
 
+    #[cfg(test)]
     fn fresh(&self, key: &K, now: Timestamp) -> Option<Arc<V>> {
+        self.lookup(key, now).ok()
+    }
+
+    /// The kept value of `key` if it may be served at `now`, else why not.
+    fn lookup(&self, key: &K, now: Timestamp) -> Result<Arc<V>, Served> {
         let entries = self.lock();
         if entries.writing.contains_key(key) {
-            return None;
+            return Err(Served::FetchedDuringWrite);
         }
-        let entry = entries.get(key)?;
-        let age = now.as_millis().checked_sub(entry.fetched_at.as_millis())?;
-        (0..self.bound_ms())
-            .contains(&age)
-            .then(|| entry.value.clone())
+        let entry = entries.get(key).ok_or(Served::Fetched)?;
+        let age = now.as_millis().checked_sub(entry.fetched_at.as_millis());
+        match age {
+            Some(age) if (0..self.bound_ms()).contains(&age) => Ok(entry.value.clone()),
+            _ => Err(Served::Fetched),
+        }
     }
 
     fn bound_ms(&self) -> i64 {
@@ -212,6 +230,27 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
         // Entries are replaced whole: a panic elsewhere cannot leave one
         // half-written.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Where [`FreshCache::get_served`] found its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Served {
+    /// The kept entry.
+    Kept,
+    /// The store: nothing was kept, or it was too old.
+    Fetched,
+    /// The store: a write of the key was in flight.
+    FetchedDuringWrite,
+}
+
+impl Served {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Kept => "kept",
+            Self::Fetched => "fetched",
+            Self::FetchedDuringWrite => "fetched_during_write",
+        }
     }
 }
 

@@ -19,6 +19,7 @@
 //! | `stovepipe_promotions_total` / `stovepipe_promotions_skipped_total` | counter | queue |
 //! | `stovepipe_dead_letters_reconciled_total` | counter | topic |
 //! | `stovepipe_reconcile_repairs_total` | counter | queue, repair |
+//! | `stovepipe_row_cache_reads_total` | counter | entity (request, queue, build), served (kept; fetched: nothing kept or too old; fetched_during_write: a write of the row was in flight, which a rising share of means hops are handled before their write's commit hook ran) |
 //!
 //! The SQL adapter records its own, on both backends: `stovepipe_db_writes_total`
 //! (path: alone, batched; role: write, lease, read) and `stovepipe_db_write_batches_total` (outcome:
@@ -27,6 +28,15 @@
 use metrics::{Counter, Gauge, counter, gauge, histogram};
 use stovepipe_entity::{BuildStrategy, Fact, QueueName, Request, Timestamp};
 use stovepipe_ports::Topic;
+
+use crate::cache::Served;
+
+/// A read of the pipeline's row cache (`row_cache`): served from the kept
+/// row or fetched from the store, and why.
+pub(crate) fn row_cache_read(entity: &'static str, served: Served) {
+    counter!("stovepipe_row_cache_reads_total", "entity" => entity, "served" => served.label())
+        .increment(1);
+}
 
 pub fn ingested(queue: &QueueName, created: bool) {
     counter!("stovepipe_ingest_total", "queue" => queue.to_string(), "created" => created.to_string())

@@ -48,6 +48,7 @@ use stovepipe_ports::{
 };
 
 use crate::cache::FreshCache;
+use crate::metrics;
 
 /// How long a row may be served after the write or read that produced it
 /// began. One second: the next stage of a request runs milliseconds after
@@ -118,14 +119,17 @@ struct Rows {
 }
 
 impl Rows {
-    /// A row at most the bound old: kept, or read from the store and kept.
+    /// A row at most the bound old: kept, or read from the store and kept
+    /// (counted by `entity` and where it came from).
     async fn read<K: Eq + std::hash::Hash + Clone, V: Clone>(
         &self,
+        entity: &'static str,
         cache: &FreshCache<K, V>,
         key: &K,
         fetch: impl Future<Output = Result<Option<V>, StoreError>>,
     ) -> Result<Option<V>, StoreError> {
-        let found = cache.get(key, self.clock.now(), fetch).await?;
+        let (found, served) = cache.get_served(key, self.clock.now(), fetch).await?;
+        metrics::row_cache_read(entity, served);
         Ok(found.map(|row| (*row).clone()))
     }
 
@@ -323,7 +327,7 @@ impl RequestStore for Bound<dyn RequestStore> {
     async fn get(&self, id: &RequestId) -> Result<Option<Request>, StoreError> {
         let key = (self.queue.clone(), id.clone());
         self.rows
-            .read(&self.rows.requests, &key, self.store.get(id))
+            .read("request", &self.rows.requests, &key, self.store.get(id))
             .await
     }
 
@@ -361,7 +365,7 @@ impl QueueStore for Bound<dyn QueueStore> {
 
     async fn get(&self) -> Result<Option<Queue>, StoreError> {
         self.rows
-            .read(&self.rows.queues, &self.queue, self.store.get())
+            .read("queue", &self.rows.queues, &self.queue, self.store.get())
             .await
     }
 
@@ -398,7 +402,7 @@ impl BuildStore for Bound<dyn BuildStore> {
     async fn get(&self, id: &BuildId) -> Result<Option<Build>, StoreError> {
         let key = (self.queue.clone(), id.clone());
         self.rows
-            .read(&self.rows.builds, &key, self.store.get(id))
+            .read("build", &self.rows.builds, &key, self.store.get(id))
             .await
     }
 

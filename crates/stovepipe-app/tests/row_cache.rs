@@ -203,38 +203,62 @@ async fn get_fresh_reads_the_store_and_keeps_what_it_read() {
     assert_eq!(w.cached.builds.get_fresh(&b.id).await.unwrap(), Some(b));
 }
 
-/// A store that returns a while after its writes committed (as the SQL
-/// store waits for its change feed) and counts the reads that reach it.
-struct ReturnsLate {
+/// A store whose request writes commit `before` after they are called and
+/// return `after` after that (as the SQL store waits for its change feed),
+/// and that counts the request reads that reach it.
+struct Slow {
     inner: Arc<MemoryBackend>,
     reads: Arc<AtomicUsize>,
+    before: Duration,
+    after: Duration,
 }
 
-impl StoreFactory for ReturnsLate {
+impl StoreFactory for Slow {
     fn for_queue(&self, queue: &QueueName) -> Stores {
         let inner = self.inner.for_queue(queue);
         Stores {
-            requests: Arc::new(LateRequests {
+            requests: Arc::new(SlowRequests {
                 inner: inner.requests.clone(),
                 reads: self.reads.clone(),
+                before: self.before,
+                after: self.after,
             }),
             ..inner
         }
     }
 }
 
-struct LateRequests {
+struct SlowRequests {
     inner: Arc<dyn RequestStore>,
     reads: Arc<AtomicUsize>,
+    before: Duration,
+    after: Duration,
 }
 
-const RETURNS_AFTER: Duration = Duration::from_millis(300);
+const SLOW: Duration = Duration::from_millis(300);
+
+/// The cached stores of `queue_a` over a [`Slow`] store, the memory
+/// backend beneath it (its message queue) and the count of store reads.
+fn slow_cache(before: Duration, after: Duration) -> (Stores, Arc<MemoryBackend>, Arc<AtomicUsize>) {
+    let clock = ManualClock::new(Timestamp(1_000_000));
+    let backend = MemoryBackend::new(Arc::new(clock.clone()));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let slow = Slow {
+        inner: backend.clone(),
+        reads: reads.clone(),
+        before,
+        after,
+    };
+    let cached = CachedStores::new(Arc::new(slow), Arc::new(clock)).for_queue(&queue_a());
+    (cached, backend, reads)
+}
 
 #[async_trait]
-impl RequestStore for LateRequests {
+impl RequestStore for SlowRequests {
     async fn create(&self, request: &Request, outbox: Outbox) -> Result<(), StoreError> {
+        tokio::time::sleep(self.before).await;
         self.inner.create(request, outbox).await?;
-        tokio::time::sleep(RETURNS_AFTER).await;
+        tokio::time::sleep(self.after).await;
         Ok(())
     }
 
@@ -249,8 +273,9 @@ impl RequestStore for LateRequests {
         expected_version: u64,
         outbox: Outbox,
     ) -> Result<(), StoreError> {
+        tokio::time::sleep(self.before).await;
         self.inner.update(request, expected_version, outbox).await?;
-        tokio::time::sleep(RETURNS_AFTER).await;
+        tokio::time::sleep(self.after).await;
         Ok(())
     }
 }
@@ -260,14 +285,7 @@ impl RequestStore for LateRequests {
 /// the write's commit hook before it woke the consumer.
 #[tokio::test]
 async fn a_hop_s_consumer_is_served_the_row_its_write_kept_at_commit() {
-    let clock = ManualClock::new(Timestamp(1_000_000));
-    let backend = MemoryBackend::new(Arc::new(clock.clone()));
-    let reads = Arc::new(AtomicUsize::new(0));
-    let late = ReturnsLate {
-        inner: backend.clone(),
-        reads: reads.clone(),
-    };
-    let cached = CachedStores::new(Arc::new(late), Arc::new(clock)).for_queue(&queue_a());
+    let (cached, backend, reads) = slow_cache(Duration::ZERO, SLOW);
     let hop = Topic::new("next-stage");
     let next_stage = {
         let (messages, requests, hop) = (backend.clone(), cached.requests.clone(), hop.clone());
@@ -288,4 +306,32 @@ async fn a_hop_s_consumer_is_served_the_row_its_write_kept_at_commit() {
         0,
         "the next stage read the row from the store"
     );
+}
+
+/// Every read is counted by where it was served from: the kept row, the
+/// store with nothing kept, or the store because a write was in flight.
+#[tokio::test]
+async fn reads_are_counted_by_where_they_were_served_from() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let scrape = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let (cached, _, reads) = slow_cache(SLOW, Duration::ZERO);
+    let r = request(&queue_a(), 1);
+    assert_eq!(cached.requests.get(&r.id).await.unwrap(), None);
+    let write = cached.requests.create(&r, Outbox::none());
+    let read_meanwhile = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        cached.requests.get(&r.id).await.unwrap()
+    };
+    let (written, meanwhile) = tokio::join!(write, read_meanwhile);
+    written.unwrap();
+    assert_eq!(meanwhile, None, "read from the store before the commit");
+    assert_eq!(cached.requests.get(&r.id).await.unwrap(), Some(r));
+    assert_eq!(reads.load(Ordering::SeqCst), 2, "the kept row was not read");
+    let text = scrape.render();
+    for served in ["fetched", "fetched_during_write", "kept"] {
+        let line =
+            format!(r#"stovepipe_row_cache_reads_total{{entity="request",served="{served}"}} 1"#);
+        assert!(text.contains(&line), "{line} in:\n{text}");
+    }
 }

@@ -467,6 +467,7 @@ async fn health_readiness_metrics_and_docs() {
         "stovepipe_ingest_total",
         "last_green_timestamp_seconds",
         "pipeline_latency_seconds",
+        r#"stovepipe_row_cache_reads_total{entity="request",served="kept"}"#,
     ] {
         assert!(metrics.contains(name), "/metrics exposes {name}");
     }
