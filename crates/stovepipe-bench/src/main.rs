@@ -23,6 +23,7 @@ mod api;
 mod cpu;
 mod memory;
 mod pipeline;
+mod row_reads;
 mod support;
 
 use std::path::PathBuf;
@@ -171,6 +172,14 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
             .map_or_else(|| "?".to_owned(), |n| format!("{n:.1}")),
         median(&pgbench_tps)
     );
+    for t in [&sqlite, &postgres] {
+        if let Some(reads) = t.row_cache_reads_per_fact {
+            println!(
+                "row cache reads per validated request, {}: {:.2} kept, {:.2} fetched, {:.2} fetched during a write",
+                t.backend, reads.kept, reads.fetched, reads.fetched_during_write
+            );
+        }
+    }
     let pg_ratio = median(&ratios);
     let work = (!works.is_empty()).then(|| median(&works));
     let sqlite_ratio = ratio(sqlite.median_per_second, postgres.median_per_second);
@@ -468,6 +477,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    row_reads::install();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -31,6 +31,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cpu::{CpuMeter, CpuUse};
+use crate::row_reads::{self, ReadsPerFact};
 use crate::support::{
     PgbenchRun, Rss, in_units, median, ms, per, percentile, pgbench, ratio, wal_position,
 };
@@ -361,6 +362,10 @@ pub struct Throughput {
     /// SQLite, or when the server is not on this machine), this process's,
     /// and how busy the machine was.
     pub cpu: CpuUse,
+    /// The pipeline's row-cache reads over the measured windows (counted
+    /// from the same instants as `db_transactions_per_fact`), per recorded
+    /// fact, by where they were served from (`row_reads`).
+    pub row_cache_reads_per_fact: Option<ReadsPerFact>,
     /// `cpu`'s server and process time per recorded fact, in ms.
     pub postgres_cpu_ms_per_fact: Option<f64>,
     pub bench_cpu_ms_per_fact: Option<f64>,
@@ -548,6 +553,7 @@ pub async fn throughput(
     tokio::time::sleep(warmup).await;
     analyze(database_url)?;
     let xacts_before = db_transactions(database_url)?;
+    let reads_before = row_reads::counts();
     let mut rates = Vec::with_capacity(windows);
     let mut rounds = Vec::new();
     let mut spans = Vec::with_capacity(windows);
@@ -607,6 +613,7 @@ pub async fn throughput(
     let db_transactions_per_fact = xacts_before
         .zip(db_transactions(database_url)?)
         .and_then(|(before, after)| per_fact(after.saturating_sub(before) as f64));
+    let row_cache_reads_per_fact = row_reads::counts().per_fact_since(reads_before, facts_measured);
     // The server's CPU is measured on both runs; only Postgres's is ours.
     let postgres_cpu_ms_per_fact = database_url.and(cpu.server_ms_per(facts_measured));
     let bench_cpu_ms_per_fact = per_fact(cpu.this_process_seconds * 1e3);
@@ -635,6 +642,7 @@ pub async fn throughput(
         latency_p99_ms: percentile(&latencies, 0.99),
         db_transactions_per_fact,
         wal_bytes_per_fact,
+        row_cache_reads_per_fact,
         cpu,
         postgres_cpu_ms_per_fact,
         bench_cpu_ms_per_fact,
