@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 use stovepipe_entity::{NewChange, Timestamp};
 use stovepipe_migrations::{Migrator, MigratorTrait};
-use stovepipe_ports::{Clock, CommitHook, Outbox, OutgoingMessage, StoreError, SystemClock, Topic};
+use stovepipe_ports::{Clock, Outbox, OutgoingMessage, StoreError, SystemClock, Topic};
 use tokio::task::JoinHandle;
 
 /// Live buffer of each change-feed subscriber when none is given.
@@ -654,24 +654,17 @@ impl Shared {
         self.statement(Role::Tail, sql, values).await
     }
 
-    /// What follows every write's commit: runs the writer's commit hook,
-    /// wakes `woken`'s local waiters and, when change rows were appended,
-    /// brings the feed tail up to them — on Postgres (`txid`) once every
-    /// older transaction ended — so that they are in every subscriber's
-    /// buffer when the write returns (the `feed` module's promise).
-    ///
-    /// The hook runs first: the writer's bookkeeping of the write (the
-    /// pipeline keeps the rows it wrote) is in place when a woken consumer
-    /// handles the hop, so the next stage need not wait for the feed's
-    /// round (a quarter of a request's time at 32 queues) nor read the row
-    /// back from the database. Other replicas are told at commit by NOTIFY.
-    async fn after_commit(
-        &self,
-        on_commit: &CommitHook,
-        woken: impl IntoIterator<Item = &Topic>,
-        appended: Appended,
-    ) {
-        on_commit.run();
+    /// What follows every write's commit: wakes `woken`'s local waiters at
+    /// once and, when change rows were appended, brings the feed tail up to
+    /// them — on Postgres (`txid`) once every older transaction ended — so
+    /// that they are in every subscriber's buffer when the write returns
+    /// (the `feed` module's promise). The next stage need not wait for the
+    /// feed's round (a quarter of a request's time at 32 queues): a store
+    /// write runs its writer's commit hook before this
+    /// ([`write_with_outbox`](Self::write_with_outbox)), so the rows the
+    /// writer keeps are in place when a woken consumer reads them. Other
+    /// replicas are told at commit by NOTIFY.
+    async fn after_commit(&self, woken: impl IntoIterator<Item = &Topic>, appended: Appended) {
         for topic in woken {
             self.wake_local(topic);
         }
@@ -685,28 +678,38 @@ impl Shared {
     /// A store's conditional writes (one, or several as a joint write:
     /// `row_write`) over `values` and, when every one touched its row, the
     /// outbox, committed together. `Err(i)`: write `i` touched nothing, and
-    /// nothing was written. Then wakes local waiters and brings the change
-    /// feed up to the write's rows.
+    /// nothing was written. Once committed, runs the outbox's commit hook
+    /// (the port's contract: before any local consumer is woken), then
+    /// wakes local waiters and brings the change feed up to the write's
+    /// rows (`after_commit`).
     pub(crate) async fn write_with_outbox(
         &self,
         writes: &[RowWrite],
         values: Vec<Value>,
-        outbox: Outbox,
+        mut outbox: Outbox,
         now: Timestamp,
     ) -> Result<Result<(), usize>, DbErr> {
-        match self.dialect {
+        let on_commit = std::mem::take(&mut outbox.on_commit);
+        let written = match self.dialect {
             Dialect::Postgres => {
                 self.write_with_outbox_postgres(writes, values, outbox, now)
-                    .await
+                    .await?
             }
             Dialect::Sqlite => {
                 self.write_with_outbox_sqlite(writes, values, outbox, now)
-                    .await
+                    .await?
             }
-        }
+        };
+        let Committed { woken, appended } = match written {
+            Ok(committed) => committed,
+            Err(missed) => return Ok(Err(missed)),
+        };
+        on_commit.run();
+        self.after_commit(&woken, appended).await;
+        Ok(Ok(()))
     }
 
-    /// SQLite: [`write_with_outbox`](Self::write_with_outbox) as one
+    /// SQLite: [`write_with_outbox`](Self::write_with_outbox)'s write as one
     /// transaction in one call to the writer's thread (see
     /// `sqlite_writer`): BEGIN, the write, a note of whether it touched a
     /// row, each message and the change rows, each of those only when the
@@ -721,7 +724,7 @@ impl Shared {
         mut values: Vec<Value>,
         outbox: Outbox,
         now: Timestamp,
-    ) -> Result<Result<(), usize>, DbErr> {
+    ) -> Result<Result<Committed, usize>, DbErr> {
         let at = bind(&mut values, now.as_millis().into());
         let hit = format!("EXISTS (SELECT 1 FROM {WRITE_HIT})");
         let mut statements = match writes {
@@ -731,7 +734,6 @@ impl Shared {
             ],
             _ => row_write::sqlite_joint(writes, WRITE_HIT),
         };
-        let on_commit = outbox.on_commit;
         let mut messages = outbox.messages;
         in_partition_order(&mut messages);
         let hook_condition = format!("{hit} AND {HOOK_IS_LIVE}");
@@ -777,8 +779,10 @@ impl Shared {
         if !hit {
             return Ok(Err(miss_index(missed)));
         }
-        self.after_commit(&on_commit, &topics, appended).await;
-        Ok(Ok(()))
+        Ok(Ok(Committed {
+            woken: topics,
+            appended,
+        }))
     }
 
     /// SQLite: runs `sql` (statements separated by `;`, `$n` placeholders
@@ -793,22 +797,20 @@ impl Shared {
         self.writes.write(self.sqlite_writer(), sql, values).await
     }
 
-    /// Postgres: [`write_with_outbox`](Self::write_with_outbox) as one
+    /// Postgres: [`write_with_outbox`](Self::write_with_outbox)'s write as one
     /// autocommit statement — one round
     /// trip instead of BEGIN, the write, each message, the change rows, the
     /// NOTIFYs and COMMIT. Data-modifying CTEs insert the outbox only when
     /// the write touched a row; messages take their partition locks first,
     /// in sorted order (nested subqueries fix the order), and are inserted
     /// in sorted `(topic, partition)` order, as [`Tx::publish`] does.
-    /// Local waiters are woken once the change rows are broadcast, as
-    /// [`Tx::commit`] does.
     async fn write_with_outbox_postgres(
         &self,
         writes: &[RowWrite],
         mut values: Vec<Value>,
         outbox: Outbox,
         now: Timestamp,
-    ) -> Result<Result<(), usize>, DbErr> {
+    ) -> Result<Result<Committed, usize>, DbErr> {
         let at = bind(&mut values, now.as_millis().into());
         let (mut ctes, miss) = match writes {
             [one] => (
@@ -843,7 +845,6 @@ impl Shared {
                  {UNLESS_PENDING} RETURNING topic{notify})"
                 )
             };
-        let on_commit = outbox.on_commit;
         let mut messages = outbox.messages;
         if messages.is_empty() {
             ctes.push("published AS (SELECT NULL::text AS topic WHERE false)".to_owned());
@@ -923,8 +924,10 @@ impl Shared {
         };
         let seq: Option<i64> = row.try_get("", "seq")?;
         let appended = seq.map_or(Appended::Nothing, Appended::as_transaction_of);
-        self.after_commit(&on_commit, &topics, appended).await;
-        Ok(Ok(()))
+        Ok(Ok(Committed {
+            woken: topics,
+            appended,
+        }))
     }
 
     /// The highest `seq` a reader may see (on Postgres, below the
@@ -994,6 +997,13 @@ enum TxConn {
     Pool(DatabaseTransaction),
     /// SQLite: the held writer, through sqlx.
     Writer(HeldWriter),
+}
+
+/// A committed store write: the topics it published to and what it
+/// appended, for [`Shared::after_commit`].
+struct Committed {
+    woken: BTreeSet<Topic>,
+    appended: Appended,
 }
 
 /// What a write appended to the change log, which decides how the feed's
@@ -1197,11 +1207,7 @@ impl Tx {
             TxConn::Writer(mut writer) => writer.commit().await?,
         }
         shared
-            .after_commit(
-                &CommitHook::default(),
-                woken.union(&woken_locally),
-                appended,
-            )
+            .after_commit(woken.union(&woken_locally), appended)
             .await;
         Ok(())
     }
