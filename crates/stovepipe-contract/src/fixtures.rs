@@ -184,7 +184,6 @@ pub async fn logged_subjects(feed: &Arc<dyn ChangeFeed>) -> Vec<String> {
         .collect()
 }
 
-/// Ids of the messages of `topic` deliverable now (leases them for a minute).
 /// A commit hook and how many times it ran.
 pub fn counted_commit_hook() -> (CommitHook, Arc<AtomicUsize>) {
     let runs = Arc::new(AtomicUsize::new(0));
@@ -195,6 +194,7 @@ pub fn counted_commit_hook() -> (CommitHook, Arc<AtomicUsize>) {
     (hook, runs)
 }
 
+/// Ids of the messages of `topic` deliverable now (leases them for a minute).
 pub async fn deliverable_ids(mq: &Arc<dyn MessageQueue>, topic: &Topic) -> Vec<String> {
     let mut ids: Vec<String> = mq
         .receive(topic, "contract-observer", 10_000, Duration::from_mins(1))

@@ -85,8 +85,8 @@ async fn rows(s: &Stores, r: &Request, b: &Build) -> (Queue, Request, Build) {
     )
 }
 
-/// The error of a joint write that must be refused.
-/// The error refusing `writes`; their outbox's commit hook must not run.
+/// The error refusing `writes`, a joint write that must be refused; their
+/// outbox's commit hook must not run.
 async fn refused(s: &Stores, writes: Vec<EntityWrite>, subject: &str) -> StoreError {
     let (hook, runs) = counted_commit_hook();
     let written = s.joint.write_all(writes, outbox(subject).on_commit(hook));
