@@ -31,11 +31,34 @@ use stovepipe_ports::Topic;
 
 use crate::cache::Served;
 
-/// A read of the pipeline's row cache (`row_cache`): served from the kept
-/// row or fetched from the store, and why.
-pub(crate) fn row_cache_read(entity: &'static str, served: Served) {
-    counter!("stovepipe_row_cache_reads_total", "entity" => entity, "served" => served.label())
-        .increment(1);
+/// The pipeline's row-cache reads (`row_cache`) of one entity, by where
+/// each was served from. Registered once, with the recorder installed when
+/// the cache is made (the server installs its recorder before wiring),
+/// rather than looked up on every read: reads are on every stage's path.
+pub(crate) struct RowCacheReads {
+    kept: Counter,
+    fetched: Counter,
+    fetched_during_write: Counter,
+}
+
+impl RowCacheReads {
+    pub(crate) fn new(entity: &'static str) -> Self {
+        let served = |served: Served| counter!("stovepipe_row_cache_reads_total", "entity" => entity, "served" => served.label());
+        Self {
+            kept: served(Served::Kept),
+            fetched: served(Served::Fetched),
+            fetched_during_write: served(Served::FetchedDuringWrite),
+        }
+    }
+
+    pub(crate) fn read(&self, served: Served) {
+        let counter = match served {
+            Served::Kept => &self.kept,
+            Served::Fetched => &self.fetched,
+            Served::FetchedDuringWrite => &self.fetched_during_write,
+        };
+        counter.increment(1);
+    }
 }
 
 pub fn ingested(queue: &QueueName, created: bool) {

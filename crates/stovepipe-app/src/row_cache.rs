@@ -48,7 +48,7 @@ use stovepipe_ports::{
 };
 
 use crate::cache::FreshCache;
-use crate::metrics;
+use crate::metrics::RowCacheReads;
 
 /// How long a row may be served after the write or read that produced it
 /// began. One second: the next stage of a request runs milliseconds after
@@ -74,6 +74,9 @@ impl CachedStores {
                 requests: FreshCache::versioned(ROW_STALENESS, |r: &Request| r.version),
                 queues: FreshCache::versioned(ROW_STALENESS, |q: &Queue| q.version),
                 builds: FreshCache::versioned(ROW_STALENESS, |b: &Build| b.version),
+                request_reads: RowCacheReads::new("request"),
+                queue_reads: RowCacheReads::new("queue"),
+                build_reads: RowCacheReads::new("build"),
             }),
         }
     }
@@ -116,20 +119,23 @@ struct Rows {
     requests: FreshCache<(QueueName, RequestId), Request>,
     queues: FreshCache<QueueName, Queue>,
     builds: FreshCache<(QueueName, BuildId), Build>,
+    request_reads: RowCacheReads,
+    queue_reads: RowCacheReads,
+    build_reads: RowCacheReads,
 }
 
 impl Rows {
     /// A row at most the bound old: kept, or read from the store and kept
-    /// (counted by `entity` and where it came from).
+    /// (counted in `reads` by where it came from).
     async fn read<K: Eq + std::hash::Hash + Clone, V: Clone>(
         &self,
-        entity: &'static str,
+        reads: &RowCacheReads,
         cache: &FreshCache<K, V>,
         key: &K,
         fetch: impl Future<Output = Result<Option<V>, StoreError>>,
     ) -> Result<Option<V>, StoreError> {
         let (found, served) = cache.get_served(key, self.clock.now(), fetch).await?;
-        metrics::row_cache_read(entity, served);
+        reads.read(served);
         Ok(found.map(|row| (*row).clone()))
     }
 
@@ -327,7 +333,12 @@ impl RequestStore for Bound<dyn RequestStore> {
     async fn get(&self, id: &RequestId) -> Result<Option<Request>, StoreError> {
         let key = (self.queue.clone(), id.clone());
         self.rows
-            .read("request", &self.rows.requests, &key, self.store.get(id))
+            .read(
+                &self.rows.request_reads,
+                &self.rows.requests,
+                &key,
+                self.store.get(id),
+            )
             .await
     }
 
@@ -365,7 +376,12 @@ impl QueueStore for Bound<dyn QueueStore> {
 
     async fn get(&self) -> Result<Option<Queue>, StoreError> {
         self.rows
-            .read("queue", &self.rows.queues, &self.queue, self.store.get())
+            .read(
+                &self.rows.queue_reads,
+                &self.rows.queues,
+                &self.queue,
+                self.store.get(),
+            )
             .await
     }
 
@@ -402,7 +418,12 @@ impl BuildStore for Bound<dyn BuildStore> {
     async fn get(&self, id: &BuildId) -> Result<Option<Build>, StoreError> {
         let key = (self.queue.clone(), id.clone());
         self.rows
-            .read("build", &self.rows.builds, &key, self.store.get(id))
+            .read(
+                &self.rows.build_reads,
+                &self.rows.builds,
+                &key,
+                self.store.get(id),
+            )
             .await
     }
 

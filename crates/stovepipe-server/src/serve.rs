@@ -61,12 +61,15 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
             "DEV MODE: no auth.hs256_secret configured; every caller is an admin. Allowed only on loopback."
         );
     }
+    // Installed before wiring: what the pipeline registers once when it is
+    // made (its row cache's counters) goes to it.
+    let metrics = metrics_handle();
     let wired = wire(&settings, clock.clone()).await?;
     let state = Arc::new(AppState {
         wired: wired.clone(),
         auth,
         clock,
-        metrics: metrics_handle(),
+        metrics,
     });
     let acceptor = TcpListener::bind(settings.listen)
         .into_acceptor()
