@@ -196,6 +196,13 @@ impl<DB: Driver> HeldConnections<DB> {
             None => self.slots[start % n].lock().await,
         }
     }
+
+    /// Takes one of the connections until the guard is dropped, so that a
+    /// test can keep statements waiting for it.
+    #[cfg(test)]
+    pub(crate) async fn occupy(&self) -> impl Sized + '_ {
+        self.slot().await
+    }
 }
 
 /// At most about this many statements (plus one batch's new ones) stay

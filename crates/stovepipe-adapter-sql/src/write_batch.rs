@@ -369,13 +369,23 @@ pub(crate) mod tests {
 
     /// The first write finds the lane free and runs alone; the ones that
     /// came while it ran commit together, in one transaction.
+    ///
+    /// The connection is occupied until every write has come: otherwise a
+    /// busy machine can let the first write's answer arrive before it is
+    /// first polled for it, and each write then finds the lane free.
     #[tokio::test]
     async fn writes_that_wait_for_the_lane_commit_in_one_transaction() {
         let Some((held, batch)) = one_lane().await else {
             return;
         };
-        let answers =
-            futures::future::join_all((1..=5).map(|n| write(&batch, &held, insert(n)))).await;
+        let occupied = held.occupy().await;
+        let writes = futures::future::join_all((1..=5).map(|n| write(&batch, &held, insert(n))));
+        let free_once_all_came = async {
+            // Polled after the writes' first poll, which queued them all.
+            tokio::task::yield_now().await;
+            drop(occupied);
+        };
+        let (answers, ()) = futures::join!(writes, free_once_all_came);
         let txids: Vec<i64> = answers.iter().map(|a| txid(a.as_ref().unwrap())).collect();
         assert!(
             txids[1..].iter().all(|t| *t == txids[1]),
