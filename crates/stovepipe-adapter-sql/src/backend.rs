@@ -29,7 +29,7 @@ use sea_orm::{
     Value,
 };
 use std::collections::BTreeSet;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -753,7 +753,7 @@ impl Shared {
         }
         if !outbox.changes.is_empty() {
             // In the list's order (`column5`), as the sequence numbers them.
-            let rows = bind_changes(&mut values, outbox.changes, |ord| ord.to_string());
+            let rows = bind_changes(&mut values, outbox.changes, |ord| ord);
             statements.push(format!(
                 "INSERT INTO change_log (queue, kind, subject, data, created_at) \
                  SELECT column1, column2, column3, column4, {at} FROM (VALUES {rows}) \
@@ -892,10 +892,10 @@ impl Shared {
         if outbox.changes.is_empty() {
             ctes.push("appended AS (SELECT NULL::bigint AS seq WHERE false)".to_owned());
         } else {
-            let rows = bind_changes(&mut values, outbox.changes, |ord| ord.to_string());
+            let rows = bind_changes(&mut values, outbox.changes, |ord| ord);
             ctes.push(format!(
                 "appended AS ({})",
-                feed::insert_numbered(&rows, &at, Some("main"))
+                feed::insert_numbered(&rows, at, Some("main"))
             ));
         }
         let statement = format!(
@@ -1147,11 +1147,11 @@ impl Tx {
         let at = bind(&mut v, now.as_millis().into());
         let sql = match self.dialect() {
             Dialect::Postgres => {
-                let rows = bind_changes(&mut v, changes, |ord| ord.to_string());
-                feed::insert_numbered(&rows, &at, None)
+                let rows = bind_changes(&mut v, changes, |ord| ord);
+                feed::insert_numbered(&rows, at, None)
             }
             Dialect::Sqlite => {
-                let rows = bind_changes(&mut v, changes, |_| at.clone());
+                let rows = bind_changes(&mut v, changes, |_| at);
                 format!(
                     "INSERT INTO change_log (queue, kind, subject, data, created_at) \
                      VALUES {rows} RETURNING seq"
@@ -1213,37 +1213,52 @@ impl Tx {
     }
 }
 
-/// Appends `value` to a statement's values; returns its placeholder.
 /// Which write of a list missed, as the statement reported it (the first
 /// when it could not tell).
 fn miss_index(reported: Option<i64>) -> usize {
     reported.and_then(|i| usize::try_from(i).ok()).unwrap_or(0)
 }
 
-pub(crate) fn bind(values: &mut Vec<Value>, value: Value) -> String {
+/// Appends `value` to a statement's values; returns its placeholder.
+pub(crate) fn bind(values: &mut Vec<Value>, value: Value) -> Placeholder {
     values.push(value);
-    format!("${}", values.len())
+    Placeholder(values.len())
+}
+
+/// A bound value's place in its statement's text, `$n`, written out where
+/// the text is: a statement of the stores binds dozens of values, and a
+/// string for each was a large share of a write's allocations
+/// (docs/benchmarks.md, 2026-12-06, ninth session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Placeholder(usize);
+
+impl fmt::Display for Placeholder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "${}", self.0)
+    }
 }
 
 /// Binds change rows as a `VALUES` list, `($queue, $kind, $subject, $data,
 /// <last>), …`, where `last(i)` is row `i`'s fifth column.
-fn bind_changes(
+fn bind_changes<L: fmt::Display>(
     values: &mut Vec<Value>,
     changes: Vec<NewChange>,
-    last: impl Fn(usize) -> String,
+    last: impl Fn(usize) -> L,
 ) -> String {
-    let rows: Vec<String> = changes
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let queue = bind(values, c.queue.map(|q| q.as_str().to_owned()).into());
-            let kind = bind(values, c.kind.as_str().into());
-            let subject = bind(values, c.subject.into());
-            let data = bind(values, json_value(c.data));
-            format!("({queue}, {kind}, {subject}, {data}, {})", last(i))
-        })
-        .collect();
-    rows.join(", ")
+    let mut rows = String::with_capacity(changes.len() * 32);
+    for (i, c) in changes.into_iter().enumerate() {
+        let queue = bind(values, c.queue.map(|q| q.as_str().to_owned()).into());
+        let kind = bind(values, c.kind.as_str().into());
+        let subject = bind(values, c.subject.into());
+        let data = bind(values, json_value(c.data));
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(
+            rows,
+            "{sep}({queue}, {kind}, {subject}, {data}, {})",
+            last(i)
+        );
+    }
+    rows
 }
 
 /// Sorts messages by `(topic, partition)`, stably (a partition keeps its

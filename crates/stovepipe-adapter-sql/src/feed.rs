@@ -99,7 +99,11 @@ fn next_seq(each_row_of: Option<&str>) -> String {
 /// transaction ([`next_seq`], with `each_row_of` as there), created at
 /// `at`; returns their `seq`. The one way the adapter appends on Postgres,
 /// alone or as a write's CTE.
-pub(crate) fn insert_numbered(rows: &str, at: &str, each_row_of: Option<&str>) -> String {
+pub(crate) fn insert_numbered(
+    rows: &str,
+    at: impl std::fmt::Display,
+    each_row_of: Option<&str>,
+) -> String {
     format!(
         "INSERT INTO change_log (seq, queue, kind, subject, data, created_at) \
          SELECT n.first + v.ord, v.queue, v.kind, v.subject, v.data, {at} \

@@ -26,8 +26,8 @@
 //! use. Any other error is the server's answer to the statement, and the
 //! connection stays.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use futures::TryStreamExt;
@@ -79,7 +79,7 @@ driver!(Sqlite);
 struct HeldConnection<DB: sqlx::Database> {
     conn: PoolConnection<DB>,
     /// A statement's text → the types it is prepared with and its name.
-    prepared: HashMap<String, (Vec<&'static str>, String)>,
+    prepared: HashMap<String, (Vec<&'static str>, Arc<str>)>,
 }
 
 type Slot<DB> = Option<HeldConnection<DB>>;
@@ -250,17 +250,14 @@ impl<'a> Call<'a> {
     /// `None` when a value is of a kind `literal` does not write.
     fn new(sql: &'a str, values: &[Value]) -> Option<Self> {
         let mut types = Vec::with_capacity(values.len());
-        let mut args = Vec::with_capacity(values.len());
-        for value in values {
-            let (ty, arg) = literal::typed(value)?;
-            types.push(ty);
-            args.push(arg);
+        let mut args = String::with_capacity(values.len() * 16);
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                args.push_str(", ");
+            }
+            types.push(literal::write_typed(&mut args, value)?);
         }
-        Some(Self {
-            sql,
-            types,
-            args: args.join(", "),
-        })
+        Some(Self { sql, types, args })
     }
 }
 
@@ -270,7 +267,7 @@ impl HeldConnection<Postgres> {
     /// Past [`MAX_PREPARED`], ours are deallocated (sqlx's own stay) and
     /// prepared again as they come: outboxes of varying length make
     /// statements of many shapes.
-    async fn prepared_names(&mut self, calls: &[Call<'_>]) -> Result<Vec<String>, sqlx::Error> {
+    async fn prepared_names(&mut self, calls: &[Call<'_>]) -> Result<Vec<Arc<str>>, sqlx::Error> {
         if self.prepared.len() >= MAX_PREPARED {
             let deallocate: Vec<String> = self
                 .prepared
@@ -291,10 +288,11 @@ impl HeldConnection<Postgres> {
             }
             // Never reused: a statement a failed message prepared before
             // failing stays on the connection unrecorded.
-            let name = format!(
+            let name: Arc<str> = format!(
                 "stovepipe_w{}",
                 PREPARED_NAMES.fetch_add(1, Ordering::Relaxed)
-            );
+            )
+            .into();
             prepare.push(if call.types.is_empty() {
                 format!("PREPARE {name} AS {}", call.sql)
             } else {
@@ -375,18 +373,24 @@ impl HeldConnections<Postgres> {
         let held = self.connection(&mut slot).await?;
         let run = async {
             let names = held.prepared_names(&calls).await?;
-            let mut message: Vec<Cow<'static, str>> = Vec::with_capacity(calls.len() + 1);
+            let length = calls.iter().map(|c| c.args.len() + 40).sum::<usize>();
+            let mut message = String::with_capacity(LOCK_WAIT_SETTING.len() + length);
             if bounded {
-                message.push(Cow::Borrowed(LOCK_WAIT_SETTING.as_str()));
+                message.push_str(&LOCK_WAIT_SETTING);
             }
-            message.extend(calls.iter().zip(names).map(|(call, name)| {
-                Cow::Owned(if call.args.is_empty() {
-                    format!("EXECUTE {name}")
-                } else {
-                    format!("EXECUTE {name}({})", call.args)
-                })
-            }));
-            let mut answers = simple_message(&mut held.conn, &message.join(";\n")).await?;
+            for (call, name) in calls.iter().zip(names) {
+                if !message.is_empty() {
+                    message.push_str(";\n");
+                }
+                message.push_str("EXECUTE ");
+                message.push_str(&name);
+                if !call.args.is_empty() {
+                    message.push('(');
+                    message.push_str(&call.args);
+                    message.push(')');
+                }
+            }
+            let mut answers = simple_message(&mut held.conn, &message).await?;
             // The setting's completion.
             if bounded && !answers.is_empty() {
                 answers.remove(0);

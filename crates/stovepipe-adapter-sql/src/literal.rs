@@ -8,82 +8,144 @@
 //! name(<literals>)` runs the statement as a bound one would. Strings are
 //! escape-string constants (`E'…'`, backslash and quote escaped), so they
 //! mean the same whatever `standard_conforming_strings` says.
+//!
+//! Constants are written straight into the text being built
+//! ([`write_typed`]), never into a string of their own: a batch renders
+//! every value of every write, and a string per value (for JSON two: its
+//! text, then that text escaped) was the largest share of the pipeline's
+//! allocations on Postgres (docs/benchmarks.md, 2026-12-06, ninth session).
 
 use sea_orm::Value;
-use std::fmt::Write;
+use std::fmt::{self, Display, Write};
 
 /// `s` as a string constant.
 pub(crate) fn text(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 3);
-    out.push_str("E'");
-    for c in s.chars() {
-        match c {
-            '\'' => out.push_str("''"),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
+    write_text(&mut out, s);
     out
 }
 
-/// A float constant: Rust's shortest text that reads back as the same
-/// value (`shown`), quoted so the server reads it as the parameter's type
-/// directly; the names Postgres gives the values that are not numbers.
-fn float(x: f64, shown: &str) -> String {
-    if x.is_nan() {
-        "'NaN'".to_owned()
-    } else if x.is_infinite() {
-        if x > 0.0 { "'Infinity'" } else { "'-Infinity'" }.to_owned()
-    } else {
-        format!("'{shown}'")
+/// Appends what `shown` displays as a string constant.
+fn write_text(out: &mut String, shown: impl Display) {
+    out.push_str("E'");
+    // Cannot fail: it only appends to a string.
+    let _ = write!(Escaped(out), "{shown}");
+    out.push('\'');
+}
+
+/// Appends what is written to it with each quote and backslash doubled.
+struct Escaped<'a>(&'a mut String);
+
+impl Write for Escaped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut rest = s;
+        while let Some(at) = rest.find(['\'', '\\']) {
+            let (plain, special) = rest.split_at(at);
+            let (c, after) = special.split_at(1);
+            self.0.push_str(plain);
+            self.0.push_str(c);
+            self.0.push_str(c);
+            rest = after;
+        }
+        self.0.push_str(rest);
+        Ok(())
     }
 }
 
-/// The Postgres type sqlx binds `value` as, and `value` as a constant of
-/// it (`NULL` for none); `None` for a kind of value this does not render
-/// (the caller binds it instead).
-pub(crate) fn typed(value: &Value) -> Option<(&'static str, String)> {
-    fn or_null<T>(v: Option<T>, show: impl FnOnce(T) -> String) -> String {
-        v.map_or_else(|| "NULL".to_owned(), show)
+/// Appends a float constant: Rust's shortest text that reads back as the
+/// same value (`shown`), quoted so the server reads it as the parameter's
+/// type directly; the names Postgres gives the values that are not
+/// numbers.
+fn write_float(out: &mut String, x: f64, shown: impl Display) {
+    if x.is_nan() {
+        out.push_str("'NaN'");
+    } else if x.is_infinite() {
+        out.push_str(if x > 0.0 { "'Infinity'" } else { "'-Infinity'" });
+    } else {
+        let _ = write!(out, "'{shown}'");
     }
-    Some(match value {
-        Value::Bool(v) => ("boolean", or_null(*v, |b| b.to_string())),
-        Value::SmallInt(v) => ("smallint", or_null(*v, |n| n.to_string())),
-        Value::Int(v) => ("integer", or_null(*v, |n| n.to_string())),
-        Value::BigInt(v) => ("bigint", or_null(*v, |n| n.to_string())),
-        Value::Float(v) => ("real", or_null(*v, |x| float(f64::from(x), &x.to_string()))),
-        Value::Double(v) => (
-            "double precision",
-            or_null(*v, |x| float(x, &x.to_string())),
-        ),
-        Value::String(v) => ("text", or_null(v.as_deref(), |s| text(s))),
-        Value::Json(v) => ("jsonb", or_null(v.as_deref(), |j| text(&j.to_string()))),
-        Value::Bytes(v) => (
-            "bytea",
-            or_null(v.as_deref(), |b| {
-                let mut hex = String::with_capacity(b.len() * 2 + 6);
-                hex.push_str("E'\\\\x");
-                for byte in b {
-                    let _ = write!(hex, "{byte:02x}");
+}
+
+/// Appends `value` to `out` as a constant (`NULL` for none) of the Postgres
+/// type sqlx binds it as, and returns that type; `None`, having appended
+/// nothing, for a kind of value this does not render (the caller binds it
+/// instead).
+pub(crate) fn write_typed(out: &mut String, value: &Value) -> Option<&'static str> {
+    fn or_null<T>(out: &mut String, v: Option<T>, show: impl FnOnce(&mut String, T)) {
+        match v {
+            Some(v) => show(out, v),
+            None => out.push_str("NULL"),
+        }
+    }
+    fn shown(out: &mut String, v: impl Display) {
+        let _ = write!(out, "{v}");
+    }
+    let ty = match value {
+        Value::Bool(v) => {
+            or_null(out, *v, shown);
+            "boolean"
+        }
+        Value::SmallInt(v) => {
+            or_null(out, *v, shown);
+            "smallint"
+        }
+        Value::Int(v) => {
+            or_null(out, *v, shown);
+            "integer"
+        }
+        Value::BigInt(v) => {
+            or_null(out, *v, shown);
+            "bigint"
+        }
+        Value::Float(v) => {
+            or_null(out, *v, |out, x| write_float(out, f64::from(x), x));
+            "real"
+        }
+        Value::Double(v) => {
+            or_null(out, *v, |out, x| write_float(out, x, x));
+            "double precision"
+        }
+        Value::String(v) => {
+            or_null(out, v.as_deref(), write_text);
+            "text"
+        }
+        Value::Json(v) => {
+            or_null(out, v.as_deref(), write_text);
+            "jsonb"
+        }
+        Value::Bytes(v) => {
+            or_null(out, v.as_deref(), |out, bytes| {
+                out.push_str("E'\\\\x");
+                for byte in bytes {
+                    let _ = write!(out, "{byte:02x}");
                 }
-                hex.push('\'');
-                hex
-            }),
-        ),
+                out.push('\'');
+            });
+            "bytea"
+        }
         _ => return None,
-    })
+    };
+    Some(ty)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// `value`'s type and constant, as `write_typed` gives them.
+    fn typed(value: &Value) -> Option<(&'static str, String)> {
+        let mut out = String::new();
+        let ty = write_typed(&mut out, value)?;
+        Some((ty, out))
+    }
+
     #[test]
     fn strings_escape_quotes_and_backslashes() {
         assert_eq!(text("it's"), "E'it''s'");
         assert_eq!(text(r"a\b"), r"E'a\\b'");
         assert_eq!(text(""), "E''");
+        assert_eq!(text(r"'\'"), r"E'''\\'''", "each doubled, side by side too");
+        assert_eq!(text("é'ü"), "E'é''ü'", "characters beyond ASCII kept whole");
     }
 
     #[test]
@@ -93,8 +155,9 @@ mod tests {
         assert_eq!(typed(&Value::from(true)), Some(("boolean", "true".into())));
         assert_eq!(typed(&Value::String(None)), Some(("text", "NULL".into())));
         assert_eq!(
-            typed(&Value::from(serde_json::json!({"a": "b'c"}))),
-            Some(("jsonb", r#"E'{"a":"b''c"}'"#.into()))
+            typed(&Value::from(serde_json::json!({"a": "b'c", "d": "e\\f"}))),
+            Some(("jsonb", r#"E'{"a":"b''c","d":"e\\\\f"}'"#.into())),
+            "the JSON text's own escapes are escaped again"
         );
         assert_eq!(
             typed(&Value::Bytes(Some(Box::new(vec![0, 255])))),
@@ -113,5 +176,14 @@ mod tests {
             Some(("real", "'NaN'".into()))
         );
         assert_eq!(typed(&Value::BigUnsigned(Some(1))), None, "not rendered");
+    }
+
+    #[test]
+    fn constants_append_to_what_is_there_and_nothing_when_not_rendered() {
+        let mut out = String::from("EXECUTE s(");
+        assert_eq!(write_typed(&mut out, &Value::from("x")), Some("text"));
+        out.push_str(", ");
+        assert_eq!(write_typed(&mut out, &Value::BigUnsigned(Some(1))), None);
+        assert_eq!(out, "EXECUTE s(E'x', ");
     }
 }

@@ -34,6 +34,8 @@
 //! At most one create per joint write: two inserts cannot both be made
 //! conditional on the other's conflict in one Postgres statement.
 
+use crate::backend::Placeholder;
+
 /// One conditional write of one row (module docs).
 pub(crate) struct RowWrite {
     pub(crate) table: &'static str,
@@ -45,7 +47,7 @@ pub(crate) struct RowWrite {
 
 pub(crate) enum RowOp {
     /// `SET {set}` where the stored version is `expected` (bound).
-    Update { set: String, expected: String },
+    Update { set: String, expected: Placeholder },
     /// `({columns}) VALUES ({values})`, nothing on a `conflict`.
     Create {
         columns: String,

@@ -17,6 +17,7 @@ use crate::rows::{self, BUILD_COLUMNS, FACT_COLUMNS, QUEUE_COLUMNS, REQUEST_COLU
 use crate::{SqlBackend, error, validate};
 use async_trait::async_trait;
 use sea_orm::{DbErr, Value};
+use std::fmt::Write as _;
 use std::sync::Arc;
 use stovepipe_entity::{
     Build, BuildId, Fact, ProjectName, Queue, QueueConfig, QueueName, Request, RequestId, Uri,
@@ -124,7 +125,7 @@ impl Columns<'_> {
         self,
         v: &mut Vec<Value>,
         key_columns: &str,
-        key_values: &str,
+        key_values: impl std::fmt::Display,
         conflict: &'static str,
     ) -> EntityRow {
         let columns = format!("{key_columns}, {}", self.set.join(", "));
@@ -149,20 +150,22 @@ impl Columns<'_> {
 
 /// `name = $n, …`: `columns` set to newly bound `row` values.
 fn assignments(values: &mut Vec<Value>, columns: &[&str], row: Vec<Value>) -> String {
-    columns
-        .iter()
-        .zip(row)
-        .map(|(column, value)| format!("{column} = {}", bind(values, value)))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut set = String::with_capacity(columns.len() * 24);
+    for (i, (column, value)) in columns.iter().zip(row).enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(set, "{sep}{column} = {}", bind(values, value));
+    }
+    set
 }
 
 /// `$n, …`: newly bound `row` values.
 fn placeholders(values: &mut Vec<Value>, row: Vec<Value>) -> String {
-    row.into_iter()
-        .map(|value| bind(values, value))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut list = String::with_capacity(row.len() * 5);
+    for (i, value) in row.into_iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(list, "{sep}{}", bind(values, value));
+    }
+    list
 }
 
 impl Bound {
@@ -271,7 +274,7 @@ impl Bound {
         Ok(if let Some(version) = expected {
             row.update(v, version)
         } else {
-            row.create(v, "name", &name, "name")
+            row.create(v, "name", name, "name")
         })
     }
 
@@ -445,7 +448,7 @@ impl RequestUriStore for RequestUris {
             set: &["request_id"],
             values: values![request_id.as_str()],
         }
-        .create(&mut v, "queue, uri", &format!("{q}, {u}"), "queue, uri");
+        .create(&mut v, "queue, uri", format_args!("{q}, {u}"), "queue, uri");
         self.0.write(vec![row], v, Outbox::none()).await
     }
 
