@@ -132,7 +132,7 @@ const TAIL_TICK: Duration = Duration::from_secs(1);
 const HELD_BACK_PAUSE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(50));
 
 pub(crate) struct FeedHub {
-    tx: broadcast::Sender<ChangeEvent>,
+    tx: broadcast::Sender<Arc<ChangeEvent>>,
     /// The highest seq broadcast so far; held while reading and sending, so
     /// concurrent catch-ups broadcast each row once, in order.
     last: Mutex<u64>,
@@ -212,13 +212,13 @@ impl FeedHub {
         for event in rows {
             if event.seq > *last {
                 *last = event.seq;
-                let _ = self.tx.send(event);
+                let _ = self.tx.send(Arc::new(event));
             }
         }
     }
 
     /// Broadcasts the committed rows after `last`, moving it on.
-    async fn read_on(last: &mut u64, tx: &broadcast::Sender<ChangeEvent>, shared: &Shared) {
+    async fn read_on(last: &mut u64, tx: &broadcast::Sender<Arc<ChangeEvent>>, shared: &Shared) {
         loop {
             let rows = match read_after(shared, *last, CATCH_UP_PAGE).await {
                 Ok(rows) => rows,
@@ -231,7 +231,7 @@ impl FeedHub {
             for event in rows {
                 *last = event.seq;
                 // No subscriber is not an error: the log is the source of truth.
-                let _ = tx.send(event);
+                let _ = tx.send(Arc::new(event));
             }
             if !full {
                 return;
@@ -298,7 +298,7 @@ impl ChangeFeed for SqlBackend {
     fn subscribe(&self) -> ChangeStream {
         let rx = self.shared.feed.tx.subscribe();
         futures::stream::unfold(Some(rx), |rx| async move {
-            let mut rx: broadcast::Receiver<ChangeEvent> = rx?;
+            let mut rx: broadcast::Receiver<Arc<ChangeEvent>> = rx?;
             match rx.recv().await {
                 Ok(event) => Some((Ok(event), Some(rx))),
                 // Yield Lagged once, then end: the subscriber replays from

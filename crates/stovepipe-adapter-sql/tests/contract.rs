@@ -260,6 +260,7 @@ suite!(
         read_after_pages_ascending,
         concurrent_appends_get_distinct_increasing_sequences,
         subscribe_yields_later_events_in_order,
+        subscribers_share_each_event,
         slow_subscriber_gets_lagged_instead_of_a_gap,
     ]
 );

@@ -118,7 +118,7 @@ async fn replicas(db: &TestDb) -> [Arc<SqlBackend>; 2] {
 }
 
 /// The tail's next event, within 10 s.
-async fn next_event(live: &mut ChangeStream) -> ChangeEvent {
+async fn next_event(live: &mut ChangeStream) -> Arc<ChangeEvent> {
     tokio::time::timeout(Duration::from_secs(10), live.next())
         .await
         .expect("the tail's next event within 10 s")
@@ -417,6 +417,7 @@ async fn a_tail_sees_every_event_once_in_order_while_two_replicas_append(db: &Te
     assert_eq!(subjects.len(), rounds * 3);
     // What the tail broadcast is what the log holds: no gap.
     let logged = a.read_after(start, rounds * 3 + 1).await.unwrap();
+    let seen: Vec<ChangeEvent> = seen.into_iter().map(Arc::unwrap_or_clone).collect();
     assert_eq!(logged, seen);
 }
 

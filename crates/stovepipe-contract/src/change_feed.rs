@@ -18,6 +18,7 @@ crate::suite!($, change_feed, change_feed_tests, FeedFixture, [
     read_after_pages_ascending,
     concurrent_appends_get_distinct_increasing_sequences,
     subscribe_yields_later_events_in_order,
+    subscribers_share_each_event,
     slow_subscriber_gets_lagged_instead_of_a_gap,
 ]);
 
@@ -115,7 +116,7 @@ async fn subscribe_yields_later_events_in_order(fx: FeedFixture) {
             .expect("a live event within 10 s")
             .expect("the stream is open")
             .expect("no lag");
-        got.push(next);
+        got.push(Arc::unwrap_or_clone(next));
     }
     assert_eq!(
         subjects(&got),
@@ -123,6 +124,23 @@ async fn subscribe_yields_later_events_in_order(fx: FeedFixture) {
         "only events after subscribe, in order"
     );
     assert_eq!(got, appended, "as append returned them");
+}
+
+/// Two subscribers get the same event, not a copy each: the live stream
+/// costs a pointer per subscriber and event.
+async fn subscribers_share_each_event(fx: FeedFixture) {
+    let (mut one, mut other) = (fx.feed.subscribe(), fx.feed.subscribe());
+    fx.feed.append(changes("shared", 1)).await.unwrap();
+    let next = async |live: &mut stovepipe_ports::ChangeStream| {
+        tokio::time::timeout(Duration::from_secs(10), live.next())
+            .await
+            .expect("a live event within 10 s")
+            .expect("the stream is open")
+            .expect("no lag")
+    };
+    let (a, b) = (next(&mut one).await, next(&mut other).await);
+    assert_eq!(a.subject, "shared0");
+    assert!(Arc::ptr_eq(&a, &b), "one event, shared by both subscribers");
 }
 
 async fn slow_subscriber_gets_lagged_instead_of_a_gap(fx: FeedFixture) {
@@ -140,7 +158,7 @@ async fn slow_subscriber_gets_lagged_instead_of_a_gap(fx: FeedFixture) {
             .expect("the stream yields within 10 s");
         match item {
             Some(Ok(e)) => {
-                assert_eq!(e, logged[seen], "events before the lag have no gap");
+                assert_eq!(*e, logged[seen], "events before the lag have no gap");
                 seen += 1;
                 assert!(
                     seen < overflow,

@@ -4,10 +4,13 @@
 use crate::error::{FeedError, StoreError};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use std::sync::Arc;
 use stovepipe_entity::{ChangeEvent, NewChange};
 
-/// A live tail of the change log.
-pub type ChangeStream = BoxStream<'static, Result<ChangeEvent, FeedError>>;
+/// A live tail of the change log. Each event is shared by every
+/// subscriber (one `Arc`, not a copy each): a dashboard more costs a
+/// pointer per event, not a copy of its data.
+pub type ChangeStream = BoxStream<'static, Result<Arc<ChangeEvent>, FeedError>>;
 
 /// Contract (MUST):
 /// - sequence numbers are positive and strictly increasing in commit order,

@@ -9,6 +9,7 @@
 use super::{MemoryBackend, State};
 use async_trait::async_trait;
 use futures::StreamExt;
+use std::sync::Arc;
 use stovepipe_entity::{ChangeEvent, NewChange, Timestamp};
 use stovepipe_ports::{ChangeFeed, ChangeStream, FeedError, StoreError};
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -30,7 +31,7 @@ impl State {
                 created_at: now,
             };
             // No subscriber is not an error: the log is the source of truth.
-            let _ = self.feed_tx.send(event.clone());
+            let _ = self.feed_tx.send(Arc::new(event.clone()));
             self.log.push(event.clone());
             out.push(event);
         }
@@ -69,7 +70,7 @@ impl ChangeFeed for MemoryBackend {
         // call is sent after the receiver exists.
         let rx = self.shared.read(|st| st.feed_tx.subscribe());
         futures::stream::unfold(Some(rx), |rx| async move {
-            let mut rx: broadcast::Receiver<ChangeEvent> = rx?;
+            let mut rx: broadcast::Receiver<Arc<ChangeEvent>> = rx?;
             match rx.recv().await {
                 Ok(event) => Some((Ok(event), Some(rx))),
                 // Yield Lagged once, then end: the subscriber must replay

@@ -74,7 +74,7 @@ pub(crate) struct State {
     pub(crate) log: Vec<ChangeEvent>,
     /// Live tail of `log`; sent to under the lock so subscribers see the
     /// commit order.
-    pub(crate) feed_tx: broadcast::Sender<ChangeEvent>,
+    pub(crate) feed_tx: broadcast::Sender<Arc<ChangeEvent>>,
     pub(crate) hooks: HookState,
     /// Waiters to notify once the lock is released.
     pub(crate) to_wake: Vec<Arc<Notify>>,

@@ -170,7 +170,7 @@ async fn change_stream(
                 Phase::Live => match c.live.next().await {
                     Some(Ok(ev)) if ev.seq > c.last => {
                         c.last = ev.seq;
-                        return Some((vec![(&ev).into()], c));
+                        return Some((vec![ev.as_ref().into()], c));
                     }
                     Some(Ok(_)) => {}
                     // Lagged (or the feed ended): disconnect; the client
