@@ -66,7 +66,9 @@ pub(crate) fn check_json(kind: &'static str, json: &serde_json::Value) -> Result
         return Err(invalid(kind, "(json)", "no NUL character in any string"));
     }
     // Serialising a Value cannot fail (keys are strings); size it anyway.
-    let size = serde_json::to_vec(json).map_or(usize::MAX, |v| v.len());
+    // Counted as written, not written out: every payload passes here.
+    let mut counted = ByteCount(0);
+    let size = serde_json::to_writer(&mut counted, json).map_or(usize::MAX, |()| counted.0);
     if size > MAX_JSON_BYTES {
         return Err(invalid(
             kind,
@@ -75,6 +77,20 @@ pub(crate) fn check_json(kind: &'static str, json: &serde_json::Value) -> Result
         ));
     }
     Ok(())
+}
+
+/// Counts the bytes written to it, keeping none.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn has_nul(v: &serde_json::Value) -> bool {
@@ -115,6 +131,15 @@ mod tests {
         assert!(check_json("j", &serde_json::json!({"a": "\\u0000"})).is_ok());
         let big = serde_json::Value::String("x".repeat(MAX_JSON_BYTES));
         assert!(check_json("j", &big).is_err());
+        // With its two quotes, exactly the limit, then one byte past it.
+        let at_limit = serde_json::Value::String("x".repeat(MAX_JSON_BYTES - 2));
+        assert!(check_json("j", &at_limit).is_ok());
+        let past = serde_json::Value::String("x".repeat(MAX_JSON_BYTES - 1));
+        let err = check_json("j", &past).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{} bytes", MAX_JSON_BYTES + 1)),
+            "{err}"
+        );
     }
 
     #[test]
