@@ -715,9 +715,15 @@ impl Shared {
     /// row, each message and the change rows, each of those only when the
     /// note says so (SQLite has no data-modifying CTEs to make them depend
     /// on the write), and COMMIT. The note is a row in the connection's
-    /// [`WRITE_HIT`] table, deleted again before the commit. Each statement
-    /// that returns rows says what it is (`part`: 0 the write, 1 a message,
-    /// 2 a change row, 3 a joint write's part that would miss).
+    /// [`WRITE_HIT`] table, deleted again before the commit. A row says
+    /// what it is (`part`: 0 the write, 1 a message, 2 the change rows, 3 a
+    /// joint write's part that would miss). The write, each message and
+    /// the change rows report through a `SELECT … WHERE changes() > 0`
+    /// after their statement, not `RETURNING`: SQLite gathers a
+    /// statement's `RETURNING` rows in a temporary table opened and
+    /// dropped each time, which made about 70 such tables per request and
+    /// cost more than the statement's insert (docs/benchmarks.md,
+    /// 2026-12-06, ninth session).
     async fn write_with_outbox_sqlite(
         &self,
         writes: &[RowWrite],
@@ -729,7 +735,8 @@ impl Shared {
         let hit = format!("EXISTS (SELECT 1 FROM {WRITE_HIT})");
         let mut statements = match writes {
             [one] => vec![
-                format!("{} RETURNING 0 AS part, NULL AS topic", one.alone()),
+                one.alone(),
+                "SELECT 0 AS part WHERE changes() > 0".to_owned(),
                 format!("INSERT INTO {WRITE_HIT} (hit) SELECT 1 WHERE changes() > 0"),
             ],
             _ => row_write::sqlite_joint(writes, WRITE_HIT),
@@ -748,7 +755,10 @@ impl Shared {
             statements.push(format!(
                 "{INSERT_MESSAGE} \
                  SELECT {t}, {k}, {id}, {payload}, 1, NULL, {at}, NULL, NULL, {at} \
-                 WHERE {condition} {UNLESS_PENDING} RETURNING 1 AS part, topic"
+                 WHERE {condition} {UNLESS_PENDING}"
+            ));
+            statements.push(format!(
+                "SELECT 1 AS part, {t} AS topic WHERE changes() > 0"
             ));
         }
         if !outbox.changes.is_empty() {
@@ -757,8 +767,12 @@ impl Shared {
             statements.push(format!(
                 "INSERT INTO change_log (queue, kind, subject, data, created_at) \
                  SELECT column1, column2, column3, column4, {at} FROM (VALUES {rows}) \
-                 WHERE {hit} ORDER BY column5 RETURNING 2 AS part, NULL AS topic, seq"
+                 WHERE {hit} ORDER BY column5"
             ));
+            // The rows were numbered in order: the last is the highest.
+            statements.push(
+                "SELECT 2 AS part, last_insert_rowid() AS seq WHERE changes() > 0".to_owned(),
+            );
         }
         statements.push(format!("DELETE FROM {WRITE_HIT}"));
         let rows = self

@@ -11,7 +11,7 @@
 mod common;
 
 use common::{Kind, TestDb};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -73,6 +73,7 @@ on_both!(
     a_tail_behind_rows_appended_elsewhere_reads_them_before_its_own,
     nul_bytes_and_oversized_values_are_refused_whole,
     outbox_messages_are_deduplicated_like_publishes,
+    a_write_s_changes_are_in_the_live_stream_when_it_returns,
     a_closed_backend_is_unavailable_and_retryable,
     a_long_history_is_not_read_to_number_the_next_build_or_hook_run,
 );
@@ -624,6 +625,36 @@ async fn outbox_messages_are_deduplicated_like_publishes(db: &TestDb) {
         None,
         "one copy only"
     );
+}
+
+/// The feed's promise to a writer: the change rows of a store write are
+/// in every subscriber's buffer when the write returns (the adapter
+/// broadcasts up to the highest row the write appended), whichever row
+/// of a list is the last.
+async fn a_write_s_changes_are_in_the_live_stream_when_it_returns(db: &TestDb) {
+    let stores = db.backend.for_queue(&queue());
+    let mut live = db.backend.subscribe();
+    for (n, subjects) in [
+        (1, vec!["one"]),
+        (2, vec!["two", "three"]),
+        (3, vec!["four"]),
+    ] {
+        let outbox = subjects
+            .iter()
+            .fold(Outbox::none(), |o, s| o.change(request_changed(s)));
+        stores.requests.create(&request(n), outbox).await.unwrap();
+        for subject in subjects {
+            let event = live
+                .next()
+                .now_or_never()
+                .unwrap_or_else(|| {
+                    panic!("{subject} was not in the buffer when its write returned")
+                })
+                .expect("the stream is open")
+                .expect("no lag");
+            assert_eq!(event.subject, subject);
+        }
+    }
 }
 
 async fn a_closed_backend_is_unavailable_and_retryable(db: &TestDb) {
