@@ -1252,6 +1252,22 @@ impl fmt::Display for Placeholder {
     }
 }
 
+/// Appends each of `items` to `out` with `each`, separated by `, `: a
+/// statement's lists of placeholders, assignments and rows, written into
+/// its text rather than joined from a string each.
+pub(crate) fn write_list<T>(
+    out: &mut String,
+    items: impl IntoIterator<Item = T>,
+    mut each: impl FnMut(&mut String, T),
+) {
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        each(out, item);
+    }
+}
+
 /// Binds change rows as a `VALUES` list, `($queue, $kind, $subject, $data,
 /// <last>), …`, where `last(i)` is row `i`'s fifth column.
 fn bind_changes<L: fmt::Display>(
@@ -1260,18 +1276,17 @@ fn bind_changes<L: fmt::Display>(
     last: impl Fn(usize) -> L,
 ) -> String {
     let mut rows = String::with_capacity(changes.len() * 32);
-    for (i, c) in changes.into_iter().enumerate() {
-        let queue = bind(values, c.queue.map(|q| q.as_str().to_owned()).into());
-        let kind = bind(values, c.kind.as_str().into());
-        let subject = bind(values, c.subject.into());
-        let data = bind(values, json_value(c.data));
-        let sep = if i == 0 { "" } else { ", " };
-        let _ = write!(
-            rows,
-            "{sep}({queue}, {kind}, {subject}, {data}, {})",
-            last(i)
-        );
-    }
+    write_list(
+        &mut rows,
+        changes.into_iter().enumerate(),
+        |rows, (i, c)| {
+            let queue = bind(values, c.queue.map(|q| q.as_str().to_owned()).into());
+            let kind = bind(values, c.kind.as_str().into());
+            let subject = bind(values, c.subject.into());
+            let data = bind(values, json_value(c.data));
+            let _ = write!(rows, "({queue}, {kind}, {subject}, {data}, {})", last(i));
+        },
+    );
     rows
 }
 

@@ -373,6 +373,7 @@ impl HeldConnections<Postgres> {
         let held = self.connection(&mut slot).await?;
         let run = async {
             let names = held.prepared_names(&calls).await?;
+            // Each call's constants plus `;\nEXECUTE stovepipe_w<n>()`.
             let length = calls.iter().map(|c| c.args.len() + 40).sum::<usize>();
             let mut message = String::with_capacity(LOCK_WAIT_SETTING.len() + length);
             if bounded {

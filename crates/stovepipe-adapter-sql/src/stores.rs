@@ -11,7 +11,7 @@
 //! listings (see `read_model`) or transition rules (entities bump their
 //! own versions).
 
-use crate::backend::{Dialect, Shared, big, bind, check_outbox, json_value, values};
+use crate::backend::{Dialect, Shared, big, bind, check_outbox, json_value, values, write_list};
 use crate::row_write::{RowOp, RowWrite};
 use crate::rows::{self, BUILD_COLUMNS, FACT_COLUMNS, QUEUE_COLUMNS, REQUEST_COLUMNS};
 use crate::{SqlBackend, error, validate};
@@ -151,20 +151,18 @@ impl Columns<'_> {
 /// `name = $n, …`: `columns` set to newly bound `row` values.
 fn assignments(values: &mut Vec<Value>, columns: &[&str], row: Vec<Value>) -> String {
     let mut set = String::with_capacity(columns.len() * 24);
-    for (i, (column, value)) in columns.iter().zip(row).enumerate() {
-        let sep = if i == 0 { "" } else { ", " };
-        let _ = write!(set, "{sep}{column} = {}", bind(values, value));
-    }
+    write_list(&mut set, columns.iter().zip(row), |set, (column, value)| {
+        let _ = write!(set, "{column} = {}", bind(values, value));
+    });
     set
 }
 
 /// `$n, …`: newly bound `row` values.
 fn placeholders(values: &mut Vec<Value>, row: Vec<Value>) -> String {
     let mut list = String::with_capacity(row.len() * 5);
-    for (i, value) in row.into_iter().enumerate() {
-        let sep = if i == 0 { "" } else { ", " };
-        let _ = write!(list, "{sep}{}", bind(values, value));
-    }
+    write_list(&mut list, row, |list, value| {
+        let _ = write!(list, "{}", bind(values, value));
+    });
     list
 }
 
