@@ -429,6 +429,12 @@ impl fmt::Debug for SqlBackend {
     }
 }
 
+/// Statements the SQLite writer keeps prepared: the 200-odd texts of the
+/// stores' writes and lease operations, and the merged forms of those that
+/// meet in a batch (`sqlite_merge`). sqlx's default of 100 would prepare
+/// them again and again.
+const WRITER_STATEMENTS: usize = 512;
+
 /// The writer's pool (one connection) and, for a database file, the
 /// reader pool.
 async fn connect_sqlite(
@@ -459,7 +465,7 @@ async fn connect_sqlite(
         .idle_timeout(None)
         .max_lifetime(None)
         .acquire_timeout(options.acquire_timeout)
-        .connect_with(base.clone())
+        .connect_with(base.clone().statement_cache_capacity(WRITER_STATEMENTS))
         .await
         .map_err(unavailable)?;
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");

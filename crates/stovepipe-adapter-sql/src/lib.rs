@@ -14,7 +14,8 @@
 //! - **SQLite**: WAL, `busy_timeout`, foreign keys on; one writer connection
 //!   (`sqlite_writer`, held out of a pool of one) serialises every write,
 //!   each a single call that begins and commits its transaction, and the
-//!   writes that wait for it commit together (`write_batch`); a reader
+//!   writes that wait for it commit together (`write_batch`), those that
+//!   share a statement text in one call (`sqlite_merge`); a reader
 //!   pool serves reads, its connections `held` too. Callers of one process
 //!   never see `SQLITE_BUSY`.
 //! - **Postgres**: one pool; conditional writes are single `UPDATE … WHERE
@@ -40,6 +41,7 @@ mod presence;
 mod read_model;
 mod row_write;
 mod rows;
+mod sqlite_merge;
 mod sqlite_writer;
 mod stores;
 mod validate;

@@ -9,8 +9,9 @@
 //! all while every other write waited for that connection. Here a write of
 //! the stores is one call, `BEGIN IMMEDIATE; …; COMMIT`, and so is a
 //! statement on its own (a lease operation). Writes that come while the
-//! writer is busy commit together, a call each in one transaction
-//! (`write_batch`; this module's [`WriteTarget`]).
+//! writer is busy commit together in one transaction, those that share a
+//! statement text in one call (`write_batch`; this module's
+//! [`WriteTarget`]; `sqlite_merge`).
 //!
 //! The transactions are statements, so sqlx does not track them. The slot
 //! remembers that one may be open: set before a call that begins one,
@@ -39,6 +40,7 @@ use sea_query_binder::SqlxValues;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::held::{Driver, failed};
+use crate::sqlite_merge::{self, MergedCall};
 use crate::write_batch::{Answer, Role, WriteTarget};
 
 /// A connection-local table that says whether a list's write touched a row
@@ -221,13 +223,82 @@ impl HeldWriter {
         self.slot.open = false;
         Ok(answers)
     }
+
+    /// Runs `calls` ([`sqlite_merge`]) as
+    /// [`transaction_of`](Self::transaction_of) does and returns the rows
+    /// of each of the `writes` they stand for, each write's rows those of
+    /// its copy's statements.
+    pub(crate) async fn transaction_of_merged(
+        &mut self,
+        calls: Vec<MergedCall>,
+        writes: usize,
+    ) -> Result<Vec<Vec<QueryResult>>, DbErr> {
+        self.slot.open = true;
+        let last = calls.len().saturating_sub(1);
+        let mut answers: Vec<Vec<QueryResult>> = (0..writes).map(|_| Vec::new()).collect();
+        for (i, call) in calls.into_iter().enumerate() {
+            let begin = if i == 0 { "BEGIN IMMEDIATE;\n" } else { "" };
+            let commit = if i == last { ";\nCOMMIT" } else { "" };
+            let sql = format!("{begin}{}{commit}", call.sql);
+            let conn = self.conn()?;
+            let statements = match fetch_statements(conn, &sql, call.values).await {
+                Ok(statements) => statements,
+                Err(e) => {
+                    let _ = rollback_if_open(&mut self.slot).await;
+                    return Err(failed(e));
+                }
+            };
+            // BEGIN's statement comes first, COMMIT's last.
+            let found = statements.len();
+            let expected =
+                usize::from(i == 0) + call.members.len() * call.statements + usize::from(i == last);
+            if found != expected {
+                let _ = rollback_if_open(&mut self.slot).await;
+                return Err(DbErr::Custom(format!(
+                    "a merged SQLite call ran {found} statements where {expected} were expected"
+                )));
+            }
+            let mut statements = statements.into_iter().skip(usize::from(i == 0));
+            for member in call.members {
+                for rows in statements.by_ref().take(call.statements) {
+                    answers[member].extend(rows);
+                }
+            }
+        }
+        self.slot.open = false;
+        Ok(answers)
+    }
+}
+
+/// Runs `sql` on `conn` and returns each statement's rows.
+async fn fetch_statements(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &str,
+    values: Vec<Value>,
+) -> Result<Vec<Vec<QueryResult>>, sqlx::Error> {
+    use futures::TryStreamExt;
+    use sqlx::Executor;
+    let query = sqlx::query_with(sql, SqlxValues(Values(values)));
+    let mut stream = conn.fetch_many(query);
+    let mut statements = Vec::new();
+    let mut rows = Vec::new();
+    while let Some(step) = stream.try_next().await? {
+        match step {
+            sqlx::Either::Left(_) => statements.push(std::mem::take(&mut rows)),
+            sqlx::Either::Right(row) => rows.push(QueryResult::from(row)),
+        }
+    }
+    Ok(statements)
 }
 
 /// The writes of the stores and the message queue's lease operations go
 /// through `write_batch`, one lane: a write that finds the writer free runs
 /// alone as a transaction of its own; the writes that waited meanwhile
-/// commit together, a call each in one transaction, so several writes pay
-/// one commit.
+/// commit together in one transaction, so several writes pay one commit,
+/// and those that share a text run as one call (`sqlite_merge`), so they
+/// pay one hand-over to the connection's thread. They run grouped by text,
+/// not in the order they came: they waited together, so none of them had
+/// returned, and any order is one they could have run in.
 impl WriteTarget for SqliteWriter {
     /// Every role the same: the writer is where all of SQLite's writes
     /// run (its reads do not come here).
@@ -242,10 +313,11 @@ impl WriteTarget for SqliteWriter {
         _locking: bool,
     ) -> BoxFuture<'a, Result<Vec<Vec<QueryResult>>, DbErr>> {
         Box::pin(async move {
-            let calls = writes
-                .iter()
-                .map(|(sql, values)| (sql.as_str(), values.clone()));
-            self.hold().await?.transaction_of(calls).await
+            let calls = sqlite_merge::merge(writes);
+            self.hold()
+                .await?
+                .transaction_of_merged(calls, writes.len())
+                .await
         })
     }
 }
@@ -566,6 +638,64 @@ mod tests {
         for line in [
             r#"stovepipe_db_writes_total{path="alone",role="write"} 1"#,
             r#"stovepipe_db_writes_total{path="batched",role="write"} 3"#,
+            r#"stovepipe_db_write_batches_total{outcome="committed"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
+    }
+
+    /// Writes of one text that wait together run as one call, each copy
+    /// over its own values (a placeholder in quotes is not one), and each
+    /// write gets the rows of its own statements, whatever the others'.
+    /// The batch commits as it is (a copy bound to another's values would
+    /// insert a duplicate and send every write through alone).
+    #[tokio::test]
+    async fn writes_of_one_text_run_as_one_call_with_their_own_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, _pool) = writer(&dir).await;
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let scrape = recorder.handle();
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let batch = WriteBatch::new(1);
+        let insert_and_echo = |x: i64| {
+            (
+                "INSERT INTO t (x) VALUES ($1); \
+                 SELECT x, '$1' AS quoted FROM t WHERE x = $1 AND $2 > 0; \
+                 SELECT $1 + 1000 AS x WHERE $2 > 1"
+                    .to_owned(),
+                vec![x.into(), (x % 3).into()],
+            )
+        };
+        let queued: Vec<_> = (1..=7).map(insert_and_echo).collect();
+        let answers = batched(
+            &writer,
+            queued.into_iter().map(|w| write(&batch, &writer, w)),
+        )
+        .await;
+        let rows: Vec<Vec<(i64, Option<String>)>> = answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap()
+                    .iter()
+                    .map(|r| (r.try_get("", "x").unwrap(), r.try_get("", "quoted").ok()))
+                    .collect()
+            })
+            .collect();
+        let own = |x: i64| -> Vec<(i64, Option<String>)> {
+            let mut rows = Vec::new();
+            if x % 3 > 0 {
+                rows.push((x, Some("$1".to_owned())));
+            }
+            if x % 3 > 1 {
+                rows.push((x + 1000, None));
+            }
+            rows
+        };
+        assert_eq!(rows, (1..=7).map(own).collect::<Vec<_>>());
+        assert_eq!(count(&writer).await, 7);
+        let text = scrape.render();
+        for line in [
+            r#"stovepipe_db_writes_total{path="batched",role="write"} 6"#,
             r#"stovepipe_db_write_batches_total{outcome="committed"} 1"#,
         ] {
             assert!(text.contains(line), "{line} in:\n{text}");

@@ -14,18 +14,18 @@
 //! SQLite has one lane, its one writer (`sqlite_writer`), and more goes
 //! through it: the stores' writes (each a list of statements), `mint` and
 //! the message queue's lease operations, every write of the process but
-//! explicit transactions. A batch there is one call per write on the
-//! writer, the first beginning the transaction and the last committing it
+//! explicit transactions. A batch there is one transaction on the
+//! writer, the first call beginning it and the last committing it
 //! ([`WriteTarget`] for `SqliteWriter`): the writer was the pipeline's
 //! serial bound, and a commit (writing its WAL frames, and the
 //! checkpoints they bring on) was about a third of its CPU
-//! (docs/benchmarks.md, 2026-12-06, second session). If the writer's
-//! holder is cancelled half way, the open transaction is rolled back
-//! (`HeldWriter`'s drop) and the batch's other writes get a retryable
-//! error. One call for the whole batch would save
-//! the calls too, but its text would differ from batch to batch, and
-//! SQLite would prepare every statement of it each time, at about four
-//! times a cached statement's cost.
+//! (docs/benchmarks.md, 2026-12-06, second session). The writes that
+//! share a statement text run as one call (`sqlite_merge`): one call for
+//! the whole batch would be a new text each time, and SQLite would
+//! prepare every statement of it, at about four times a cached
+//! statement's cost. If the writer's holder is cancelled half way, the
+//! open transaction is rolled back (`HeldWriter`'s drop) and the batch's
+//! other writes get a retryable error.
 //!
 //! A batch goes to the server as **one message** (`HeldConnections::
 //! fetch_each_in_one_message`): the simple query protocol runs the
@@ -149,7 +149,8 @@ pub(crate) trait WriteTarget: Sync {
     /// statement of its `role` runs.
     fn alone<'a>(&'a self, role: Role, sql: &'a str, values: Vec<Value>) -> BoxFuture<'a, Answer>;
 
-    /// Runs `writes` (at least two), in order, in one transaction and
+    /// Runs `writes` (at least two), in order (SQLite: grouped by text,
+    /// each text's writes in order), in one transaction and
     /// returns each one's rows; the first error ends it, and nothing of it
     /// commits unless the error is a lost connection (then the outcome is
     /// unknown). The writes are borrowed, so each can run again alone.
