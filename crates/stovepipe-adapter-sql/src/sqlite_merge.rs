@@ -21,8 +21,8 @@
 //! new text each time, and preparing every statement anew cost more than
 //! the hand-overs it saved: 6–25 µs a statement.)
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::ops::Range;
 
 use sea_orm::Value;
 
@@ -30,41 +30,45 @@ use sea_orm::Value;
 pub(crate) const MAX_COPIES: usize = 4;
 
 /// One call of a merged batch: `sql` over `values`, standing for the
-/// calls `members` of the batch (in order), each `statements` statements
-/// of it.
+/// writes `members` of the batch (in order), each `statements` statements
+/// of it (`None`: one write's own text, all of it its).
 #[derive(Debug)]
 pub(crate) struct MergedCall {
     pub sql: String,
     pub values: Vec<Value>,
     pub members: Vec<usize>,
-    pub statements: usize,
+    pub statements: Option<usize>,
 }
 
 /// The calls that run `writes`: those with the same text merged, in
 /// groups of a power of two up to [`MAX_COPIES`], in the order each text
 /// first came.
 pub(crate) fn merge(writes: &[(String, Vec<Value>)]) -> Vec<MergedCall> {
-    let mut order: Vec<&str> = Vec::new();
-    let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+    // A batch holds a handful of texts: a list is quicker than hashing
+    // each write's kilobytes of text.
+    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
     for (i, (sql, _)) in writes.iter().enumerate() {
-        groups
-            .entry(sql.as_str())
-            .or_insert_with(|| {
-                order.push(sql);
-                Vec::new()
-            })
-            .push(i);
+        match groups.iter_mut().find(|(text, _)| *text == sql) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((sql, vec![i])),
+        }
     }
     let mut calls = Vec::new();
-    for sql in order {
-        let members = &groups[sql];
-        let statements = statement_count(sql);
+    for (sql, members) in groups {
+        let template = (members.len() > 1).then(|| Template::new(sql));
         let mut rest = members.as_slice();
         while !rest.is_empty() {
-            let take = chunk(rest.len());
-            let (now, later) = rest.split_at(take);
+            let (now, later) = rest.split_at(chunk(rest.len()));
             rest = later;
-            calls.push(joined(sql, now, writes, statements));
+            calls.push(match (&template, now) {
+                (Some(template), [_, _, ..]) => template.joined(now, writes),
+                (_, _) => MergedCall {
+                    sql: sql.to_owned(),
+                    values: writes[now[0]].1.clone(),
+                    members: now.to_vec(),
+                    statements: template.as_ref().map(|t| t.statements),
+                },
+            });
         }
     }
     calls
@@ -79,147 +83,132 @@ fn chunk(n: usize) -> usize {
     size
 }
 
-fn joined(
-    sql: &str,
-    members: &[usize],
-    writes: &[(String, Vec<Value>)],
+/// A statement text cut at its placeholders (`$n` outside quotes and
+/// comments), to be written out again with them renumbered, and the
+/// statements SQLite finds in it (its `;`-separated pieces that hold more
+/// than blanks and comments).
+struct Template<'a> {
+    /// The text around the placeholders: one more than `numbers`.
+    texts: Vec<&'a str>,
+    numbers: Vec<usize>,
     statements: usize,
-) -> MergedCall {
-    if let [only] = members {
-        return MergedCall {
-            sql: sql.to_owned(),
-            values: writes[*only].1.clone(),
-            members: vec![*only],
-            statements,
-        };
-    }
-    let mut text = String::with_capacity((sql.len() + 2) * members.len());
-    let mut values = Vec::new();
-    for (copy, &i) in members.iter().enumerate() {
-        if copy > 0 {
-            text.push_str(";\n");
+}
+
+impl<'a> Template<'a> {
+    fn new(sql: &'a str) -> Self {
+        let mut texts = Vec::new();
+        let mut numbers = Vec::new();
+        let mut statements = 0;
+        // The statement being read holds more than blanks and comments.
+        let mut open = false;
+        let mut cut = 0;
+        lex(sql, |range, code| {
+            let piece = &sql[range.clone()];
+            if !code {
+                // A quoted piece is part of a statement; a comment is not.
+                open |= !piece.starts_with("--") && !piece.starts_with("/*");
+                return;
+            }
+            for (i, part) in piece.split(';').enumerate() {
+                if i > 0 && std::mem::take(&mut open) {
+                    statements += 1;
+                }
+                open |= !part.trim().is_empty();
+            }
+            let mut at = range.start;
+            while let Some(found) = sql[at..range.end].find('$') {
+                let digits_from = at + found + 1;
+                let digits = sql[digits_from..range.end]
+                    .bytes()
+                    .take_while(u8::is_ascii_digit)
+                    .count();
+                at = digits_from + digits;
+                if let Ok(n) = sql[digits_from..at].parse() {
+                    texts.push(&sql[cut..digits_from]);
+                    numbers.push(n);
+                    cut = at;
+                }
+            }
+        });
+        texts.push(&sql[cut..]);
+        Self {
+            texts,
+            numbers,
+            statements: statements + usize::from(open),
         }
-        renumber_into(&mut text, sql, values.len());
-        values.extend(writes[i].1.iter().cloned());
     }
-    MergedCall {
-        sql: text,
-        values,
-        members: members.to_vec(),
-        statements,
+
+    /// Appends the text to `out` with every placeholder `$n` made
+    /// `$(n + offset)`.
+    fn write(&self, out: &mut String, offset: usize) {
+        for (text, n) in self.texts.iter().zip(&self.numbers) {
+            out.push_str(text);
+            let _ = write!(out, "{}", n + offset);
+        }
+        out.push_str(self.texts.last().copied().unwrap_or_default());
+    }
+
+    /// One call of the copies of this text for `members` of `writes`.
+    fn joined(&self, members: &[usize], writes: &[(String, Vec<Value>)]) -> MergedCall {
+        let length: usize = self.texts.iter().map(|t| t.len() + 4).sum();
+        let mut sql = String::with_capacity(length * members.len());
+        let mut values = Vec::new();
+        for (copy, &i) in members.iter().enumerate() {
+            if copy > 0 {
+                sql.push_str(";\n");
+            }
+            self.write(&mut sql, values.len());
+            values.extend(writes[i].1.iter().cloned());
+        }
+        MergedCall {
+            sql,
+            values,
+            members: members.to_vec(),
+            statements: Some(self.statements),
+        }
     }
 }
 
-/// What a lexer of SQL text meets at a byte.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum In {
-    Code,
-    Quoted(u8),
-    LineComment,
-    BlockComment,
-}
-
-/// Walks `sql`, calling `each` with its pieces in order: `(piece, true)`
-/// outside quotes and comments, `(piece, false)` for a quoted name or
-/// string or a comment, its delimiters included.
-fn lex(sql: &str, mut each: impl FnMut(&str, bool)) {
+/// Walks `sql`, calling `each` with the ranges of its pieces in order:
+/// `(range, true)` outside quotes and comments, `(range, false)` for a
+/// quoted name or string or a comment, its delimiters included. It jumps
+/// from one byte that matters to the next.
+fn lex(sql: &str, mut each: impl FnMut(Range<usize>, bool)) {
     let bytes = sql.as_bytes();
-    let mut state = In::Code;
+    let next = |from: usize, hit: &dyn Fn(u8) -> bool| {
+        bytes[from.min(bytes.len())..]
+            .iter()
+            .position(|&b| hit(b))
+            .map_or(bytes.len(), |d| from + d)
+    };
     let mut start = 0;
     let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        let next = bytes.get(i + 1).copied();
-        match state {
-            In::Code => {
-                let enter = match (b, next) {
-                    (b'\'' | b'"' | b'`', _) => Some(In::Quoted(b)),
-                    (b'-', Some(b'-')) => Some(In::LineComment),
-                    (b'/', Some(b'*')) => Some(In::BlockComment),
-                    _ => None,
-                };
-                if let Some(enter) = enter {
-                    each(&sql[start..i], true);
-                    start = i;
-                    state = enter;
-                    i += if enter == In::Quoted(b) { 1 } else { 2 };
-                    continue;
+    loop {
+        // Outside: the next byte that may open a quote or a comment.
+        i = next(i, &|b| matches!(b, b'\'' | b'"' | b'`' | b'-' | b'/'));
+        let Some(&b) = bytes.get(i) else { break };
+        let end = match (b, bytes.get(i + 1)) {
+            (b'\'' | b'"' | b'`', _) => {
+                // The closing quote; a doubled one is the quote itself.
+                let mut close = next(i + 1, &|c| c == b);
+                while bytes.get(close + 1) == Some(&b) {
+                    close = next(close + 2, &|c| c == b);
                 }
+                (close + 1).min(bytes.len())
             }
-            In::Quoted(q) if b == q => {
-                // A doubled quote is the quote itself.
-                if next == Some(q) {
-                    i += 2;
-                    continue;
-                }
-                each(&sql[start..=i], false);
-                start = i + 1;
-                state = In::Code;
-            }
-            In::LineComment if b == b'\n' => {
-                each(&sql[start..=i], false);
-                start = i + 1;
-                state = In::Code;
-            }
-            In::BlockComment if b == b'*' && next == Some(b'/') => {
-                each(&sql[start..i + 2], false);
-                start = i + 2;
-                state = In::Code;
-                i += 2;
+            (b'-', Some(b'-')) => (next(i + 2, &|c| c == b'\n') + 1).min(bytes.len()),
+            (b'/', Some(b'*')) => sql[i + 2..].find("*/").map_or(bytes.len(), |d| i + d + 4),
+            _ => {
+                i += 1;
                 continue;
             }
-            _ => {}
-        }
-        i += 1;
+        };
+        each(start..i, true);
+        each(i..end, false);
+        start = end;
+        i = end;
     }
-    each(&sql[start..], state == In::Code);
-}
-
-/// Appends `sql` to `out` with every `$n` placeholder outside quotes and
-/// comments made `$(n + offset)`.
-pub(crate) fn renumber_into(out: &mut String, sql: &str, offset: usize) {
-    lex(sql, |piece, code| {
-        if !code {
-            out.push_str(piece);
-            return;
-        }
-        let mut rest = piece;
-        while let Some(at) = rest.find('$') {
-            out.push_str(&rest[..=at]);
-            rest = &rest[at + 1..];
-            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            match rest[..digits].parse::<usize>() {
-                Ok(n) => {
-                    let _ = write!(out, "{}", n + offset);
-                }
-                Err(_) => out.push_str(&rest[..digits]),
-            }
-            rest = &rest[digits..];
-        }
-        out.push_str(rest);
-    });
-}
-
-/// The statements SQLite finds in `sql`: its `;`-separated pieces that
-/// hold more than blanks and comments.
-pub(crate) fn statement_count(sql: &str) -> usize {
-    let mut count = 0;
-    // The statement being read holds more than blanks and comments.
-    let mut open = false;
-    lex(sql, |piece, code| {
-        if !code {
-            // A quoted piece is part of a statement; a comment is not.
-            open |= !piece.starts_with("--") && !piece.starts_with("/*");
-            return;
-        }
-        for (i, part) in piece.split(';').enumerate() {
-            if i > 0 && std::mem::take(&mut open) {
-                count += 1;
-            }
-            open |= !part.trim().is_empty();
-        }
-    });
-    count + usize::from(open)
+    each(start..bytes.len(), true);
 }
 
 #[cfg(test)]
@@ -228,8 +217,12 @@ mod tests {
 
     fn renumbered(sql: &str, offset: usize) -> String {
         let mut out = String::new();
-        renumber_into(&mut out, sql, offset);
+        Template::new(sql).write(&mut out, offset);
         out
+    }
+
+    fn statement_count(sql: &str) -> usize {
+        Template::new(sql).statements
     }
 
     #[test]
@@ -243,6 +236,17 @@ mod tests {
             "SELECT 'it''s $1', $3"
         );
         assert_eq!(renumbered("SELECT $name, $", 2), "SELECT $name, $");
+        // Minus and slash alone open nothing; a doubled quote closes
+        // nothing; a comment or a quote may run to the end.
+        assert_eq!(
+            renumbered("SELECT $1 - $2 / $3, 'a''$1''', $4 -- $5", 1),
+            "SELECT $2 - $3 / $4, 'a''$1''', $5 -- $5"
+        );
+        assert_eq!(renumbered("SELECT $1, 'open $2", 1), "SELECT $2, 'open $2");
+        assert_eq!(
+            renumbered("SELECT $1 /* open $2", 1),
+            "SELECT $2 /* open $2"
+        );
     }
 
     #[test]
@@ -264,7 +268,7 @@ mod tests {
             w("A $1; B $1", 3),
         ];
         let calls = merge(&writes);
-        let shape: Vec<(&str, &[usize], usize, usize)> = calls
+        let shape: Vec<(&str, &[usize], Option<usize>, usize)> = calls
             .iter()
             .map(|c| {
                 (
@@ -278,9 +282,9 @@ mod tests {
         assert_eq!(
             shape,
             vec![
-                ("A $1; B $1;\nA $2; B $2", &[0, 2][..], 2, 2),
-                ("A $1; B $1", &[3][..], 2, 1),
-                ("C $1", &[1][..], 1, 1),
+                ("A $1; B $1;\nA $2; B $2", &[0, 2][..], Some(2), 2),
+                ("A $1; B $1", &[3][..], Some(2), 1),
+                ("C $1", &[1][..], None, 1),
             ]
         );
         assert_eq!(calls[0].values, vec![Value::from(0i64), Value::from(2i64)]);

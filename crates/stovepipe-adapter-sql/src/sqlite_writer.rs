@@ -249,18 +249,21 @@ impl HeldWriter {
                 }
             };
             // BEGIN's statement comes first, COMMIT's last.
-            let found = statements.len();
-            let expected =
-                usize::from(i == 0) + call.members.len() * call.statements + usize::from(i == last);
-            if found != expected {
+            let (begin, commit) = (usize::from(i == 0), usize::from(i == last));
+            let found = statements.len().saturating_sub(begin + commit);
+            let each = call.statements.unwrap_or(found);
+            if found != call.members.len() * each {
+                // Only a statement count that SQLite does not share
+                // (`sqlite_merge`'s lexer) comes here.
                 let _ = rollback_if_open(&mut self.slot).await;
                 return Err(DbErr::Custom(format!(
-                    "a merged SQLite call ran {found} statements where {expected} were expected"
+                    "a merged SQLite call ran {found} statements for {} copies of {each}",
+                    call.members.len()
                 )));
             }
-            let mut statements = statements.into_iter().skip(usize::from(i == 0));
+            let mut statements = statements.into_iter().skip(begin);
             for member in call.members {
-                for rows in statements.by_ref().take(call.statements) {
+                for rows in statements.by_ref().take(each) {
                     answers[member].extend(rows);
                 }
             }
