@@ -435,6 +435,16 @@ impl fmt::Debug for SqlBackend {
 /// them again and again.
 const WRITER_STATEMENTS: usize = 512;
 
+/// WAL pages after which SQLite's writer copies the log back into the
+/// database (SQLite's default is 1 000). The checkpoint runs in the commit
+/// that crosses the mark, on the one writer, and copies each page changed
+/// since the last once: the pipeline rewrites the same hot pages (the
+/// queue rows, the message queue's pages and indexes) many times over, so
+/// a longer interval copies fewer pages per commit. At 128 queues the
+/// checkpoints took 5.9 % of the bench's CPU at 1 000 pages and 3.3 % at
+/// 4 000; the log stays under 16 MB.
+const WAL_AUTOCHECKPOINT_PAGES: &str = "4000";
+
 /// The writer's pool (one connection) and, for a database file, the
 /// reader pool.
 async fn connect_sqlite(
@@ -448,7 +458,8 @@ async fn connect_sqlite(
         .busy_timeout(options.busy_timeout)
         .foreign_keys(true)
         // The writer's `WRITE_HIT` table lives in memory.
-        .pragma("temp_store", "memory");
+        .pragma("temp_store", "memory")
+        .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES);
     let unavailable = |e: sea_orm::sqlx::Error| StoreError::Unavailable(e.to_string());
     // One writer: every write transaction queues for this connection
     // instead of racing for the database lock.
@@ -1371,6 +1382,29 @@ pub(crate) fn check_changes(changes: &[NewChange]) -> Result<(), stovepipe_entit
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A database file's writer runs in WAL mode and checkpoints every
+    /// [`WAL_AUTOCHECKPOINT_PAGES`] pages.
+    #[tokio::test]
+    async fn a_sqlite_file_is_written_ahead_and_checkpointed_at_the_set_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+        let backend = SqlBackend::connect(&url).await.unwrap();
+        let writer = backend.shared.sqlite_writer();
+        let first = |sql: &'static str| async move {
+            writer.fetch_all(sql, vec![]).await.unwrap().remove(0)
+        };
+        let mode: String = first("PRAGMA journal_mode")
+            .await
+            .try_get_by_index(0)
+            .unwrap();
+        let pages: i64 = first("PRAGMA wal_autocheckpoint")
+            .await
+            .try_get_by_index(0)
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(pages.to_string(), WAL_AUTOCHECKPOINT_PAGES);
+    }
 
     #[test]
     fn a_backend_ignores_its_own_notifications() {
