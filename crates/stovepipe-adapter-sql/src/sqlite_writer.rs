@@ -638,11 +638,19 @@ mod tests {
         );
         assert_eq!(count(&writer).await, 3);
         let text = scrape.render();
-        for line in [
-            r#"stovepipe_db_writes_total{path="alone",role="write"} 1"#,
-            r#"stovepipe_db_writes_total{path="batched",role="write"} 3"#,
-            r#"stovepipe_db_write_batches_total{outcome="committed"} 1"#,
-        ] {
+        assert_scraped(
+            &text,
+            &[
+                r#"stovepipe_db_writes_total{path="alone",role="write"} 1"#,
+                r#"stovepipe_db_writes_total{path="batched",role="write"} 3"#,
+                r#"stovepipe_db_write_batches_total{outcome="committed"} 1"#,
+            ],
+        );
+    }
+
+    /// Every one of `lines` is in the metrics scrape `text`.
+    fn assert_scraped(text: &str, lines: &[&str]) {
+        for line in lines {
             assert!(text.contains(line), "{line} in:\n{text}");
         }
     }
@@ -654,11 +662,11 @@ mod tests {
     /// insert a duplicate and send every write through alone).
     #[tokio::test]
     async fn writes_of_one_text_run_as_one_call_with_their_own_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let (writer, _pool) = writer(&dir).await;
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let scrape = recorder.handle();
         let _local = metrics::set_default_local_recorder(&recorder);
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, _pool) = writer(&dir).await;
         let batch = WriteBatch::new(1);
         let insert_and_echo = |x: i64| {
             (
@@ -696,13 +704,13 @@ mod tests {
         };
         assert_eq!(rows, (1..=7).map(own).collect::<Vec<_>>());
         assert_eq!(count(&writer).await, 7);
-        let text = scrape.render();
-        for line in [
-            r#"stovepipe_db_writes_total{path="batched",role="write"} 6"#,
-            r#"stovepipe_db_write_batches_total{outcome="committed"} 1"#,
-        ] {
-            assert!(text.contains(line), "{line} in:\n{text}");
-        }
+        assert_scraped(
+            &scrape.render(),
+            &[
+                r#"stovepipe_db_writes_total{path="batched",role="write"} 6"#,
+                r#"stovepipe_db_write_batches_total{outcome="committed"} 1"#,
+            ],
+        );
     }
 
     /// A write that fails rolls its batch back; the others run again alone
