@@ -71,58 +71,42 @@ fn write_float(out: &mut String, x: f64, shown: impl Display) {
 /// nothing, for a kind of value this does not render (the caller binds it
 /// instead).
 pub(crate) fn write_typed(out: &mut String, value: &Value) -> Option<&'static str> {
-    fn or_null<T>(out: &mut String, v: Option<T>, show: impl FnOnce(&mut String, T)) {
+    /// Appends `v` by `show`, or NULL, and gives back `ty`.
+    fn typed<T>(
+        out: &mut String,
+        v: Option<T>,
+        ty: &'static str,
+        show: impl FnOnce(&mut String, T),
+    ) -> &'static str {
         match v {
             Some(v) => show(out, v),
             None => out.push_str("NULL"),
         }
+        ty
     }
     fn shown(out: &mut String, v: impl Display) {
         let _ = write!(out, "{v}");
     }
     let ty = match value {
-        Value::Bool(v) => {
-            or_null(out, *v, shown);
-            "boolean"
-        }
-        Value::SmallInt(v) => {
-            or_null(out, *v, shown);
-            "smallint"
-        }
-        Value::Int(v) => {
-            or_null(out, *v, shown);
-            "integer"
-        }
-        Value::BigInt(v) => {
-            or_null(out, *v, shown);
-            "bigint"
-        }
-        Value::Float(v) => {
-            or_null(out, *v, |out, x| write_float(out, f64::from(x), x));
-            "real"
-        }
-        Value::Double(v) => {
-            or_null(out, *v, |out, x| write_float(out, x, x));
-            "double precision"
-        }
-        Value::String(v) => {
-            or_null(out, v.as_deref(), write_text);
-            "text"
-        }
-        Value::Json(v) => {
-            or_null(out, v.as_deref(), write_text);
-            "jsonb"
-        }
-        Value::Bytes(v) => {
-            or_null(out, v.as_deref(), |out, bytes| {
-                out.push_str("E'\\\\x");
-                for byte in bytes {
-                    let _ = write!(out, "{byte:02x}");
-                }
-                out.push('\'');
-            });
-            "bytea"
-        }
+        Value::Bool(v) => typed(out, *v, "boolean", shown),
+        Value::SmallInt(v) => typed(out, *v, "smallint", shown),
+        Value::Int(v) => typed(out, *v, "integer", shown),
+        Value::BigInt(v) => typed(out, *v, "bigint", shown),
+        Value::Float(v) => typed(out, *v, "real", |out, x| {
+            write_float(out, f64::from(x), x);
+        }),
+        Value::Double(v) => typed(out, *v, "double precision", |out, x| {
+            write_float(out, x, x);
+        }),
+        Value::String(v) => typed(out, v.as_deref(), "text", write_text),
+        Value::Json(v) => typed(out, v.as_deref(), "jsonb", write_text),
+        Value::Bytes(v) => typed(out, v.as_deref(), "bytea", |out, bytes| {
+            out.push_str("E'\\\\x");
+            for byte in bytes {
+                let _ = write!(out, "{byte:02x}");
+            }
+            out.push('\'');
+        }),
         _ => return None,
     };
     Some(ty)

@@ -21,6 +21,7 @@
 //! new text each time, and preparing every statement anew cost more than
 //! the hand-overs it saved: 6–25 µs a statement.)
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::ops::Range;
 
@@ -33,8 +34,8 @@ pub(crate) const MAX_COPIES: usize = 4;
 /// writes `members` of the batch (in order), each `statements` statements
 /// of it (`None`: one write's own text, all of it its).
 #[derive(Debug)]
-pub(crate) struct MergedCall {
-    pub sql: String,
+pub(crate) struct MergedCall<'a> {
+    pub sql: Cow<'a, str>,
     pub values: Vec<Value>,
     pub members: Vec<usize>,
     pub statements: Option<usize>,
@@ -43,7 +44,7 @@ pub(crate) struct MergedCall {
 /// The calls that run `writes`: those with the same text merged, in
 /// groups of a power of two up to [`MAX_COPIES`], in the order each text
 /// first came.
-pub(crate) fn merge(writes: &[(String, Vec<Value>)]) -> Vec<MergedCall> {
+pub(crate) fn merge(writes: &[(String, Vec<Value>)]) -> Vec<MergedCall<'_>> {
     // A batch holds a handful of texts: a list is quicker than hashing
     // each write's kilobytes of text.
     let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
@@ -63,7 +64,7 @@ pub(crate) fn merge(writes: &[(String, Vec<Value>)]) -> Vec<MergedCall> {
             calls.push(match (&template, now) {
                 (Some(template), [_, _, ..]) => template.joined(now, writes),
                 (_, _) => MergedCall {
-                    sql: sql.to_owned(),
+                    sql: sql.into(),
                     values: writes[now[0]].1.clone(),
                     members: now.to_vec(),
                     statements: template.as_ref().map(|t| t.statements),
@@ -149,7 +150,7 @@ impl<'a> Template<'a> {
     }
 
     /// One call of the copies of this text for `members` of `writes`.
-    fn joined(&self, members: &[usize], writes: &[(String, Vec<Value>)]) -> MergedCall {
+    fn joined(&self, members: &[usize], writes: &[(String, Vec<Value>)]) -> MergedCall<'a> {
         let length: usize = self.texts.iter().map(|t| t.len() + 4).sum();
         let mut sql = String::with_capacity(length * members.len());
         let mut values = Vec::new();
@@ -161,7 +162,7 @@ impl<'a> Template<'a> {
             values.extend(writes[i].1.iter().cloned());
         }
         MergedCall {
-            sql,
+            sql: sql.into(),
             values,
             members: members.to_vec(),
             statements: Some(self.statements),
@@ -272,7 +273,7 @@ mod tests {
             .iter()
             .map(|c| {
                 (
-                    c.sql.as_str(),
+                    c.sql.as_ref(),
                     c.members.as_slice(),
                     c.statements,
                     c.values.len(),

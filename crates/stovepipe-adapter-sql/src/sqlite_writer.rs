@@ -27,7 +27,6 @@
 //! that read first would fail at once with `SQLITE_BUSY` when another
 //! process committed in between (a stale snapshot cannot be upgraded).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,52 +184,27 @@ impl HeldWriter {
         sql: &str,
         values: Vec<Value>,
     ) -> Result<Vec<QueryResult>, DbErr> {
-        let mut answers = self.transaction_of(std::iter::once((sql, values))).await?;
+        let alone = MergedCall {
+            sql: sql.into(),
+            values,
+            members: vec![0],
+            statements: None,
+        };
+        let mut answers = self.transaction_of_merged(vec![alone], 1).await?;
         Ok(answers.pop().unwrap_or_default())
     }
 
-    /// Runs each of `calls` as [`fetch_all`](Self::fetch_all) does, a call
-    /// each, all in one transaction: `BEGIN IMMEDIATE` rides in the first
-    /// call and `COMMIT` in the last, so a transaction costs no calls of
-    /// its own. Returns each call's rows. A statement that fails rolls the
+    /// Runs each of `calls` ([`sqlite_merge`]) as
+    /// [`fetch_all`](Self::fetch_all) does, a call each, all in one
+    /// transaction: `BEGIN IMMEDIATE` rides in the first call and `COMMIT`
+    /// in the last, so a transaction costs no calls of its own. Returns the
+    /// rows of each of the `writes` the calls stand for, each write's rows
+    /// those of its copy's statements. A statement that fails rolls the
     /// whole transaction back (nothing after it ran) and its error is
     /// returned.
-    pub(crate) async fn transaction_of<'c>(
-        &mut self,
-        calls: impl ExactSizeIterator<Item = (&'c str, Vec<Value>)>,
-    ) -> Result<Vec<Vec<QueryResult>>, DbErr> {
-        self.slot.open = true;
-        let last = calls.len().saturating_sub(1);
-        let mut answers = Vec::with_capacity(calls.len());
-        for (i, (sql, values)) in calls.enumerate() {
-            let begin = if i == 0 { "BEGIN IMMEDIATE;\n" } else { "" };
-            let commit = if i == last { ";\nCOMMIT" } else { "" };
-            let sql: Cow<'_, str> = if begin.is_empty() && commit.is_empty() {
-                sql.into()
-            } else {
-                format!("{begin}{sql}{commit}").into()
-            };
-            match self.fetch_all(&sql, values).await {
-                Ok(rows) => answers.push(rows),
-                Err(e) => {
-                    // Failing here leaves the slot marked open: the next
-                    // holder tries again.
-                    let _ = rollback_if_open(&mut self.slot).await;
-                    return Err(e);
-                }
-            }
-        }
-        self.slot.open = false;
-        Ok(answers)
-    }
-
-    /// Runs `calls` ([`sqlite_merge`]) as
-    /// [`transaction_of`](Self::transaction_of) does and returns the rows
-    /// of each of the `writes` they stand for, each write's rows those of
-    /// its copy's statements.
     pub(crate) async fn transaction_of_merged(
         &mut self,
-        calls: Vec<MergedCall>,
+        calls: Vec<MergedCall<'_>>,
         writes: usize,
     ) -> Result<Vec<Vec<QueryResult>>, DbErr> {
         self.slot.open = true;
@@ -244,6 +218,8 @@ impl HeldWriter {
             let statements = match fetch_statements(conn, &sql, call.values).await {
                 Ok(statements) => statements,
                 Err(e) => {
+                    // Failing here leaves the slot marked open: the next
+                    // holder tries again.
                     let _ = rollback_if_open(&mut self.slot).await;
                     return Err(failed(e));
                 }
