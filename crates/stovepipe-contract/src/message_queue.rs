@@ -324,6 +324,12 @@ async fn requeue_dead_letter_publishes_again_with_attempts_reset(fx: MqFixture) 
     assert_eq!(again.message_id, "m1");
     assert_eq!(again.partition_key, "p");
     assert_eq!(again.attempt, 1, "attempts start again");
+    assert_eq!(
+        again.last_error.as_deref(),
+        Some("e2"),
+        "the reason it died stays visible"
+    );
+    assert!(!again.is_first(), "a requeued dead letter was had before");
     let unknown = mq.requeue_dead_letter(dead.id).await;
     assert!(
         matches!(unknown, Err(MqError::NotFound(_))),

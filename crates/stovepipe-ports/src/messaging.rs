@@ -132,6 +132,17 @@ pub struct Delivery {
     pub published_at: Timestamp,
 }
 
+impl Delivery {
+    /// No handler has had this message before, unless one held it: its
+    /// first attempt, with no error kept (a retry and an expired lease
+    /// count an attempt; a requeued dead letter starts again at 1 but
+    /// keeps the reason it died).
+    #[must_use]
+    pub fn is_first(&self) -> bool {
+        self.attempt == 1 && self.last_error.is_none()
+    }
+}
+
 /// A rejected message, kept for operators.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
