@@ -27,6 +27,13 @@ pub struct BuildHop {
     pub queue: QueueName,
     #[serde(default)]
     pub project: ProjectName,
+    /// Published by the admit, in the same write that moved the request to
+    /// `processing`: until this hop's first delivery no build of the
+    /// request can exist (only `build` writes one, after a trigger), so
+    /// that delivery need not look for one. False for every hop published
+    /// again (a redelivered admit, a repair), which always looks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_admit: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +156,7 @@ mod tests {
             request_id: id.clone(),
             queue: queue.clone(),
             project: ProjectName::new("pay").unwrap(),
+            from_admit: true,
         }
         .message();
         assert_eq!(m.partition_key, "request/monorepo/main/7");

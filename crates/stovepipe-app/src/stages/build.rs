@@ -5,7 +5,10 @@
 //! scope is reused instead of triggering another. (A crash between the
 //! runner accepting a trigger and the build row being written can still
 //! start a second build; only a runner-side idempotency key could close
-//! that window, and none of the supported CIs offers one.)
+//! that window, and none of the supported CIs offers one.) The admit's own
+//! hop on its first delivery skips that lookup: no build can exist before
+//! it (`BuildHop::from_admit`), and the lookup was one statement more on
+//! every request's path.
 
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -30,7 +33,9 @@ impl BuildStage {
         Self { deps }
     }
 
-    pub async fn run(&self, hop: &BuildHop) -> Result<Outcome, StageError> {
+    /// `first_delivery`: no handler has had this hop before
+    /// ([`Delivery::is_first`]).
+    pub async fn run(&self, hop: &BuildHop, first_delivery: bool) -> Result<Outcome, StageError> {
         let stores = self.deps.stores(&hop.queue);
         // The build hop rides in the admit: an accepted request is behind.
         let request = load_request(&stores, &hop.request_id, |r| {
@@ -46,12 +51,17 @@ impl BuildStage {
                 request.id, request.state
             )));
         }
-        let existing = stores
-            .builds
-            .list_for_request(&request.id)
-            .await?
-            .into_iter()
-            .find(|b| b.project == hop.project && b.status != BuildStatus::Cancelled);
+        let may_have_built = !(hop.from_admit && first_delivery);
+        let existing = if may_have_built {
+            stores
+                .builds
+                .list_for_request(&request.id)
+                .await?
+                .into_iter()
+                .find(|b| b.project == hop.project && b.status != BuildStatus::Cancelled)
+        } else {
+            None
+        };
         if let Some(build) = existing {
             // Redelivery after the build row was written: make sure its poll
             // chain exists (deduplicated) and stop.
@@ -114,6 +124,6 @@ impl Handler for BuildStage {
     }
 
     async fn handle(&self, delivery: &Delivery) -> Result<Outcome, StageError> {
-        self.run(&decode(delivery)?).await
+        self.run(&decode(delivery)?, delivery.is_first()).await
     }
 }

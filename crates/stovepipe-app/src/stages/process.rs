@@ -47,7 +47,10 @@ impl ProcessStage {
             RequestState::Processing => {
                 // Admitted by an earlier delivery that may have died before
                 // the build hop left: hand over again (deduplicated).
-                self.deps.mq.publish(build_hop(&request).message()).await?;
+                self.deps
+                    .mq
+                    .publish(build_hop(&request, false).message())
+                    .await?;
                 return Ok(Outcome::Ack);
             }
             _ => {}
@@ -158,7 +161,7 @@ impl ProcessStage {
         request.admit(strategy, base, self.deps.now())?;
         let outbox = Outbox::none()
             .emit(events::request_changed(&request), self.deps.now())
-            .publish(build_hop(&request).message());
+            .publish(build_hop(&request, true).message());
         let admitted = EntityWrite::UpdateRequest {
             request: request.clone(),
             expected_version,
@@ -178,7 +181,10 @@ impl ProcessStage {
                 })?;
                 match current.state {
                     RequestState::Processing => {
-                        self.deps.mq.publish(build_hop(&current).message()).await?;
+                        self.deps
+                            .mq
+                            .publish(build_hop(&current, false).message())
+                            .await?;
                         Ok(Outcome::Ack)
                     }
                     s if s.is_terminal() => {
@@ -209,11 +215,14 @@ impl<E: Into<StageError>> From<E> for Admit {
     }
 }
 
-fn build_hop(request: &Request) -> BuildHop {
+/// The hand-over to `build`; `from_admit` only in the admit's own write
+/// (see [`BuildHop::from_admit`]).
+fn build_hop(request: &Request, from_admit: bool) -> BuildHop {
     BuildHop {
         request_id: request.id.clone(),
         queue: request.queue.clone(),
         project: ProjectName::whole_repo(),
+        from_admit,
     }
 }
 

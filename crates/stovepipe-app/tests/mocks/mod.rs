@@ -197,6 +197,7 @@ pub fn build_hop(n: u64) -> BuildHop {
         request_id: rid(n),
         queue: queue_name(),
         project: ProjectName::whole_repo(),
+        from_admit: false,
     }
 }
 
@@ -227,7 +228,8 @@ pub fn process_message(n: u64) -> OutgoingMessage {
     )
 }
 
-/// `build`, partitioned by request id, message id = request id.
+/// `build`, partitioned by request id, message id = request id: as
+/// published again (a redelivered admit, a repair).
 pub fn build_message(n: u64) -> OutgoingMessage {
     let id = rid(n).to_string();
     OutgoingMessage::new(
@@ -236,6 +238,13 @@ pub fn build_message(n: u64) -> OutgoingMessage {
         id.clone(),
         json!({ "request_id": id, "queue": "monorepo/main", "project": "" }),
     )
+}
+
+/// [`build_message`] as the admit publishes it, in its own write.
+pub fn admitted_build_message(n: u64) -> OutgoingMessage {
+    let mut m = build_message(n);
+    m.payload["from_admit"] = json!(true);
+    m
 }
 
 /// `buildsignal`, partitioned by build id, message id = build id.

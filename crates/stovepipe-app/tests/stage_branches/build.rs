@@ -1,6 +1,7 @@
 //! `build`: trigger the runner for an admitted request, write the build row,
 //! hand over to `buildsignal` (pipeline.md, "build").
 
+use stovepipe_app::hops::BuildHop;
 use stovepipe_app::stages::build::BuildStage;
 use stovepipe_app::{Outcome, StageError};
 use stovepipe_entity::{Build, BuildStatus, ChangeKind, ProjectName, RequestState};
@@ -13,7 +14,7 @@ use crate::mocks::{
 
 async fn run(f: Fixture, n: u64) -> (Result<Outcome, StageError>, Journal) {
     let (deps, log) = f.deps();
-    let out = BuildStage::new(deps).run(&build_hop(n)).await;
+    let out = BuildStage::new(deps).run(&build_hop(n), true).await;
     (out, log)
 }
 
@@ -104,6 +105,51 @@ async fn existing_build_is_reused_and_its_poll_chain_republished() {
         assert_eq!(out, Ok(Outcome::Ack), "{status}");
         assert_eq!(log.names(), ["mq.publish"], "no trigger for {status}");
         assert_eq!(log.writes()[0].published(), &signal_message("b-7"));
+    }
+}
+
+/// The admit's own hop, on its first delivery, triggers without looking for
+/// a build: none can exist before it. (The fixture lists one, which cannot
+/// exist then, to show that it is not looked for.)
+#[tokio::test]
+async fn the_admits_hop_on_its_first_delivery_triggers_without_looking_for_a_build() {
+    let mut f =
+        admitted_fixture().with_builds_of_request(vec![build("b-7", 3, BuildStatus::Running)]);
+    f.expect_trigger(Ok(bid("b-1")));
+    f.expect_build_create(Ok(()));
+    let (deps, log) = f.deps();
+    let hop = BuildHop {
+        from_admit: true,
+        ..build_hop(3)
+    };
+    let out = BuildStage::new(deps).run(&hop, true).await;
+    assert_eq!(out, Ok(Outcome::Ack));
+    assert_triggered(&log, 3, None);
+}
+
+/// Any other delivery looks and reuses the build: the admit's hop had
+/// before (a redelivery, a retry, a requeued dead letter), and every hop
+/// published again.
+#[tokio::test]
+async fn the_admits_hop_had_before_and_hops_published_again_reuse_the_build() {
+    for (from_admit, first_delivery) in [(true, false), (false, true), (false, false)] {
+        let mut f =
+            admitted_fixture().with_builds_of_request(vec![build("b-7", 3, BuildStatus::Running)]);
+        f.expect_publish();
+        let (deps, log) = f.deps();
+        let hop = BuildHop {
+            from_admit,
+            ..build_hop(3)
+        };
+        let out = BuildStage::new(deps).run(&hop, first_delivery).await;
+        let case = format!("from_admit {from_admit}, first delivery {first_delivery}");
+        assert_eq!(out, Ok(Outcome::Ack), "{case}");
+        assert_eq!(log.names(), ["mq.publish"], "no trigger: {case}");
+        assert_eq!(
+            log.writes()[0].published(),
+            &signal_message("b-7"),
+            "{case}"
+        );
     }
 }
 

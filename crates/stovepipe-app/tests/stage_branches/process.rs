@@ -9,9 +9,9 @@ use stovepipe_entity::{BuildStrategy, ChangeKind, Origin, Queue, Request, Reques
 use stovepipe_ports::ScmError;
 
 use crate::mocks::{
-    Fixture, GATE_WAIT, Journal, NOW, QUEUE_VERSION, T0, admitted, build_message, changes, claimed,
-    config, failed_closed_request, process_hop, queue, queue_name, released, request, rid,
-    superseded, uri,
+    Fixture, GATE_WAIT, Journal, NOW, QUEUE_VERSION, T0, admitted, admitted_build_message,
+    build_message, changes, claimed, config, failed_closed_request, process_hop, queue, queue_name,
+    released, request, rid, superseded, uri,
 };
 
 async fn run(f: Fixture, n: u64) -> (Result<Outcome, StageError>, Journal) {
@@ -51,7 +51,7 @@ fn assert_admitted(
         [(ChangeKind::RequestChanged, rid(3).to_string())]
     );
     assert_eq!(outbox.changes[0].data["state"], "processing");
-    assert_eq!(outbox.messages, [build_message(3)]);
+    assert_eq!(outbox.messages, [admitted_build_message(3)]);
 }
 
 #[tokio::test]
@@ -426,7 +426,7 @@ async fn slot_already_claimed_goes_straight_to_admit() {
             None
         )
     );
-    assert_eq!(outbox.messages, [build_message(3)]);
+    assert_eq!(outbox.messages, [admitted_build_message(3)]);
 }
 
 /// Culprit-finding midpoints bypass coalescing (but not the gate).
