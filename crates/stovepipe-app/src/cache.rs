@@ -20,6 +20,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use stovepipe_entity::Timestamp;
+use tokio::sync::watch;
+
+/// How long a read of a key whose write is in flight waits for that write
+/// to end before it reads the store instead. A write ends within a batch
+/// round trip or two; one held up longer (a row lock, a lost connection)
+/// should not hold its readers with it.
+pub(crate) const WRITE_WAIT: Duration = Duration::from_millis(50);
 
 #[derive(Debug)]
 struct Entry<V> {
@@ -49,9 +56,17 @@ struct AgedGenerations<K, V> {
     old: HashMap<K, Entry<V>>,
     /// When the young generation began.
     young_since: Option<Timestamp>,
-    /// Keys with a write through this cache in flight, and how many: their
-    /// entries are neither served nor taken from reads until it ends.
-    writing: HashMap<K, usize>,
+    /// Keys with a write through this cache in flight: their entries are
+    /// neither served nor taken from reads until it ends.
+    writing: HashMap<K, Writing>,
+}
+
+/// The writes of one key in flight: how many, and a channel whose sender
+/// goes when the last ends, which is what a waiting read hears.
+#[derive(Debug)]
+struct Writing {
+    count: usize,
+    ended: watch::Sender<()>,
 }
 
 impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
@@ -87,7 +102,11 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
         Ok(self.get_served(key, now, fetch).await?.0)
     }
 
-    /// [`get`](Self::get), and where the value came from.
+    /// [`get`](Self::get), and where the value came from. A read that
+    /// meets a write of `key` in flight waits for it, at most
+    /// [`WRITE_WAIT`], and is served what it kept: read from the store
+    /// meanwhile, the row would be as it was before the write, and a
+    /// compare-and-swap from it would lose to the write.
     pub(crate) async fn get_served<E>(
         &self,
         key: &K,
@@ -96,7 +115,15 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
     ) -> Result<(Option<Arc<V>>, Served), E> {
         let served = match self.lookup(key, now) {
             Ok(kept) => return Ok((Some(kept), Served::Kept)),
-            Err(why) => why,
+            Err(Miss::Writing(mut ended)) => {
+                // Err once the sender is gone: the write ended.
+                let _ = tokio::time::timeout(WRITE_WAIT, ended.changed()).await;
+                if let Ok(kept) = self.lookup(key, now) {
+                    return Ok((Some(kept), Served::KeptAfterWrite));
+                }
+                Served::FetchedDuringWrite
+            }
+            Err(Miss::Absent) => Served::Fetched,
         };
         Ok((self.refresh(key, now, fetch).await?, served))
     }
@@ -135,7 +162,14 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
     /// the write once the write is visible (its hop may be delivered before
     /// the write returns to its writer).
     pub(crate) fn begin_write(&self, key: K) {
-        *self.lock().writing.entry(key).or_insert(0) += 1;
+        self.lock()
+            .writing
+            .entry(key)
+            .or_insert_with(|| Writing {
+                count: 0,
+                ended: watch::Sender::new(()),
+            })
+            .count += 1;
     }
 
     /// Ends a write of `key` begun by [`begin_write`](Self::begin_write):
@@ -144,9 +178,10 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
     /// no entry.
     pub(crate) fn end_write(&self, key: K, wrote: Option<(V, Timestamp)>) {
         let mut entries = self.lock();
-        if let Some(n) = entries.writing.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(writing) = entries.writing.get_mut(&key) {
+            writing.count -= 1;
+            if writing.count == 0 {
+                // Dropping the sender wakes the reads waiting for it.
                 entries.writing.remove(&key);
             }
         }
@@ -202,16 +237,17 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
     }
 
     /// The kept value of `key` if it may be served at `now`, else why not.
-    fn lookup(&self, key: &K, now: Timestamp) -> Result<Arc<V>, Served> {
+    fn lookup(&self, key: &K, now: Timestamp) -> Result<Arc<V>, Miss> {
         let entries = self.lock();
-        if entries.writing.contains_key(key) {
-            return Err(Served::FetchedDuringWrite);
+        if let Some(writing) = entries.writing.get(key) {
+            // Subscribed under the lock: the write cannot end unheard.
+            return Err(Miss::Writing(writing.ended.subscribe()));
         }
-        let entry = entries.get(key).ok_or(Served::Fetched)?;
+        let entry = entries.get(key).ok_or(Miss::Absent)?;
         let age = now.as_millis().checked_sub(entry.fetched_at.as_millis());
         match age {
             Some(age) if (0..self.bound_ms()).contains(&age) => Ok(entry.value.clone()),
-            _ => Err(Served::Fetched),
+            _ => Err(Miss::Absent),
         }
     }
 
@@ -233,14 +269,25 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
     }
 }
 
+/// Why a key's kept value cannot be served.
+enum Miss {
+    /// Nothing is kept, or it is too old.
+    Absent,
+    /// A write of the key is in flight; this hears it end.
+    Writing(watch::Receiver<()>),
+}
+
 /// Where [`FreshCache::get_served`] found its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Served {
     /// The kept entry.
     Kept,
+    /// The entry a write in flight kept, waited for.
+    KeptAfterWrite,
     /// The store: nothing was kept, or it was too old.
     Fetched,
-    /// The store: a write of the key was in flight.
+    /// The store: a write of the key was in flight, and failed or did not
+    /// end within [`WRITE_WAIT`].
     FetchedDuringWrite,
 }
 
@@ -248,6 +295,7 @@ impl Served {
     pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Kept => "kept",
+            Self::KeptAfterWrite => "kept_after_write",
             Self::Fetched => "fetched",
             Self::FetchedDuringWrite => "fetched_during_write",
         }
@@ -456,6 +504,77 @@ mod tests {
         cache.end_write("row", None);
         assert_eq!(cache.fresh(&"row", Timestamp(14)), None);
         assert_eq!(cache.len(), 0);
+    }
+
+    /// The reads a cache of versioned rows serves `"row"` at `began`,
+    /// fetching `stored` if it must.
+    async fn read(
+        cache: &FreshCache<&'static str, (u64, &'static str)>,
+        began: i64,
+        stored: (u64, &'static str),
+    ) -> (Option<(u64, &'static str)>, Served) {
+        let fetch = async move { Ok::<_, ()>(Some(stored)) };
+        let (found, served) = cache
+            .get_served(&"row", Timestamp(began), fetch)
+            .await
+            .unwrap();
+        (found.map(|row| *row), served)
+    }
+
+    #[tokio::test]
+    async fn a_read_during_a_write_waits_for_it_and_is_served_what_it_kept() {
+        let cache = Arc::new(FreshCache::versioned(
+            Duration::from_secs(1),
+            |v: &(u64, &str)| v.0,
+        ));
+        cache.offer("row", (1, "before"), Timestamp(10));
+        cache.begin_write("row");
+        let reader = tokio::spawn({
+            let cache = cache.clone();
+            async move { read(&cache, 11, (1, "as before the write")).await }
+        });
+        // The reader runs until it waits (one thread: it cannot run ahead).
+        tokio::task::yield_now().await;
+        assert!(!reader.is_finished(), "the read waits for the write");
+        cache.end_write("row", Some(((2, "written"), Timestamp(11))));
+        assert_eq!(
+            reader.await.unwrap(),
+            (Some((2, "written")), Served::KeptAfterWrite)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_goes_to_the_store_after_a_failed_write_or_past_the_wait() {
+        let cache = Arc::new(FreshCache::versioned(
+            Duration::from_secs(1),
+            |v: &(u64, &str)| v.0,
+        ));
+        cache.offer("row", (1, "before"), Timestamp(10));
+        cache.begin_write("row");
+        let reader = tokio::spawn({
+            let cache = cache.clone();
+            async move { read(&cache, 11, (2, "stored")).await }
+        });
+        tokio::task::yield_now().await;
+        cache.end_write("row", None);
+        assert_eq!(
+            reader.await.unwrap(),
+            (Some((2, "stored")), Served::FetchedDuringWrite),
+            "a failed write's outcome is unknown: the store answers"
+        );
+
+        cache.begin_write("row");
+        let waited = tokio::time::Instant::now();
+        assert_eq!(
+            read(&cache, 12, (3, "stored meanwhile")).await,
+            (Some((3, "stored meanwhile")), Served::FetchedDuringWrite),
+        );
+        assert_eq!(waited.elapsed(), WRITE_WAIT, "waited the bound, no more");
+        assert_eq!(
+            cache.fresh(&"row", Timestamp(13)),
+            None,
+            "a read during a write is not kept: it may predate the write"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! | `stovepipe_promotions_total` / `stovepipe_promotions_skipped_total` | counter | queue |
 //! | `stovepipe_dead_letters_reconciled_total` | counter | topic |
 //! | `stovepipe_reconcile_repairs_total` | counter | queue, repair |
-//! | `stovepipe_row_cache_reads_total` | counter | entity (request, queue, build), served (kept; fetched: nothing kept or too old; fetched_during_write: a write of the row was in flight, which a rising share of means hops are handled before their write's commit hook ran) |
+//! | `stovepipe_row_cache_reads_total` | counter | entity (request, queue, build), served (kept; kept_after_write: a write of the row was in flight and the read waited for the row it kept; fetched: nothing kept or too old; fetched_during_write: a write of the row was in flight and failed or did not end within 50 ms, so the read went to the store) |
 //!
 //! The SQL adapter records its own, on both backends: `stovepipe_db_writes_total`
 //! (path: alone, batched; role: write, lease, read) and `stovepipe_db_write_batches_total` (outcome:
@@ -37,6 +37,7 @@ use crate::cache::Served;
 /// rather than looked up on every read: reads are on every stage's path.
 pub(crate) struct RowCacheReads {
     kept: Counter,
+    kept_after_write: Counter,
     fetched: Counter,
     fetched_during_write: Counter,
 }
@@ -46,6 +47,7 @@ impl RowCacheReads {
         let served = |served: Served| counter!("stovepipe_row_cache_reads_total", "entity" => entity, "served" => served.label());
         Self {
             kept: served(Served::Kept),
+            kept_after_write: served(Served::KeptAfterWrite),
             fetched: served(Served::Fetched),
             fetched_during_write: served(Served::FetchedDuringWrite),
         }
@@ -54,6 +56,7 @@ impl RowCacheReads {
     pub(crate) fn read(&self, served: Served) {
         let counter = match served {
             Served::Kept => &self.kept,
+            Served::KeptAfterWrite => &self.kept_after_write,
             Served::Fetched => &self.fetched,
             Served::FetchedDuringWrite => &self.fetched_during_write,
         };

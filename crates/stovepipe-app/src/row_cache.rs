@@ -25,9 +25,15 @@
 //!   replica always reads exactly what is stored. Another replica's write
 //!   is seen within the bound, or at the first conflicting write.
 //!
-//! While a write is in flight its rows are read from the store: its hop
-//! can reach the next stage before the write returns here, and that stage
-//! must not be served a row as it was before. The write hands the store a
+//! While a write is in flight its rows are not served as they were: its
+//! hop can reach the next stage before the write returns here, and that
+//! stage must not be served a row as it was before. A read that meets the
+//! write waits for it (at most [`crate::cache::WRITE_WAIT`]) and is served
+//! the rows it kept; after a failed write, or past the wait, it reads the
+//! store. (Reading the store at once, as it did until 2026-12-07, found the
+//! row as it was before the write, still uncommitted, and the reader's own
+//! compare-and-swap then lost to it: the benchmark's next ingest of a queue
+//! meets `record`'s write of that queue's row.) The write hands the store a
 //! [`CommitHook`] that keeps its rows the moment it commits, which is
 //! before the store wakes this process's consumers of its hop; so the next
 //! stage, woken by that hop, finds the rows kept, not marked.

@@ -175,8 +175,12 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
     for t in [&sqlite, &postgres] {
         if let Some(reads) = t.row_cache_reads_per_fact {
             println!(
-                "row cache reads per validated request, {}: {:.2} kept, {:.2} fetched, {:.2} fetched during a write",
-                t.backend, reads.kept, reads.fetched, reads.fetched_during_write
+                "row cache reads per validated request, {}: {:.2} kept, {:.2} kept after waiting for a write, {:.2} fetched, {:.2} fetched during a write",
+                t.backend,
+                reads.kept,
+                reads.kept_after_write,
+                reads.fetched,
+                reads.fetched_during_write
             );
         }
     }

@@ -18,6 +18,7 @@ const READS: &str = "stovepipe_row_cache_reads_total";
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReadCounts {
     pub kept: u64,
+    pub kept_after_write: u64,
     pub fetched: u64,
     pub fetched_during_write: u64,
 }
@@ -28,6 +29,7 @@ impl ReadCounts {
         let per = |now: u64, then: u64| now.saturating_sub(then) as f64 / facts as f64;
         (facts > 0).then(|| ReadsPerFact {
             kept: per(self.kept, before.kept),
+            kept_after_write: per(self.kept_after_write, before.kept_after_write),
             fetched: per(self.fetched, before.fetched),
             fetched_during_write: per(self.fetched_during_write, before.fetched_during_write),
         })
@@ -35,11 +37,13 @@ impl ReadCounts {
 }
 
 /// Row-cache reads per recorded fact, by where they were served from:
-/// the kept row, the store (nothing kept, or too old), or the store
-/// because a write of the row was in flight.
+/// the kept row, the row a write in flight kept (waited for), the store
+/// (nothing kept, or too old), or the store because a write of the row
+/// was in flight and failed or outlasted the wait.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ReadsPerFact {
     pub kept: f64,
+    pub kept_after_write: f64,
     pub fetched: f64,
     pub fetched_during_write: f64,
 }
@@ -47,6 +51,7 @@ pub struct ReadsPerFact {
 #[derive(Default)]
 struct Counters {
     kept: Arc<AtomicU64>,
+    kept_after_write: Arc<AtomicU64>,
     fetched: Arc<AtomicU64>,
     fetched_during_write: Arc<AtomicU64>,
 }
@@ -67,6 +72,7 @@ pub fn counts() -> ReadCounts {
         .get()
         .map_or_else(ReadCounts::default, |c| ReadCounts {
             kept: c.kept.load(Ordering::Relaxed),
+            kept_after_write: c.kept_after_write.load(Ordering::Relaxed),
             fetched: c.fetched.load(Ordering::Relaxed),
             fetched_during_write: c.fetched_during_write.load(Ordering::Relaxed),
         })
@@ -86,6 +92,7 @@ impl Recorder for ReadsOnly {
         let served = key.labels().find(|l| l.key() == "served");
         let counter = match served.map(metrics::Label::value) {
             Some("kept") => &self.0.kept,
+            Some("kept_after_write") => &self.0.kept_after_write,
             Some("fetched") => &self.0.fetched,
             Some("fetched_during_write") => &self.0.fetched_during_write,
             _ => return Counter::noop(),
@@ -110,18 +117,25 @@ mod tests {
     fn reads_per_fact_are_the_differences_over_the_facts() {
         let before = ReadCounts {
             kept: 10,
+            kept_after_write: 2,
             fetched: 4,
             fetched_during_write: 1,
         };
         let after = ReadCounts {
             kept: 30,
+            kept_after_write: 5,
             fetched: 9,
             fetched_during_write: 1,
         };
         let per = after.per_fact_since(before, 10).unwrap();
         assert_eq!(
-            (per.kept, per.fetched, per.fetched_during_write),
-            (2.0, 0.5, 0.0)
+            (
+                per.kept,
+                per.kept_after_write,
+                per.fetched,
+                per.fetched_during_write
+            ),
+            (2.0, 0.3, 0.5, 0.0)
         );
         assert!(after.per_fact_since(before, 0).is_none());
     }
@@ -134,10 +148,13 @@ mod tests {
             metrics::counter!(READS, "entity" => "request", "served" => "kept").increment(2);
             metrics::counter!(READS, "entity" => "queue", "served" => "fetched_during_write")
                 .increment(1);
+            metrics::counter!(READS, "entity" => "build", "served" => "kept_after_write")
+                .increment(3);
             metrics::counter!("stovepipe_ingest_total", "served" => "kept").increment(5);
         });
         assert_eq!(counters.kept.load(Ordering::Relaxed), 2);
         assert_eq!(counters.fetched.load(Ordering::Relaxed), 0);
         assert_eq!(counters.fetched_during_write.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.kept_after_write.load(Ordering::Relaxed), 3);
     }
 }
