@@ -521,8 +521,13 @@ mod tests {
         (found.map(|row| *row), served)
     }
 
-    #[tokio::test]
-    async fn a_read_during_a_write_waits_for_it_and_is_served_what_it_kept() {
+    type Reader = tokio::task::JoinHandle<(Option<(u64, &'static str)>, Served)>;
+
+    /// A cache keeping `"row"` at version 1, a write of it in flight, and
+    /// a read begun meanwhile that would fetch `stored`, now waiting.
+    async fn a_read_waiting_for_a_write(
+        stored: (u64, &'static str),
+    ) -> (Arc<FreshCache<&'static str, (u64, &'static str)>>, Reader) {
         let cache = Arc::new(FreshCache::versioned(
             Duration::from_secs(1),
             |v: &(u64, &str)| v.0,
@@ -531,11 +536,17 @@ mod tests {
         cache.begin_write("row");
         let reader = tokio::spawn({
             let cache = cache.clone();
-            async move { read(&cache, 11, (1, "as before the write")).await }
+            async move { read(&cache, 11, stored).await }
         });
         // The reader runs until it waits (one thread: it cannot run ahead).
         tokio::task::yield_now().await;
         assert!(!reader.is_finished(), "the read waits for the write");
+        (cache, reader)
+    }
+
+    #[tokio::test]
+    async fn a_read_during_a_write_waits_for_it_and_is_served_what_it_kept() {
+        let (cache, reader) = a_read_waiting_for_a_write((1, "as before the write")).await;
         cache.end_write("row", Some(((2, "written"), Timestamp(11))));
         assert_eq!(
             reader.await.unwrap(),
@@ -545,17 +556,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_read_goes_to_the_store_after_a_failed_write_or_past_the_wait() {
-        let cache = Arc::new(FreshCache::versioned(
-            Duration::from_secs(1),
-            |v: &(u64, &str)| v.0,
-        ));
-        cache.offer("row", (1, "before"), Timestamp(10));
-        cache.begin_write("row");
-        let reader = tokio::spawn({
-            let cache = cache.clone();
-            async move { read(&cache, 11, (2, "stored")).await }
-        });
-        tokio::task::yield_now().await;
+        let (cache, reader) = a_read_waiting_for_a_write((2, "stored")).await;
         cache.end_write("row", None);
         assert_eq!(
             reader.await.unwrap(),

@@ -13,9 +13,26 @@ use crate::mocks::{
 };
 
 async fn run(f: Fixture, n: u64) -> (Result<Outcome, StageError>, Journal) {
+    deliver(f, &build_hop(n), true).await
+}
+
+/// Runs the stage on `hop`, on its first delivery or not.
+async fn deliver(
+    f: Fixture,
+    hop: &BuildHop,
+    first_delivery: bool,
+) -> (Result<Outcome, StageError>, Journal) {
     let (deps, log) = f.deps();
-    let out = BuildStage::new(deps).run(&build_hop(n), true).await;
+    let out = BuildStage::new(deps).run(hop, first_delivery).await;
     (out, log)
+}
+
+/// Request 3's build hop, published by the admit or not.
+fn hop_of_3(from_admit: bool) -> BuildHop {
+    BuildHop {
+        from_admit,
+        ..build_hop(3)
+    }
 }
 
 fn trigger(n: u64, base: Option<u64>) -> TriggerRequest {
@@ -117,12 +134,7 @@ async fn the_admits_hop_on_its_first_delivery_triggers_without_looking_for_a_bui
         admitted_fixture().with_builds_of_request(vec![build("b-7", 3, BuildStatus::Running)]);
     f.expect_trigger(Ok(bid("b-1")));
     f.expect_build_create(Ok(()));
-    let (deps, log) = f.deps();
-    let hop = BuildHop {
-        from_admit: true,
-        ..build_hop(3)
-    };
-    let out = BuildStage::new(deps).run(&hop, true).await;
+    let (out, log) = deliver(f, &hop_of_3(true), true).await;
     assert_eq!(out, Ok(Outcome::Ack));
     assert_triggered(&log, 3, None);
 }
@@ -136,12 +148,7 @@ async fn the_admits_hop_had_before_and_hops_published_again_reuse_the_build() {
         let mut f =
             admitted_fixture().with_builds_of_request(vec![build("b-7", 3, BuildStatus::Running)]);
         f.expect_publish();
-        let (deps, log) = f.deps();
-        let hop = BuildHop {
-            from_admit,
-            ..build_hop(3)
-        };
-        let out = BuildStage::new(deps).run(&hop, first_delivery).await;
+        let (out, log) = deliver(f, &hop_of_3(from_admit), first_delivery).await;
         let case = format!("from_admit {from_admit}, first delivery {first_delivery}");
         assert_eq!(out, Ok(Outcome::Ack), "{case}");
         assert_eq!(log.names(), ["mq.publish"], "no trigger: {case}");
