@@ -63,7 +63,7 @@ pub(crate) fn merge(writes: &[(String, Vec<Value>)]) -> Vec<MergedCall<'_>> {
             rest = later;
             calls.push(match (&template, now) {
                 (Some(template), [_, _, ..]) => template.joined(now, writes),
-                (_, _) => MergedCall {
+                _ => MergedCall {
                     sql: sql.into(),
                     values: writes[now[0]].1.clone(),
                     members: now.to_vec(),

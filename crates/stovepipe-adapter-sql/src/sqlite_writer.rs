@@ -27,6 +27,7 @@
 //! that read first would fail at once with `SQLITE_BUSY` when another
 //! process committed in between (a stale snapshot cannot be upgraded).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -213,7 +214,12 @@ impl HeldWriter {
         for (i, call) in calls.into_iter().enumerate() {
             let begin = if i == 0 { "BEGIN IMMEDIATE;\n" } else { "" };
             let commit = if i == last { ";\nCOMMIT" } else { "" };
-            let sql = format!("{begin}{}{commit}", call.sql);
+            // A call between the first and the last runs its text as it is.
+            let sql: Cow<'_, str> = if begin.is_empty() && commit.is_empty() {
+                call.sql
+            } else {
+                format!("{begin}{}{commit}", call.sql).into()
+            };
             let conn = self.conn()?;
             let statements = match fetch_statements(conn, &sql, call.values).await {
                 Ok(statements) => statements,

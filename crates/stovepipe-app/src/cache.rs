@@ -61,12 +61,13 @@ struct AgedGenerations<K, V> {
     writing: HashMap<K, Writing>,
 }
 
-/// The writes of one key in flight: how many, and a channel whose sender
-/// goes when the last ends, which is what a waiting read hears.
+/// The writes of one key in flight: how many, and, once a read waits for
+/// them, a channel whose sender goes when the last ends, which is what
+/// the read hears (made only then: most writes meet no read).
 #[derive(Debug)]
 struct Writing {
     count: usize,
-    ended: watch::Sender<()>,
+    ended: Option<watch::Sender<()>>,
 }
 
 impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
@@ -167,7 +168,7 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
             .entry(key)
             .or_insert_with(|| Writing {
                 count: 0,
-                ended: watch::Sender::new(()),
+                ended: None,
             })
             .count += 1;
     }
@@ -238,10 +239,14 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
 
     /// The kept value of `key` if it may be served at `now`, else why not.
     fn lookup(&self, key: &K, now: Timestamp) -> Result<Arc<V>, Miss> {
-        let entries = self.lock();
-        if let Some(writing) = entries.writing.get(key) {
+        let mut entries = self.lock();
+        if let Some(writing) = entries.writing.get_mut(key) {
             // Subscribed under the lock: the write cannot end unheard.
-            return Err(Miss::Writing(writing.ended.subscribe()));
+            let ended = writing
+                .ended
+                .get_or_insert_with(|| watch::Sender::new(()))
+                .subscribe();
+            return Err(Miss::Writing(ended));
         }
         let entry = entries.get(key).ok_or(Miss::Absent)?;
         let age = now.as_millis().checked_sub(entry.fetched_at.as_millis());

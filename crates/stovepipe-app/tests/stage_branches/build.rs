@@ -125,13 +125,17 @@ async fn existing_build_is_reused_and_its_poll_chain_republished() {
     }
 }
 
+/// Request 3 admitted, with build `b-7` of it running.
+fn fixture_with_running_build() -> Fixture {
+    admitted_fixture().with_builds_of_request(vec![build("b-7", 3, BuildStatus::Running)])
+}
+
 /// The admit's own hop, on its first delivery, triggers without looking for
 /// a build: none can exist before it. (The fixture lists one, which cannot
 /// exist then, to show that it is not looked for.)
 #[tokio::test]
 async fn the_admits_hop_on_its_first_delivery_triggers_without_looking_for_a_build() {
-    let mut f =
-        admitted_fixture().with_builds_of_request(vec![build("b-7", 3, BuildStatus::Running)]);
+    let mut f = fixture_with_running_build();
     f.expect_trigger(Ok(bid("b-1")));
     f.expect_build_create(Ok(()));
     let (out, log) = deliver(f, &hop_of_3(true), true).await;
@@ -145,8 +149,7 @@ async fn the_admits_hop_on_its_first_delivery_triggers_without_looking_for_a_bui
 #[tokio::test]
 async fn the_admits_hop_had_before_and_hops_published_again_reuse_the_build() {
     for (from_admit, first_delivery) in [(true, false), (false, true), (false, false)] {
-        let mut f =
-            admitted_fixture().with_builds_of_request(vec![build("b-7", 3, BuildStatus::Running)]);
+        let mut f = fixture_with_running_build();
         f.expect_publish();
         let (out, log) = deliver(f, &hop_of_3(from_admit), first_delivery).await;
         let case = format!("from_admit {from_admit}, first delivery {first_delivery}");
