@@ -411,14 +411,18 @@ impl RequestStore for Requests {
 #[async_trait]
 impl RequestUriStore for RequestUris {
     async fn mint(&self, uri: &Uri) -> Result<(RequestId, bool), StoreError> {
-        // A head seen again (every poll of an unchanged branch) is the
-        // common case: a plain read on the reader, no write statement.
-        if let Some(id) = self.lookup(uri).await.map_err(error::store)? {
-            return Ok((id, false));
-        }
+        // Ingest answers a head polled again from the queue's latest
+        // request and mints only other URIs, nearly always new ones
+        // (docs/decisions.md, "Ingest dedups the head on the queue row").
+        // Postgres's one statement looks the URI up itself; SQLite's
+        // numbers before it indexes, so a plain read on a reader first
+        // keeps an indexed URI from spending a number.
         let minted = if self.0.shared.dialect == Dialect::Postgres {
             self.mint_postgres(uri).await
         } else {
+            if let Some(id) = self.lookup(uri).await.map_err(error::store)? {
+                return Ok((id, false));
+            }
             self.mint_sqlite(uri).await
         };
         if let Some(minted) = minted.map_err(error::store)? {
@@ -456,8 +460,7 @@ impl RequestUriStore for RequestUris {
 }
 
 impl RequestUris {
-    /// One statement: the lookup again (a concurrent mint may have indexed
-    /// the URI since), and when the URI is not indexed the counter's
+    /// One statement: the lookup, and when the URI is not indexed the counter's
     /// upsert and the entry's insert. `None`: a concurrent mint indexed the
     /// URI first (its entry is not in this statement's snapshot; the
     /// counter value is spent).

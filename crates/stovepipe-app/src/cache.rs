@@ -129,6 +129,23 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
         Ok((self.refresh(key, now, fetch).await?, served))
     }
 
+    /// [`get_served`](Self::get_served) for a reader that takes from the
+    /// value only what a write cannot take back (a pointer that only moves
+    /// forward): a kept value within the bound is served even while a
+    /// write of `key` is in flight, as it was before that write, instead
+    /// of waiting for it. Without one, as `get_served`.
+    pub(crate) async fn get_served_passing_writes<E>(
+        &self,
+        key: &K,
+        now: Timestamp,
+        fetch: impl Future<Output = Result<Option<V>, E>>,
+    ) -> Result<(Option<Arc<V>>, Served), E> {
+        if let Some(kept) = Self::within_bound(&self.lock(), key, now, self.bound_ms()) {
+            return Ok((Some(kept), Served::Kept));
+        }
+        self.get_served(key, now, fetch).await
+    }
+
     /// The result of `fetch`, which began at `now`, whatever the cache
     /// holds; offered for the next reads (`Ok(None)` drops the entry).
     pub(crate) async fn refresh<E>(
@@ -248,11 +265,22 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
                 .subscribe();
             return Err(Miss::Writing(ended));
         }
-        let entry = entries.get(key).ok_or(Miss::Absent)?;
+        Self::within_bound(&entries, key, now, self.bound_ms()).ok_or(Miss::Absent)
+    }
+
+    /// The kept value of `key` if it was fetched less than `bound_ms`
+    /// before `now`, whatever writes of it are in flight.
+    fn within_bound(
+        entries: &AgedGenerations<K, V>,
+        key: &K,
+        now: Timestamp,
+        bound_ms: i64,
+    ) -> Option<Arc<V>> {
+        let entry = entries.get(key)?;
         let age = now.as_millis().checked_sub(entry.fetched_at.as_millis());
         match age {
-            Some(age) if (0..self.bound_ms()).contains(&age) => Ok(entry.value.clone()),
-            _ => Err(Miss::Absent),
+            Some(age) if (0..bound_ms).contains(&age) => Some(entry.value.clone()),
+            _ => None,
         }
     }
 
@@ -581,6 +609,34 @@ mod tests {
             None,
             "a read during a write is not kept: it may predate the write"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_passing_writes_is_served_the_kept_row_at_once_during_a_write() {
+        let (cache, waiting) = a_read_waiting_for_a_write((1, "as before the write")).await;
+        let began = tokio::time::Instant::now();
+        let passing = |at: i64| {
+            let fetch = async { Ok::<_, ()>(Some((9, "stored"))) };
+            cache.get_served_passing_writes(&"row", Timestamp(at), fetch)
+        };
+        let (found, served) = passing(11).await.unwrap();
+        assert_eq!(
+            (found.as_deref(), served),
+            (Some(&(1, "before")), Served::Kept),
+            "the row as kept before the write"
+        );
+        assert_eq!(began.elapsed(), Duration::ZERO, "without waiting");
+        assert!(!waiting.is_finished(), "a plain read still waits");
+        cache.end_write("row", Some(((2, "written"), Timestamp(11))));
+        let (found, _) = passing(12).await.unwrap();
+        assert_eq!(found.as_deref(), Some(&(2, "written")));
+        // Past the bound nothing is kept: the store answers.
+        let (found, served) = passing(11 + 1_000).await.unwrap();
+        assert_eq!(
+            (found.as_deref(), served),
+            (Some(&(9, "stored")), Served::Fetched)
+        );
+        waiting.await.unwrap();
     }
 
     #[test]

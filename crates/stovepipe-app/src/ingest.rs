@@ -107,9 +107,14 @@ impl IngestService {
         uri: Uri,
     ) -> Result<IngestOutcome, IngestError> {
         let stores = self.deps.stores(queue);
-        // Dedup: the request indexed for the URI, or a newly numbered one
-        // (a mint that lost the race to a concurrent one adopts the winner).
-        let (request_id, created) = stores.request_uris.mint(&uri).await?;
+        // Dedup: the queue's latest request when it is of this URI (a head
+        // polled again, answered from the rows the pipeline keeps), else
+        // the request indexed for the URI or a newly numbered one (a mint
+        // that lost the race to a concurrent one adopts the winner).
+        let (request_id, created) = match self.latest_of(&stores, &uri).await? {
+            Some(latest) => (latest, false),
+            None => stores.request_uris.mint(&uri).await?,
+        };
         let process = ProcessHop {
             request_id: request_id.clone(),
             queue: queue.clone(),
@@ -147,6 +152,29 @@ impl IngestService {
             state: request.state,
             created,
         })
+    }
+
+    /// The id of the queue's latest request when that request is of
+    /// `uri`: the head polled again, the common case of a poller. Both rows
+    /// are ones the pipeline keeps (it wrote them a moment ago), so this
+    /// usually reads nothing from the store; and since a request's URI
+    /// never changes and the pointer only moves forward, rows up to the
+    /// cache's bound old answer rightly. `None` sends the URI to `mint`,
+    /// which dedups any other URI; on Postgres that is one statement, with
+    /// no read ahead of it (docs/decisions.md, "Ingest dedups the head on
+    /// the queue's latest request"). The queue row is read again for the
+    /// write: a write of it may have committed meanwhile (`record`'s).
+    async fn latest_of(
+        &self,
+        stores: &Stores,
+        uri: &Uri,
+    ) -> Result<Option<RequestId>, IngestError> {
+        let queue = stores.queues.get_passing_writes().await?;
+        let Some(latest) = queue.and_then(|q| q.latest_request_id) else {
+            return Ok(None);
+        };
+        let request = stores.requests.get(&latest).await?;
+        Ok(request.filter(|r| &r.uri == uri).map(|r| r.id))
     }
 
     /// A request this call just minted, in one write with the queue row's

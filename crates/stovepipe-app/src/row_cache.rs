@@ -33,7 +33,10 @@
 //! store. (Reading the store at once, as it did until 2026-12-07, found the
 //! row as it was before the write, still uncommitted, and the reader's own
 //! compare-and-swap then lost to it: the benchmark's next ingest of a queue
-//! meets `record`'s write of that queue's row.) The write hands the store a
+//! meets `record`'s write of that queue's row.) One read passes such a
+//! write instead: `QueueStore::get_passing_writes`, ingest's read of the
+//! latest pointer, which only moves forward, is served the row as kept
+//! before the write. The write hands the store a
 //! [`CommitHook`] that keeps its rows the moment it commits, which is
 //! before the store wakes this process's consumers of its hop; so the next
 //! stage, woken by that hop, finds the rows kept, not marked.
@@ -138,9 +141,14 @@ impl Rows {
         reads: &RowCacheReads,
         cache: &FreshCache<K, V>,
         key: &K,
+        on_write: OnWrite,
         fetch: impl Future<Output = Result<Option<V>, StoreError>>,
     ) -> Result<Option<V>, StoreError> {
-        let (found, served) = cache.get_served(key, self.clock.now(), fetch).await?;
+        let now = self.clock.now();
+        let (found, served) = match on_write {
+            OnWrite::Wait => cache.get_served(key, now, fetch).await?,
+            OnWrite::Pass => cache.get_served_passing_writes(key, now, fetch).await?,
+        };
         reads.read(served);
         Ok(found.map(|row| (*row).clone()))
     }
@@ -190,6 +198,16 @@ impl Rows {
         }
         result
     }
+}
+
+/// What a read of a kept row does when a write of that row is in flight.
+#[derive(Clone, Copy)]
+enum OnWrite {
+    /// Waits for the write and is served the row it kept (module docs).
+    Wait,
+    /// Is served the row as kept before the write
+    /// (`QueueStore::get_passing_writes`).
+    Pass,
 }
 
 /// The rows one write stores, by cache.
@@ -343,6 +361,7 @@ impl RequestStore for Bound<dyn RequestStore> {
                 &self.rows.request_reads,
                 &self.rows.requests,
                 &key,
+                OnWrite::Wait,
                 self.store.get(id),
             )
             .await
@@ -386,6 +405,19 @@ impl QueueStore for Bound<dyn QueueStore> {
                 &self.rows.queue_reads,
                 &self.rows.queues,
                 &self.queue,
+                OnWrite::Wait,
+                self.store.get(),
+            )
+            .await
+    }
+
+    async fn get_passing_writes(&self) -> Result<Option<Queue>, StoreError> {
+        self.rows
+            .read(
+                &self.rows.queue_reads,
+                &self.rows.queues,
+                &self.queue,
+                OnWrite::Pass,
                 self.store.get(),
             )
             .await
@@ -428,6 +460,7 @@ impl BuildStore for Bound<dyn BuildStore> {
                 &self.rows.build_reads,
                 &self.rows.builds,
                 &key,
+                OnWrite::Wait,
                 self.store.get(id),
             )
             .await

@@ -15,7 +15,7 @@ use stovepipe_contract::fixtures::{build, message, queue_a, request};
 use stovepipe_contract::{StoreFixture, contract_tests};
 use stovepipe_entity::{Queue, QueueName, Request, RequestId, RequestState, Timestamp};
 use stovepipe_ports::{
-    MessageQueue, Outbox, RequestStore, StoreError, StoreFactory, Stores, Topic,
+    MessageQueue, Outbox, QueueStore, RequestStore, StoreError, StoreFactory, Stores, Topic,
 };
 
 async fn cached() -> StoreFixture {
@@ -223,6 +223,10 @@ impl StoreFactory for Slow {
                 before: self.before,
                 after: self.after,
             }),
+            queues: Arc::new(SlowQueues {
+                inner: inner.queues.clone(),
+                before: self.before,
+            }),
             ..inner
         }
     }
@@ -233,6 +237,33 @@ struct SlowRequests {
     reads: Arc<AtomicUsize>,
     before: Duration,
     after: Duration,
+}
+
+/// Queue rows whose updates commit `before` after they are called.
+struct SlowQueues {
+    inner: Arc<dyn QueueStore>,
+    before: Duration,
+}
+
+#[async_trait]
+impl QueueStore for SlowQueues {
+    async fn create(&self, queue: &Queue) -> Result<(), StoreError> {
+        self.inner.create(queue).await
+    }
+
+    async fn get(&self) -> Result<Option<Queue>, StoreError> {
+        self.inner.get().await
+    }
+
+    async fn update(
+        &self,
+        queue: &Queue,
+        expected_version: u64,
+        outbox: Outbox,
+    ) -> Result<(), StoreError> {
+        tokio::time::sleep(self.before).await;
+        self.inner.update(queue, expected_version, outbox).await
+    }
 }
 
 const SLOW: Duration = Duration::from_millis(300);
@@ -305,6 +336,39 @@ async fn a_hop_s_consumer_is_served_the_row_its_write_kept_at_commit() {
         reads.load(Ordering::SeqCst),
         0,
         "the next stage read the row from the store"
+    );
+}
+
+/// Ingest's read of the latest pointer takes the queue row as kept before
+/// a write in flight, at once; a plain read waits for the write.
+#[tokio::test(start_paused = true)]
+async fn a_queue_read_passing_writes_does_not_wait_for_one() {
+    let (cached, _, _) = slow_cache(SLOW, Duration::ZERO);
+    let before = Queue::new(queue_a(), Timestamp(1_000_000));
+    cached.queues.create(&before).await.unwrap();
+    let mut moved = before.clone();
+    moved
+        .advance_latest(&request(&queue_a(), 1).id, Timestamp(1_000_001))
+        .unwrap();
+    moved.version += 1;
+    let write = cached.queues.update(&moved, before.version, Outbox::none());
+    let reads = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let began = tokio::time::Instant::now();
+        let passing = cached.queues.get_passing_writes().await.unwrap();
+        let passed_after = began.elapsed();
+        cached.queues.get().await.unwrap();
+        (passing, passed_after, began.elapsed())
+    };
+    let (written, (passing, passed_after, waited)) = tokio::join!(write, reads);
+    written.unwrap();
+    assert_eq!(passing, Some(before), "the row as kept before the write");
+    assert_eq!(passed_after, Duration::ZERO, "without waiting");
+    assert!(waited > Duration::ZERO, "a plain read waits for the write");
+    assert_eq!(
+        cached.queues.get_passing_writes().await.unwrap(),
+        Some(moved),
+        "once written, the written row"
     );
 }
 

@@ -210,6 +210,15 @@ pub trait QueueStore: Send + Sync {
     async fn get_fresh(&self) -> Result<Option<Queue>, StoreError> {
         self.get().await
     }
+    /// The queue row as `get` answers it, except that a decorator that
+    /// keeps rows may answer its copy as it was before a write of the row
+    /// now in flight, instead of waiting for that write. For a caller that
+    /// takes from it only what never goes back (ingest: the latest
+    /// pointer, which only moves forward); a store that keeps nothing
+    /// needs no implementation.
+    async fn get_passing_writes(&self) -> Result<Option<Queue>, StoreError> {
+        self.get().await
+    }
     async fn update(
         &self,
         queue: &Queue,

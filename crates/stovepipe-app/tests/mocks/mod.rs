@@ -1059,6 +1059,9 @@ impl Fixture {
         let cell = self.queue_row.clone();
         let queue = move || Ok(cell.lock().unwrap().clone());
         self.queues.expect_get().returning(queue.clone());
+        self.queues
+            .expect_get_passing_writes()
+            .returning(queue.clone());
         self.queues.expect_get_fresh().returning(queue);
         let cell = self.build_row.clone();
         let build = move |id: &BuildId| Ok(cell.lock().unwrap().clone().filter(|b| &b.id == id));

@@ -98,7 +98,8 @@ async fn new_head_mints_indexes_creates_advances_and_publishes() {
     assert_eq!(
         log.names(),
         ["request_uris.mint", "queues.create", "joint.write_all"],
-        "a minted id has no row to look for; its row, latest and process are one write"
+        "a new queue has no latest request to dedup on; a minted id has no row to look for; \
+         its row, latest and process are one write"
     );
     assert_eq!(
         w[0],
@@ -142,14 +143,20 @@ async fn new_head_mints_indexes_creates_advances_and_publishes() {
 
 #[tokio::test]
 async fn new_head_on_an_existing_queue_only_moves_latest() {
-    let mut f = Fixture::new().with_queue(queue(Some(3), &[3], Some(1)));
+    let mut f = Fixture::new()
+        .with_request(request(3, RequestState::Processing))
+        .with_queue(queue(Some(3), &[3], Some(1)));
     head_is(&mut f, 4);
     f.expect_mint(4);
     f.expect_joint();
     let (out, log) = ingest(f, "monorepo/main", None).await;
     assert!(out.unwrap().created);
     let w = log.writes();
-    assert_eq!(log.names(), ["request_uris.mint", "joint.write_all"]);
+    assert_eq!(
+        log.names(),
+        ["request_uris.mint", "joint.write_all"],
+        "the latest request is of another commit: the head is minted"
+    );
     let (q, expected) = w[1].joint_queue().unwrap();
     assert_eq!(expected, QUEUE_VERSION);
     let mut want = queue(Some(4), &[3], Some(1));
@@ -217,6 +224,38 @@ async fn dedup_hit_reuses_the_request_without_minting() {
     assert_eq!(log.writes()[0].published(), &process_message(3));
 }
 
+/// A poller's common call: the head has not moved. The queue's latest
+/// request is of that commit, and answers without the URI index (which
+/// the fixture leaves empty: a mint would fail the test).
+#[tokio::test]
+async fn head_polled_again_is_answered_by_the_latest_request_without_minting() {
+    for state in [RequestState::Accepted, RequestState::Succeeded] {
+        let mut f = Fixture::new()
+            .with_request(request(3, state))
+            .with_queue(queue(Some(3), &[], None));
+        head_is(&mut f, 3);
+        if state == RequestState::Accepted {
+            f.expect_publish();
+        }
+        let (out, log) = ingest(f, "monorepo/main", None).await;
+        assert_eq!(
+            out,
+            Ok(IngestOutcome {
+                request_id: rid(3),
+                uri: uri(3),
+                state,
+                created: false,
+            })
+        );
+        let published: &[&str] = if state == RequestState::Accepted {
+            &["mq.publish"]
+        } else {
+            &[]
+        };
+        assert_eq!(log.names(), published, "{state}");
+    }
+}
+
 #[tokio::test]
 async fn dedup_hit_past_accepted_does_not_publish_process() {
     let mut f = Fixture::new()
@@ -236,10 +275,12 @@ async fn dedup_hit_past_accepted_does_not_publish_process() {
 #[tokio::test]
 async fn a_mint_answering_another_request_adopts_it() {
     let winner = Request::accepted(rid(6), queue_name(), uri(7), Origin::Ingest, T0);
+    // The latest request is a newer one (8), whose row is not kept: the
+    // head goes to the mint.
     let mut f = Fixture::new()
         .with_uri_indexed(rid(6))
         .with_request(winner)
-        .with_queue(queue(Some(6), &[], None));
+        .with_queue(queue(Some(8), &[], None));
     head_is(&mut f, 7);
     f.expect_publish();
     let (out, log) = ingest(f, "monorepo/main", None).await;
