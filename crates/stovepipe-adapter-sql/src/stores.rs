@@ -413,7 +413,8 @@ impl RequestUriStore for RequestUris {
     async fn mint(&self, uri: &Uri) -> Result<(RequestId, bool), StoreError> {
         // Ingest answers a head polled again from the queue's latest
         // request and mints only other URIs, nearly always new ones
-        // (docs/decisions.md, "Ingest dedups the head on the queue row").
+        // (docs/decisions.md, "Ingest dedups the head on the queue's latest
+        // request").
         // Postgres's one statement looks the URI up itself; SQLite's
         // numbers before it indexes, so a plain read on a reader first
         // keeps an indexed URI from spending a number.
@@ -429,7 +430,8 @@ impl RequestUriStore for RequestUris {
             return Ok(minted);
         }
         // Lost the race to a concurrent mint of the same URI: its entry
-        // committed after the first lookup; read it now.
+        // committed after this call's lookup (on Postgres, the statement's
+        // own); read it now.
         let winner = self.lookup(uri).await.map_err(error::store)?;
         winner.map(|id| (id, false)).ok_or_else(|| {
             StoreError::Unavailable(format!(
