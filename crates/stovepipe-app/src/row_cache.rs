@@ -389,6 +389,20 @@ impl RequestStore for Bound<dyn RequestStore> {
     }
 }
 
+impl Bound<dyn QueueStore> {
+    async fn read_queue(&self, on_write: OnWrite) -> Result<Option<Queue>, StoreError> {
+        self.rows
+            .read(
+                &self.rows.queue_reads,
+                &self.rows.queues,
+                &self.queue,
+                on_write,
+                self.store.get(),
+            )
+            .await
+    }
+}
+
 #[async_trait]
 impl QueueStore for Bound<dyn QueueStore> {
     async fn create(&self, queue: &Queue) -> Result<(), StoreError> {
@@ -400,27 +414,11 @@ impl QueueStore for Bound<dyn QueueStore> {
     }
 
     async fn get(&self) -> Result<Option<Queue>, StoreError> {
-        self.rows
-            .read(
-                &self.rows.queue_reads,
-                &self.rows.queues,
-                &self.queue,
-                OnWrite::Wait,
-                self.store.get(),
-            )
-            .await
+        self.read_queue(OnWrite::Wait).await
     }
 
     async fn get_passing_writes(&self) -> Result<Option<Queue>, StoreError> {
-        self.rows
-            .read(
-                &self.rows.queue_reads,
-                &self.rows.queues,
-                &self.queue,
-                OnWrite::Pass,
-                self.store.get(),
-            )
-            .await
+        self.read_queue(OnWrite::Pass).await
     }
 
     async fn get_fresh(&self) -> Result<Option<Queue>, StoreError> {

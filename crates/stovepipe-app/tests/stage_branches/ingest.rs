@@ -198,10 +198,12 @@ async fn explicit_revision_is_resolved_instead_of_latest() {
     assert_eq!((out.request_id, out.uri), (rid(2), uri(2)));
 }
 
+/// A poller's common call: the head has not moved. The queue's latest
+/// request is of that commit and answers without the URI index (which
+/// the fixture leaves empty: a mint would fail the test).
 #[tokio::test]
-async fn dedup_hit_reuses_the_request_without_minting() {
+async fn head_polled_again_reuses_the_latest_request_without_minting() {
     let mut f = Fixture::new()
-        .with_uri_indexed(rid(3))
         .with_request(request(3, RequestState::Accepted))
         .with_queue(queue(Some(3), &[], None));
     head_is(&mut f, 3);
@@ -224,42 +226,9 @@ async fn dedup_hit_reuses_the_request_without_minting() {
     assert_eq!(log.writes()[0].published(), &process_message(3));
 }
 
-/// A poller's common call: the head has not moved. The queue's latest
-/// request is of that commit, and answers without the URI index (which
-/// the fixture leaves empty: a mint would fail the test).
-#[tokio::test]
-async fn head_polled_again_is_answered_by_the_latest_request_without_minting() {
-    for state in [RequestState::Accepted, RequestState::Succeeded] {
-        let mut f = Fixture::new()
-            .with_request(request(3, state))
-            .with_queue(queue(Some(3), &[], None));
-        head_is(&mut f, 3);
-        if state == RequestState::Accepted {
-            f.expect_publish();
-        }
-        let (out, log) = ingest(f, "monorepo/main", None).await;
-        assert_eq!(
-            out,
-            Ok(IngestOutcome {
-                request_id: rid(3),
-                uri: uri(3),
-                state,
-                created: false,
-            })
-        );
-        let published: &[&str] = if state == RequestState::Accepted {
-            &["mq.publish"]
-        } else {
-            &[]
-        };
-        assert_eq!(log.names(), published, "{state}");
-    }
-}
-
 #[tokio::test]
 async fn dedup_hit_past_accepted_does_not_publish_process() {
     let mut f = Fixture::new()
-        .with_uri_indexed(rid(3))
         .with_request(request(3, RequestState::Processing))
         .with_queue(queue(Some(3), &[3], None));
     head_is(&mut f, 3);
