@@ -140,7 +140,7 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
         now: Timestamp,
         fetch: impl Future<Output = Result<Option<V>, E>>,
     ) -> Result<(Option<Arc<V>>, Served), E> {
-        if let Some(kept) = Self::within_bound(&self.lock(), key, now, self.bound_ms()) {
+        if let Some(kept) = self.within_bound(&self.lock(), key, now) {
             return Ok((Some(kept), Served::Kept));
         }
         self.get_served(key, now, fetch).await
@@ -265,21 +265,22 @@ impl<K: Eq + Hash + Clone, V> FreshCache<K, V> {
                 .subscribe();
             return Err(Miss::Writing(ended));
         }
-        Self::within_bound(&entries, key, now, self.bound_ms()).ok_or(Miss::Absent)
+        self.within_bound(&entries, key, now).ok_or(Miss::Absent)
     }
 
-    /// The kept value of `key` if it was fetched less than `bound_ms`
-    /// before `now`, whatever writes of it are in flight.
+    /// The kept value of `key` in `entries` (this cache's, locked) if it
+    /// was fetched less than the bound before `now`, whatever writes of it
+    /// are in flight.
     fn within_bound(
+        &self,
         entries: &AgedGenerations<K, V>,
         key: &K,
         now: Timestamp,
-        bound_ms: i64,
     ) -> Option<Arc<V>> {
         let entry = entries.get(key)?;
         let age = now.as_millis().checked_sub(entry.fetched_at.as_millis());
         match age {
-            Some(age) if (0..bound_ms).contains(&age) => Some(entry.value.clone()),
+            Some(age) if (0..self.bound_ms()).contains(&age) => Some(entry.value.clone()),
             _ => None,
         }
     }

@@ -108,18 +108,42 @@ impl IngestService {
     ) -> Result<IngestOutcome, IngestError> {
         let stores = self.deps.stores(queue);
         // Dedup: the queue's latest request when it is of this URI (a head
-        // polled again, answered from the rows the pipeline keeps), else
-        // the request indexed for the URI or a newly numbered one (a mint
-        // that lost the race to a concurrent one adopts the winner).
-        let (request_id, created) = match self.latest_of(&stores, &uri).await? {
-            Some(latest) => (latest, false),
-            None => stores.request_uris.mint(&uri).await?,
+        // polled again, answered from the rows the pipeline keeps). The
+        // pointer is at it already, so all it may still be owed is its
+        // process hop (deduplicated).
+        let (request, created) = match self.latest_of(&stores, &uri).await? {
+            Some(latest) => {
+                if latest.state == RequestState::Accepted {
+                    self.deps.mq.publish(process_hop(&latest)).await?;
+                }
+                (latest, false)
+            }
+            None => self.mint_and_advance(&stores, queue, &uri).await?,
         };
-        let process = ProcessHop {
-            request_id: request_id.clone(),
-            queue: queue.clone(),
+        metrics::ingested(queue, created);
+        if created {
+            info!(queue = %queue, request = %request.id, uri = %uri, "request created");
         }
-        .message();
+        Ok(IngestOutcome {
+            request_id: request.id,
+            uri,
+            state: request.state,
+            created,
+        })
+    }
+
+    /// Ingest of a URI that is not the queue's latest request: the request
+    /// indexed for it or a newly numbered one (a mint that lost the race to
+    /// a concurrent one adopts the winner), its row ensured, the latest
+    /// pointer moved to it when it is the newest, and its process hop.
+    /// Returns the request and whether this call minted it.
+    async fn mint_and_advance(
+        &self,
+        stores: &Stores,
+        queue: &QueueName,
+        uri: &Uri,
+    ) -> Result<(Request, bool), IngestError> {
+        let (request_id, created) = stores.request_uris.mint(uri).await?;
         let fresh = Request::accepted(
             request_id.clone(),
             queue.clone(),
@@ -127,54 +151,40 @@ impl IngestService {
             Origin::Ingest,
             self.deps.now(),
         );
-        let request = if created && self.create_with_latest(&stores, &fresh, &process).await? {
-            fresh
-        } else {
-            let request = self.ensure_request(&stores, fresh).await?;
-            let hop = (request.state == RequestState::Accepted).then_some(process);
-            let rode = self
-                .advance_latest(&stores, &request_id, hop.as_ref())
-                .await?;
-            if let Some(hop) = hop
-                && !rode
-            {
-                self.deps.mq.publish(hop).await?;
-            }
-            request
-        };
-        metrics::ingested(queue, created);
-        if created {
-            info!(queue = %queue, request = %request_id, uri = %uri, "request created");
+        let process = process_hop(&fresh);
+        if created && self.create_with_latest(stores, &fresh, &process).await? {
+            return Ok((fresh, true));
         }
-        Ok(IngestOutcome {
-            request_id,
-            uri,
-            state: request.state,
-            created,
-        })
+        let request = self.ensure_request(stores, fresh).await?;
+        let hop = (request.state == RequestState::Accepted).then_some(process);
+        let rode = self
+            .advance_latest(stores, &request_id, hop.as_ref())
+            .await?;
+        if let Some(hop) = hop
+            && !rode
+        {
+            self.deps.mq.publish(hop).await?;
+        }
+        Ok((request, created))
     }
 
-    /// The id of the queue's latest request when that request is of
-    /// `uri`: the head polled again, the common case of a poller. Both rows
-    /// are ones the pipeline keeps (it wrote them a moment ago), so this
-    /// usually reads nothing from the store; and since a request's URI
+    /// The queue's latest request when it is of `uri`: the head polled
+    /// again, the common case of a poller. Both rows are ones the pipeline
+    /// keeps (it wrote them a moment ago), so this usually reads nothing
+    /// from the store; and since a request's URI
     /// never changes and the pointer only moves forward, rows up to the
     /// cache's bound old answer rightly. `None` sends the URI to `mint`,
     /// which dedups any other URI; on Postgres that is one statement, with
     /// no read ahead of it (docs/decisions.md, "Ingest dedups the head on
     /// the queue's latest request"). The queue row is read again for the
     /// write: a write of it may have committed meanwhile (`record`'s).
-    async fn latest_of(
-        &self,
-        stores: &Stores,
-        uri: &Uri,
-    ) -> Result<Option<RequestId>, IngestError> {
+    async fn latest_of(&self, stores: &Stores, uri: &Uri) -> Result<Option<Request>, IngestError> {
         let queue = stores.queues.get_passing_writes().await?;
         let Some(latest) = queue.and_then(|q| q.latest_request_id) else {
             return Ok(None);
         };
         let request = stores.requests.get(&latest).await?;
-        Ok(request.filter(|r| &r.uri == uri).map(|r| r.id))
+        Ok(request.filter(|r| &r.uri == uri))
     }
 
     /// A request this call just minted, in one write with the queue row's
@@ -277,4 +287,13 @@ impl IngestService {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// The hand-over of `request` to `process`.
+fn process_hop(request: &Request) -> OutgoingMessage {
+    ProcessHop {
+        request_id: request.id.clone(),
+        queue: request.queue.clone(),
+    }
+    .message()
 }

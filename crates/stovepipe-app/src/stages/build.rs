@@ -51,16 +51,15 @@ impl BuildStage {
                 request.id, request.state
             )));
         }
-        let may_have_built = !(hop.from_admit && first_delivery);
-        let existing = if may_have_built {
+        let existing = if hop.from_admit && first_delivery {
+            None
+        } else {
             stores
                 .builds
                 .list_for_request(&request.id)
                 .await?
                 .into_iter()
                 .find(|b| b.project == hop.project && b.status != BuildStatus::Cancelled)
-        } else {
-            None
         };
         if let Some(build) = existing {
             // Redelivery after the build row was written: make sure its poll
