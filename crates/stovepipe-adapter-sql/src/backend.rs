@@ -862,25 +862,27 @@ impl Shared {
         } else {
             String::new()
         };
-        // `<name> AS (INSERT … RETURNING topic, …)` of `messages`, each row
-        // joined with `sources` (which must yield a row for any insert) and
-        // kept where `filter` (empty or ` WHERE …`) holds.
-        let insert =
-            |values: &mut Vec<Value>, name: &str, messages, sources: &str, filter: &str| {
-                let rows = bind_messages(values, messages);
-                format!(
-                    "{name} AS ({INSERT_MESSAGE} \
-                 SELECT v.topic, v.partition_key, v.message_id, v.payload, 1, NULL, {at}, NULL, \
-                 NULL, {at} FROM {sources}, (VALUES {rows}) \
-                 AS v(topic, partition_key, message_id, payload, ord){filter} ORDER BY v.ord \
-                 {UNLESS_PENDING} RETURNING topic{notify})"
-                )
-            };
+        // One insert of `messages` for the write's messages and its hook
+        // events, each row joined with the write's `main` (a row when the
+        // write touched its rows) and the partition locks. Hook events come
+        // last and are kept only when a hook is live; they need no
+        // partition lock of their own, since each is alone in its partition
+        // (keyed by its own message id, `check_outbox`), so no order is to
+        // keep. One
+        // insert, not one per kind: a second `ModifyTable` on `messages`
+        // cost its start-up on every write that had hook events, even when
+        // no hook was live and it inserted nothing (docs/benchmarks.md,
+        // 2026-12-07, thirteenth session).
         let mut messages = outbox.messages;
-        if messages.is_empty() {
-            ctes.push("published AS (SELECT NULL::text AS topic WHERE false)".to_owned());
-        } else {
-            in_partition_order(&mut messages);
+        in_partition_order(&mut messages);
+        let regular = messages.len();
+        let filter = match (regular, outbox.hook_events.is_empty()) {
+            (_, true) => String::new(),
+            (0, false) => format!(" WHERE {HOOK_IS_LIVE}"),
+            (_, false) => format!(" WHERE v.ord < {regular} OR {HOOK_IS_LIVE}"),
+        };
+        let mut sources = "main".to_owned();
+        if regular > 0 {
             let keys: BTreeSet<(String, String)> = messages
                 .iter()
                 .map(|m| (m.topic.as_str().to_owned(), m.partition_key.clone()))
@@ -897,27 +899,19 @@ impl Shared {
                 );
             }
             ctes.push(format!("locks AS ({locks})"));
-            ctes.push(insert(
-                &mut values,
-                "published",
-                messages,
-                "main, locks",
-                "",
-            ));
+            sources.push_str(", locks");
         }
-        // Hook events: inserted only when a hook is live, and without a
-        // partition lock, since each is alone in its partition (keyed by its
-        // own message id, `check_outbox`), so no order is to keep.
-        if outbox.hook_events.is_empty() {
-            ctes.push("published_hooks AS (SELECT NULL::text AS topic WHERE false)".to_owned());
+        messages.extend(outbox.hook_events);
+        if messages.is_empty() {
+            ctes.push("published AS (SELECT NULL::text AS topic WHERE false)".to_owned());
         } else {
-            let filter = format!(" WHERE {HOOK_IS_LIVE}");
-            ctes.push(insert(
-                &mut values,
-                "published_hooks",
-                outbox.hook_events,
-                "main",
-                &filter,
+            let rows = bind_messages(&mut values, messages);
+            ctes.push(format!(
+                "published AS ({INSERT_MESSAGE} \
+                 SELECT v.topic, v.partition_key, v.message_id, v.payload, 1, NULL, {at}, NULL, \
+                 NULL, {at} FROM {sources}, (VALUES {rows}) \
+                 AS v(topic, partition_key, message_id, payload, ord){filter} ORDER BY v.ord \
+                 {UNLESS_PENDING} RETURNING topic{notify})"
             ));
         }
         if outbox.changes.is_empty() {
@@ -931,8 +925,7 @@ impl Shared {
         }
         let statement = format!(
             "WITH {} SELECT (SELECT COUNT(*) FROM main) AS hit, \
-             (SELECT json_agg(topic) FROM (SELECT topic FROM published \
-               UNION ALL SELECT topic FROM published_hooks) AS p)::text AS topics, \
+             (SELECT json_agg(topic) FROM published)::text AS topics, \
              (SELECT MAX(seq) FROM appended) AS seq, {miss} AS miss",
             ctes.join(", ")
         );

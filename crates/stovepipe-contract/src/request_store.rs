@@ -259,18 +259,24 @@ async fn the_commit_hook_runs_once_at_commit_and_only_for_a_committed_write(fx: 
 }
 
 /// An outbox's hook events reach topic `hook` only when, at commit, some
-/// hook has a live release; its messages and changes commit either way.
+/// hook has a live release; its messages and changes commit either way,
+/// also when the hook events are all it publishes.
 async fn hook_events_are_published_only_while_a_hook_is_live(fx: StoreFixture) {
     let s = fx.stores.for_queue(&queue_a());
     let hook_topic = Topic::hook();
-    let write = |subject: &str| {
+    let hook_only = |subject: &str| {
         Outbox::none()
             .change(change(&queue_a(), subject))
-            .publish(message(&outbox_topic(), subject, subject))
             .publish_hook_event(message(&hook_topic, subject, subject))
     };
+    let write =
+        |subject: &str| hook_only(subject).publish(message(&outbox_topic(), subject, subject));
     s.requests
         .create(&request(&queue_a(), 1), write("no-hook"))
+        .await
+        .unwrap();
+    s.requests
+        .create(&request(&queue_a(), 4), hook_only("quiet"))
         .await
         .unwrap();
 
@@ -291,10 +297,14 @@ async fn hook_events_are_published_only_while_a_hook_is_live(fx: StoreFixture) {
         .create(&request(&queue_a(), 3), write("live"))
         .await
         .unwrap();
+    s.requests
+        .create(&request(&queue_a(), 5), hook_only("loud"))
+        .await
+        .unwrap();
 
     assert_eq!(
         logged_subjects(&fx.feed).await,
-        ["no-hook", "no-release", "live"],
+        ["no-hook", "quiet", "no-release", "live", "loud"],
         "every write's changes committed"
     );
     assert_eq!(
@@ -304,7 +314,7 @@ async fn hook_events_are_published_only_while_a_hook_is_live(fx: StoreFixture) {
     );
     assert_eq!(
         deliverable_ids(&fx.messages, &hook_topic).await,
-        ["live"],
+        ["live", "loud"],
         "hook events only once a hook had a live release"
     );
 }
