@@ -395,6 +395,12 @@ impl SqlBackend {
         self.shared.dialect == Dialect::Postgres
     }
 
+    /// How many batches of writes run at once: `SqlOptions::write_lanes`
+    /// on Postgres (at least 1), 1 on SQLite, whose one writer runs them.
+    pub fn write_lanes(&self) -> usize {
+        self.shared.writes.lanes()
+    }
+
     /// The clock the backend stamps rows and measures leases with.
     pub fn clock(&self) -> Arc<dyn Clock> {
         self.shared.clock.clone()

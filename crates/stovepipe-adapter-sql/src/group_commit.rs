@@ -38,6 +38,7 @@ pub(crate) struct GroupCommit<I, A> {
     pending: Mutex<Vec<Pending<I, A>>>,
     /// A permit per flush in flight.
     lanes: Semaphore,
+    lane_count: usize,
     max_batch: usize,
 }
 
@@ -48,6 +49,7 @@ impl<I, A> GroupCommit<I, A> {
         Self {
             pending: Mutex::new(Vec::new()),
             lanes: Semaphore::new(lanes.max(1)),
+            lane_count: lanes.max(1),
             max_batch: max_batch.max(1),
         }
     }
@@ -80,6 +82,11 @@ impl<I, A> GroupCommit<I, A> {
         drop(lane);
         // Answered by now, or in a flush another lane is running.
         answer.await.unwrap_or_else(|_| abandoned())
+    }
+
+    /// How many flushes may be in flight at once.
+    pub(crate) fn lanes(&self) -> usize {
+        self.lane_count
     }
 
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending<I, A>>> {

@@ -77,5 +77,5 @@ async fn test_postgres_pool(size: u32) -> Option<sea_orm::sqlx::PgPool> {
     Some(pool)
 }
 
-pub use backend::{DEFAULT_FEED_BUFFER, SqlBackend, SqlOptions};
+pub use backend::{DEFAULT_FEED_BUFFER, DEFAULT_WRITE_LANES, SqlBackend, SqlOptions};
 pub use validate::{MAX_JSON_BYTES, MAX_KEY_BYTES, MAX_TEXT_BYTES};

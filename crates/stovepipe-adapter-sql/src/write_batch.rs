@@ -222,6 +222,11 @@ impl WriteBatch {
         Self(GroupCommit::new(lanes, MAX_BATCH))
     }
 
+    /// How many batches may be in flight at once.
+    pub(crate) fn lanes(&self) -> usize {
+        self.0.lanes()
+    }
+
     /// Runs the write `sql` on `target`, batched with the writes pending
     /// beside it, and returns its rows.
     pub(crate) async fn write<T: WriteTarget>(

@@ -16,7 +16,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use stovepipe_adapter_sql::{MAX_TEXT_BYTES, SqlBackend};
+use stovepipe_adapter_sql::{DEFAULT_WRITE_LANES, MAX_TEXT_BYTES, SqlBackend};
 use stovepipe_entity::{
     Build, BuildId, ChangeEvent, ChangeKind, EventType, HookContract, HookName, HookReleaseSpec,
     NewChange, Origin, ProjectName, QueueName, Request, RequestId, Timestamp, Uri,
@@ -76,7 +76,45 @@ on_both!(
     a_write_s_changes_are_in_the_live_stream_when_it_returns,
     a_closed_backend_is_unavailable_and_retryable,
     a_long_history_is_not_read_to_number_the_next_build_or_hook_run,
+    write_lanes_are_the_option_on_postgres_and_one_on_sqlite,
 );
+
+/// `SqlOptions::write_lanes` is how many batches of writes a Postgres
+/// backend runs at once (the server's `database.write_lanes`); SQLite's
+/// one writer runs one whatever it says. A backend of one lane writes.
+async fn write_lanes_are_the_option_on_postgres_and_one_on_sqlite(db: &TestDb) {
+    let expected = |lanes| if db.backend.is_postgres() { lanes } else { 1 };
+    assert_eq!(db.backend.write_lanes(), expected(DEFAULT_WRITE_LANES));
+    let three = db.replica_with_lanes(3).await;
+    assert_eq!(three.write_lanes(), expected(3));
+    three.close().await;
+    let one = db.replica_with_lanes(1).await;
+    assert_eq!(one.write_lanes(), 1);
+    let written = request(1);
+    let writes = (1..=3).map(|n| {
+        let one = one.clone();
+        async move {
+            one.for_queue(&queue())
+                .requests
+                .create(&request(n), Outbox::none())
+                .await
+        }
+    });
+    for created in futures::future::join_all(writes).await {
+        created.unwrap();
+    }
+    assert_eq!(
+        db.backend
+            .for_queue(&queue())
+            .requests
+            .get(&written.id)
+            .await
+            .unwrap(),
+        Some(written),
+        "written through the one lane"
+    );
+    one.close().await;
+}
 
 fn queue() -> QueueName {
     QueueName::new("sql/main").unwrap()

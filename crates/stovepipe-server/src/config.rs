@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use stovepipe_adapter_sql::DEFAULT_WRITE_LANES;
 use stovepipe_app::DEFAULT_MAX_IN_FLIGHT;
 use stovepipe_entity::{
     BuildConfig, ProjectConfig, ProjectName, QueueConfig, QueueName, RunnerKind,
@@ -81,12 +82,16 @@ impl Default for RawServer {
 #[serde(deny_unknown_fields, default)]
 pub struct RawDatabase {
     pub url: String,
+    /// Postgres: batches of writes in flight at once (signed, as
+    /// `max_in_flight`).
+    pub write_lanes: Option<i64>,
 }
 
 impl Default for RawDatabase {
     fn default() -> Self {
         Self {
             url: DEFAULT_DATABASE_URL.into(),
+            write_lanes: None,
         }
     }
 }
@@ -176,6 +181,9 @@ pub struct Settings {
     /// Deliveries each stage's consumer handles at once.
     pub max_in_flight: usize,
     pub database_url: String,
+    /// Postgres: batches of writes in flight at once (SQLite has one
+    /// writer whatever this says).
+    pub write_lanes: usize,
     pub messaging: Messaging,
     pub auth: AuthConfig,
     pub queues: Vec<QueueConfig>,
@@ -289,8 +297,21 @@ impl Settings {
                 "server.reconcile_interval",
                 &raw.server.reconcile_interval,
             )?,
-            max_in_flight: max_in_flight(raw.server.max_in_flight)?,
+            max_in_flight: count_in(
+                "server.max_in_flight",
+                raw.server.max_in_flight,
+                DEFAULT_MAX_IN_FLIGHT,
+                MAX_IN_FLIGHT_LIMIT,
+                "deliveries handled at once per stage",
+            )?,
             database_url: url,
+            write_lanes: count_in(
+                "database.write_lanes",
+                raw.database.write_lanes,
+                DEFAULT_WRITE_LANES,
+                MAX_WRITE_LANES,
+                "batches of writes in flight at once",
+            )?,
             messaging,
             auth: raw.auth,
             queues,
@@ -303,19 +324,31 @@ impl Settings {
 /// rather than left to spawn that many handlers under a backlog.
 pub const MAX_IN_FLIGHT_LIMIT: usize = 4096;
 
-fn max_in_flight(value: Option<i64>) -> Result<usize, ConfigError> {
+/// At most this many write lanes: each borrows one of the connections
+/// that reads use too for its batch, and more than two spread the writes
+/// over smaller batches that cost the server more for no more throughput
+/// (docs/decisions.md, "write lanes").
+pub const MAX_WRITE_LANES: usize = 4;
+
+/// `key`'s count: `default` when absent, else a whole number from 1 to
+/// `max` (of `what`, for the error).
+fn count_in(
+    key: &str,
+    value: Option<i64>,
+    default: usize,
+    max: usize,
+    what: &str,
+) -> Result<usize, ConfigError> {
     let Some(value) = value else {
-        return Ok(DEFAULT_MAX_IN_FLIGHT);
+        return Ok(default);
     };
     usize::try_from(value)
         .ok()
-        .filter(|n| (1..=MAX_IN_FLIGHT_LIMIT).contains(n))
+        .filter(|n| (1..=max).contains(n))
         .ok_or_else(|| {
             ConfigError::new(
-                "server.max_in_flight",
-                format!(
-                    "{value} is out of range: expected 1 to {MAX_IN_FLIGHT_LIMIT} deliveries handled at once per stage"
-                ),
+                key,
+                format!("{value} is out of range: expected 1 to {max} {what}"),
             )
         })
 }
@@ -495,20 +528,54 @@ mod tests {
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(s.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(s.write_lanes, DEFAULT_WRITE_LANES);
         assert!(s.queues.is_empty());
     }
 
+    /// A bounded count's key, how to read it, a good value and bad ones,
+    /// and what the error says is expected.
+    struct Count {
+        section: &'static str,
+        key: &'static str,
+        read: fn(&Settings) -> usize,
+        good: &'static str,
+        bad: [&'static str; 3],
+        expected: &'static str,
+    }
+
     #[test]
-    fn max_in_flight_is_read_and_bounded() {
-        let s = Settings::from_toml("[server]\nmax_in_flight = 200").unwrap();
-        assert_eq!(s.max_in_flight, 200);
-        for bad in ["0", "-3", "4097"] {
-            let e = Settings::from_toml(&format!("[server]\nmax_in_flight = {bad}")).unwrap_err();
-            assert_eq!(e.key, "server.max_in_flight");
-            assert!(
-                e.message.contains(bad) && e.message.contains("expected 1 to 4096"),
-                "{e:?}"
-            );
+    fn counts_are_read_and_bounded() {
+        let counts = [
+            Count {
+                section: "server",
+                key: "max_in_flight",
+                read: |s| s.max_in_flight,
+                good: "200",
+                bad: ["0", "-3", "4097"],
+                expected: "expected 1 to 4096 deliveries",
+            },
+            Count {
+                section: "database",
+                key: "write_lanes",
+                read: |s| s.write_lanes,
+                good: "1",
+                bad: ["0", "-1", "5"],
+                expected: "expected 1 to 4 batches",
+            },
+        ];
+        for c in counts {
+            let s =
+                Settings::from_toml(&format!("[{}]\n{} = {}", c.section, c.key, c.good)).unwrap();
+            assert_eq!((c.read)(&s).to_string(), c.good, "{}", c.key);
+            for bad in c.bad {
+                let toml = format!("[{}]\n{} = {bad}", c.section, c.key);
+                let e = Settings::from_toml(&toml).unwrap_err();
+                assert_eq!(e.key, format!("{}.{}", c.section, c.key));
+                assert!(
+                    e.message.contains(bad) && e.message.contains(c.expected),
+                    "{e:?}"
+                );
+            }
         }
     }
 

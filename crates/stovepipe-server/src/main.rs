@@ -129,8 +129,10 @@ fn init_tracing() {
     let filter =
         EnvFilter::try_from_env("STOVEPIPE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("STOVEPIPE_LOG_FORMAT").is_ok_and(|f| f == "json");
+    // Colours only on a terminal: a log file or journald gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

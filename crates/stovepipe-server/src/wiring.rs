@@ -51,6 +51,7 @@ impl Backend {
         }
         let options = stovepipe_adapter_sql::SqlOptions {
             clock,
+            write_lanes: settings.write_lanes,
             ..stovepipe_adapter_sql::SqlOptions::default()
         };
         let sql = SqlBackend::connect_with(url, options)
@@ -59,6 +60,11 @@ impl Backend {
         sql.migrate()
             .await
             .context("applying database migrations")?;
+        tracing::info!(
+            postgres = sql.is_postgres(),
+            write_lanes = sql.write_lanes(),
+            "database open"
+        );
         Ok(Self::Sql(sql))
     }
 

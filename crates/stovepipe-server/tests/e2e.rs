@@ -25,10 +25,16 @@ struct Serve {
 
 impl Serve {
     fn start(config: &Path) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// [`start`](Self::start) with `env` set for the server.
+    fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(config)
             .env("STOVEPIPE_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -154,11 +160,12 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 /// Ingest through the CLI, wait for facts, read them through the API and the
-/// CLI, check the promotion ref with git.
-fn pipeline_through_the_binary(database_url: &str, dir: &Path) {
+/// CLI, check the promotion ref with git; `env` is the server's. Returns
+/// the server's log.
+fn pipeline_through_the_binary(database_url: &str, dir: &Path, env: &[(&str, &str)]) -> String {
     let repo = repo(dir);
     let config = write_config(dir, &repo, database_url, "sh ci.sh");
-    let server = Serve::start(&config);
+    let server = Serve::start_with_env(&config, env);
     let green = git(&repo, &["rev-parse", "HEAD"]);
 
     let (code, out, err) = cli(&["ingest", "team/svc", "--server", &server.base]);
@@ -207,7 +214,7 @@ fn pipeline_through_the_binary(database_url: &str, dir: &Path) {
     let (code, _, err) = cli(&["ingest", "no/such-queue", "--server", &server.base]);
     assert_eq!(code, 1, "a 404 is a runtime failure");
     assert!(err.contains("404"), "{err}");
-    server.stop();
+    server.stop()
 }
 
 #[test]
@@ -217,7 +224,7 @@ fn serve_ingest_and_status_on_sqlite() {
         "sqlite://{}?mode=rwc",
         dir.path().join("db/stovepipe.db").display()
     );
-    pipeline_through_the_binary(&url, dir.path());
+    pipeline_through_the_binary(&url, dir.path(), &[]);
 }
 
 /// A fresh schema on the test Postgres, or `None` (skipped) without one.
@@ -251,7 +258,17 @@ fn serve_ingest_and_status_on_postgres() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    pipeline_through_the_binary(&url, dir.path());
+    // One write lane, set the way operators override a key: every write
+    // of the run goes through it.
+    let log = pipeline_through_the_binary(
+        &url,
+        dir.path(),
+        &[("STOVEPIPE_DATABASE__WRITE_LANES", "1")],
+    );
+    assert!(
+        log.contains("database open") && log.contains("write_lanes=1"),
+        "{log}"
+    );
     let _ = Command::new("psql")
         .args([&base, "-qc", &format!("DROP SCHEMA {schema} CASCADE")])
         .status();

@@ -125,6 +125,15 @@ impl TestDb {
             .unwrap()
     }
 
+    /// [`replica`](Self::replica) with `lanes` write lanes.
+    pub async fn replica_with_lanes(&self, lanes: usize) -> Arc<SqlBackend> {
+        let options = SqlOptions {
+            write_lanes: lanes,
+            ..options(&self.clock, self.heartbeat)
+        };
+        SqlBackend::connect_with(&self.url, options).await.unwrap()
+    }
+
     /// A plain connection to the same database, for what no port does (an
     /// open transaction held across a test's steps).
     pub async fn raw_connection(&self) -> sea_orm::DatabaseConnection {
