@@ -874,11 +874,10 @@ impl Shared {
         // last and are kept only when a hook is live; they need no
         // partition lock of their own, since each is alone in its partition
         // (keyed by its own message id, `check_outbox`), so no order is to
-        // keep. One
-        // insert, not one per kind: a second `ModifyTable` on `messages`
-        // cost its start-up on every write that had hook events, even when
-        // no hook was live and it inserted nothing (docs/benchmarks.md,
-        // 2026-12-07, thirteenth session).
+        // keep. One insert, not one per kind: a second `ModifyTable` on
+        // `messages` cost its start-up on every write that had hook events,
+        // even when no hook was live and it inserted nothing
+        // (docs/benchmarks.md, 2026-12-07, thirteenth session).
         let mut messages = outbox.messages;
         in_partition_order(&mut messages);
         let regular = messages.len();
