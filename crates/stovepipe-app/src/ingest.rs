@@ -171,13 +171,14 @@ impl IngestService {
     /// The queue's latest request when it is of `uri`: the head polled
     /// again, the common case of a poller. Both rows are ones the pipeline
     /// keeps (it wrote them a moment ago), so this usually reads nothing
-    /// from the store; and since a request's URI
-    /// never changes and the pointer only moves forward, rows up to the
-    /// cache's bound old answer rightly. `None` sends the URI to `mint`,
-    /// which dedups any other URI; on Postgres that is one statement, with
-    /// no read ahead of it (docs/decisions.md, "Ingest dedups the head on
-    /// the queue's latest request"). The queue row is read again for the
-    /// write: a write of it may have committed meanwhile (`record`'s).
+    /// from the store; and since a request's URI never changes and the
+    /// pointer only moves forward, rows up to the cache's bound old answer
+    /// rightly. `None` sends the URI to `mint_and_advance`, whose `mint`
+    /// dedups any other URI (on Postgres one statement, with no read ahead
+    /// of it: docs/decisions.md, "Ingest dedups the head on the queue's
+    /// latest request") and whose write of the queue row reads that row
+    /// again, since a write of it may have committed meanwhile
+    /// (`record`'s).
     async fn latest_of(&self, stores: &Stores, uri: &Uri) -> Result<Option<Request>, IngestError> {
         let queue = stores.queues.get_passing_writes().await?;
         let Some(latest) = queue.and_then(|q| q.latest_request_id) else {
