@@ -801,25 +801,7 @@ impl Shared {
         let rows = self
             .sqlite_transaction(&statements.join(";\n"), values)
             .await?;
-        let (mut hit, mut appended, mut topics) = (false, Appended::Nothing, BTreeSet::new());
-        let mut missed = None;
-        for row in &rows {
-            match row.try_get::<i64>("", "part")? {
-                0 => hit = true,
-                1 => {
-                    topics.insert(Topic::new(row.try_get::<String>("", "topic")?));
-                }
-                3 => missed = missed.or(Some(row.try_get::<i64>("", "miss")?)),
-                _ => appended = appended.and_seq(row.try_get("", "seq")?),
-            }
-        }
-        if !hit {
-            return Ok(Err(miss_index(missed)));
-        }
-        Ok(Ok(Committed {
-            woken: topics,
-            appended,
-        }))
+        Committed::reported(&rows, Dialect::Sqlite, &[])
     }
 
     /// SQLite: runs `sql` (statements separated by `;`, `$n` placeholders
@@ -849,13 +831,21 @@ impl Shared {
         now: Timestamp,
     ) -> Result<Result<Committed, usize>, DbErr> {
         let at = bind(&mut values, now.as_millis().into());
-        let (mut ctes, miss) = match writes {
+        let (mut ctes, checks) = match writes {
             [one] => (
                 vec![format!("main AS ({} RETURNING 1 AS hit)", one.alone())],
-                "NULL::bigint".to_owned(),
+                Vec::new(),
             ),
             _ => row_write::postgres_joint(writes),
         };
+        // The statement reports in rows, as SQLite's do (`part`: 0 the
+        // write, 1 a topic published to, 2 a change row, 4 a joint write's
+        // check that found its row), each a scan of its CTE: aggregates
+        // over the CTEs, one row of `COUNT`, `json_agg`, `MAX` and a
+        // `CASE` of `EXISTS`, cost a tenth of a write's own server CPU in
+        // their plans' start-up alone (docs/benchmarks.md, 2026-12-07,
+        // fourteenth session).
+        let mut reports = vec!["SELECT 0::bigint AS part, NULL::text AS topic, NULL::bigint AS seq, NULL::bigint AS held FROM main".to_owned()];
         // Other replicas hear of each insert by a NOTIFY in its RETURNING,
         // while there are any (`presence`). The channel and tag are bound
         // only when some insert uses them: a statement's text and its
@@ -907,9 +897,7 @@ impl Shared {
             sources.push_str(", locks");
         }
         messages.extend(outbox.hook_events);
-        if messages.is_empty() {
-            ctes.push("published AS (SELECT NULL::text AS topic WHERE false)".to_owned());
-        } else {
+        if !messages.is_empty() {
             let rows = bind_messages(&mut values, messages);
             ctes.push(format!(
                 "published AS ({INSERT_MESSAGE} \
@@ -918,45 +906,23 @@ impl Shared {
                  AS v(topic, partition_key, message_id, payload, ord){filter} ORDER BY v.ord \
                  {UNLESS_PENDING} RETURNING topic{notify})"
             ));
+            reports.push("SELECT 1, topic, NULL, NULL FROM published".to_owned());
         }
-        if outbox.changes.is_empty() {
-            ctes.push("appended AS (SELECT NULL::bigint AS seq WHERE false)".to_owned());
-        } else {
+        if !outbox.changes.is_empty() {
             let rows = bind_changes(&mut values, outbox.changes, |ord| ord);
             ctes.push(format!(
                 "appended AS ({})",
                 feed::insert_numbered(&rows, at, Some("main"))
             ));
+            reports.push("SELECT 2, NULL, seq, NULL FROM appended".to_owned());
         }
-        let statement = format!(
-            "WITH {} SELECT (SELECT COUNT(*) FROM main) AS hit, \
-             (SELECT json_agg(topic) FROM published)::text AS topics, \
-             (SELECT MAX(seq) FROM appended) AS seq, {miss} AS miss",
-            ctes.join(", ")
-        );
-        let row = self
-            .write_one(&statement, values)
-            .await?
-            .ok_or_else(|| DbErr::Custom("a write returned no row".into()))?;
-        let hit: i64 = row.try_get("", "hit")?;
-        if hit == 0 {
-            return Ok(Err(miss_index(row.try_get("", "miss")?)));
+        for (cte, i) in &checks {
+            reports.push(format!("SELECT 4, NULL, NULL, {i} FROM {cte}"));
         }
-        let topics: Option<String> = row.try_get("", "topics")?;
-        let topics: BTreeSet<Topic> = match topics {
-            Some(json) => serde_json::from_str::<Vec<String>>(&json)
-                .map_err(|e| DbErr::Custom(format!("published topics: {e}")))?
-                .into_iter()
-                .map(Topic::new)
-                .collect(),
-            None => BTreeSet::new(),
-        };
-        let seq: Option<i64> = row.try_get("", "seq")?;
-        let appended = seq.map_or(Appended::Nothing, Appended::as_transaction_of);
-        Ok(Ok(Committed {
-            woken: topics,
-            appended,
-        }))
+        let statement = format!("WITH {} {}", ctes.join(", "), reports.join(" UNION ALL "));
+        let rows = self.statement(Role::Write, &statement, values).await?;
+        let order: Vec<usize> = checks.iter().map(|(_, i)| *i).collect();
+        Committed::reported(&rows, Dialect::Postgres, &order)
     }
 
     /// The highest `seq` a reader may see (on Postgres, below the
@@ -1047,14 +1013,59 @@ enum Appended {
     AsTransaction(i64),
 }
 
+impl Committed {
+    /// The write a store write's rows report, by `part`: 0 the write
+    /// touched its rows, 1 a topic it published to (`topic`), 2 a change
+    /// row it appended (`seq`), 3 (SQLite) a joint write's part that would
+    /// miss (`miss`), 4 (Postgres) a joint write's check that found its row
+    /// (`held`). `Err(i)` when the write touched nothing: write `i` missed,
+    /// the first reported missing, else the first of `checks` (check
+    /// order, as `row_write::postgres_joint` makes them) not held, else 0.
+    fn reported(
+        rows: &[QueryResult],
+        dialect: Dialect,
+        checks: &[usize],
+    ) -> Result<Result<Self, usize>, DbErr> {
+        let (mut hit, mut appended, mut woken) = (false, Appended::Nothing, BTreeSet::new());
+        let (mut missed, mut held) = (None, Vec::new());
+        for row in rows {
+            match row.try_get::<i64>("", "part")? {
+                0 => hit = true,
+                1 => {
+                    woken.insert(Topic::new(row.try_get::<String>("", "topic")?));
+                }
+                2 => appended = appended.and_seq(dialect, row.try_get("", "seq")?),
+                3 => missed = missed.or(Some(row.try_get::<i64>("", "miss")?)),
+                _ => held.push(row.try_get::<i64>("", "held")?),
+            }
+        }
+        if !hit {
+            let first_unheld = || {
+                checks
+                    .iter()
+                    .copied()
+                    .find(|&i| !held.iter().any(|&h| usize::try_from(h) == Ok(i)))
+            };
+            let missed = missed.and_then(|i| usize::try_from(i).ok());
+            return Ok(Err(missed.or_else(first_unheld).unwrap_or(0)));
+        }
+        Ok(Ok(Self { woken, appended }))
+    }
+}
+
 impl Appended {
     /// Postgres: the rows of the transaction that appended row `seq`.
     fn as_transaction_of(seq: i64) -> Self {
         Self::AsTransaction(seq >> feed::TXID_SHIFT)
     }
 
-    /// Also a SQLite row numbered `seq`.
-    fn and_seq(self, seq: i64) -> Self {
+    /// Also a change row numbered `seq`: on Postgres, the rows of its
+    /// transaction (any row of it says which); on SQLite, rows up to the
+    /// highest.
+    fn and_seq(self, dialect: Dialect, seq: i64) -> Self {
+        if dialect == Dialect::Postgres {
+            return Self::as_transaction_of(seq);
+        }
         let seq = u64::try_from(seq).unwrap_or(0);
         match self {
             Self::UpTo(upto) => Self::UpTo(upto.max(seq)),
@@ -1192,10 +1203,7 @@ impl Tx {
         for row in &returned {
             let seq = row.try_get::<i64>("", "seq")?;
             seqs.push(seq);
-            self.appended = match self.dialect() {
-                Dialect::Postgres => Appended::as_transaction_of(seq),
-                Dialect::Sqlite => self.appended.and_seq(seq),
-            };
+            self.appended = self.appended.and_seq(self.dialect(), seq);
         }
         // Numbers are handed out in row order within the statement;
         // RETURNING promises no order, so sort them back into it.
@@ -1240,12 +1248,6 @@ impl Tx {
             .await;
         Ok(())
     }
-}
-
-/// Which write of a list missed, as the statement reported it (the first
-/// when it could not tell).
-fn miss_index(reported: Option<i64>) -> usize {
-    reported.and_then(|i| usize::try_from(i).ok()).unwrap_or(0)
 }
 
 /// Appends `value` to a statement's values; returns its placeholder.

@@ -116,12 +116,14 @@ impl RowWrite {
 }
 
 /// Postgres: the CTEs of a joint write, ending in `main` (a row when every
-/// write touched its row), and the expression of the index of the write
-/// that missed (`NULL` when none did).
-pub(crate) fn postgres_joint(writes: &[RowWrite]) -> (Vec<String>, String) {
+/// write touched its row), and its checks in the order they are made: each
+/// the name of a CTE that has a row when its write's row was found (locked,
+/// or created) and that write's index. The write that missed is the first
+/// check without a row.
+pub(crate) fn postgres_joint(writes: &[RowWrite]) -> (Vec<String>, Vec<(String, usize)>) {
     let mut ctes = Vec::new();
     let mut locked = "true".to_owned();
-    let mut misses = Vec::new();
+    let mut checks = Vec::new();
     let mut order: Vec<(usize, &RowWrite)> = writes.iter().enumerate().collect();
     order.sort_by_key(|(i, w)| (lock_rank(w.table), *i));
     for (i, w) in order {
@@ -131,7 +133,7 @@ pub(crate) fn postgres_joint(writes: &[RowWrite]) -> (Vec<String>, String) {
                 w.table,
                 w.row()
             ));
-            misses.push(format!("WHEN NOT EXISTS (SELECT 1 FROM lock{i}) THEN {i}"));
+            checks.push((format!("lock{i}"), i));
             locked = format!("EXISTS (SELECT 1 FROM lock{i})");
         }
     }
@@ -142,7 +144,7 @@ pub(crate) fn postgres_joint(writes: &[RowWrite]) -> (Vec<String>, String) {
             "write{i} AS ({} RETURNING 1)",
             writes[i].statement(Some(&written))
         ));
-        misses.push(format!("WHEN NOT EXISTS (SELECT 1 FROM write{i}) THEN {i}"));
+        checks.push((format!("write{i}"), i));
         written = format!("EXISTS (SELECT 1 FROM write{i})");
         sources.push(format!("write{i}"));
     }
@@ -157,8 +159,7 @@ pub(crate) fn postgres_joint(writes: &[RowWrite]) -> (Vec<String>, String) {
         "main AS (SELECT 1 AS hit FROM {})",
         sources.join(", ")
     ));
-    let miss = format!("(CASE {} END)::bigint", misses.join(" "));
-    (ctes, miss)
+    (ctes, checks)
 }
 
 /// Joint writes lock their rows in one order of tables, whatever their
