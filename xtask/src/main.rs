@@ -3,9 +3,10 @@
 //!
 //! - `openapi` writes `api/openapi.json` from the server code;
 //!   `openapi --check` fails when the checked-in file differs (CI).
-//! - `bench <name>|all [--quick] [--queues N]` builds `stovepipe-bench` (and, for
-//!   `memory`, the `stovepipe` binary) in release and runs it; results go
-//!   to `target/bench/<name>.json` (see `docs/benchmarks.md`).
+//! - `bench <name>|all [--quick] [--queues N] [--write-lanes N]` builds
+//!   `stovepipe-bench` (and, for `memory`, the `stovepipe` binary) in
+//!   release and runs it; results go to `target/bench/<name>.json` (see
+//!   `docs/benchmarks.md`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -77,13 +78,13 @@ fn bench(args: &[&str]) -> anyhow::Result<()> {
     }
     let out = workspace_root().join("target/bench");
     let out = out.to_string_lossy();
-    // Options go to every benchmark; `--queues` takes the next argument
-    // as its value.
+    // Options go to every benchmark; `--queues` and `--write-lanes` take
+    // the next argument as their value.
     let mut options: Vec<&str> = Vec::new();
     let mut names: Vec<&str> = Vec::new();
     let mut rest = args.iter().copied();
     while let Some(arg) = rest.next() {
-        if arg == "--queues" {
+        if matches!(arg, "--queues" | "--write-lanes") {
             options.push(arg);
             options.extend(rest.next());
         } else if arg.starts_with("--") {
@@ -117,7 +118,7 @@ fn main() -> ExitCode {
     {
         [] | ["help" | "--help" | "-h"] => {
             println!(
-                "usage: cargo xtask <task>\n\ntasks:\n  openapi [--check]   write (or check) api/openapi.json\n  bench <name>|all [--quick] [--queues N]\n                      run a benchmark in release (pipeline, latency, api, ancestry, memory)"
+                "usage: cargo xtask <task>\n\ntasks:\n  openapi [--check]   write (or check) api/openapi.json\n  bench <name>|all [--quick] [--queues N] [--write-lanes N]\n                      run a benchmark in release (pipeline, latency, api, ancestry, memory)"
             );
             return ExitCode::SUCCESS;
         }

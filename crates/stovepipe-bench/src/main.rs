@@ -16,7 +16,8 @@
 //! `target/bench`). `--queues N` sets how many queues the `pipeline` and
 //! `memory` benchmarks drive at once (each a closed loop of one request in
 //! flight): the default leaves part of a 2-core machine idle, a larger
-//! count measures the pipeline at saturation.
+//! count measures the pipeline at saturation. `--write-lanes N` sets their
+//! `database.write_lanes` (Postgres; the server's default otherwise).
 
 mod ancestry;
 mod api;
@@ -34,13 +35,18 @@ use anyhow::bail;
 use serde_json::json;
 
 use cpu::CpuMeter;
+use pipeline::Load;
 use support::{
     Machine, ScratchDb, median, per, pgbench_init, postgres_admin_url, ratio, write_json,
 };
 
 const NAMES: [&str; 5] = ["pipeline", "latency", "api", "ancestry", "memory"];
-/// Queues the `pipeline` and `memory` benchmarks drive unless told.
-const PIPELINE_QUEUES: usize = 32;
+/// What the `pipeline` and `memory` benchmarks drive unless told: 32
+/// queues on the server's default write lanes.
+const DEFAULT_LOAD: Load = Load {
+    queues: 32,
+    write_lanes: None,
+};
 
 /// Durations of one run; `--quick` shrinks them for a smoke test.
 #[derive(Debug, Clone, Copy)]
@@ -53,8 +59,8 @@ struct Plan {
     api_rounds: usize,
     api_round: Duration,
     commits: usize,
-    /// Queues of the `pipeline` and `memory` benchmarks.
-    queues: usize,
+    /// Queues and write lanes of the `pipeline` and `memory` benchmarks.
+    load: Load,
 }
 
 impl Plan {
@@ -68,7 +74,7 @@ impl Plan {
             api_rounds: 3,
             api_round: Duration::from_secs(5),
             commits: 200_000,
-            queues: PIPELINE_QUEUES,
+            load: DEFAULT_LOAD,
         }
     }
 
@@ -82,7 +88,7 @@ impl Plan {
             api_rounds: 3,
             api_round: Duration::from_secs(1),
             commits: 2_000,
-            queues: PIPELINE_QUEUES,
+            load: DEFAULT_LOAD,
         }
     }
 }
@@ -111,7 +117,7 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
         "sqlite",
         None,
         &meter,
-        plan.queues,
+        plan.load,
         plan.warmup,
         plan.windows,
         plan.window,
@@ -132,7 +138,7 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
             "postgres",
             Some(&db.url),
             &meter,
-            plan.queues,
+            plan.load,
             plan.warmup,
             plan.windows,
             plan.window,
@@ -191,20 +197,21 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
     let show_ms = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3} ms"));
     println!();
     println!(
-        "| pipeline, {} queues, instant runner | validated requests/s (median of {} × {:.0} s windows) | ingest-to-fact p50 / p99 | RSS at end |",
-        plan.queues,
+        "| pipeline, {} queues, instant runner | validated requests/s (median of {} × {:.0} s windows) | ingest-to-fact p50 / p99 | RSS at end | write lanes |",
+        plan.load.queues,
         plan.windows,
         plan.window.as_secs_f64()
     );
-    println!("|---|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|");
     for t in [&sqlite, &postgres] {
         println!(
-            "| {} | {:.0} | {:.1} / {:.1} ms | {:.1} MB |",
+            "| {} | {:.0} | {:.1} / {:.1} ms | {:.1} MB | {} |",
             t.backend,
             t.median_per_second,
             t.latency_p50_ms,
             t.latency_p99_ms,
-            t.rss_end.rss_mb()
+            t.rss_end.rss_mb(),
+            t.write_lanes
         );
     }
     println!();
@@ -379,7 +386,7 @@ async fn bench_ancestry(plan: Plan, machine: &Machine) -> serde_json::Value {
 }
 
 async fn bench_memory(plan: Plan, machine: &Machine) -> anyhow::Result<serde_json::Value> {
-    let run = memory::run(plan.queues, plan.warmup, plan.windows, plan.window).await?;
+    let run = memory::run(plan.load, plan.warmup, plan.windows, plan.window).await?;
     println!();
     println!("| memory | VmRSS | target | ratio to target |");
     println!("|---|---:|---:|---:|");
@@ -423,48 +430,66 @@ async fn run_one(name: &str, plan: Plan, machine: &Machine) -> anyhow::Result<se
     }
 }
 
-/// The value of `--queues`: a whole number of queues, at least 1.
-fn parse_queues(value: Option<&str>) -> anyhow::Result<usize> {
-    let value = value.ok_or_else(|| anyhow::anyhow!("--queues needs a number of queues"))?;
+/// The value of a count option (`--queues`, `--write-lanes`): a whole
+/// number of `what`, at least 1. The server's own bounds apply after.
+fn parse_count(option: &str, what: &str, value: Option<&str>) -> anyhow::Result<usize> {
+    let value = value.ok_or_else(|| anyhow::anyhow!("{option} needs a number of {what}"))?;
     match value.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
-        _ => bail!("--queues {value:?}: expected a whole number of queues, at least 1"),
+        _ => bail!("{option} {value:?}: expected a whole number of {what}, at least 1"),
     }
 }
 
-async fn run(args: &[String]) -> anyhow::Result<()> {
+/// The command line: the benchmarks to run, where their JSON goes, and
+/// the plan they run by.
+#[derive(Debug)]
+struct Options {
+    names: Vec<String>,
+    out: PathBuf,
+    plan: Plan,
+}
+
+fn parse_options(args: &[String]) -> anyhow::Result<Options> {
     let mut out = PathBuf::from("target/bench");
     let mut quick = false;
-    let mut queues = PIPELINE_QUEUES;
+    let mut load = DEFAULT_LOAD;
     let mut names = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        match arg.as_str() {
+        // `--option=value` reads as `--option value`.
+        let (option, inline) = match arg.split_once('=') {
+            Some((option, value)) if option.starts_with("--") => (option, Some(value)),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = || inline.or_else(|| it.next().map(String::as_str));
+        match option {
             "--out" => {
                 out = PathBuf::from(
-                    it.next()
-                        .ok_or_else(|| anyhow::anyhow!("--out needs a directory"))?,
+                    value().ok_or_else(|| anyhow::anyhow!("--out needs a directory"))?,
                 );
             }
             "--quick" => quick = true,
-            "--queues" => queues = parse_queues(it.next().map(String::as_str))?,
-            arg if arg.starts_with("--queues=") => {
-                queues = parse_queues(arg.strip_prefix("--queues="))?;
-            }
+            "--queues" => load.queues = parse_count(option, "queues", value())?,
+            "--write-lanes" => load.write_lanes = Some(parse_count(option, "lanes", value())?),
             "all" => names.extend(NAMES.iter().map(|n| (*n).to_owned())),
             name => names.push(name.to_owned()),
         }
     }
     if names.is_empty() {
         bail!(
-            "usage: stovepipe-bench <{}|all> [--quick] [--queues N] [--out DIR]",
+            "usage: stovepipe-bench <{}|all> [--quick] [--queues N] [--write-lanes N] [--out DIR]",
             NAMES.join("|")
         );
     }
     let plan = Plan {
-        queues,
+        load,
         ..if quick { Plan::quick() } else { Plan::full() }
     };
+    Ok(Options { names, out, plan })
+}
+
+async fn run(args: &[String]) -> anyhow::Result<()> {
+    let Options { names, out, plan } = parse_options(args)?;
     let machine = Machine::describe();
     machine.print();
     for name in &names {
@@ -504,20 +529,68 @@ mod tests {
     }
 
     #[test]
-    fn queues_are_a_whole_number_of_at_least_one() {
-        assert_eq!(parse_queues(Some("64")).unwrap(), 64);
+    fn counts_are_a_whole_number_of_at_least_one() {
+        assert_eq!(parse_count("--queues", "queues", Some("64")).unwrap(), 64);
         for bad in ["0", "-3", "many", "1.5", ""] {
-            let message = parse_queues(Some(bad)).unwrap_err().to_string();
+            let message = parse_count("--write-lanes", "lanes", Some(bad))
+                .unwrap_err()
+                .to_string();
             assert!(
-                message.contains(&format!("{bad:?}")) && message.contains("at least 1"),
+                message.starts_with("--write-lanes")
+                    && message.contains(&format!("{bad:?}"))
+                    && message.contains("lanes, at least 1"),
                 "{bad}: {message}"
             );
         }
         assert!(
-            parse_queues(None)
+            parse_count("--queues", "queues", None)
                 .unwrap_err()
                 .to_string()
-                .contains("needs a number")
+                .contains("--queues needs a number of queues")
+        );
+    }
+
+    fn options(args: &[&str]) -> anyhow::Result<Options> {
+        parse_options(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn the_load_options_take_their_value_after_a_space_or_an_equals_sign() {
+        let o = options(&["pipeline", "--queues", "128", "--write-lanes=1"]).unwrap();
+        assert_eq!(
+            o.plan.load,
+            Load {
+                queues: 128,
+                write_lanes: Some(1)
+            }
+        );
+        assert_eq!(o.names, ["pipeline"]);
+        let o = options(&["memory", "--queues=8", "--write-lanes", "3", "--out", "x"]).unwrap();
+        assert_eq!(
+            o.plan.load,
+            Load {
+                queues: 8,
+                write_lanes: Some(3)
+            }
+        );
+        assert_eq!(o.out, PathBuf::from("x"));
+        let o = options(&["pipeline"]).unwrap();
+        assert_eq!(
+            o.plan.load, DEFAULT_LOAD,
+            "the server's default lanes unless told"
+        );
+        let bad = options(&["pipeline", "--write-lanes"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bad.contains("--write-lanes needs a number of lanes"),
+            "{bad}"
+        );
+        assert!(
+            options(&["--quick"])
+                .unwrap_err()
+                .to_string()
+                .starts_with("usage:")
         );
     }
 }

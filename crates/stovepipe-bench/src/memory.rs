@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use crate::cpu::CpuMeter;
-use crate::pipeline;
+use crate::pipeline::{self, Load};
 use crate::support::{Rss, ScratchDb, postgres_admin_url};
 
 #[derive(Debug, Clone, Serialize)]
@@ -119,7 +119,7 @@ async fn idle_server(
 }
 
 pub async fn run(
-    queues: usize,
+    load: Load,
     warmup: Duration,
     windows: usize,
     window: Duration,
@@ -146,7 +146,7 @@ pub async fn run(
         "postgres",
         Some(&db.url),
         &CpuMeter::new(&postgres_admin_url()),
-        queues,
+        load,
         warmup,
         windows,
         window,
@@ -162,7 +162,7 @@ pub async fn run(
     );
     Ok(MemoryRun {
         idle,
-        pipeline_queues: queues,
+        pipeline_queues: load.queues,
         pipeline_facts_per_second: t.median_per_second,
         bench_process_before_pipeline: before,
         bench_process_end_of_pipeline: t.rss_end,

@@ -25,7 +25,7 @@ use stovepipe_ports::{
     BuildRunner, BuildRunnerFactory, ChangeFeed, RunnerError, SystemClock, TriggerRequest,
 };
 use stovepipe_server::config::Settings;
-use stovepipe_server::wiring::{Wired, wire};
+use stovepipe_server::wiring::{Backend, Wired, wire};
 use tokio::sync::{RwLock, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -202,7 +202,26 @@ impl FactWatcher {
     }
 }
 
-/// A wired pipeline on one database with `queues` scripted queues.
+/// What a pipeline run drives, and how its database is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// Scripted queues, each a closed loop of one request in flight.
+    pub queues: usize,
+    /// `database.write_lanes` (`--write-lanes`): how many batches of writes
+    /// Postgres runs at once; `None` for the server's default. SQLite has
+    /// one writer whatever it says.
+    pub write_lanes: Option<usize>,
+}
+
+impl Load {
+    /// One queue on the server's defaults (the latency benchmark).
+    pub const ONE_QUEUE: Self = Self {
+        queues: 1,
+        write_lanes: None,
+    };
+}
+
+/// A wired pipeline on one database with `load.queues` scripted queues.
 pub struct Harness {
     pub wired: Wired,
     pub pipeline: Pipeline,
@@ -224,22 +243,25 @@ impl std::fmt::Debug for Harness {
 
 impl Harness {
     /// `database_url`: `None` for a SQLite file in a temp dir.
-    pub async fn start(database_url: Option<&str>, queues: usize) -> anyhow::Result<Self> {
+    pub async fn start(database_url: Option<&str>, load: Load) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let url = database_url.map_or_else(
             || format!("sqlite://{}/bench.db?mode=rwc", dir.path().display()),
             str::to_owned,
         );
+        let lanes = load
+            .write_lanes
+            .map_or_else(String::new, |n| format!("write_lanes = {n}\n"));
         let settings = Settings::from_toml(&format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[database]\nurl = \"{url}\"\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[database]\nurl = \"{url}\"\n{lanes}",
             dir.path().join("data").display()
         ))
         .map_err(|e| anyhow::anyhow!("bench settings: {e}"))?;
         let wired = wire(&settings, Arc::new(SystemClock::default())).await?;
 
         let scm = ScriptedScmFactory::new();
-        let mut repos = Vec::with_capacity(queues);
-        for i in 0..queues {
+        let mut repos = Vec::with_capacity(load.queues);
+        for i in 0..load.queues {
             let name = QueueName::new(format!("bench/q{i:02}"))?;
             let repo = ScriptedRepo::new(name.clone());
             repo.push("c0");
@@ -342,6 +364,9 @@ async fn drive(
 pub struct Throughput {
     pub backend: String,
     pub queues: usize,
+    /// The batches of writes the database ran at once (the backend's own
+    /// count: 1 on SQLite).
+    pub write_lanes: usize,
     pub window_seconds: f64,
     pub windows_per_second: Vec<f64>,
     pub median_per_second: f64,
@@ -527,13 +552,17 @@ pub async fn throughput(
     backend: &str,
     database_url: Option<&str>,
     meter: &CpuMeter,
-    queues: usize,
+    load: Load,
     warmup: Duration,
     windows: usize,
     window: Duration,
     baseline: Option<Baseline<'_>>,
 ) -> anyhow::Result<Throughput> {
-    let harness = Harness::start(database_url, queues).await?;
+    let harness = Harness::start(database_url, load).await?;
+    let write_lanes = match &harness.wired.backend {
+        Backend::Sql(sql) => sql.write_lanes(),
+        Backend::Memory(_) => 1,
+    };
     let stop = CancellationToken::new();
     let done = Arc::new(AtomicU64::new(0));
     let gate = Arc::new(RwLock::new(()));
@@ -630,7 +659,8 @@ pub async fn throughput(
     harness.stop().await;
     Ok(Throughput {
         backend: backend.to_owned(),
-        queues,
+        queues: load.queues,
+        write_lanes,
         window_seconds: window.as_secs_f64(),
         median_per_second: median(&rates),
         windows_per_second: rates,
@@ -667,7 +697,7 @@ pub async fn latency(
     warmup: usize,
     samples: usize,
 ) -> anyhow::Result<Latency> {
-    let harness = Harness::start(database_url, 1).await?;
+    let harness = Harness::start(database_url, Load::ONE_QUEUE).await?;
     let repo = harness.repos[0].clone();
     let run = |n, first_commit| {
         drive(
