@@ -840,12 +840,16 @@ impl Shared {
         };
         // The statement reports in rows, as SQLite's do (`part`: 0 the
         // write, 1 a topic published to, 2 a change row, 4 a joint write's
-        // check that found its row), each a scan of its CTE: aggregates
-        // over the CTEs, one row of `COUNT`, `json_agg`, `MAX` and a
-        // `CASE` of `EXISTS`, cost a tenth of a write's own server CPU in
-        // their plans' start-up alone (docs/benchmarks.md, 2026-12-07,
-        // fourteenth session).
-        let mut reports = vec!["SELECT 0::bigint AS part, NULL::text AS topic, NULL::bigint AS seq, NULL::bigint AS held FROM main".to_owned()];
+        // check that found its row), each a scan of its CTE. Aggregates
+        // over the CTEs (one row of `COUNT`, `json_agg`, `MAX` and a `CASE`
+        // of `EXISTS`) cost about a sixth of what a write costs the server
+        // beyond a `SELECT 1`, in their plans' start-up and teardown alone
+        // (docs/benchmarks.md, 2026-12-07, fourteenth session).
+        let mut reports = vec![
+            "SELECT 0::bigint AS part, NULL::text AS topic, NULL::bigint AS seq, \
+             NULL::bigint AS held FROM main"
+                .to_owned(),
+        ];
         // Other replicas hear of each insert by a NOTIFY in its RETURNING,
         // while there are any (`presence`). The channel and tag are bound
         // only when some insert uses them: a statement's text and its
@@ -1036,7 +1040,8 @@ impl Committed {
                 }
                 2 => appended = appended.and_seq(dialect, row.try_get("", "seq")?),
                 3 => missed = missed.or(Some(row.try_get::<i64>("", "miss")?)),
-                _ => held.push(row.try_get::<i64>("", "held")?),
+                4 => held.push(row.try_get::<i64>("", "held")?),
+                other => return Err(DbErr::Custom(format!("a write reported part {other}"))),
             }
         }
         if !hit {
