@@ -845,11 +845,10 @@ impl Shared {
         // of `EXISTS`) cost about a sixth of what a write costs the server
         // beyond a `SELECT 1`, in their plans' start-up and teardown alone
         // (docs/benchmarks.md, 2026-12-07, fourteenth session).
-        let mut reports = vec![
+        let mut reports = String::from(
             "SELECT 0::bigint AS part, NULL::text AS topic, NULL::bigint AS seq, \
-             NULL::bigint AS held FROM main"
-                .to_owned(),
-        ];
+             NULL::bigint AS held FROM main",
+        );
         // Other replicas hear of each insert by a NOTIFY in its RETURNING,
         // while there are any (`presence`). The channel and tag are bound
         // only when some insert uses them: a statement's text and its
@@ -910,7 +909,7 @@ impl Shared {
                  AS v(topic, partition_key, message_id, payload, ord){filter} ORDER BY v.ord \
                  {UNLESS_PENDING} RETURNING topic{notify})"
             ));
-            reports.push("SELECT 1, topic, NULL, NULL FROM published".to_owned());
+            reports.push_str(" UNION ALL SELECT 1, topic, NULL, NULL FROM published");
         }
         if !outbox.changes.is_empty() {
             let rows = bind_changes(&mut values, outbox.changes, |ord| ord);
@@ -918,15 +917,14 @@ impl Shared {
                 "appended AS ({})",
                 feed::insert_numbered(&rows, at, Some("main"))
             ));
-            reports.push("SELECT 2, NULL, seq, NULL FROM appended".to_owned());
+            reports.push_str(" UNION ALL SELECT 2, NULL, seq, NULL FROM appended");
         }
         for (cte, i) in &checks {
-            reports.push(format!("SELECT 4, NULL, NULL, {i} FROM {cte}"));
+            let _ = write!(reports, " UNION ALL SELECT 4, NULL, NULL, {i} FROM {cte}");
         }
-        let statement = format!("WITH {} {}", ctes.join(", "), reports.join(" UNION ALL "));
+        let statement = format!("WITH {} {reports}", ctes.join(", "));
         let rows = self.statement(Role::Write, &statement, values).await?;
-        let order: Vec<usize> = checks.iter().map(|(_, i)| *i).collect();
-        Committed::reported(&rows, Dialect::Postgres, &order)
+        Committed::reported(&rows, Dialect::Postgres, &checks)
     }
 
     /// The highest `seq` a reader may see (on Postgres, below the
@@ -1023,14 +1021,19 @@ impl Committed {
     /// row it appended (`seq`), 3 (SQLite) a joint write's part that would
     /// miss (`miss`), 4 (Postgres) a joint write's check that found its row
     /// (`held`). `Err(i)` when the write touched nothing: write `i` missed,
-    /// the first reported missing, else the first of `checks` (check
-    /// order, as `row_write::postgres_joint` makes them) not held, else 0.
+    /// the first reported missing, else the first of `checks` (a CTE and
+    /// its write's index, in check order, as `row_write::postgres_joint`
+    /// makes them) not held, else 0.
     fn reported(
         rows: &[QueryResult],
         dialect: Dialect,
-        checks: &[usize],
+        checks: &[(String, usize)],
     ) -> Result<Result<Self, usize>, DbErr> {
         let (mut hit, mut appended, mut woken) = (false, Appended::Nothing, BTreeSet::new());
+        let index = |row: &QueryResult, column| {
+            row.try_get::<i64>("", column)
+                .map(|i| usize::try_from(i).ok())
+        };
         let (mut missed, mut held) = (None, Vec::new());
         for row in rows {
             match row.try_get::<i64>("", "part")? {
@@ -1039,19 +1042,13 @@ impl Committed {
                     woken.insert(Topic::new(row.try_get::<String>("", "topic")?));
                 }
                 2 => appended = appended.and_seq(dialect, row.try_get("", "seq")?),
-                3 => missed = missed.or(Some(row.try_get::<i64>("", "miss")?)),
-                4 => held.push(row.try_get::<i64>("", "held")?),
+                3 => missed = missed.or(index(row, "miss")?),
+                4 => held.extend(index(row, "held")?),
                 other => return Err(DbErr::Custom(format!("a write reported part {other}"))),
             }
         }
         if !hit {
-            let first_unheld = || {
-                checks
-                    .iter()
-                    .copied()
-                    .find(|&i| !held.iter().any(|&h| usize::try_from(h) == Ok(i)))
-            };
-            let missed = missed.and_then(|i| usize::try_from(i).ok());
+            let first_unheld = || checks.iter().map(|(_, i)| *i).find(|i| !held.contains(i));
             return Ok(Err(missed.or_else(first_unheld).unwrap_or(0)));
         }
         Ok(Ok(Self { woken, appended }))

@@ -46,10 +46,11 @@ impl<I, A> GroupCommit<I, A> {
     /// At most `lanes` flushes in flight, each of at most `max_batch`
     /// items (each at least 1).
     pub(crate) fn new(lanes: usize, max_batch: usize) -> Self {
+        let lanes = lanes.max(1);
         Self {
             pending: Mutex::new(Vec::new()),
-            lanes: Semaphore::new(lanes.max(1)),
-            lane_count: lanes.max(1),
+            lanes: Semaphore::new(lanes),
+            lane_count: lanes,
             max_batch: max_batch.max(1),
         }
     }
