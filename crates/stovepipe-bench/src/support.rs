@@ -9,10 +9,38 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 /// The Postgres server benchmarks use (an admin-capable URL; benchmarks
-/// create and drop their own databases on it).
+/// create and drop their own databases on it), over plain TCP unless the
+/// URL names its own `sslmode` ([`without_tls_unless_told`]).
 pub fn postgres_admin_url() -> String {
-    std::env::var("STOVEPIPE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    without_tls_unless_told(
+        &std::env::var("STOVEPIPE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
+    )
+}
+
+/// `url` with `sslmode=disable` added when it names no `sslmode`.
+///
+/// Both the pipeline (sqlx) and the baselines (`pgbench`, libpq) default
+/// to `sslmode=prefer`: TLS whenever the server offers it, as Debian's
+/// Postgres does out of the box. TLS costs `pgbench -N`, whose transaction
+/// is seven small round trips, far more than the pipeline, whose
+/// statements ride in batches: on the 2026-12-07 fifteenth session's
+/// machine it took pgbench -N from about 6 500 to 5 150 TPS and left the
+/// pipeline where it was, so the ratio read ×1.12–1.40 higher with TLS
+/// than without (docs/benchmarks.md). The benchmarks compare database
+/// work, not transports, so they connect the same way every time whatever
+/// the server offers; a URL that names its `sslmode` is used as given.
+pub fn without_tls_unless_told(url: &str) -> String {
+    let names_sslmode = url
+        .split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|p| p.starts_with("sslmode=")));
+    if names_sslmode {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&sslmode=disable")
+    } else {
+        format!("{url}?sslmode=disable")
+    }
 }
 
 /// The median of `values` (0 when empty).
@@ -59,6 +87,9 @@ pub struct Machine {
     pub cpu: String,
     pub kernel: String,
     pub postgres: String,
+    /// How the benchmarks' connections reach Postgres: `TLS <version>` or
+    /// `no TLS` (`postgres_admin_url`).
+    pub postgres_transport: String,
 }
 
 impl Machine {
@@ -76,19 +107,31 @@ impl Machine {
             .unwrap_or_default();
         let postgres = psql(&postgres_admin_url(), "SHOW server_version")
             .unwrap_or_else(|e| format!("unavailable ({e})"));
+        let postgres_transport = psql(
+            &postgres_admin_url(),
+            "SELECT CASE WHEN ssl THEN 'TLS ' || version ELSE 'no TLS' END \
+             FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+        .unwrap_or_else(|e| format!("unavailable ({e})"));
         Self {
             nproc: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
             memory_mb: memory_kb / 1024,
             cpu,
             kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
             postgres,
+            postgres_transport,
         }
     }
 
     pub fn print(&self) {
         println!(
-            "machine: {} cores ({}), {} MB RAM, kernel {}, PostgreSQL {}",
-            self.nproc, self.cpu, self.memory_mb, self.kernel, self.postgres
+            "machine: {} cores ({}), {} MB RAM, kernel {}, PostgreSQL {} ({})",
+            self.nproc,
+            self.cpu,
+            self.memory_mb,
+            self.kernel,
+            self.postgres,
+            self.postgres_transport
         );
     }
 }
@@ -330,6 +373,24 @@ mod tests {
         assert!(!keep_requested(None));
         assert!(!keep_requested(Some(OsStr::new(""))));
         assert!(keep_requested(Some(OsStr::new("1"))));
+    }
+
+    #[test]
+    fn connections_go_without_tls_unless_the_url_says() {
+        assert_eq!(
+            without_tls_unless_told("postgres://postgres@127.0.0.1:5432/test"),
+            "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+        );
+        assert_eq!(
+            without_tls_unless_told("postgres://h/test?application_name=b"),
+            "postgres://h/test?application_name=b&sslmode=disable"
+        );
+        for told in [
+            "postgres://h/test?sslmode=require",
+            "postgres://h/test?application_name=b&sslmode=prefer",
+        ] {
+            assert_eq!(without_tls_unless_told(told), told, "{told}");
+        }
     }
 
     #[test]
