@@ -31,15 +31,10 @@ pub fn postgres_admin_url() -> String {
 /// work, not transports, so they connect the same way every time whatever
 /// the server offers; a URL that names its `sslmode` is used as given.
 pub fn without_tls_unless_told(url: &str) -> String {
-    let names_sslmode = url
-        .split_once('?')
-        .is_some_and(|(_, query)| query.split('&').any(|p| p.starts_with("sslmode=")));
-    if names_sslmode {
-        url.to_owned()
-    } else if url.contains('?') {
-        format!("{url}&sslmode=disable")
-    } else {
-        format!("{url}?sslmode=disable")
+    match url.split_once('?') {
+        Some((_, query)) if query.split('&').any(|p| p.starts_with("sslmode=")) => url.to_owned(),
+        Some(_) => format!("{url}&sslmode=disable"),
+        None => format!("{url}?sslmode=disable"),
     }
 }
 
@@ -105,14 +100,21 @@ impl Machine {
             .find_map(|l| l.strip_prefix("model name"))
             .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned())
             .unwrap_or_default();
-        let postgres = psql(&postgres_admin_url(), "SHOW server_version")
-            .unwrap_or_else(|e| format!("unavailable ({e})"));
-        let postgres_transport = psql(
+        // The server's version and how this connection reaches it, in one
+        // `psql` (a version never holds `|`, psql's column separator).
+        let (postgres, postgres_transport) = psql(
             &postgres_admin_url(),
-            "SELECT CASE WHEN ssl THEN 'TLS ' || version ELSE 'no TLS' END \
+            "SELECT current_setting('server_version'), \
+               CASE WHEN ssl THEN 'TLS ' || version ELSE 'no TLS' END \
              FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
         )
-        .unwrap_or_else(|e| format!("unavailable ({e})"));
+        .map_or_else(
+            |e| (format!("unavailable ({e})"), "unavailable".to_owned()),
+            |row| match row.split_once('|') {
+                Some((version, transport)) => (version.to_owned(), transport.to_owned()),
+                None => (row, "unknown".to_owned()),
+            },
+        );
         Self {
             nproc: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
             memory_mb: memory_kb / 1024,
