@@ -930,11 +930,12 @@ impl Shared {
     /// The highest `seq` a reader may see (on Postgres, below the
     /// watermark: see the `feed` module).
     pub(crate) async fn last_seq(&self) -> Result<u64, DbErr> {
+        let mut values = Vec::new();
         let sql = format!(
             "SELECT COALESCE(MAX(seq), 0) AS seq FROM change_log c WHERE {}",
-            feed::readable(self.dialect, "c")
+            feed::readable(self, "c", &mut values)
         );
-        let row = self.query_one(&sql, vec![]).await?;
+        let row = self.query_one(&sql, values).await?;
         let seq: i64 = match row {
             Some(r) => r.try_get("", "seq")?,
             None => 0,

@@ -10,11 +10,15 @@
 //! so a row's number comes from its transaction instead: `seq = txid ·
 //! 2^20 + n`, `n` its place among the transaction's rows ([`next_seq`]).
 //! Numbers ascend in `(txid, n)` order, with gaps between transactions,
-//! and a reader sees a row only once every transaction with a lower id
-//! has ended (its `seq` below the current snapshot's `xmin · 2^20`,
-//! [`readable`]): no row can then commit below one already read.
-//! A long-running write transaction anywhere on the Postgres cluster
-//! holds reading back (not the writes) until it ends. A transaction
+//! and a reader sees a row only once every transaction with a lower id has
+//! ended (its `seq` below the current snapshot's `xmin · 2^20`,
+//! [`readable`]): no row can then commit below one already read. A
+//! transaction id is the cluster's, not the database's: once a
+//! transaction holds the log back for a while, the tail looks past those
+//! of other databases, which cannot append here
+//! ([`WATERMARK_OF_THIS_DATABASE`]), and readers see what it proved
+//! readable. A long-running write transaction in the same database holds
+//! reading back (not the writes) until it ends. A transaction
 //! appends at most 2^20 rows; the next would take a number of the
 //! transaction after it, and fail on the key if that one appended too.
 //!
@@ -44,12 +48,13 @@
 //! Does not own: what a change means, or retention (nothing is deleted yet).
 
 use crate::SqlBackend;
-use crate::backend::{Dialect, FEED_CHANNEL, Shared, Tx, big, check_changes, limit, values};
+use crate::backend::{Dialect, FEED_CHANNEL, Shared, Tx, big, bind, check_changes, limit, values};
 use crate::rows::change_event;
 use crate::{error, literal};
 use async_trait::async_trait;
 use futures::StreamExt;
-use sea_orm::DbErr;
+use sea_orm::{DbErr, Value};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use stovepipe_entity::{ChangeEvent, NewChange};
@@ -57,6 +62,7 @@ use stovepipe_ports::{ChangeFeed, ChangeStream, FeedError, StoreError};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Rows read per round of a catch-up.
 const CATCH_UP_PAGE: usize = 512;
@@ -66,16 +72,55 @@ const CATCH_UP_PAGE: usize = 512;
 pub(crate) const TXID_SHIFT: u32 = 20;
 
 /// Postgres: the lowest transaction id among transactions still running
-/// (the current snapshot's `xmin`), as SQL. Every row with a `seq` below
-/// it shifted by [`TXID_SHIFT`] is committed for good or gone.
+/// (the statement's snapshot's `xmin`), as SQL. Every row with a `seq`
+/// below it shifted by [`TXID_SHIFT`] is committed for good or gone.
 const WATERMARK: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint)";
 
-/// The condition every read of the log puts on change row `c`: that
-/// readers may see it. Always on SQLite; on Postgres, below the watermark.
-pub(crate) fn readable(dialect: Dialect, c: &str) -> String {
-    match dialect {
+/// Postgres: [`WATERMARK`] less the transactions of other databases of the
+/// cluster, which can never append to this log: the lowest of the
+/// snapshot's running ids (`xip`) but those `pg_stat_get_activity` shows in
+/// a session of another database, the statement's own transaction's
+/// (running too, and not in `xip`) and the snapshot's `xmax`. A
+/// transaction's database never changes, so a stale view of the sessions
+/// (Postgres reads them once per transaction) can only leave an id
+/// counted: one that ended meanwhile, or is not shown (a prepared
+/// transaction, a session the role may not see), holds the log back as
+/// [`WATERMARK`] does. Reading the sessions costs the server 25–45 µs,
+/// so a round looks past other databases only once the log has been held
+/// back a while ([`LOOK_PAST_AFTER`]); in a round that does not, this is
+/// not evaluated (docs/decisions.md, "The change feed on Postgres waits
+/// only for its own database's transactions").
+const WATERMARK_OF_THIS_DATABASE: &str = "(SELECT LEAST(\
+       pg_snapshot_xmax(s.snap)::text::bigint, \
+       pg_current_xact_id_if_assigned()::text::bigint, \
+       (SELECT MIN(x::text::bigint) FROM pg_snapshot_xip(s.snap) AS x \
+        WHERE NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(NULL) AS a \
+          WHERE a.backend_xid::text::bigint = x::text::bigint % 4294967296 \
+            AND a.datid <> (SELECT d.oid FROM pg_database d \
+                            WHERE d.datname = current_database())))) \
+     FROM (SELECT pg_current_snapshot() AS snap) AS s)";
+
+/// How long the tail's watermark stands still, with committed rows waiting
+/// above it, before its rounds look past other databases' transactions
+/// ([`WATERMARK_OF_THIS_DATABASE`]); they go on doing so while that passes
+/// one. Under load the watermark moves every millisecond or two.
+const LOOK_PAST_AFTER: Duration = Duration::from_millis(20);
+
+/// The condition every read of the log outside the tail puts on change
+/// row `c` of a statement over `values`: that readers may see it. Always
+/// on SQLite; on Postgres, below the statement's [`WATERMARK`] or the one
+/// the tail proved ([`FeedHub::proven`], bound as the next parameter),
+/// whichever is higher: a reader sees what the tail broadcast, even while
+/// the tail looks past another database's transaction that holds `xmin`
+/// back. A proven watermark holds for every later statement: the
+/// transactions below it have ended, and no new one takes an id below it.
+pub(crate) fn readable(shared: &Shared, c: &str, values: &mut Vec<Value>) -> String {
+    match shared.dialect {
         Dialect::Sqlite => "TRUE".to_owned(),
-        Dialect::Postgres => format!("{c}.seq < ({WATERMARK} << {TXID_SHIFT})"),
+        Dialect::Postgres => {
+            let proven = bind(values, shared.feed.proven().into());
+            format!("{c}.seq < (GREATEST({proven}, {WATERMARK}) << {TXID_SHIFT})")
+        }
     }
 }
 
@@ -139,6 +184,11 @@ pub(crate) struct FeedHub {
     /// Postgres: every change row of a transaction with a lower id than
     /// this is broadcast.
     watermark: watch::Sender<i64>,
+    /// Postgres: every change row of a transaction with a lower id than
+    /// this is committed for good or gone, as a round of the tail found it
+    /// (set before the round's rows are broadcast): a bound for every later
+    /// reader ([`readable`]).
+    proven: AtomicI64,
     /// Postgres: asks the tail for a round.
     poke: Notify,
     /// Postgres: the round's statement ([`round_statement`]), the same
@@ -153,6 +203,7 @@ impl FeedHub {
             tx,
             last: Mutex::new(0),
             watermark: watch::Sender::new(0),
+            proven: AtomicI64::new(0),
             poke: Notify::new(),
             round_statement: OnceLock::new(),
         }
@@ -171,9 +222,15 @@ impl FeedHub {
                 txid,
                 waited = ?BROADCAST_WAIT,
                 "change feed: rows committed but not yet readable (an older transaction \
-                 on the Postgres cluster is still open); they follow when it ends"
+                 of this database is still open); they follow when it ends"
             );
         }
+    }
+
+    /// Postgres: the watermark a round of the tail proved, as
+    /// [`readable`]'s `proven` parameter.
+    pub(crate) fn proven(&self) -> i64 {
+        self.proven.load(Ordering::Acquire)
     }
 
     /// Sets where the tail starts (the log's last seq when connecting).
@@ -241,13 +298,14 @@ impl FeedHub {
 }
 
 async fn read_after(shared: &Shared, after: u64, n: usize) -> Result<Vec<ChangeEvent>, DbErr> {
+    let mut values = values![big(after), limit(n)];
     let sql = format!(
         "SELECT seq, queue, kind, subject, data, created_at FROM change_log c \
          WHERE seq > $1 AND {} ORDER BY seq LIMIT $2",
-        readable(shared.dialect, "c")
+        readable(shared, "c", &mut values)
     );
     shared
-        .query_all(&sql, values![big(after), limit(n)])
+        .query_all(&sql, values)
         .await?
         .iter()
         .map(change_event)
@@ -316,6 +374,12 @@ struct Round {
     /// Every row of a transaction below this id is read (0: not promised,
     /// a full page may have left some).
     watermark: i64,
+    /// Every row of a transaction below this id is committed for good or
+    /// gone ([`FeedHub::proven`]), whether read or not.
+    proven: i64,
+    /// The watermark passed a running transaction of another database
+    /// ([`WATERMARK_OF_THIS_DATABASE`]).
+    looked_past: bool,
     /// Committed rows wait to be read (above the watermark, or beyond one
     /// page).
     backlog: bool,
@@ -327,13 +391,18 @@ struct Round {
 /// (and every [`TAIL_TICK`] otherwise), repeated with a short pause
 /// while committed rows wait behind an open transaction, and after a
 /// failed round (a lost connection is replaced at once; the pause doubles
-/// up to the tick while rounds keep failing).
+/// up to the tick while rounds keep failing). Once the watermark has stood
+/// still over waiting rows for [`LOOK_PAST_AFTER`], rounds look past other
+/// databases' transactions, and go on doing so while that passes one.
 pub(crate) fn spawn_tail(shared: &Arc<Shared>) -> JoinHandle<()> {
     let weak: Weak<Shared> = Arc::downgrade(shared);
     tokio::spawn(async move {
         let mut wait = TAIL_TICK;
         // The last round left rows behind or failed: `wait` is a pause.
         let mut again = false;
+        // Since when rows have waited with the watermark standing still.
+        let mut stuck_since: Option<Instant> = None;
+        let mut look_past = false;
         loop {
             let Some(shared) = weak.upgrade() else { return };
             let _ = tokio::time::timeout(wait, shared.feed.poke.notified()).await;
@@ -344,14 +413,23 @@ pub(crate) fn spawn_tail(shared: &Arc<Shared>) -> JoinHandle<()> {
                     HELD_BACK_PAUSE.0
                 }
             };
-            match round(&shared).await {
+            match round(&shared, look_past).await {
                 Ok(round) => {
+                    // Proven before its rows go out: a subscriber that
+                    // then replays from the log reads at least as far.
+                    shared.feed.proven.fetch_max(round.proven, Ordering::AcqRel);
                     shared.feed.broadcast_round(round.rows).await;
-                    shared.feed.watermark.send_if_modified(|w| {
+                    let moved = shared.feed.watermark.send_if_modified(|w| {
                         let moved = round.watermark > *w;
                         *w = (*w).max(round.watermark);
                         moved
                     });
+                    stuck_since = match (round.backlog && !moved, stuck_since) {
+                        (false, _) => None,
+                        (true, since) => Some(since.unwrap_or_else(Instant::now)),
+                    };
+                    look_past = round.looked_past
+                        || stuck_since.is_some_and(|since| since.elapsed() >= LOOK_PAST_AFTER);
                     wait = if round.backlog {
                         pause(HELD_BACK_PAUSE.1)
                     } else {
@@ -371,7 +449,8 @@ pub(crate) fn spawn_tail(shared: &Arc<Shared>) -> JoinHandle<()> {
 
 /// One round: reads the rows after the last one broadcast whose
 /// transaction is below the current `xmin` (every transaction with a lower
-/// id has ended, so no row can still commit below them), announcing it on
+/// id has ended, so no row can still commit below them; with `look_past`,
+/// every such transaction of this database), announcing it on
 /// [`FEED_CHANNEL`] in the same statement when it read any, and returns
 /// them with the watermark.
 ///
@@ -390,7 +469,7 @@ pub(crate) fn spawn_tail(shared: &Arc<Shared>) -> JoinHandle<()> {
 /// Readers on several replicas read the same rows, each for its own
 /// subscribers: the log's numbers are given at insert ([`next_seq`]), so
 /// nothing here writes but the announcement.
-async fn round(shared: &Shared) -> Result<Round, DbErr> {
+async fn round(shared: &Shared, look_past: bool) -> Result<Round, DbErr> {
     let base = *shared.feed.last.lock().await;
     let rows = shared
         .tail_round(
@@ -402,7 +481,8 @@ async fn round(shared: &Shared) -> Result<Round, DbErr> {
                 i64::try_from(base).unwrap_or(i64::MAX),
                 // Other replicas' tails hear of the round, while there are
                 // any (`presence`); each tail also catches up every tick.
-                shared.notifies()
+                shared.notifies(),
+                look_past
             ],
         )
         .await?;
@@ -414,57 +494,65 @@ async fn round(shared: &Shared) -> Result<Round, DbErr> {
         if summary.is_none() {
             let watermark: i64 = row.try_get("", "watermark")?;
             let held_back: bool = row.try_get("", "held_back")?;
-            summary = Some((watermark, held_back));
+            let looked_past: bool = row.try_get("", "looked_past")?;
+            summary = Some((watermark, held_back, looked_past));
         }
         let seq: Option<i64> = row.try_get("", "seq")?;
         if seq.is_some() {
             read.push(change_event(&row)?);
         }
     }
-    let (watermark, held_back) =
+    let (watermark, held_back, looked_past) =
         summary.ok_or_else(|| DbErr::Custom("tail round returned no summary".into()))?;
     // A full page may have left rows below the watermark: do not promise
     // them yet.
     let full = i64::try_from(read.len()).unwrap_or(i64::MAX) >= ROUND_PAGE;
     Ok(Round {
         watermark: if full { 0 } else { watermark },
+        proven: watermark,
+        looked_past,
         backlog: full || held_back,
         rows: read,
     })
 }
 
 /// The round's statement (`$1` the last seq broadcast, `$2` whether to
-/// announce): the same text every time (built once per backend), so each
-/// connection prepares it once.
+/// announce, `$3` whether to look past other databases' transactions):
+/// the same text every time (built once per backend), so each connection
+/// prepares it once. Postgres evaluates a subquery of a `CASE` branch only
+/// when the branch is taken, so a round that does not look past other
+/// databases does not read the server's sessions.
 ///
 /// `held_back` compares the log's highest number with the watermark: as
 /// `EXISTS (… seq >= watermark)` the planner, taking a third of the rows
 /// to match an open range, scanned the table for it. `ready` puts the
-/// watermark in its own condition (the same snapshot as `w`'s, one per
-/// statement) rather than joining `w`: joined, it became a filter on a
-/// scan of every row after `$1`, which read the whole backlog at every
-/// round while an open transaction held rows back.
+/// watermark in its own condition, a scalar subquery of `w` (computed
+/// once, a bound of the index scan) rather than joining `w`: joined, it
+/// became a filter on a scan of every row after `$1`, which read the
+/// whole backlog at every round while an open transaction held rows back.
 fn round_statement(shared: &Shared) -> String {
     format!(
-        "WITH w AS (SELECT {WATERMARK} AS watermark), \
+        "WITH w AS (SELECT \
+           CASE WHEN $3 THEN {WATERMARK_OF_THIS_DATABASE} ELSE {WATERMARK} END AS watermark, \
+           {WATERMARK} AS xmin), \
          ready AS ( \
            SELECT c.seq, c.queue, c.kind, c.subject, c.data, c.created_at \
-           FROM change_log c WHERE c.seq > $1 AND {below} \
+           FROM change_log c \
+           WHERE c.seq > $1 AND c.seq < ((SELECT watermark FROM w) << {TXID_SHIFT}) \
            ORDER BY c.seq LIMIT {ROUND_PAGE}), \
          announced AS ( \
            SELECT pg_notify({channel}, {tag}) WHERE EXISTS (SELECT 1 FROM ready) AND $2), \
          summary AS ( \
-           SELECT w.watermark, \
+           SELECT w.watermark, w.watermark > w.xmin AS looked_past, \
              COALESCE((SELECT MAX(c.seq) FROM change_log c) \
                >= (w.watermark << {TXID_SHIFT}), false) AS held_back, \
              (SELECT COUNT(*) FROM announced) AS announced \
            FROM w) \
-         SELECT s.watermark, s.held_back, s.announced, \
+         SELECT s.watermark, s.looked_past, s.held_back, s.announced, \
            d.seq, d.queue, d.kind, d.subject, d.data, d.created_at \
          FROM summary s LEFT JOIN ready d ON true ORDER BY d.seq",
         channel = literal::text(FEED_CHANNEL),
         tag = literal::text(&shared.notify_tag),
-        below = readable(Dialect::Postgres, "c"),
     )
 }
 

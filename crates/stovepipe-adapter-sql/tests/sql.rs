@@ -69,6 +69,7 @@ on_both!(
     the_feed_tail_sees_another_replicas_commits,
     a_tail_sees_every_event_once_in_order_while_two_replicas_append,
     a_transaction_that_commits_late_is_not_skipped_by_the_tail,
+    a_transaction_open_in_another_database_does_not_hold_the_feed_back,
     a_held_back_feed_does_not_hold_back_a_write_s_hop,
     a_tail_behind_rows_appended_elsewhere_reads_them_before_its_own,
     nul_bytes_and_oversized_values_are_refused_whole,
@@ -576,6 +577,53 @@ async fn a_transaction_that_commits_late_is_not_skipped_by_the_tail(db: &TestDb)
     assert!(logged[0].seq < logged[1].seq);
     expect_subjects(&mut live, &["early", "late"]).await;
     raw.close().await.unwrap();
+}
+
+/// A transaction left open in another database of the cluster (another
+/// service's, on a shared server) can never append to this log, so it does
+/// not hold the feed back: a write's event reaches the live stream while
+/// that transaction stays open, and every read of the log sees it. One
+/// left open in this database still does (the test above).
+async fn a_transaction_open_in_another_database_does_not_hold_the_feed_back(db: &TestDb) {
+    use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
+    use sea_orm::sqlx::{self, Connection};
+    if !db.backend.is_postgres() {
+        return;
+    }
+    let ours: PgConnectOptions = common::postgres_url().unwrap().parse().unwrap();
+    let other = if ours.get_database() == Some("postgres") {
+        "template1"
+    } else {
+        "postgres"
+    };
+    let mut elsewhere = PgConnection::connect_with(&ours.clone().database(other))
+        .await
+        .unwrap();
+    // Its transaction id is older than any the write below takes.
+    sqlx::raw_sql("BEGIN; SELECT pg_current_xact_id()")
+        .execute(&mut elsewhere)
+        .await
+        .unwrap();
+
+    let feed: Arc<dyn ChangeFeed> = db.backend.clone();
+    let mut live = feed.subscribe();
+    let stores = db.backend.for_queue(&queue());
+    let outbox = Outbox::none().change(request_changed("while-open-elsewhere"));
+    stores.requests.create(&request(1), outbox).await.unwrap();
+    expect_subjects(&mut live, &["while-open-elsewhere"]).await;
+    let logged = feed.read_after(0, 10).await.unwrap();
+    assert_eq!(
+        logged.len(),
+        1,
+        "readable while the other database's transaction is open"
+    );
+    assert_eq!(feed.last_seq().await.unwrap(), logged[0].seq);
+
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut elsewhere)
+        .await
+        .unwrap();
+    elsewhere.close().await.unwrap();
 }
 
 async fn nul_bytes_and_oversized_values_are_refused_whole(db: &TestDb) {
