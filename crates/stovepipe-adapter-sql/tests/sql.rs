@@ -75,6 +75,7 @@ on_both!(
     nul_bytes_and_oversized_values_are_refused_whole,
     outbox_messages_are_deduplicated_like_publishes,
     a_write_s_changes_are_in_the_live_stream_when_it_returns,
+    the_live_stream_carries_what_the_log_holds_of_writes_here_and_elsewhere,
     a_closed_backend_is_unavailable_and_retryable,
     a_long_history_is_not_read_to_number_the_next_build_or_hook_run,
     write_lanes_are_the_option_on_postgres_and_one_on_sqlite,
@@ -740,6 +741,54 @@ async fn a_write_s_changes_are_in_the_live_stream_when_it_returns(db: &TestDb) {
                 .expect("no lag");
             assert_eq!(event.subject, subject);
         }
+    }
+}
+
+/// What the live stream carries of store writes is what the log holds,
+/// field for field and in order, the writes here and (on Postgres) on
+/// another replica. Writes that run at once share batches (several
+/// writes' rows in one transaction), and the data is more than a flat
+/// object. Waves of four writes of one or two changes each stay within the
+/// stream's buffer of eight.
+async fn the_live_stream_carries_what_the_log_holds_of_writes_here_and_elsewhere(db: &TestDb) {
+    let [here, elsewhere] = replicas(db).await;
+    // SQLite's stream carries another process's rows only after a write
+    // of its own (the `feed` module): the writes are all here.
+    let elsewhere = if db.backend.is_postgres() {
+        elsewhere
+    } else {
+        here.clone()
+    };
+    let change = |n: u64, k: u64| {
+        NewChange::new(
+            &queue(),
+            ChangeKind::RequestChanged,
+            format!("r{n}.{k}"),
+            json!({"n": n, "k": k, "ratio": 0.25, "nested": {"list": [1, "two", null, true]},
+                   "text": "grüße ✓ \"quoted\""}),
+        )
+    };
+    let mut live = here.subscribe();
+    let mut start = ChangeFeed::last_seq(here.as_ref()).await.unwrap();
+    for wave in 0..3 {
+        let writes = (1..=4).map(|i| {
+            let n = wave * 4 + i;
+            let backend = if n % 3 == 0 { &elsewhere } else { &here };
+            let stores = backend.for_queue(&queue());
+            let outbox = (0..n % 2 + 1).fold(Outbox::none(), |o, k| o.change(change(n, k)));
+            async move { stores.requests.create(&request(n), outbox).await }
+        });
+        for written in futures::future::join_all(writes).await {
+            written.unwrap();
+        }
+        let logged = here.read_after(start, 100).await.unwrap();
+        assert_eq!(logged.len(), 6, "wave {wave}: one or two rows a write");
+        let mut streamed = Vec::new();
+        while streamed.len() < logged.len() {
+            streamed.push(Arc::unwrap_or_clone(next_event(&mut live).await));
+        }
+        assert_eq!(streamed, logged, "wave {wave}");
+        start = logged[5].seq;
     }
 }
 
