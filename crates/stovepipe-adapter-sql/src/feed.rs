@@ -189,6 +189,9 @@ pub(crate) struct FeedHub {
     /// (set before the round's rows are broadcast): a bound for every later
     /// reader ([`readable`]).
     proven: AtomicI64,
+    /// Postgres: the watermark where a writer's wait for the feed last ran
+    /// out ([`await_broadcast`](Self::await_broadcast)); -1 before.
+    stuck_at: AtomicI64,
     /// Postgres: asks the tail for a round.
     poke: Notify,
     /// Postgres: the round's statement ([`round_statement`]), the same
@@ -204,6 +207,7 @@ impl FeedHub {
             last: Mutex::new(0),
             watermark: watch::Sender::new(0),
             proven: AtomicI64::new(0),
+            stuck_at: AtomicI64::new(-1),
             poke: Notify::new(),
             round_statement: OnceLock::new(),
         }
@@ -212,17 +216,31 @@ impl FeedHub {
     /// Postgres, after a commit that appended rows as transaction `txid`:
     /// asks for a round of the tail and waits (at most [`BROADCAST_WAIT`])
     /// until the rows are broadcast.
+    ///
+    /// Once a wait ran out, later writers do not wait while the watermark
+    /// stands where it stood then: an older transaction holds the log
+    /// back, and each of them would only wait as long again, every handler
+    /// of the pipeline down to one write per [`BROADCAST_WAIT`]. Their rows
+    /// follow, in order, when it ends.
     pub(crate) async fn await_broadcast(&self, txid: i64) {
         let mut watermark = self.watermark.subscribe();
         self.poke.notify_one();
-        let broadcast =
-            tokio::time::timeout(BROADCAST_WAIT, watermark.wait_for(|w| *w > txid)).await;
-        if broadcast.is_err() {
+        let now = *watermark.borrow_and_update();
+        if now <= txid && self.stuck_at.load(Ordering::Acquire) == now {
+            return;
+        }
+        let broadcast = tokio::time::timeout(BROADCAST_WAIT, watermark.wait_for(|w| *w > txid))
+            .await
+            .is_ok();
+        if !broadcast {
+            let stuck = *watermark.borrow();
+            self.stuck_at.store(stuck, Ordering::Release);
             tracing::warn!(
                 txid,
                 waited = ?BROADCAST_WAIT,
                 "change feed: rows committed but not yet readable (an older transaction \
-                 of this database is still open); they follow when it ends"
+                 of this database is still open); they follow when it ends, and writes \
+                 return without waiting for the feed until then"
             );
         }
     }
