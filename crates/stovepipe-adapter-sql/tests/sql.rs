@@ -463,21 +463,31 @@ async fn a_tail_sees_every_event_once_in_order_while_two_replicas_append(db: &Te
     assert_eq!(logged, seen);
 }
 
-/// A write's local wake-up waits for its change rows to reach the feed
-/// (so the writer's bookkeeping is done when its hop is handled), but not
-/// for long: an older transaction holding the feed's numbering back does
-/// not hold back the hop, though the write itself waits for the numbering.
-async fn a_held_back_feed_does_not_hold_back_a_write_s_hop(db: &TestDb) {
+/// Postgres: a transaction of the test's database, begun and given a
+/// transaction id, so that it holds the change log's readers back until it
+/// ends; and the connection it runs on.
+async fn open_write_transaction(
+    db: &TestDb,
+) -> (sea_orm::DatabaseConnection, sea_orm::DatabaseTransaction) {
     use sea_orm::{ConnectionTrait, TransactionTrait};
-    if !db.backend.is_postgres() {
-        return;
-    }
     let raw = db.raw_connection().await;
     let early = raw.begin().await.unwrap();
     early
         .execute_unprepared("SELECT txid_current()")
         .await
         .unwrap();
+    (raw, early)
+}
+
+/// A write's local wake-up waits for its change rows to reach the feed
+/// (so the writer's bookkeeping is done when its hop is handled), but not
+/// for long: an older transaction holding the feed's numbering back does
+/// not hold back the hop, though the write itself waits for the numbering.
+async fn a_held_back_feed_does_not_hold_back_a_write_s_hop(db: &TestDb) {
+    if !db.backend.is_postgres() {
+        return;
+    }
+    let (_raw, early) = open_write_transaction(db).await;
 
     let topic = Topic::new("next-stage");
     let mq: Arc<dyn MessageQueue> = db.backend.clone();
@@ -516,16 +526,10 @@ async fn a_held_back_feed_does_not_hold_back_a_write_s_hop(db: &TestDb) {
 /// handler of the pipeline would make one write per wait), and every row
 /// follows in order once the transaction ends.
 async fn a_feed_held_back_costs_one_write_its_wait_not_every_write(db: &TestDb) {
-    use sea_orm::{ConnectionTrait, TransactionTrait};
     if !db.backend.is_postgres() {
         return;
     }
-    let raw = db.raw_connection().await;
-    let early = raw.begin().await.unwrap();
-    early
-        .execute_unprepared("SELECT txid_current()")
-        .await
-        .unwrap();
+    let (raw, early) = open_write_transaction(db).await;
     let feed: Arc<dyn ChangeFeed> = db.backend.clone();
     let mut live = feed.subscribe();
     let stores = db.backend.for_queue(&queue());
