@@ -100,6 +100,10 @@ const WATERMARK_OF_THIS_DATABASE: &str = "(SELECT LEAST(\
                             WHERE d.datname = current_database())))) \
      FROM (SELECT pg_current_snapshot() AS snap) AS s)";
 
+/// Operators' gauge: how long committed change rows have waited behind an
+/// open transaction, in seconds (0 while the feed keeps up); Postgres only.
+const HELD_BACK_SECONDS: &str = "stovepipe_feed_held_back_seconds";
+
 /// How long the tail's watermark stands still, with committed rows waiting
 /// above it, before its rounds look past other databases' transactions
 /// ([`WATERMARK_OF_THIS_DATABASE`]); they go on doing so while that passes
@@ -421,6 +425,7 @@ pub(crate) fn spawn_tail(shared: &Arc<Shared>) -> JoinHandle<()> {
         // Since when rows have waited with the watermark standing still.
         let mut stuck_since: Option<Instant> = None;
         let mut look_past = false;
+        let held_back = metrics::gauge!(HELD_BACK_SECONDS);
         loop {
             let Some(shared) = weak.upgrade() else { return };
             let _ = tokio::time::timeout(wait, shared.feed.poke.notified()).await;
@@ -446,8 +451,10 @@ pub(crate) fn spawn_tail(shared: &Arc<Shared>) -> JoinHandle<()> {
                         (false, _) => None,
                         (true, since) => Some(since.unwrap_or_else(Instant::now)),
                     };
+                    let stuck_for = stuck_since.map(|since| since.elapsed());
+                    held_back.set(stuck_for.unwrap_or_default().as_secs_f64());
                     look_past = round.looked_past
-                        || stuck_since.is_some_and(|since| since.elapsed() >= LOOK_PAST_AFTER);
+                        || stuck_for.is_some_and(|stuck| stuck >= LOOK_PAST_AFTER);
                     wait = if round.backlog {
                         pause(HELD_BACK_PAUSE.1)
                     } else {

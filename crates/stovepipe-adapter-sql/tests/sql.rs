@@ -1128,6 +1128,50 @@ async fn notifications_are_sent_only_while_another_replica_listens() {
 
 /// `sqlite::memory:` is one private database on the single writer
 /// connection, which serves reads too.
+/// Operators see a feed held back: the tail's gauge tells how long
+/// committed rows have waited behind an open transaction, and falls back
+/// to 0 once it ends. One thread, so that the tail's task records into
+/// this test's recorder.
+#[tokio::test]
+async fn the_held_back_gauge_tells_how_long_the_feed_has_waited() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let scrape = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let Some(db) = TestDb::open(Kind::Postgres).await else {
+        return;
+    };
+    let held_back = || -> f64 {
+        let text = scrape.render();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("stovepipe_feed_held_back_seconds "))
+            .unwrap_or_else(|| panic!("the gauge is exposed:\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let (raw, early) = open_write_transaction(&db).await;
+    let stores = db.backend.for_queue(&queue());
+    let outbox = Outbox::none().change(request_changed("held"));
+    // Returns once its wait for the feed (2 s) runs out.
+    stores.requests.create(&request(1), outbox).await.unwrap();
+    let waited = held_back();
+    assert!(
+        waited >= 1.0,
+        "held back for about 2 s, the gauge says {waited}"
+    );
+
+    early.commit().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while held_back() > 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gauge falls back to 0 once the transaction ends"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    raw.close().await.unwrap();
+    db.finish().await;
+}
+
 #[tokio::test]
 async fn in_memory_sqlite_works_end_to_end() {
     let backend = SqlBackend::connect("sqlite::memory:").await.unwrap();

@@ -23,7 +23,11 @@
 //!
 //! The SQL adapter records its own, on both backends: `stovepipe_db_writes_total`
 //! (path: alone, batched; role: write, lease, read) and `stovepipe_db_write_batches_total` (outcome:
-//! committed, rolled_back, lost); see its `write_batch` module.
+//! committed, rolled_back, lost); see its `write_batch` module. On Postgres
+//! also the gauge `stovepipe_feed_held_back_seconds`: how long committed
+//! change rows have waited behind an open transaction of the database (0
+//! while the live stream keeps up; alert on it staying above a few seconds);
+//! see its `feed` module.
 
 use metrics::{Counter, Gauge, counter, gauge, histogram};
 use stovepipe_entity::{BuildStrategy, Fact, QueueName, Request, Timestamp};
