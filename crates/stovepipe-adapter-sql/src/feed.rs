@@ -168,7 +168,8 @@ const ROUND_PAGE: i64 = 4096;
 /// How long a Postgres writer waits, after its commit, for its change rows
 /// to be read and broadcast before returning anyway (the rows are
 /// committed; they reach the tail when the transaction holding the
-/// watermark back ends).
+/// watermark back ends), counted from when the log began to be held back
+/// ([`FeedHub::await_broadcast`]).
 pub(crate) const BROADCAST_WAIT: Duration = Duration::from_secs(2);
 
 /// How often an idle tail looks for rows nobody asked it to read (another
@@ -193,9 +194,11 @@ pub(crate) struct FeedHub {
     /// (set before the round's rows are broadcast): a bound for every later
     /// reader ([`readable`]).
     proven: AtomicI64,
-    /// Postgres: the watermark where a writer's wait for the feed last ran
-    /// out ([`await_broadcast`](Self::await_broadcast)); -1 before.
-    stuck_at: AtomicI64,
+    /// Postgres: since when committed rows have waited with the watermark
+    /// standing still, as the tail's rounds find it (`None` while it keeps
+    /// up): what looking past other databases, the writers' wait and the
+    /// operators' gauge go by.
+    held_back_since: std::sync::Mutex<Option<Instant>>,
     /// Postgres: asks the tail for a round.
     poke: Notify,
     /// Postgres: the round's statement ([`round_statement`]), the same
@@ -211,42 +214,62 @@ impl FeedHub {
             last: Mutex::new(0),
             watermark: watch::Sender::new(0),
             proven: AtomicI64::new(0),
-            stuck_at: AtomicI64::new(-1),
+            held_back_since: std::sync::Mutex::new(None),
             poke: Notify::new(),
             round_statement: OnceLock::new(),
         }
     }
 
     /// Postgres, after a commit that appended rows as transaction `txid`:
-    /// asks for a round of the tail and waits (at most [`BROADCAST_WAIT`])
-    /// until the rows are broadcast.
+    /// asks for a round of the tail and waits until the rows are
+    /// broadcast, or until the log has been held back for
+    /// [`BROADCAST_WAIT`] ([`held_back_for`](Self::held_back_for)).
     ///
-    /// Once a wait ran out, later writers do not wait while the watermark
-    /// stands where it stood then: an older transaction holds the log
-    /// back, and each of them would only wait as long again, every handler
-    /// of the pipeline down to one write per [`BROADCAST_WAIT`]. Their rows
-    /// follow, in order, when it ends.
+    /// So while an older transaction holds the log back, only the writes
+    /// of its first [`BROADCAST_WAIT`] wait: each later one would only
+    /// wait as long again, every handler of the pipeline down to one write
+    /// per wait. Their rows follow, in order, when it ends.
     pub(crate) async fn await_broadcast(&self, txid: i64) {
         let mut watermark = self.watermark.subscribe();
         self.poke.notify_one();
-        let now = *watermark.borrow_and_update();
-        if now <= txid && self.stuck_at.load(Ordering::Acquire) == now {
+        let wait = BROADCAST_WAIT.saturating_sub(self.held_back_for().unwrap_or_default());
+        if wait.is_zero() {
             return;
         }
-        let broadcast = tokio::time::timeout(BROADCAST_WAIT, watermark.wait_for(|w| *w > txid))
+        let broadcast = tokio::time::timeout(wait, watermark.wait_for(|w| *w > txid))
             .await
             .is_ok();
         if !broadcast {
-            let stuck = *watermark.borrow();
-            self.stuck_at.store(stuck, Ordering::Release);
             tracing::warn!(
                 txid,
-                waited = ?BROADCAST_WAIT,
+                waited = ?wait,
                 "change feed: rows committed but not yet readable (an older transaction \
                  of this database is still open); they follow when it ends, and writes \
                  return without waiting for the feed until then"
             );
         }
+    }
+
+    /// Postgres: how long committed rows have waited with the watermark
+    /// standing still (`None` while the feed keeps up).
+    pub(crate) fn held_back_for(&self) -> Option<Duration> {
+        self.lock_held_back_since().map(|since| since.elapsed())
+    }
+
+    /// Postgres, after a round of the tail: whether it left committed rows
+    /// waiting without moving the watermark; returns how long they have
+    /// waited so.
+    fn note_held_back(&self, held_back: bool) -> Option<Duration> {
+        let mut since = self.lock_held_back_since();
+        *since = held_back.then(|| since.unwrap_or_else(Instant::now));
+        since.map(|since| since.elapsed())
+    }
+
+    fn lock_held_back_since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        // A plain value, replaced whole.
+        self.held_back_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Postgres: the watermark a round of the tail proved, as
@@ -422,8 +445,6 @@ pub(crate) fn spawn_tail(shared: &Arc<Shared>) -> JoinHandle<()> {
         let mut wait = TAIL_TICK;
         // The last round left rows behind or failed: `wait` is a pause.
         let mut again = false;
-        // Since when rows have waited with the watermark standing still.
-        let mut stuck_since: Option<Instant> = None;
         let mut look_past = false;
         let held_back = metrics::gauge!(HELD_BACK_SECONDS);
         loop {
@@ -447,14 +468,10 @@ pub(crate) fn spawn_tail(shared: &Arc<Shared>) -> JoinHandle<()> {
                         *w = (*w).max(round.watermark);
                         moved
                     });
-                    stuck_since = match (round.backlog && !moved, stuck_since) {
-                        (false, _) => None,
-                        (true, since) => Some(since.unwrap_or_else(Instant::now)),
-                    };
-                    let stuck_for = stuck_since.map(|since| since.elapsed());
-                    held_back.set(stuck_for.unwrap_or_default().as_secs_f64());
-                    look_past = round.looked_past
-                        || stuck_for.is_some_and(|stuck| stuck >= LOOK_PAST_AFTER);
+                    let held_for = shared.feed.note_held_back(round.backlog && !moved);
+                    held_back.set(held_for.unwrap_or_default().as_secs_f64());
+                    look_past =
+                        round.looked_past || held_for.is_some_and(|held| held >= LOOK_PAST_AFTER);
                     wait = if round.backlog {
                         pause(HELD_BACK_PAUSE.1)
                     } else {
