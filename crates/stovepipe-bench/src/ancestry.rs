@@ -6,6 +6,8 @@
 
 use serde::Serialize;
 
+use crate::support::progress;
+
 // The measurement code is the git adapter's test support, shared rather
 // than copied; like a test, it may panic on a broken fixture.
 #[allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
@@ -32,8 +34,14 @@ pub struct AncestryRun {
 
 pub async fn run(commits: usize) -> AncestryRun {
     let started = std::time::Instant::now();
+    progress(format_args!(
+        "a linear repository of {commits} commits (generated once, then cached)"
+    ));
     let repo = fast_import::linear_repo(commits);
     let ready = started.elapsed().as_secs_f64();
+    progress(format_args!(
+        "ready after {ready:.1} s; measuring the git adapter beside the git CLI"
+    ));
     let rows = bench::measure(&repo, 5).await;
     bench::print(commits, &rows);
     AncestryRun {

@@ -20,7 +20,9 @@ use stovepipe_server::auth::{Scope, mint_token};
 use stovepipe_server::config::Settings;
 use stovepipe_server::serve::start;
 
-use crate::support::{PgbenchRun, ScratchDb, median, ms, percentile, pgbench, pgbench_init};
+use crate::support::{
+    PgbenchRun, ScratchDb, median, ms, percentile, pgbench, pgbench_init, progress,
+};
 
 const SECRET: &str = "bench-secret-0123456789abcdef-0123456789";
 const QUEUE: &str = "bench%2Fapi";
@@ -80,7 +82,7 @@ where
     let request = Arc::new(request);
     let mut rates = Vec::new();
     let mut latencies = Vec::new();
-    for _ in 0..rounds {
+    for round in 1..=rounds {
         let started = Instant::now();
         let deadline = started + duration;
         let mut workers = tokio::task::JoinSet::new();
@@ -107,7 +109,11 @@ where
             count += samples.len();
             latencies.extend(samples);
         }
-        rates.push(count as f64 / started.elapsed().as_secs_f64());
+        let rate = count as f64 / started.elapsed().as_secs_f64();
+        progress(format_args!(
+            "{what}: round {round}/{rounds}: {rate:.0} requests/s"
+        ));
+        rates.push(rate);
     }
     Ok(Endpoint {
         what: what.to_owned(),
@@ -227,6 +233,7 @@ timeout = "1m"
 
     // The baseline, on the same database, while the server idles.
     pgbench_init(&db.url, 10)?;
+    progress(format_args!("pgbench -S for {pgbench_seconds} s"));
     let pgbench_select = pgbench(&db.url, "-S", pgbench_seconds)?;
 
     let mut endpoints = Vec::new();

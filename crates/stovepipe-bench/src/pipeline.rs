@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cpu::{CpuMeter, CpuUse};
 use crate::row_reads::{self, ReadsPerFact};
 use crate::support::{
-    PgbenchRun, Rss, in_units, median, ms, per, percentile, pgbench, ratio, wal_position,
+    PgbenchRun, Rss, in_units, median, ms, per, percentile, pgbench, progress, ratio, wal_position,
 };
 
 /// How long a paired round lets the loops restart before its window
@@ -462,6 +462,20 @@ impl PairedRound {
     pub fn wal(&self) -> Option<f64> {
         in_units(self.wal_bytes_per_fact(), self.wal_bytes_per_transaction())
     }
+
+    /// The round in one line, for the progress of a run.
+    pub fn summary(&self) -> String {
+        let work = self
+            .work()
+            .map_or_else(String::new, |w| format!(", work {w:.1}"));
+        format!(
+            "{:.0} requests/s beside `{}` at {:.0} tps: {:.3} ×{work}",
+            self.pipeline_per_second,
+            self.baseline.args,
+            self.baseline.tps,
+            self.ratio()
+        )
+    }
 }
 
 /// Postgres: gathers the planner's statistics of the bench's database,
@@ -579,6 +593,10 @@ pub async fn throughput(
             0,
         ));
     }
+    progress(format_args!(
+        "{backend}: {} queues, warming up for {warmup:?}",
+        load.queues
+    ));
     tokio::time::sleep(warmup).await;
     analyze(database_url)?;
     let xacts_before = db_transactions(database_url)?;
@@ -589,8 +607,12 @@ pub async fn throughput(
     match baseline {
         None => {
             let span = SpanStart::now(&done, meter, database_url)?;
-            for _ in 0..windows {
-                rates.push(facts_per_second(&done, window).await);
+            for i in 1..=windows {
+                let rate = facts_per_second(&done, window).await;
+                progress(format_args!(
+                    "{backend}: window {i}/{windows}: {rate:.0} requests/s"
+                ));
+                rates.push(rate);
             }
             spans.push(span.end()?);
         }
@@ -599,7 +621,7 @@ pub async fn throughput(
                 bail!("a baseline runs beside the pipeline on Postgres, not SQLite");
             }
             let mut paused = Some(gate.write().await);
-            for _ in 0..windows {
+            for i in 1..=windows {
                 let span = SpanStart::now(&done, meter, database_url)?;
                 drop(paused.take());
                 tokio::time::sleep(SETTLE).await;
@@ -614,7 +636,7 @@ pub async fn throughput(
                         .await??;
                 let baseline_cpu = cpu.until(&meter.sample());
                 let baseline_wal_bytes = wal_position(baseline.url)?.saturating_sub(wal);
-                rounds.push(PairedRound {
+                let round = PairedRound {
                     pipeline_per_second: rate,
                     pipeline_facts: pipeline.facts,
                     pipeline_cpu: pipeline.cpu,
@@ -622,7 +644,12 @@ pub async fn throughput(
                     baseline: run,
                     baseline_cpu,
                     baseline_wal_bytes,
-                });
+                };
+                progress(format_args!(
+                    "{backend}: round {i}/{windows}: {}",
+                    round.summary()
+                ));
+                rounds.push(round);
                 spans.push(pipeline);
             }
             drop(paused);
@@ -697,6 +724,9 @@ pub async fn latency(
     warmup: usize,
     samples: usize,
 ) -> anyhow::Result<Latency> {
+    progress(format_args!(
+        "{backend}: {warmup} ingests to warm up, then {samples} measured, one at a time"
+    ));
     let harness = Harness::start(database_url, Load::ONE_QUEUE).await?;
     let repo = harness.repos[0].clone();
     let run = |n, first_commit| {
@@ -739,7 +769,7 @@ mod tests {
             pipeline_cpu: cpu(server_pipeline),
             pipeline_wal_bytes: 14_000_000,
             baseline: PgbenchRun {
-                args: "-N".into(),
+                args: "pgbench -N -c 8 -j 2 -T 3 -P 1".into(),
                 tps: 5_000.0,
                 transactions: 15_000,
                 median_tps_per_second: 5_000.0,
@@ -758,6 +788,18 @@ mod tests {
         assert!((r.work().unwrap() - 16.0).abs() < 1e-9);
         // 14 000 bytes per request against 300 per transaction.
         assert!((r.wal().unwrap() - 14_000.0 / 300.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_round_sums_itself_up_in_one_line() {
+        assert_eq!(
+            round(Some(4.0), Some(3.75)).summary(),
+            "300 requests/s beside `pgbench -N -c 8 -j 2 -T 3 -P 1` at 5000 tps: 0.060 ×, work 16.0"
+        );
+        assert_eq!(
+            round(None, Some(3.75)).summary(),
+            "300 requests/s beside `pgbench -N -c 8 -j 2 -T 3 -P 1` at 5000 tps: 0.060 ×"
+        );
     }
 
     #[test]

@@ -38,6 +38,12 @@ pub fn without_tls_unless_told(url: &str) -> String {
     }
 }
 
+/// Says on stderr how a run is going, between its tables on stdout: a
+/// benchmark runs for a minute or more, and its tables come at the end.
+pub fn progress(line: std::fmt::Arguments<'_>) {
+    eprintln!("  … {line}");
+}
+
 /// The median of `values` (0 when empty).
 pub fn median(values: &[f64]) -> f64 {
     percentile(values, 0.5)
