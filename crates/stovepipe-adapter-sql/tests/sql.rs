@@ -1126,8 +1126,6 @@ async fn notifications_are_sent_only_while_another_replica_listens() {
     db.finish().await;
 }
 
-/// `sqlite::memory:` is one private database on the single writer
-/// connection, which serves reads too.
 /// Operators see a feed held back: the tail's gauge tells how long
 /// committed rows have waited behind an open transaction, and falls back
 /// to 0 once it ends. One thread, so that the tail's task records into
@@ -1172,6 +1170,8 @@ async fn the_held_back_gauge_tells_how_long_the_feed_has_waited() {
     db.finish().await;
 }
 
+/// `sqlite::memory:` is one private database on the single writer
+/// connection, which serves reads too.
 #[tokio::test]
 async fn in_memory_sqlite_works_end_to_end() {
     let backend = SqlBackend::connect("sqlite::memory:").await.unwrap();

@@ -34,14 +34,10 @@ pub struct AncestryRun {
 
 pub async fn run(commits: usize) -> AncestryRun {
     let started = std::time::Instant::now();
-    progress(format_args!(
-        "a linear repository of {commits} commits (generated once, then cached)"
-    ));
+    progress!("a linear repository of {commits} commits (generated once, then cached)");
     let repo = fast_import::linear_repo(commits);
     let ready = started.elapsed().as_secs_f64();
-    progress(format_args!(
-        "ready after {ready:.1} s; measuring the git adapter beside the git CLI"
-    ));
+    progress!("ready after {ready:.1} s; measuring the git adapter beside the git CLI");
     let rows = bench::measure(&repo, 5).await;
     bench::print(commits, &rows);
     AncestryRun {

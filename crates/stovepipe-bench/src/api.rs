@@ -110,9 +110,7 @@ where
             latencies.extend(samples);
         }
         let rate = count as f64 / started.elapsed().as_secs_f64();
-        progress(format_args!(
-            "{what}: round {round}/{rounds}: {rate:.0} requests/s"
-        ));
+        progress!("{what}: round {round}/{rounds}: {rate:.0} requests/s");
         rates.push(rate);
     }
     Ok(Endpoint {
@@ -233,7 +231,7 @@ timeout = "1m"
 
     // The baseline, on the same database, while the server idles.
     pgbench_init(&db.url, 10)?;
-    progress(format_args!("pgbench -S for {pgbench_seconds} s"));
+    progress!("pgbench -S for {pgbench_seconds} s");
     let pgbench_select = pgbench(&db.url, "-S", pgbench_seconds)?;
 
     let mut endpoints = Vec::new();

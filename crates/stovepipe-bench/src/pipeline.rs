@@ -593,10 +593,10 @@ pub async fn throughput(
             0,
         ));
     }
-    progress(format_args!(
+    progress!(
         "{backend}: {} queues, warming up for {warmup:?}",
         load.queues
-    ));
+    );
     tokio::time::sleep(warmup).await;
     analyze(database_url)?;
     let xacts_before = db_transactions(database_url)?;
@@ -609,9 +609,7 @@ pub async fn throughput(
             let span = SpanStart::now(&done, meter, database_url)?;
             for i in 1..=windows {
                 let rate = facts_per_second(&done, window).await;
-                progress(format_args!(
-                    "{backend}: window {i}/{windows}: {rate:.0} requests/s"
-                ));
+                progress!("{backend}: window {i}/{windows}: {rate:.0} requests/s");
                 rates.push(rate);
             }
             spans.push(span.end()?);
@@ -645,10 +643,7 @@ pub async fn throughput(
                     baseline_cpu,
                     baseline_wal_bytes,
                 };
-                progress(format_args!(
-                    "{backend}: round {i}/{windows}: {}",
-                    round.summary()
-                ));
+                progress!("{backend}: round {i}/{windows}: {}", round.summary());
                 rounds.push(round);
                 spans.push(pipeline);
             }
@@ -724,9 +719,7 @@ pub async fn latency(
     warmup: usize,
     samples: usize,
 ) -> anyhow::Result<Latency> {
-    progress(format_args!(
-        "{backend}: {warmup} ingests to warm up, then {samples} measured, one at a time"
-    ));
+    progress!("{backend}: {warmup} ingests to warm up, then {samples} measured, one at a time");
     let harness = Harness::start(database_url, Load::ONE_QUEUE).await?;
     let repo = harness.repos[0].clone();
     let run = |n, first_commit| {

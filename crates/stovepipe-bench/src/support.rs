@@ -30,7 +30,7 @@ pub fn postgres_admin_url() -> String {
 /// than without (docs/benchmarks.md). The benchmarks compare database
 /// work, not transports, so they connect the same way every time whatever
 /// the server offers; a URL that names its `sslmode` is used as given.
-pub fn without_tls_unless_told(url: &str) -> String {
+fn without_tls_unless_told(url: &str) -> String {
     match url.split_once('?') {
         Some((_, query)) if query.split('&').any(|p| p.starts_with("sslmode=")) => url.to_owned(),
         Some(_) => format!("{url}&sslmode=disable"),
@@ -40,9 +40,13 @@ pub fn without_tls_unless_told(url: &str) -> String {
 
 /// Says on stderr how a run is going, between its tables on stdout: a
 /// benchmark runs for a minute or more, and its tables come at the end.
-pub fn progress(line: std::fmt::Arguments<'_>) {
-    eprintln!("  … {line}");
+/// Takes what `format!` takes.
+macro_rules! progress {
+    ($($line:tt)*) => {
+        eprintln!("  … {}", format_args!($($line)*))
+    };
 }
+pub(crate) use progress;
 
 /// The median of `values` (0 when empty).
 pub fn median(values: &[f64]) -> f64 {
