@@ -29,8 +29,9 @@
 //!   object still fails zlib's checksum;
 //! - libgit2's object cache is off. It kept every commit of the walk (up
 //!   to 256 MiB) and its bookkeeping was the other third; our own caches
-//!   (the index, suspended history walks) hold what is read again. A warm
-//!   history page re-reads its 50 commits (0.07 → 0.7 ms).
+//!   (the index, suspended history walks, the commits `resolve_info`
+//!   answered about) hold what is read again. A warm history page re-reads
+//!   its 50 commits (0.07 → 0.7 ms).
 
 use crate::ancestry::FirstParentIndex;
 use crate::checkout;
@@ -40,7 +41,8 @@ use crate::location::Location;
 use crate::uri::{Foreign, UriScheme};
 use async_trait::async_trait;
 use git2::{ErrorCode, Oid, Repository, Sort};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use stovepipe_entity::{QueueConfig, QueueName, Timestamp, Uri};
@@ -55,6 +57,9 @@ fn libgit2_options() {
         git2::opts::enable_caching(false);
     });
 }
+
+/// Hex digits of a full (SHA-1) commit id.
+const COMMIT_ID_HEX_LEN: usize = 40;
 
 /// Settings of the adapter that a queue's configuration does not carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,6 +94,8 @@ struct Inner {
     branch: String,
     /// `refs/heads/<branch>`.
     branch_ref: String,
+    /// Where `branch_ref` is when git keeps it as a loose file.
+    loose_branch_ref: PathBuf,
     /// Full name of the promotion ref, when configured.
     promotion_ref: Option<String>,
     location: Location,
@@ -102,6 +109,35 @@ struct State {
     repo: Repository,
     ancestry: FirstParentIndex,
     walks: WalkCache,
+    described: DescribedCommits,
+}
+
+/// What `resolve_info` answered about a commit, by commit id: a commit's
+/// author, title and time never change, so an entry never goes stale.
+/// Whether the commit is still on the branch is asked on every call; only
+/// the object read is saved. With libgit2's object cache off, that read was
+/// a loose object's `access`, `stat`, `open` and inflate, twice, on every
+/// greenness read (docs/benchmarks.md, eighteenth session).
+///
+/// Bounded to [`DescribedCommits::CAPACITY`] entries, dropped all at once
+/// when full: what is asked about again (the head a deploy gate polls) is
+/// back after one read, and the bound stays one number per queue.
+#[derive(Default)]
+struct DescribedCommits(HashMap<Oid, ChangeInfo>);
+
+impl DescribedCommits {
+    const CAPACITY: usize = 256;
+
+    fn get(&self, oid: Oid) -> Option<ChangeInfo> {
+        self.0.get(&oid).cloned()
+    }
+
+    fn keep(&mut self, oid: Oid, info: &ChangeInfo) {
+        if self.0.len() >= Self::CAPACITY {
+            self.0.clear();
+        }
+        self.0.insert(oid, info.clone());
+    }
 }
 
 /// `refs/heads/<name>` unless `name` is already a full ref name.
@@ -181,6 +217,7 @@ impl GitSourceControl {
                 queue: config.name.clone(),
                 repo_setting: config.repo.clone(),
                 branch,
+                loose_branch_ref: repo.commondir().join(&branch_ref),
                 branch_ref,
                 promotion_ref,
                 location,
@@ -195,6 +232,7 @@ impl GitSourceControl {
                             .join(format!("{}.fpi", config.name.as_str().replace('/', "%2F"))),
                     ),
                     walks: WalkCache::default(),
+                    described: DescribedCommits::default(),
                 }),
             }),
         })
@@ -231,26 +269,73 @@ impl Inner {
     /// `resolve_info` without the blocking pool, for the read side's hot
     /// path: when nobody holds the repository, `rev` is a full commit id or
     /// a URI of this queue, and the first-parent index is already at the
-    /// branch head and holds the commit, the answer is a ref read, a map
-    /// lookup and one commit object (tens of microseconds), as `resolve_oid`
-    /// would find it. A hand-off to the pool costs more than that (two
-    /// thread wake-ups): it was a quarter of a greenness read's time.
-    /// `None`: anything else, which may need a walk, an index update or a
-    /// fetch, goes to the pool.
+    /// branch head and holds the commit, the answer is a ref read, map
+    /// lookups and the commit's description (kept, or one commit object:
+    /// tens of microseconds), as `resolve_oid` would find it. A hand-off to
+    /// the pool costs more than that (two thread wake-ups): it was a quarter
+    /// of a greenness read's time. `None`: anything else, which may need a
+    /// walk, an index update or a fetch, goes to the pool.
+    ///
+    /// The ref is read before the lock is taken ([`Self::loose_branch_head`]),
+    /// so the lock is held for map lookups only: with the ref read inside
+    /// it, concurrent reads found it taken and a fifth of them went to the
+    /// pool (docs/benchmarks.md, eighteenth session).
     fn quick_resolve_info(&self, rev: &str) -> Option<Result<ChangeInfo, ScmError>> {
-        let state = self.state.try_lock().ok()?;
         let oid = if rev.starts_with("git://") {
             self.scheme.parse(rev).ok()?
-        } else if rev.len() == 40 {
+        } else if rev.len() == COMMIT_ID_HEX_LEN {
             Oid::from_str(rev).ok()?
         } else {
             return None;
         };
-        let head = self.branch_head(&state.repo).ok()?;
+        let loose_head = self.loose_branch_head();
+        let mut state = self.state.try_lock().ok()?;
+        let head = match loose_head {
+            Some(head) => head,
+            None => self.branch_head(&state.repo).ok()?,
+        };
         if state.ancestry.head() != Some(head) || state.ancestry.position(oid).is_none() {
             return None;
         }
-        Some(self.change_info(&state.repo, oid))
+        Some(self.described_info(&mut state, oid))
+    }
+
+    /// [`Self::change_info`] of a commit `resolve_info` found, kept (see
+    /// [`DescribedCommits`]).
+    fn described_info(&self, state: &mut State, oid: Oid) -> Result<ChangeInfo, ScmError> {
+        if let Some(info) = state.described.get(oid) {
+            return Ok(info);
+        }
+        let info = self.change_info(&state.repo, oid)?;
+        state.described.keep(oid, &info);
+        Ok(info)
+    }
+
+    /// The branch head as its loose ref file names it, read without the
+    /// repository handle. git replaces a ref file whole (a lock file renamed
+    /// over it), so a read sees the old head or the new one, and a loose
+    /// ref wins over a packed one as in git. `None` when the file is not
+    /// one full commit id and a newline (a packed or symbolic ref, a
+    /// missing file): [`Self::branch_head`] reads it through git2.
+    fn loose_branch_head(&self) -> Option<Oid> {
+        let mut file = std::fs::File::open(&self.loose_branch_ref).ok()?;
+        let mut text = [0u8; 2 * COMMIT_ID_HEX_LEN];
+        let mut len = 0;
+        loop {
+            match file.read(&mut text[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(_) => return None,
+            }
+            if len == text.len() {
+                return None;
+            }
+        }
+        let id = text[..len].strip_suffix(b"\n")?;
+        if id.len() != COMMIT_ID_HEX_LEN || !id.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        Oid::from_str(std::str::from_utf8(id).ok()?).ok()
     }
 
     fn mint(&self, oid: Oid) -> Result<Uri, ScmError> {
@@ -577,7 +662,17 @@ impl Inner {
 
 #[async_trait]
 impl SourceControl for GitSourceControl {
+    /// A local repository's loose branch ref is read on the caller's task
+    /// (see [`Inner::loose_branch_head`]): nothing to fetch, no lock, no
+    /// hand-off to the pool, which was about half of an ingest's dedup hit
+    /// (×1.9 without it, docs/benchmarks.md, eighteenth session).
+    /// Anything else (a mirror to fetch, a packed ref) goes to the pool.
     async fn latest(&self) -> Result<Uri, ScmError> {
+        if matches!(self.inner.location, Location::Local { .. })
+            && let Some(head) = self.inner.loose_branch_head()
+        {
+            return self.inner.mint(head);
+        }
         self.with_state(|inner, state| {
             inner.location.fetch(&state.repo, &inner.branch)?;
             let head = inner.branch_head(&state.repo)?;
@@ -633,7 +728,7 @@ impl SourceControl for GitSourceControl {
         let rev = rev.to_owned();
         self.with_state(move |inner, state| {
             let oid = inner.resolve_oid(state, &rev)?;
-            inner.change_info(&state.repo, oid)
+            inner.described_info(state, oid)
         })
         .await
     }
@@ -688,5 +783,35 @@ impl SourceControl for GitSourceControl {
         })
         .await
         .map_err(|e| ScmError::Backend(format!("git task failed: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(n: usize) -> (Oid, ChangeInfo) {
+        let oid = Oid::from_str(&format!("{n:040x}")).unwrap();
+        let info = ChangeInfo {
+            uri: Uri::new(format!("git://r/main/{oid}")).unwrap(),
+            commit: oid.to_string(),
+            author: "A".into(),
+            title: format!("commit {n}"),
+            created_at: Timestamp::from_millis(1),
+        };
+        (oid, info)
+    }
+
+    #[test]
+    fn described_commits_stay_within_their_capacity_and_keep_the_newest() {
+        let mut described = DescribedCommits::default();
+        for n in 0..=DescribedCommits::CAPACITY * 2 {
+            let (oid, info) = info(n);
+            described.keep(oid, &info);
+            assert!(described.0.len() <= DescribedCommits::CAPACITY, "after {n}");
+            assert_eq!(described.get(oid), Some(info), "just kept {n}");
+        }
+        let (first, _) = info(0);
+        assert_eq!(described.get(first), None, "the first was crowded out");
     }
 }

@@ -142,6 +142,79 @@ async fn change_info_and_changed_paths() {
     assert_eq!(every, ["docs/a.md", "src/lib.rs"]);
 }
 
+/// `resolve_info` describes a commit from what it kept the first time,
+/// not from the commit's object: with the object gone, `change_info`
+/// (which reads it) fails, and `resolve_info` by id and by URI still
+/// answers as before. It still checks the branch on every call (the
+/// contract's `resolve_info_of_a_commit_a_force_push_dropped_is_not_found`).
+#[tokio::test]
+async fn resolve_info_describes_a_commit_from_what_it_kept() {
+    let repo = TestRepo::new();
+    repo.commit_on("main", &[("a", Some("a\n"))], "a\n");
+    let b = repo.commit_on("main", &[("b", Some("b\n"))], "Add b\n");
+    let (scm, _data) = open(&repo, None);
+    let ub = uri(&scm, b).await;
+    let hex = b.to_string();
+    let first = scm.resolve_info(&hex).await.unwrap();
+    assert_eq!(
+        (first.uri.clone(), first.title.as_str()),
+        (ub.clone(), "Add b")
+    );
+
+    std::fs::remove_file(repo.path().join("objects").join(&hex[..2]).join(&hex[2..])).unwrap();
+    let read = scm.change_info(&ub).await;
+    assert!(
+        read.is_err(),
+        "the object is gone, yet change_info read {read:?}"
+    );
+    for rev in [hex.clone(), ub.as_str().to_owned()] {
+        assert_eq!(scm.resolve_info(&rev).await.unwrap(), first, "{rev}");
+    }
+}
+
+/// `latest` and `resolve_info` read the branch head from its loose ref
+/// file when there is one; a packed branch ref (after `git pack-refs`, no
+/// loose file) is read through git2, and the branch is followed either way.
+#[tokio::test]
+async fn latest_and_resolve_info_follow_a_packed_branch_ref() {
+    let repo = TestRepo::new();
+    let a = repo.commit_on("main", &[("a", Some("a\n"))], "a\n");
+    let b = repo.commit_on("main", &[("b", Some("b\n"))], "b\n");
+    let (scm, _data) = open(&repo, None);
+    let ub = uri(&scm, b).await;
+    let loose = repo.path().join("refs/heads/main");
+    assert!(loose.exists(), "the test needs a loose ref to start with");
+
+    repo.git(&["pack-refs", "--all"]);
+    assert!(!loose.exists(), "pack-refs left {}", loose.display());
+    for _ in 0..3 {
+        assert_eq!(scm.latest().await.unwrap(), ub);
+        assert_eq!(scm.resolve_info(&b.to_string()).await.unwrap().uri, ub);
+    }
+    // Rewind the packed ref: b leaves the branch.
+    repo.git(&[
+        "update-ref",
+        "--no-deref",
+        "refs/heads/main",
+        &a.to_string(),
+    ]);
+    repo.git(&["pack-refs", "--all"]);
+    assert!(!loose.exists());
+    let ua = uri(&scm, a).await;
+    for _ in 0..3 {
+        assert_eq!(scm.latest().await.unwrap(), ua);
+        let got = scm.resolve_info(&b.to_string()).await;
+        assert!(
+            matches!(got, Err(ScmError::NotFound(_))),
+            "b left the packed branch, yet resolve_info answered {got:?}"
+        );
+    }
+    assert_eq!(
+        scm.resolve_info(&a.to_string()).await.unwrap().commit,
+        a.to_string()
+    );
+}
+
 #[tokio::test]
 async fn resolve_accepts_every_form_and_refuses_the_rest() {
     let repo = TestRepo::new();
