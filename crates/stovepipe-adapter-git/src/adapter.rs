@@ -664,8 +664,8 @@ impl Inner {
 impl SourceControl for GitSourceControl {
     /// A local repository's loose branch ref is read on the caller's task
     /// (see [`Inner::loose_branch_head`]): nothing to fetch, no lock, no
-    /// hand-off to the pool, which was about a third of an ingest's dedup
-    /// hit (×1.5 without it, docs/benchmarks.md, eighteenth session).
+    /// hand-off to the pool, which was about two fifths of an ingest's dedup
+    /// hit (×1.7 without it, docs/benchmarks.md, eighteenth session).
     /// Anything else (a mirror to fetch, a packed ref) goes to the pool.
     async fn latest(&self) -> Result<Uri, ScmError> {
         if matches!(self.inner.location, Location::Local { .. })
