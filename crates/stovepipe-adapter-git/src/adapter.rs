@@ -266,21 +266,22 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// `resolve_info` without the blocking pool, for the read side's hot
-    /// path: when nobody holds the repository, `rev` is a full commit id or
-    /// a URI of this queue, and the first-parent index is already at the
-    /// branch head and holds the commit, the answer is a ref read, map
-    /// lookups and the commit's description (kept, or one commit object:
-    /// tens of microseconds), as `resolve_oid` would find it. A hand-off to
-    /// the pool costs more than that (two thread wake-ups): it was a quarter
-    /// of a greenness read's time. `None`: anything else, which may need a
-    /// walk, an index update or a fetch, goes to the pool.
+    /// `resolve_oid` without the blocking pool, for the hot paths (a
+    /// greenness read's `resolve_info`, an ingest of a named commit): when
+    /// nobody holds the repository, `rev` is a full commit id or a URI of
+    /// this queue, and the first-parent index is already at the branch head
+    /// and holds the commit, the answer is a ref read and map lookups, as
+    /// `resolve_oid` would find it, with the repository still held for what
+    /// the caller reads next. A hand-off to the pool costs more than that
+    /// (two thread wake-ups): it was a quarter of a greenness read's time.
+    /// `None`: anything else, which may need a walk, an index update or a
+    /// fetch, goes to the pool.
     ///
     /// The ref is read before the lock is taken ([`Self::loose_branch_head`]),
     /// so the lock is held for map lookups only: with the ref read inside
     /// it, concurrent reads found it taken and a fifth of them went to the
     /// pool (docs/benchmarks.md, eighteenth session).
-    fn quick_resolve_info(&self, rev: &str) -> Option<Result<ChangeInfo, ScmError>> {
+    fn quick_resolve(&self, rev: &str) -> Option<(Oid, MutexGuard<'_, State>)> {
         let oid = if rev.starts_with("git://") {
             self.scheme.parse(rev).ok()?
         } else if rev.len() == COMMIT_ID_HEX_LEN {
@@ -289,7 +290,7 @@ impl Inner {
             return None;
         };
         let loose_head = self.loose_branch_head();
-        let mut state = self.state.try_lock().ok()?;
+        let state = self.state.try_lock().ok()?;
         let head = match loose_head {
             Some(head) => head,
             None => self.branch_head(&state.repo).ok()?,
@@ -297,7 +298,7 @@ impl Inner {
         if state.ancestry.head() != Some(head) || state.ancestry.position(oid).is_none() {
             return None;
         }
-        Some(self.described_info(&mut state, oid))
+        Some((oid, state))
     }
 
     /// [`Self::change_info`] of a commit `resolve_info` found, kept (see
@@ -681,7 +682,12 @@ impl SourceControl for GitSourceControl {
         .await
     }
 
+    /// On the caller's task when that is quick (see [`Inner::quick_resolve`]),
+    /// else one trip to the blocking pool.
     async fn resolve(&self, rev: &str) -> Result<Uri, ScmError> {
+        if let Some((oid, _)) = self.inner.quick_resolve(rev) {
+            return self.inner.mint(oid);
+        }
         let rev = rev.to_owned();
         self.with_state(move |inner, state| inner.resolve(state, &rev))
             .await
@@ -720,10 +726,11 @@ impl SourceControl for GitSourceControl {
     }
 
     /// On the caller's task when that is quick (see
-    /// [`Inner::quick_resolve_info`]), else one trip to the blocking pool.
+    /// [`Inner::quick_resolve`]; the commit's description kept or read
+    /// there, one object), else one trip to the blocking pool.
     async fn resolve_info(&self, rev: &str) -> Result<ChangeInfo, ScmError> {
-        if let Some(info) = self.inner.quick_resolve_info(rev) {
-            return info;
+        if let Some((oid, mut state)) = self.inner.quick_resolve(rev) {
+            return self.inner.described_info(&mut state, oid);
         }
         let rev = rev.to_owned();
         self.with_state(move |inner, state| {

@@ -146,7 +146,7 @@ async fn change_info_and_changed_paths() {
 /// not from the commit's object: with the object gone, `change_info`
 /// (which reads it) fails, and `resolve_info` by id and by URI still
 /// answers as before. It still checks the branch on every call (the
-/// contract's `resolve_info_of_a_commit_a_force_push_dropped_is_not_found`).
+/// contract's `resolving_a_commit_a_force_push_dropped_is_not_found`).
 #[tokio::test]
 async fn resolve_info_describes_a_commit_from_what_it_kept() {
     let repo = TestRepo::new();
@@ -172,11 +172,11 @@ async fn resolve_info_describes_a_commit_from_what_it_kept() {
     }
 }
 
-/// `latest` and `resolve_info` read the branch head from its loose ref
-/// file when there is one; a packed branch ref (after `git pack-refs`, no
+/// `latest`, `resolve` and `resolve_info` read the branch head from its
+/// loose ref file when there is one; a packed branch ref (after `git pack-refs`, no
 /// loose file) is read through git2, and the branch is followed either way.
 #[tokio::test]
-async fn latest_and_resolve_info_follow_a_packed_branch_ref() {
+async fn latest_and_resolve_follow_a_packed_branch_ref() {
     let repo = TestRepo::new();
     let a = repo.commit_on("main", &[("a", Some("a\n"))], "a\n");
     let b = repo.commit_on("main", &[("b", Some("b\n"))], "b\n");
@@ -189,6 +189,7 @@ async fn latest_and_resolve_info_follow_a_packed_branch_ref() {
     assert!(!loose.exists(), "pack-refs left {}", loose.display());
     for _ in 0..3 {
         assert_eq!(scm.latest().await.unwrap(), ub);
+        assert_eq!(scm.resolve(&b.to_string()).await.unwrap(), ub);
         assert_eq!(scm.resolve_info(&b.to_string()).await.unwrap().uri, ub);
     }
     // Rewind the packed ref: b leaves the branch.
@@ -207,6 +208,11 @@ async fn latest_and_resolve_info_follow_a_packed_branch_ref() {
         assert!(
             matches!(got, Err(ScmError::NotFound(_))),
             "b left the packed branch, yet resolve_info answered {got:?}"
+        );
+        let got = scm.resolve(&b.to_string()).await;
+        assert!(
+            matches!(got, Err(ScmError::NotFound(_))),
+            "b left the packed branch, yet resolve answered {got:?}"
         );
     }
     assert_eq!(

@@ -2,8 +2,10 @@
 //! real git repository and the command runner) driven by concurrent
 //! keep-alive clients, beside `pgbench -S` on the same database.
 //!
-//! Owns the `api` measurement: ingest of an unchanged head (a dedup hit)
-//! and greenness reads, requests per second and latency percentiles. Reads
+//! Owns the `api` measurement: ingest of an unchanged head, unnamed (as a
+//! poller sends it) and by its commit id (as a push webhook does), each a
+//! dedup hit, and greenness reads, requests per second and latency
+//! percentiles. Reads
 //! of the validated head (by commit and by URI) find its fact, which the
 //! server keeps after the first read (facts never change); reads of a
 //! commit nobody ingested find no fact, so every one asks the database.
@@ -217,7 +219,7 @@ timeout = "1m"
         .context("ingest answered without a uri")?
         .to_owned();
     let deadline = Instant::now() + Duration::from_mins(1);
-    let by_commit = greenness(&http, &base, &token, "rev", sha);
+    let by_commit = greenness(&http, &base, &token, "rev", sha.clone());
     loop {
         let g = read_greenness(by_commit()).await?;
         if g["status"] == "green" {
@@ -264,6 +266,23 @@ timeout = "1m"
                     http.post(format!("{base}/ingest"))
                         .bearer_auth(&token)
                         .json(&serde_json::json!({ "rev": null }))
+                },
+            )
+            .await?,
+        );
+    }
+    {
+        // What a push webhook sends again: the commit by id.
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        endpoints.push(
+            measure(
+                "ingest, a named commit (POST …/ingest {rev: <sha>}, dedup hit)",
+                rounds,
+                duration,
+                move || {
+                    http.post(format!("{base}/ingest"))
+                        .bearer_auth(&token)
+                        .json(&serde_json::json!({ "rev": sha }))
                 },
             )
             .await?,

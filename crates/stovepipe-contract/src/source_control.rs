@@ -34,7 +34,7 @@ crate::suite!($, source_control, source_control_tests, Fixture, [
     change_info_has_time_title_and_author,
     change_info_of_unknown_is_not_found,
     resolve_info_is_resolve_then_change_info,
-    resolve_info_of_a_commit_a_force_push_dropped_is_not_found,
+    resolving_a_commit_a_force_push_dropped_is_not_found,
     changed_paths_lists_exactly_the_changed_paths,
     promote_moves_the_ref_and_is_idempotent,
     promote_of_a_commit_that_left_the_branch_is_not_found,
@@ -465,16 +465,18 @@ async fn resolve_info_is_resolve_then_change_info(fx: Fixture) {
     }
 }
 
-/// Asked again and again (a read side's hot path, which an adapter may
-/// answer from what it has indexed), `resolve_info` still follows the
-/// branch: a commit a force-push dropped is `NotFound` at once.
-async fn resolve_info_of_a_commit_a_force_push_dropped_is_not_found(fx: Fixture) {
+/// Asked again and again (a read side's or a webhook's hot path, which an
+/// adapter may answer from what it has indexed), `resolve_info` and
+/// `resolve` still follow the branch: a commit a force-push dropped is
+/// `NotFound` at once.
+async fn resolving_a_commit_a_force_push_dropped_is_not_found(fx: Fixture) {
     chain(&fx, None, &["a", "b"]).await;
     let scm = fx.source_control().await;
     let (u, _) = uris_of(&fx, &scm, &["a", "b"]).await;
     for rev in [fx.id("b"), u[1].as_str().to_owned()] {
         for _ in 0..3 {
             assert_eq!(scm.resolve_info(&rev).await.unwrap().uri, u[1], "{rev}");
+            assert_eq!(scm.resolve(&rev).await.unwrap(), u[1], "{rev}");
         }
     }
     // Rewrite: b is replaced by x.
@@ -488,6 +490,11 @@ async fn resolve_info_of_a_commit_a_force_push_dropped_is_not_found(fx: Fixture)
             assert!(
                 is_not_found(&got),
                 "resolve_info({rev:?}) of a dropped commit must be NotFound, got {got:?}"
+            );
+            let got = scm.resolve(&rev).await;
+            assert!(
+                is_not_found(&got),
+                "resolve({rev:?}) of a dropped commit must be NotFound, got {got:?}"
             );
         }
     }
