@@ -141,6 +141,19 @@ fn greenness(
     }
 }
 
+/// An ingest of the queue's head (`rev` `None`, as a poller sends it) or
+/// of the commit `rev` names (as a push webhook does).
+fn ingest(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    rev: Option<&str>,
+) -> impl Fn() -> reqwest::RequestBuilder + Send + Sync + 'static {
+    let (http, url, token) = (http.clone(), format!("{base}/ingest"), token.to_owned());
+    let body = serde_json::json!({ "rev": rev });
+    move || http.post(&url).bearer_auth(&token).json(&body)
+}
+
 /// The body of a successful greenness read.
 async fn read_greenness(request: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
     Ok(request.send().await?.error_for_status()?.json().await?)
@@ -205,10 +218,7 @@ timeout = "1m"
     let http = reqwest::Client::new();
 
     // Validate the head once, so reads find a fact and re-ingests dedup.
-    let first: serde_json::Value = http
-        .post(format!("{base}/ingest"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({ "rev": null }))
+    let first: serde_json::Value = ingest(&http, &base, &token, None)()
         .send()
         .await?
         .error_for_status()?
@@ -255,39 +265,24 @@ timeout = "1m"
         )
         .await?,
     );
-    {
-        let (http, base, token) = (http.clone(), base.clone(), token.clone());
-        endpoints.push(
-            measure(
-                "ingest, unchanged head (POST …/ingest, dedup hit)",
-                rounds,
-                duration,
-                move || {
-                    http.post(format!("{base}/ingest"))
-                        .bearer_auth(&token)
-                        .json(&serde_json::json!({ "rev": null }))
-                },
-            )
-            .await?,
-        );
-    }
-    {
-        // What a push webhook sends again: the commit by id.
-        let (http, base, token) = (http.clone(), base.clone(), token.clone());
-        endpoints.push(
-            measure(
-                "ingest, a named commit (POST …/ingest {rev: <sha>}, dedup hit)",
-                rounds,
-                duration,
-                move || {
-                    http.post(format!("{base}/ingest"))
-                        .bearer_auth(&token)
-                        .json(&serde_json::json!({ "rev": sha }))
-                },
-            )
-            .await?,
-        );
-    }
+    endpoints.push(
+        measure(
+            "ingest, unchanged head (POST …/ingest, dedup hit)",
+            rounds,
+            duration,
+            ingest(&http, &base, &token, None),
+        )
+        .await?,
+    );
+    endpoints.push(
+        measure(
+            "ingest, a named commit (POST …/ingest {rev: <sha>}, dedup hit)",
+            rounds,
+            duration,
+            ingest(&http, &base, &token, Some(&sha)),
+        )
+        .await?,
+    );
     {
         // Pushed after the ingest measurement, so nothing ingests it.
         std::fs::write(repo.join("README"), "bench, unvalidated\n")?;
