@@ -116,8 +116,8 @@ struct State {
 /// author, title and time never change, so an entry never goes stale.
 /// Whether the commit is still on the branch is asked on every call; only
 /// the object read is saved. With libgit2's object cache off, that read was
-/// a loose object's `access`, `stat`, `open` and inflate, twice, on every
-/// greenness read (docs/benchmarks.md, eighteenth session).
+/// a loose object's `access`, `stat`, `open` and inflate on every greenness
+/// read, twice on the pool's path (docs/benchmarks.md, eighteenth session).
 ///
 /// Bounded to [`DescribedCommits::CAPACITY`] entries, dropped all at once
 /// when full: what is asked about again (the head a deploy gate polls) is

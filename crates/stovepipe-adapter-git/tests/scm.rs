@@ -173,8 +173,9 @@ async fn resolve_info_describes_a_commit_from_what_it_kept() {
 }
 
 /// `latest`, `resolve` and `resolve_info` read the branch head from its
-/// loose ref file when there is one; a packed branch ref (after `git pack-refs`, no
-/// loose file) is read through git2, and the branch is followed either way.
+/// loose ref file when there is one; a packed branch ref (after `git
+/// pack-refs`, no loose file) is read through git2, and the branch is
+/// followed either way.
 #[tokio::test]
 async fn latest_and_resolve_follow_a_packed_branch_ref() {
     let repo = TestRepo::new();
