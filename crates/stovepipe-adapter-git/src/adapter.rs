@@ -279,8 +279,8 @@ impl Inner {
     ///
     /// The ref is read before the lock is taken ([`Self::loose_branch_head`]),
     /// so the lock is held for map lookups only: with the ref read inside
-    /// it, concurrent reads found it taken and a fifth of them went to the
-    /// pool (docs/benchmarks.md, eighteenth session).
+    /// it, concurrent reads found it taken and up to two fifths of them went
+    /// to the pool (docs/benchmarks.md, eighteenth session).
     fn quick_resolve(&self, rev: &str) -> Option<(Oid, MutexGuard<'_, State>)> {
         let oid = if rev.starts_with("git://") {
             self.scheme.parse(rev).ok()?
@@ -685,7 +685,8 @@ impl SourceControl for GitSourceControl {
     /// On the caller's task when that is quick (see [`Inner::quick_resolve`]),
     /// else one trip to the blocking pool.
     async fn resolve(&self, rev: &str) -> Result<Uri, ScmError> {
-        if let Some((oid, _)) = self.inner.quick_resolve(rev) {
+        // The repository is not needed to mint: let it go at once.
+        if let Some(oid) = self.inner.quick_resolve(rev).map(|(oid, _)| oid) {
             return self.inner.mint(oid);
         }
         let rev = rev.to_owned();

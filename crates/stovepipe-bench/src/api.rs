@@ -5,10 +5,10 @@
 //! Owns the `api` measurement: ingest of an unchanged head, unnamed (as a
 //! poller sends it) and by its commit id (as a push webhook does), each a
 //! dedup hit, and greenness reads, requests per second and latency
-//! percentiles. Reads
-//! of the validated head (by commit and by URI) find its fact, which the
-//! server keeps after the first read (facts never change); reads of a
-//! commit nobody ingested find no fact, so every one asks the database.
+//! percentiles. Reads of the validated head (by commit and by URI) find
+//! its fact, which the server keeps after the first read (facts never
+//! change); reads of a commit nobody ingested find no fact, so every one
+//! asks the database.
 
 use std::path::Path;
 use std::process::Command;
