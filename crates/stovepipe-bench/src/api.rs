@@ -8,7 +8,11 @@
 //! percentiles. Reads of the validated head (by commit and by URI) find
 //! its fact, which the server keeps after the first read (facts never
 //! change); reads of a commit nobody ingested find no fact, so every one
-//! asks the database.
+//! asks the database: of one commit from every client, and of a commit
+//! per client. Each endpoint's CPU per request (this process, its clients
+//! included, and Postgres) is set beside a pgbench -S transaction's
+//! (pgbench and Postgres), a ratio this machine's neighbours move less
+//! than they move throughput.
 
 use std::path::Path;
 use std::process::Command;
@@ -22,8 +26,10 @@ use stovepipe_server::auth::{Scope, mint_token};
 use stovepipe_server::config::Settings;
 use stovepipe_server::serve::start;
 
+use crate::cpu::{CpuMeter, CpuUse};
 use crate::support::{
-    PgbenchRun, ScratchDb, median, ms, percentile, pgbench, pgbench_init, progress,
+    PgbenchRun, ScratchDb, median, ms, per, percentile, pgbench, pgbench_init, postgres_admin_url,
+    progress, ratio,
 };
 
 const SECRET: &str = "bench-secret-0123456789abcdef-0123456789";
@@ -61,40 +67,95 @@ pub struct Endpoint {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub requests: usize,
+    /// CPU over its rounds: this process (the server and its clients) and
+    /// Postgres.
+    pub cpu: CpuUse,
+}
+
+impl Endpoint {
+    /// This process's CPU per request, in microseconds.
+    pub fn bench_us_per_request(&self) -> Option<f64> {
+        per(self.cpu.this_process_seconds * 1e6, self.requests as u64)
+    }
+
+    /// Postgres's CPU per request, in microseconds.
+    pub fn postgres_us_per_request(&self) -> Option<f64> {
+        self.cpu
+            .postgres_seconds
+            .and_then(|s| per(s * 1e6, self.requests as u64))
+    }
+
+    /// The CPU of a request (this process's and Postgres's) over the CPU
+    /// of a pgbench -S transaction (pgbench's own and Postgres's): the
+    /// share of pgbench's throughput the endpoint would reach on a
+    /// machine both kept busy, less noisy from run to run than the
+    /// throughputs (a neighbour's load slows both sides of a ratio of
+    /// rates unevenly, but hardly changes the work).
+    pub fn cpu_ratio(&self, baseline: &PgbenchCpu) -> Option<f64> {
+        let request = self.bench_us_per_request()? + self.postgres_us_per_request()?;
+        let transaction =
+            baseline.pgbench_us_per_transaction()? + baseline.postgres_us_per_transaction()?;
+        Some(ratio(transaction, request))
+    }
+}
+
+/// `pgbench -S` and the CPU it took.
+#[derive(Debug, Clone, Serialize)]
+pub struct PgbenchCpu {
+    pub run: PgbenchRun,
+    /// Postgres's, and pgbench's own (a child this process waited for).
+    pub cpu: CpuUse,
+}
+
+impl PgbenchCpu {
+    pub fn pgbench_us_per_transaction(&self) -> Option<f64> {
+        per(
+            self.cpu.reaped_children_seconds * 1e6,
+            self.run.transactions,
+        )
+    }
+
+    pub fn postgres_us_per_transaction(&self) -> Option<f64> {
+        self.cpu
+            .postgres_seconds
+            .and_then(|s| per(s * 1e6, self.run.transactions))
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ApiRun {
     pub workers: usize,
-    pub pgbench_select: PgbenchRun,
+    pub pgbench_select: PgbenchCpu,
     pub endpoints: Vec<Endpoint>,
 }
 
-/// `WORKERS` keep-alive clients send `request` for `duration`, `rounds`
-/// times.
+/// `WORKERS` keep-alive clients send `request` (given the client's
+/// number) for `duration`, `rounds` times.
 async fn measure<F>(
     what: &str,
     rounds: usize,
     duration: Duration,
+    meter: &CpuMeter,
     request: F,
 ) -> anyhow::Result<Endpoint>
 where
-    F: Fn() -> reqwest::RequestBuilder + Send + Sync + 'static,
+    F: Fn(usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
 {
     let request = Arc::new(request);
     let mut rates = Vec::new();
     let mut latencies = Vec::new();
+    let cpu_before = meter.sample();
     for round in 1..=rounds {
         let started = Instant::now();
         let deadline = started + duration;
         let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..WORKERS {
+        for worker in 0..WORKERS {
             let request = request.clone();
             workers.spawn(async move {
                 let mut samples = Vec::new();
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    let resp = request().send().await?;
+                    let resp = request(worker).send().await?;
                     let status = resp.status();
                     let body = resp.bytes().await?;
                     if !status.is_success() {
@@ -115,6 +176,7 @@ where
         progress!("{what}: round {round}/{rounds}: {rate:.0} requests/s");
         rates.push(rate);
     }
+    let cpu = cpu_before.until(&meter.sample());
     Ok(Endpoint {
         what: what.to_owned(),
         median_per_second: median(&rates),
@@ -122,21 +184,23 @@ where
         p50_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
         requests: latencies.len(),
+        cpu,
     })
 }
 
-/// A greenness read of the commit named by `key` (`rev` or `uri`).
+/// A greenness read of a commit named by `key` (`rev` or `uri`): client
+/// n reads `values[n]`, or the one value when there is one.
 fn greenness(
     http: &reqwest::Client,
     base: &str,
     token: &str,
     key: &'static str,
-    value: String,
-) -> impl Fn() -> reqwest::RequestBuilder + Send + Sync + 'static {
+    values: Vec<String>,
+) -> impl Fn(usize) -> reqwest::RequestBuilder + Send + Sync + 'static {
     let (http, url, token) = (http.clone(), format!("{base}/greenness"), token.to_owned());
-    move || {
+    move |client| {
         http.get(&url)
-            .query(&[(key, value.as_str())])
+            .query(&[(key, values[client % values.len()].as_str())])
             .bearer_auth(&token)
     }
 }
@@ -148,10 +212,10 @@ fn ingest(
     base: &str,
     token: &str,
     rev: Option<&str>,
-) -> impl Fn() -> reqwest::RequestBuilder + Send + Sync + 'static {
+) -> impl Fn(usize) -> reqwest::RequestBuilder + Send + Sync + 'static {
     let (http, url, token) = (http.clone(), format!("{base}/ingest"), token.to_owned());
     let body = serde_json::json!({ "rev": rev });
-    move || http.post(&url).bearer_auth(&token).json(&body)
+    move |_| http.post(&url).bearer_auth(&token).json(&body)
 }
 
 /// The body of a successful greenness read.
@@ -218,7 +282,7 @@ timeout = "1m"
     let http = reqwest::Client::new();
 
     // Validate the head once, so reads find a fact and re-ingests dedup.
-    let first: serde_json::Value = ingest(&http, &base, &token, None)()
+    let first: serde_json::Value = ingest(&http, &base, &token, None)(0)
         .send()
         .await?
         .error_for_status()?
@@ -229,9 +293,9 @@ timeout = "1m"
         .context("ingest answered without a uri")?
         .to_owned();
     let deadline = Instant::now() + Duration::from_mins(1);
-    let by_commit = greenness(&http, &base, &token, "rev", sha.clone());
+    let by_commit = greenness(&http, &base, &token, "rev", vec![sha.clone()]);
     loop {
-        let g = read_greenness(by_commit()).await?;
+        let g = read_greenness(by_commit(0)).await?;
         if g["status"] == "green" {
             break;
         }
@@ -244,7 +308,13 @@ timeout = "1m"
     // The baseline, on the same database, while the server idles.
     pgbench_init(&db.url, 10)?;
     progress!("pgbench -S for {pgbench_seconds} s");
-    let pgbench_select = pgbench(&db.url, "-S", pgbench_seconds)?;
+    let meter = CpuMeter::new(&postgres_admin_url());
+    let before = meter.sample();
+    let run = pgbench(&db.url, "-S", pgbench_seconds)?;
+    let pgbench_select = PgbenchCpu {
+        run,
+        cpu: before.until(&meter.sample()),
+    };
 
     let mut endpoints = Vec::new();
     endpoints.push(
@@ -252,6 +322,7 @@ timeout = "1m"
             "greenness by commit (GET …/greenness?rev=<sha>)",
             rounds,
             duration,
+            &meter,
             by_commit,
         )
         .await?,
@@ -261,7 +332,8 @@ timeout = "1m"
             "greenness by URI (GET …/greenness?uri=<uri>)",
             rounds,
             duration,
-            greenness(&http, &base, &token, "uri", uri),
+            &meter,
+            greenness(&http, &base, &token, "uri", vec![uri]),
         )
         .await?,
     );
@@ -270,6 +342,7 @@ timeout = "1m"
             "ingest, unchanged head (POST …/ingest, dedup hit)",
             rounds,
             duration,
+            &meter,
             ingest(&http, &base, &token, None),
         )
         .await?,
@@ -279,26 +352,45 @@ timeout = "1m"
             "ingest, a named commit (POST …/ingest {rev: <sha>}, dedup hit)",
             rounds,
             duration,
+            &meter,
             ingest(&http, &base, &token, Some(&sha)),
         )
         .await?,
     );
     {
-        // Pushed after the ingest measurement, so nothing ingests it.
-        std::fs::write(repo.join("README"), "bench, unvalidated\n")?;
-        git(&repo, &["commit", "-q", "-a", "-m", "unvalidated"])?;
-        let unvalidated = git(&repo, &["rev-parse", "HEAD"])?;
-        let read = greenness(&http, &base, &token, "rev", unvalidated);
-        let g = read_greenness(read()).await?;
-        if g["status"] != "not_validated" {
-            bail!("the unvalidated commit reads as {g}, not not_validated");
+        // Pushed after the ingest measurement, so nothing ingests them:
+        // one commit per client.
+        let mut unvalidated = Vec::new();
+        for n in 0..WORKERS {
+            std::fs::write(repo.join("README"), format!("bench, unvalidated {n}\n"))?;
+            git(&repo, &["commit", "-q", "-a", "-m", "unvalidated"])?;
+            unvalidated.push(git(&repo, &["rev-parse", "HEAD"])?);
         }
+        let each = greenness(&http, &base, &token, "rev", unvalidated.clone());
+        for client in 0..WORKERS {
+            let g = read_greenness(each(client)).await?;
+            if g["status"] != "not_validated" {
+                bail!("an unvalidated commit reads as {g}, not not_validated");
+            }
+        }
+        let newest = unvalidated.pop().context("no unvalidated commit")?;
         endpoints.push(
             measure(
                 "greenness of an unvalidated commit (no fact: the database on every read)",
                 rounds,
                 duration,
-                read,
+                &meter,
+                greenness(&http, &base, &token, "rev", vec![newest]),
+            )
+            .await?,
+        );
+        endpoints.push(
+            measure(
+                "greenness of unvalidated commits, a different one per client",
+                rounds,
+                duration,
+                &meter,
+                each,
             )
             .await?,
         );
@@ -310,4 +402,63 @@ timeout = "1m"
         pgbench_select,
         endpoints,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu(postgres: Option<f64>, this_process: f64, children: f64) -> CpuUse {
+        CpuUse {
+            postgres_seconds: postgres,
+            this_process_seconds: this_process,
+            reaped_children_seconds: children,
+            machine_busy_share: 0.9,
+        }
+    }
+
+    fn endpoint(cpu: CpuUse, requests: usize) -> Endpoint {
+        Endpoint {
+            what: "a read".into(),
+            rounds_per_second: vec![],
+            median_per_second: 0.0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            requests,
+            cpu,
+        }
+    }
+
+    fn pgbench_s(cpu: CpuUse, transactions: u64) -> PgbenchCpu {
+        PgbenchCpu {
+            run: PgbenchRun {
+                args: "pgbench -S -c 8 -j 2 -T 15 -P 1".into(),
+                tps: 0.0,
+                transactions,
+                median_tps_per_second: 0.0,
+                mean_latency_ms: 0.0,
+            },
+            cpu,
+        }
+    }
+
+    #[test]
+    fn the_cpu_ratio_sets_a_transaction_s_cpu_over_a_request_s() {
+        // pgbench 10 µs + Postgres 40 µs a transaction; a request 60 + 40.
+        let baseline = pgbench_s(cpu(Some(4.0), 0.0, 1.0), 100_000);
+        let read = endpoint(cpu(Some(2.0), 3.0, 0.0), 50_000);
+        assert!((read.bench_us_per_request().unwrap() - 60.0).abs() < 1e-9);
+        assert!((read.postgres_us_per_request().unwrap() - 40.0).abs() < 1e-9);
+        assert!((baseline.pgbench_us_per_transaction().unwrap() - 10.0).abs() < 1e-9);
+        assert!((read.cpu_ratio(&baseline).unwrap() - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn no_cpu_ratio_without_postgres_s_figure_or_a_count() {
+        let baseline = pgbench_s(cpu(Some(4.0), 0.0, 1.0), 100_000);
+        assert_eq!(endpoint(cpu(None, 3.0, 0.0), 50_000).cpu_ratio(&baseline), None);
+        assert_eq!(endpoint(cpu(Some(2.0), 3.0, 0.0), 0).cpu_ratio(&baseline), None);
+        let unmeasured = pgbench_s(cpu(None, 0.0, 1.0), 100_000);
+        assert_eq!(endpoint(cpu(Some(2.0), 3.0, 0.0), 50_000).cpu_ratio(&unmeasured), None);
+    }
 }

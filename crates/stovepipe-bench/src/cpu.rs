@@ -23,6 +23,8 @@ pub struct CpuSample {
     /// The Postgres server, when it runs on this machine.
     postgres: Option<f64>,
     this_process: f64,
+    /// This process's children that it has waited for (`pgbench`, `git`).
+    reaped_children: f64,
     /// Clock ticks of all CPUs, busy (not idle, not waiting for I/O) and in
     /// all (kept whole, so a share of them is exact).
     machine_busy: u64,
@@ -34,6 +36,8 @@ pub struct CpuSample {
 pub struct CpuUse {
     pub postgres_seconds: Option<f64>,
     pub this_process_seconds: f64,
+    /// Of the children this process waited for meanwhile (a `pgbench` run).
+    pub reaped_children_seconds: f64,
     /// Share of the machine's CPU time that was busy (0–1).
     pub machine_busy_share: f64,
 }
@@ -45,6 +49,7 @@ impl CpuSample {
         CpuUse {
             postgres_seconds: self.postgres.zip(later.postgres).map(|(a, b)| b - a),
             this_process_seconds: later.this_process - self.this_process,
+            reaped_children_seconds: later.reaped_children - self.reaped_children,
             machine_busy_share: if total > 0 {
                 busy.min(total) as f64 / total as f64
             } else {
@@ -68,6 +73,7 @@ impl CpuUse {
         let mut total = CpuUse {
             postgres_seconds: Some(0.0),
             this_process_seconds: 0.0,
+            reaped_children_seconds: 0.0,
             machine_busy_share: 0.0,
         };
         let mut n = 0;
@@ -77,6 +83,7 @@ impl CpuUse {
                 .zip(u.postgres_seconds)
                 .map(|(a, b)| a + b);
             total.this_process_seconds += u.this_process_seconds;
+            total.reaped_children_seconds += u.reaped_children_seconds;
             total.machine_busy_share += u.machine_busy_share;
             n += 1;
         }
@@ -115,11 +122,14 @@ impl CpuMeter {
 
     pub fn sample(&self) -> CpuSample {
         let seconds = |ticks: u64| ticks as f64 / self.ticks_per_second;
-        let this_process = ProcStat::at("/proc/self/stat").map_or(0, |s| s.utime + s.stime);
+        let own = ProcStat::at("/proc/self/stat");
+        let this_process = own.as_ref().map_or(0, |s| s.utime + s.stime);
+        let reaped_children = own.as_ref().map_or(0, |s| s.cutime + s.cstime);
         let (machine_busy, machine_total) = machine_ticks();
         CpuSample {
             postgres: self.postmaster.and_then(server_ticks).map(seconds),
             this_process: seconds(this_process),
+            reaped_children: seconds(reaped_children),
             machine_busy,
             machine_total,
         }
@@ -238,6 +248,7 @@ mod tests {
         CpuUse {
             postgres_seconds: server,
             this_process_seconds: process,
+            reaped_children_seconds: 0.0,
             machine_busy_share: busy,
         }
     }

@@ -328,27 +328,38 @@ async fn bench_latency(plan: Plan, machine: &Machine) -> anyhow::Result<serde_js
 async fn bench_api(plan: Plan, machine: &Machine) -> anyhow::Result<serde_json::Value> {
     let run = api::run(plan.api_rounds, plan.api_round, plan.pgbench_seconds).await?;
     let pg = &run.pgbench_select;
+    let us = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0} µs"));
+    let times = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"));
     println!();
     println!(
-        "| api, Postgres, {} keep-alive workers | requests/s (median of {} × {:.0} s) | ratio to pgbench -S | p50 | p99 |",
+        "| api, Postgres, {} keep-alive workers | requests/s (median of {} × {:.0} s) | ratio to pgbench -S | p50 | p99 | CPU per request: this process / Postgres | CPU ratio |",
         run.workers,
         plan.api_rounds,
         plan.api_round.as_secs_f64()
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for e in &run.endpoints {
         println!(
-            "| {} | {:.0} | {:.3} | {:.2} ms | {:.2} ms |",
+            "| {} | {:.0} | {:.3} | {:.2} ms | {:.2} ms | {} / {} | {} |",
             e.what,
             e.median_per_second,
-            ratio(e.median_per_second, pg.tps),
+            ratio(e.median_per_second, pg.run.tps),
             e.p50_ms,
-            e.p99_ms
+            e.p99_ms,
+            us(e.bench_us_per_request()),
+            us(e.postgres_us_per_request()),
+            times(e.cpu_ratio(pg)),
         );
     }
     println!(
-        "| pgbench -S -c 8 -j 2 | {:.0} | 1 | | {:.2} ms mean |",
-        pg.tps, pg.mean_latency_ms
+        "| pgbench -S -c 8 -j 2 | {:.0} | 1 | | {:.2} ms mean | {} / {} (pgbench / Postgres) | 1 |",
+        pg.run.tps,
+        pg.run.mean_latency_ms,
+        us(pg.pgbench_us_per_transaction()),
+        us(pg.postgres_us_per_transaction()),
+    );
+    println!(
+        "CPU ratio: a pgbench -S transaction's CPU (pgbench's and Postgres's) over a request's (this process's, its clients included, and Postgres's); the throughput ratio a machine kept busy by both would show"
     );
     let reads = run
         .endpoints
@@ -356,7 +367,7 @@ async fn bench_api(plan: Plan, machine: &Machine) -> anyhow::Result<serde_json::
         .filter(|e| e.what.starts_with("greenness"))
         .collect::<Vec<_>>();
     for e in &reads {
-        let r = ratio(e.median_per_second, pg.tps);
+        let r = ratio(e.median_per_second, pg.run.tps);
         println!(
             "{}: {r:.3} × pgbench -S (target ≥ 0.5: {}), p99 {:.2} ms (target ≤ 10 ms: {})",
             e.what,
@@ -368,13 +379,21 @@ async fn bench_api(plan: Plan, machine: &Machine) -> anyhow::Result<serde_json::
     let ratios: Vec<_> = run
         .endpoints
         .iter()
-        .map(
-            |e| json!({ "what": e.what, "ratio_to_pgbench_s": ratio(e.median_per_second, pg.tps) }),
-        )
+        .map(|e| {
+            json!({
+                "what": e.what,
+                "ratio_to_pgbench_s": ratio(e.median_per_second, pg.run.tps),
+                "bench_us_per_request": e.bench_us_per_request(),
+                "postgres_us_per_request": e.postgres_us_per_request(),
+                "cpu_ratio_to_pgbench_s": e.cpu_ratio(pg),
+            })
+        })
         .collect();
     Ok(json!({
         "machine": machine,
         "run": run,
+        "pgbench_us_per_transaction": pg.pgbench_us_per_transaction(),
+        "postgres_us_per_transaction": pg.postgres_us_per_transaction(),
         "ratios": ratios,
         "targets": { "reads_to_pgbench_s_at_least": 0.5, "p99_ms_at_most": 10.0 },
     }))

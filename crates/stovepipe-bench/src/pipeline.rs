@@ -754,6 +754,7 @@ mod tests {
         let cpu = |server| CpuUse {
             postgres_seconds: server,
             this_process_seconds: 0.0,
+            reaped_children_seconds: 0.0,
             machine_busy_share: 0.9,
         };
         PairedRound {
