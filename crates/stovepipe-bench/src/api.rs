@@ -14,6 +14,7 @@
 //! (pgbench and Postgres), a ratio this machine's neighbours move less
 //! than they move throughput.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use stovepipe_server::config::Settings;
 use stovepipe_server::serve::start;
 
 use crate::cpu::{CpuMeter, CpuUse};
+use crate::http1::{Call, Connection};
 use crate::support::{
     PgbenchRun, ScratchDb, median, ms, per, percentile, pgbench, pgbench_init, postgres_admin_url,
     progress, ratio,
@@ -129,19 +131,18 @@ pub struct ApiRun {
     pub endpoints: Vec<Endpoint>,
 }
 
-/// `WORKERS` keep-alive clients send `request` (given the client's
-/// number) for `duration`, `rounds` times.
-async fn measure<F>(
+/// `WORKERS` keep-alive clients (`http1`) send their call (client n
+/// `calls[n]`, or the one call when there is one) for `duration`,
+/// `rounds` times.
+async fn measure(
     what: &str,
     rounds: usize,
     duration: Duration,
     meter: &CpuMeter,
-    request: F,
-) -> anyhow::Result<Endpoint>
-where
-    F: Fn(usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
-{
-    let request = Arc::new(request);
+    server: &Server,
+    calls: Vec<Call>,
+) -> anyhow::Result<Endpoint> {
+    let calls = Arc::new(calls);
     let mut rates = Vec::new();
     let mut latencies = Vec::new();
     let cpu_before = meter.sample();
@@ -150,17 +151,14 @@ where
         let deadline = started + duration;
         let mut workers = tokio::task::JoinSet::new();
         for worker in 0..WORKERS {
-            let request = request.clone();
+            let calls = calls.clone();
+            let mut connection = server.connect().await?;
             workers.spawn(async move {
+                let call = &calls[worker % calls.len()];
                 let mut samples = Vec::new();
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    let resp = request(worker).send().await?;
-                    let status = resp.status();
-                    let body = resp.bytes().await?;
-                    if !status.is_success() {
-                        bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
-                    }
+                    connection.send(call).await?;
                     samples.push(ms(t.elapsed()));
                 }
                 anyhow::Ok(samples)
@@ -188,39 +186,39 @@ where
     })
 }
 
-/// A greenness read of a commit named by `key` (`rev` or `uri`): client
-/// n reads `values[n]`, or the one value when there is one.
-fn greenness(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    key: &'static str,
-    values: Vec<String>,
-) -> impl Fn(usize) -> reqwest::RequestBuilder + Send + Sync + 'static {
-    let (http, url, token) = (http.clone(), format!("{base}/greenness"), token.to_owned());
-    move |client| {
-        http.get(&url)
-            .query(&[(key, values[client % values.len()].as_str())])
-            .bearer_auth(&token)
+/// The server under test: where it listens and the token its clients send.
+struct Server {
+    addr: SocketAddr,
+    token: String,
+}
+
+impl Server {
+    async fn connect(&self) -> anyhow::Result<Connection> {
+        Connection::open(self.addr, &self.token).await
     }
-}
 
-/// An ingest of the queue's head (`rev` `None`, as a poller sends it) or
-/// of the commit `rev` names (as a push webhook does).
-fn ingest(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    rev: Option<&str>,
-) -> impl Fn(usize) -> reqwest::RequestBuilder + Send + Sync + 'static {
-    let (http, url, token) = (http.clone(), format!("{base}/ingest"), token.to_owned());
-    let body = serde_json::json!({ "rev": rev });
-    move |_| http.post(&url).bearer_auth(&token).json(&body)
-}
+    /// The greenness reads of the commits `key` (`rev` or `uri`) names:
+    /// one call per value.
+    fn greenness(key: &str, values: &[String]) -> Vec<Call> {
+        values
+            .iter()
+            .map(|value| {
+                let query = form_urlencoded::Serializer::new(String::new())
+                    .append_pair(key, value)
+                    .finish();
+                Call::get(format!("/v1/queues/{QUEUE}/greenness?{query}"))
+            })
+            .collect()
+    }
 
-/// The body of a successful greenness read.
-async fn read_greenness(request: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
-    Ok(request.send().await?.error_for_status()?.json().await?)
+    /// An ingest of the queue's head (`rev` `None`, as a poller sends it)
+    /// or of the commit `rev` names (as a push webhook does).
+    fn ingest(rev: Option<&str>) -> Vec<Call> {
+        vec![Call::post(
+            format!("/v1/queues/{QUEUE}/ingest"),
+            &serde_json::json!({ "rev": rev }),
+        )]
+    }
 }
 
 pub async fn run(
@@ -266,7 +264,6 @@ timeout = "1m"
     ))
     .map_err(|e| anyhow::anyhow!("api bench settings: {e}"))?;
     let running = start(settings, Arc::new(SystemClock::default())).await?;
-    let base = format!("http://{}/v1/queues/{QUEUE}", running.addr);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
@@ -279,23 +276,22 @@ timeout = "1m"
         now,
     )
     .map_err(|e| anyhow::anyhow!("minting a token: {e}"))?;
-    let http = reqwest::Client::new();
+    let server = Server {
+        addr: running.addr,
+        token,
+    };
+    let mut setup = server.connect().await?;
 
     // Validate the head once, so reads find a fact and re-ingests dedup.
-    let first: serde_json::Value = ingest(&http, &base, &token, None)(0)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let first = setup.json(&Server::ingest(None)[0]).await?;
     let uri = first["uri"]
         .as_str()
         .context("ingest answered without a uri")?
         .to_owned();
     let deadline = Instant::now() + Duration::from_mins(1);
-    let by_commit = greenness(&http, &base, &token, "rev", vec![sha.clone()]);
+    let by_commit = Server::greenness("rev", std::slice::from_ref(&sha));
     loop {
-        let g = read_greenness(by_commit(0)).await?;
+        let g = setup.json(&by_commit[0]).await?;
         if g["status"] == "green" {
             break;
         }
@@ -323,6 +319,7 @@ timeout = "1m"
             rounds,
             duration,
             &meter,
+            &server,
             by_commit,
         )
         .await?,
@@ -333,7 +330,8 @@ timeout = "1m"
             rounds,
             duration,
             &meter,
-            greenness(&http, &base, &token, "uri", vec![uri]),
+            &server,
+            Server::greenness("uri", &[uri]),
         )
         .await?,
     );
@@ -343,7 +341,8 @@ timeout = "1m"
             rounds,
             duration,
             &meter,
-            ingest(&http, &base, &token, None),
+            &server,
+            Server::ingest(None),
         )
         .await?,
     );
@@ -353,7 +352,8 @@ timeout = "1m"
             rounds,
             duration,
             &meter,
-            ingest(&http, &base, &token, Some(&sha)),
+            &server,
+            Server::ingest(Some(&sha)),
         )
         .await?,
     );
@@ -366,9 +366,9 @@ timeout = "1m"
             git(&repo, &["commit", "-q", "-a", "-m", "unvalidated"])?;
             unvalidated.push(git(&repo, &["rev-parse", "HEAD"])?);
         }
-        let each = greenness(&http, &base, &token, "rev", unvalidated.clone());
-        for client in 0..WORKERS {
-            let g = read_greenness(each(client)).await?;
+        let each = Server::greenness("rev", &unvalidated);
+        for call in &each {
+            let g = setup.json(call).await?;
             if g["status"] != "not_validated" {
                 bail!("an unvalidated commit reads as {g}, not not_validated");
             }
@@ -380,7 +380,8 @@ timeout = "1m"
                 rounds,
                 duration,
                 &meter,
-                greenness(&http, &base, &token, "rev", vec![newest]),
+                &server,
+                Server::greenness("rev", &[newest]),
             )
             .await?,
         );
@@ -390,6 +391,7 @@ timeout = "1m"
                 rounds,
                 duration,
                 &meter,
+                &server,
                 each,
             )
             .await?,
@@ -456,9 +458,18 @@ mod tests {
     #[test]
     fn no_cpu_ratio_without_postgres_s_figure_or_a_count() {
         let baseline = pgbench_s(cpu(Some(4.0), 0.0, 1.0), 100_000);
-        assert_eq!(endpoint(cpu(None, 3.0, 0.0), 50_000).cpu_ratio(&baseline), None);
-        assert_eq!(endpoint(cpu(Some(2.0), 3.0, 0.0), 0).cpu_ratio(&baseline), None);
+        assert_eq!(
+            endpoint(cpu(None, 3.0, 0.0), 50_000).cpu_ratio(&baseline),
+            None
+        );
+        assert_eq!(
+            endpoint(cpu(Some(2.0), 3.0, 0.0), 0).cpu_ratio(&baseline),
+            None
+        );
         let unmeasured = pgbench_s(cpu(None, 0.0, 1.0), 100_000);
-        assert_eq!(endpoint(cpu(Some(2.0), 3.0, 0.0), 50_000).cpu_ratio(&unmeasured), None);
+        assert_eq!(
+            endpoint(cpu(Some(2.0), 3.0, 0.0), 50_000).cpu_ratio(&unmeasured),
+            None
+        );
     }
 }

@@ -22,6 +22,7 @@
 mod ancestry;
 mod api;
 mod cpu;
+mod http1;
 mod memory;
 mod pipeline;
 mod row_reads;
