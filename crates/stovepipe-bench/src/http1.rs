@@ -4,7 +4,7 @@
 //! The clients run in the bench's process, beside the server, on the same
 //! cores, and the ratio they measure is against `pgbench -S`, whose client
 //! is libpq: a few microseconds of CPU per transaction. reqwest's pooled
-//! client cost about 35 µs per request (a quarter of the process's CPU on
+//! client cost about 25 µs per request (a quarter of the process's CPU on
 //! an unvalidated read, docs/benchmarks.md, nineteenth session of
 //! 2026-12-07), CPU the server then did not have. A request here is a
 //! request head written to a connection the client holds and its response
