@@ -131,59 +131,65 @@ pub struct ApiRun {
     pub endpoints: Vec<Endpoint>,
 }
 
-/// `WORKERS` keep-alive clients (`http1`) send their call (client n
-/// `calls[n]`, or the one call when there is one) for `duration`,
-/// `rounds` times.
-async fn measure(
-    what: &str,
+/// How every endpoint is measured: `rounds` rounds of `duration` against
+/// `server`, the CPU read by `meter`.
+struct Rounds<'a> {
     rounds: usize,
     duration: Duration,
-    meter: &CpuMeter,
-    server: &Server,
-    calls: Vec<Call>,
-) -> anyhow::Result<Endpoint> {
-    let calls = Arc::new(calls);
-    let mut rates = Vec::new();
-    let mut latencies = Vec::new();
-    let cpu_before = meter.sample();
-    for round in 1..=rounds {
-        let started = Instant::now();
-        let deadline = started + duration;
-        let mut workers = tokio::task::JoinSet::new();
-        for worker in 0..WORKERS {
-            let calls = calls.clone();
-            let mut connection = server.connect().await?;
-            workers.spawn(async move {
-                let call = &calls[worker % calls.len()];
-                let mut samples = Vec::new();
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    connection.send(call).await?;
-                    samples.push(ms(t.elapsed()));
-                }
-                anyhow::Ok(samples)
-            });
+    meter: &'a CpuMeter,
+    server: &'a Server,
+}
+
+impl Rounds<'_> {
+    /// `WORKERS` keep-alive clients (`http1`) send their call (client n
+    /// `calls[n]`, or the one call when there is one) for each round.
+    async fn measure(&self, what: &str, calls: Vec<Call>) -> anyhow::Result<Endpoint> {
+        let calls = Arc::new(calls);
+        let mut rates = Vec::new();
+        let mut latencies = Vec::new();
+        let cpu_before = self.meter.sample();
+        for round in 1..=self.rounds {
+            let started = Instant::now();
+            let deadline = started + self.duration;
+            let mut workers = tokio::task::JoinSet::new();
+            for worker in 0..WORKERS {
+                let calls = calls.clone();
+                let mut connection = self.server.connect().await?;
+                workers.spawn(async move {
+                    let call = &calls[worker % calls.len()];
+                    let mut samples = Vec::new();
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        connection.send(call).await?;
+                        samples.push(ms(t.elapsed()));
+                    }
+                    anyhow::Ok(samples)
+                });
+            }
+            let mut count = 0;
+            while let Some(joined) = workers.join_next().await {
+                let samples = joined??;
+                count += samples.len();
+                latencies.extend(samples);
+            }
+            let rate = count as f64 / started.elapsed().as_secs_f64();
+            progress!(
+                "{what}: round {round}/{}: {rate:.0} requests/s",
+                self.rounds
+            );
+            rates.push(rate);
         }
-        let mut count = 0;
-        while let Some(joined) = workers.join_next().await {
-            let samples = joined??;
-            count += samples.len();
-            latencies.extend(samples);
-        }
-        let rate = count as f64 / started.elapsed().as_secs_f64();
-        progress!("{what}: round {round}/{rounds}: {rate:.0} requests/s");
-        rates.push(rate);
+        let cpu = cpu_before.until(&self.meter.sample());
+        Ok(Endpoint {
+            what: what.to_owned(),
+            median_per_second: median(&rates),
+            rounds_per_second: rates,
+            p50_ms: percentile(&latencies, 0.5),
+            p99_ms: percentile(&latencies, 0.99),
+            requests: latencies.len(),
+            cpu,
+        })
     }
-    let cpu = cpu_before.until(&meter.sample());
-    Ok(Endpoint {
-        what: what.to_owned(),
-        median_per_second: median(&rates),
-        rounds_per_second: rates,
-        p50_ms: percentile(&latencies, 0.5),
-        p99_ms: percentile(&latencies, 0.99),
-        requests: latencies.len(),
-        cpu,
-    })
 }
 
 /// The server under test: where it listens and the token its clients send.
@@ -312,90 +318,57 @@ timeout = "1m"
         cpu: before.until(&meter.sample()),
     };
 
+    let rounds = Rounds {
+        rounds,
+        duration,
+        meter: &meter,
+        server: &server,
+    };
     let mut endpoints = Vec::new();
-    endpoints.push(
-        measure(
-            "greenness by commit (GET …/greenness?rev=<sha>)",
-            rounds,
-            duration,
-            &meter,
-            &server,
-            by_commit,
-        )
-        .await?,
-    );
-    endpoints.push(
-        measure(
+    for (what, calls) in [
+        ("greenness by commit (GET …/greenness?rev=<sha>)", by_commit),
+        (
             "greenness by URI (GET …/greenness?uri=<uri>)",
-            rounds,
-            duration,
-            &meter,
-            &server,
             Server::greenness("uri", &[uri]),
-        )
-        .await?,
-    );
-    endpoints.push(
-        measure(
+        ),
+        (
             "ingest, unchanged head (POST …/ingest, dedup hit)",
-            rounds,
-            duration,
-            &meter,
-            &server,
             Server::ingest(None),
-        )
-        .await?,
-    );
-    endpoints.push(
-        measure(
+        ),
+        (
             "ingest, a named commit (POST …/ingest {rev: <sha>}, dedup hit)",
-            rounds,
-            duration,
-            &meter,
-            &server,
             Server::ingest(Some(&sha)),
-        )
-        .await?,
-    );
-    {
-        // Pushed after the ingest measurement, so nothing ingests them:
-        // one commit per client.
-        let mut unvalidated = Vec::new();
-        for n in 0..WORKERS {
-            std::fs::write(repo.join("README"), format!("bench, unvalidated {n}\n"))?;
-            git(&repo, &["commit", "-q", "-a", "-m", "unvalidated"])?;
-            unvalidated.push(git(&repo, &["rev-parse", "HEAD"])?);
+        ),
+    ] {
+        endpoints.push(rounds.measure(what, calls).await?);
+    }
+    // Pushed after the ingests were measured, so nothing ingests them: one
+    // commit per client.
+    let mut unvalidated = Vec::new();
+    for n in 0..WORKERS {
+        std::fs::write(repo.join("README"), format!("bench, unvalidated {n}\n"))?;
+        git(&repo, &["commit", "-q", "-a", "-m", "unvalidated"])?;
+        unvalidated.push(git(&repo, &["rev-parse", "HEAD"])?);
+    }
+    let each = Server::greenness("rev", &unvalidated);
+    for call in &each {
+        let g = setup.json(call).await?;
+        if g["status"] != "not_validated" {
+            bail!("an unvalidated commit reads as {g}, not not_validated");
         }
-        let each = Server::greenness("rev", &unvalidated);
-        for call in &each {
-            let g = setup.json(call).await?;
-            if g["status"] != "not_validated" {
-                bail!("an unvalidated commit reads as {g}, not not_validated");
-            }
-        }
-        let newest = unvalidated.pop().context("no unvalidated commit")?;
-        endpoints.push(
-            measure(
-                "greenness of an unvalidated commit (no fact: the database on every read)",
-                rounds,
-                duration,
-                &meter,
-                &server,
-                Server::greenness("rev", &[newest]),
-            )
-            .await?,
-        );
-        endpoints.push(
-            measure(
-                "greenness of unvalidated commits, a different one per client",
-                rounds,
-                duration,
-                &meter,
-                &server,
-                each,
-            )
-            .await?,
-        );
+    }
+    let newest = unvalidated.pop().context("no unvalidated commit")?;
+    for (what, calls) in [
+        (
+            "greenness of an unvalidated commit (no fact: the database on every read)",
+            Server::greenness("rev", &[newest]),
+        ),
+        (
+            "greenness of unvalidated commits, a different one per client",
+            each,
+        ),
+    ] {
+        endpoints.push(rounds.measure(what, calls).await?);
     }
     running.stop().await?;
     drop(db);
