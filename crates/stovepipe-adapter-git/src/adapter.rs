@@ -332,8 +332,10 @@ impl Inner {
                 return None;
             }
         }
+        // `Oid::from_str` rejects what is not hex, but takes a shorter id
+        // as a prefix.
         let id = text[..len].strip_suffix(b"\n")?;
-        if id.len() != COMMIT_ID_HEX_LEN || !id.iter().all(u8::is_ascii_hexdigit) {
+        if id.len() != COMMIT_ID_HEX_LEN {
             return None;
         }
         Oid::from_str(std::str::from_utf8(id).ok()?).ok()

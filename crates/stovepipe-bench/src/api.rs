@@ -11,8 +11,8 @@
 //! asks the database: of one commit from every client, and of a commit
 //! per client. Each endpoint's CPU per request (this process, its clients
 //! included, and Postgres) is set beside a pgbench -S transaction's
-//! (pgbench and Postgres), a ratio this machine's neighbours move less
-//! than they move throughput.
+//! (pgbench and Postgres): the work behind each figure, which tells a
+//! change in it from a change in the machine's idle time.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -30,7 +30,7 @@ use stovepipe_server::serve::start;
 use crate::cpu::{CpuMeter, CpuUse};
 use crate::http1::{Call, Connection};
 use crate::support::{
-    PgbenchRun, ScratchDb, median, ms, per, percentile, pgbench, pgbench_init, postgres_admin_url,
+    PgbenchRun, ScratchDb, median, ms, percentile, pgbench, pgbench_init, postgres_admin_url,
     progress, ratio,
 };
 
@@ -74,25 +74,26 @@ pub struct Endpoint {
     pub cpu: CpuUse,
 }
 
+/// Microseconds in `ms` milliseconds.
+fn us(ms: f64) -> f64 {
+    ms * 1e3
+}
+
 impl Endpoint {
     /// This process's CPU per request, in microseconds.
     pub fn bench_us_per_request(&self) -> Option<f64> {
-        per(self.cpu.this_process_seconds * 1e6, self.requests as u64)
+        self.cpu.this_process_ms_per(self.requests as u64).map(us)
     }
 
     /// Postgres's CPU per request, in microseconds.
     pub fn postgres_us_per_request(&self) -> Option<f64> {
-        self.cpu
-            .postgres_seconds
-            .and_then(|s| per(s * 1e6, self.requests as u64))
+        self.cpu.server_ms_per(self.requests as u64).map(us)
     }
 
     /// The CPU of a request (this process's and Postgres's) over the CPU
     /// of a pgbench -S transaction (pgbench's own and Postgres's): the
     /// share of pgbench's throughput the endpoint would reach on a
-    /// machine both kept busy, less noisy from run to run than the
-    /// throughputs (a neighbour's load slows both sides of a ratio of
-    /// rates unevenly, but hardly changes the work).
+    /// machine both kept busy.
     pub fn cpu_ratio(&self, baseline: &PgbenchCpu) -> Option<f64> {
         let request = self.bench_us_per_request()? + self.postgres_us_per_request()?;
         let transaction =
@@ -111,16 +112,13 @@ pub struct PgbenchCpu {
 
 impl PgbenchCpu {
     pub fn pgbench_us_per_transaction(&self) -> Option<f64> {
-        per(
-            self.cpu.reaped_children_seconds * 1e6,
-            self.run.transactions,
-        )
+        self.cpu
+            .reaped_children_ms_per(self.run.transactions)
+            .map(us)
     }
 
     pub fn postgres_us_per_transaction(&self) -> Option<f64> {
-        self.cpu
-            .postgres_seconds
-            .and_then(|s| per(s * 1e6, self.run.transactions))
+        self.cpu.server_ms_per(self.run.transactions).map(us)
     }
 }
 

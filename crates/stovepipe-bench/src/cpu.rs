@@ -67,6 +67,17 @@ impl CpuUse {
             .and_then(|s| crate::support::per(s * 1e3, count))
     }
 
+    /// This process's CPU in milliseconds per one of `count` things done.
+    pub fn this_process_ms_per(&self, count: u64) -> Option<f64> {
+        crate::support::per(self.this_process_seconds * 1e3, count)
+    }
+
+    /// The reaped children's CPU in milliseconds per one of `count` things
+    /// done (a `pgbench` run's transactions).
+    pub fn reaped_children_ms_per(&self, count: u64) -> Option<f64> {
+        crate::support::per(self.reaped_children_seconds * 1e3, count)
+    }
+
     /// The CPU of several stretches together; the machine's busy share is
     /// their mean (the stretches are of about equal length).
     pub fn sum<'a>(uses: impl IntoIterator<Item = &'a CpuUse>) -> CpuUse {

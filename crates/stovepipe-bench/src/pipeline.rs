@@ -667,7 +667,7 @@ pub async fn throughput(
     let row_cache_reads_per_fact = row_reads::counts().per_fact_since(reads_before, facts_measured);
     // The server's CPU is measured on both runs; only Postgres's is ours.
     let postgres_cpu_ms_per_fact = database_url.and(cpu.server_ms_per(facts_measured));
-    let bench_cpu_ms_per_fact = per_fact(cpu.this_process_seconds * 1e3);
+    let bench_cpu_ms_per_fact = cpu.this_process_ms_per(facts_measured);
     stop.cancel();
     let mut latencies = Vec::new();
     let mut verdicts = [0u64; 3];

@@ -671,13 +671,13 @@ impl TokenTimes {
             .get("exp")
             .and_then(numeric_date)
             .ok_or_else(|| AuthError::unauthenticated("token has no valid expiry"))?;
-        let nbf = match claims.get("nbf") {
-            None => None,
-            Some(nbf) => Some(
+        let nbf = claims
+            .get("nbf")
+            .map(|nbf| {
                 numeric_date(nbf)
-                    .ok_or_else(|| AuthError::unauthenticated("token has an invalid nbf"))?,
-            ),
-        };
+                    .ok_or_else(|| AuthError::unauthenticated("token has an invalid nbf"))
+            })
+            .transpose()?;
         Ok(Self { exp, nbf })
     }
 
