@@ -9,10 +9,15 @@
 //! its fact, which the server keeps after the first read (facts never
 //! change); reads of a commit nobody ingested find no fact, so every one
 //! asks the database: of one commit from every client, and of a commit
-//! per client. Each endpoint's CPU per request (this process, its clients
-//! included, and Postgres) is set beside a pgbench -S transaction's
-//! (pgbench and Postgres): the work behind each figure, which tells a
-//! change in it from a change in the machine's idle time.
+//! per client. Each round of an endpoint is paired with a `pgbench -S` run
+//! of the same length right after it, on the idle server, and states the
+//! endpoint's throughput in the baseline of its own moment: a machine
+//! whose pgbench -S moves by a fifth within minutes (docs/benchmarks.md)
+//! moves both halves of a pair alike. Each endpoint's CPU per request
+//! (this process, its clients included, and Postgres) is set beside a
+//! pgbench -S transaction's of its pairs (pgbench and Postgres): the work
+//! behind each figure, which tells a change in it from a change in the
+//! machine's idle time.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -30,8 +35,8 @@ use stovepipe_server::serve::start;
 use crate::cpu::{CpuMeter, CpuUse};
 use crate::http1::{Call, Connection};
 use crate::support::{
-    PgbenchRun, ScratchDb, median, ms, percentile, pgbench, pgbench_init, postgres_admin_url,
-    progress, ratio,
+    PgbenchRun, ScratchDb, median, ms, percentile, pgbench, pgbench_init, pgbench_seconds,
+    postgres_admin_url, progress, ratio,
 };
 
 const SECRET: &str = "bench-secret-0123456789abcdef-0123456789";
@@ -60,18 +65,34 @@ fn git(repo: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// One round of an endpoint and the `pgbench -S` run paired with it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PairedRound {
+    pub requests_per_second: f64,
+    pub pgbench_tps: f64,
+}
+
+impl PairedRound {
+    /// The endpoint's throughput over pgbench -S's, both of this moment.
+    pub fn ratio(&self) -> f64 {
+        ratio(self.requests_per_second, self.pgbench_tps)
+    }
+}
+
 /// One measured endpoint.
 #[derive(Debug, Clone, Serialize)]
 pub struct Endpoint {
     pub what: String,
-    pub rounds_per_second: Vec<f64>,
+    pub rounds: Vec<PairedRound>,
     pub median_per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub requests: usize,
-    /// CPU over its rounds: this process (the server and its clients) and
-    /// Postgres.
+    /// CPU over its rounds (not its pgbench runs): this process (the
+    /// server and its clients) and Postgres.
     pub cpu: CpuUse,
+    /// The pgbench -S runs paired with its rounds.
+    pub pgbench: PgbenchCpu,
 }
 
 /// Microseconds in `ms` milliseconds.
@@ -80,6 +101,17 @@ fn us(ms: f64) -> f64 {
 }
 
 impl Endpoint {
+    /// Each round's throughput over its paired pgbench -S run's.
+    pub fn ratios(&self) -> Vec<f64> {
+        self.rounds.iter().map(PairedRound::ratio).collect()
+    }
+
+    /// The median of [`Self::ratios`]: the endpoint's figure against the
+    /// target.
+    pub fn ratio(&self) -> f64 {
+        median(&self.ratios())
+    }
+
     /// This process's CPU per request, in microseconds.
     pub fn bench_us_per_request(&self) -> Option<f64> {
         self.cpu.this_process_ms_per(self.requests as u64).map(us)
@@ -91,62 +123,85 @@ impl Endpoint {
     }
 
     /// The CPU of a request (this process's and Postgres's) over the CPU
-    /// of a pgbench -S transaction (pgbench's own and Postgres's): the
-    /// share of pgbench's throughput the endpoint would reach on a
-    /// machine both kept busy.
-    pub fn cpu_ratio(&self, baseline: &PgbenchCpu) -> Option<f64> {
+    /// of a pgbench -S transaction of its pairs (pgbench's own and
+    /// Postgres's): the share of pgbench's throughput the endpoint would
+    /// reach on a machine both kept busy.
+    pub fn cpu_ratio(&self) -> Option<f64> {
         let request = self.bench_us_per_request()? + self.postgres_us_per_request()?;
-        let transaction =
-            baseline.pgbench_us_per_transaction()? + baseline.postgres_us_per_transaction()?;
+        let transaction = self.pgbench.pgbench_us_per_transaction()?
+            + self.pgbench.postgres_us_per_transaction()?;
         Some(ratio(transaction, request))
     }
 }
 
-/// `pgbench -S` and the CPU it took.
+/// `pgbench -S` runs and the CPU they took.
 #[derive(Debug, Clone, Serialize)]
 pub struct PgbenchCpu {
-    pub run: PgbenchRun,
+    pub runs: Vec<PgbenchRun>,
     /// Postgres's, and pgbench's own (a child this process waited for).
     pub cpu: CpuUse,
 }
 
 impl PgbenchCpu {
+    /// Several stretches of runs as one.
+    pub fn sum<'a>(parts: impl IntoIterator<Item = &'a PgbenchCpu>) -> PgbenchCpu {
+        let parts: Vec<_> = parts.into_iter().collect();
+        PgbenchCpu {
+            runs: parts.iter().flat_map(|p| p.runs.iter().cloned()).collect(),
+            cpu: CpuUse::sum(parts.iter().map(|p| &p.cpu)),
+        }
+    }
+
+    pub fn transactions(&self) -> u64 {
+        self.runs.iter().map(|r| r.transactions).sum()
+    }
+
+    /// The median of the runs' TPS.
+    pub fn median_tps(&self) -> f64 {
+        median(&self.runs.iter().map(|r| r.tps).collect::<Vec<_>>())
+    }
+
     pub fn pgbench_us_per_transaction(&self) -> Option<f64> {
-        self.cpu
-            .reaped_children_ms_per(self.run.transactions)
-            .map(us)
+        self.cpu.reaped_children_ms_per(self.transactions()).map(us)
     }
 
     pub fn postgres_us_per_transaction(&self) -> Option<f64> {
-        self.cpu.server_ms_per(self.run.transactions).map(us)
+        self.cpu.server_ms_per(self.transactions()).map(us)
     }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ApiRun {
     pub workers: usize,
+    /// Every endpoint's paired pgbench -S runs together.
     pub pgbench_select: PgbenchCpu,
     pub endpoints: Vec<Endpoint>,
 }
 
 /// How every endpoint is measured: `rounds` rounds of `duration` against
-/// `server`, the CPU read by `meter`.
+/// `server`, each followed by `pgbench -S` for `pgbench_seconds` on
+/// `pgbench_url`, the CPU read by `meter`.
 struct Rounds<'a> {
     rounds: usize,
     duration: Duration,
+    pgbench_seconds: u32,
+    pgbench_url: &'a str,
     meter: &'a CpuMeter,
     server: &'a Server,
 }
 
 impl Rounds<'_> {
     /// `WORKERS` keep-alive clients (`http1`) send their call (client n
-    /// `calls[n]`, or the one call when there is one) for each round.
+    /// `calls[n]`, or the one call when there is one) for each round; the
+    /// round's pgbench -S run follows it.
     async fn measure(&self, what: &str, calls: Vec<Call>) -> anyhow::Result<Endpoint> {
         let calls = Arc::new(calls);
-        let mut rates = Vec::new();
+        let mut rounds = Vec::new();
         let mut latencies = Vec::new();
-        let cpu_before = self.meter.sample();
+        let mut cpu = Vec::new();
+        let mut pgbench_runs = Vec::new();
         for round in 1..=self.rounds {
+            let cpu_before = self.meter.sample();
             let started = Instant::now();
             let deadline = started + self.duration;
             let mut workers = tokio::task::JoinSet::new();
@@ -171,21 +226,47 @@ impl Rounds<'_> {
                 latencies.extend(samples);
             }
             let rate = count as f64 / started.elapsed().as_secs_f64();
+            cpu.push(cpu_before.until(&self.meter.sample()));
+            let pgbench = self.pgbench_select().await?;
+            let paired = PairedRound {
+                requests_per_second: rate,
+                pgbench_tps: pgbench.median_tps(),
+            };
             progress!(
-                "{what}: round {round}/{}: {rate:.0} requests/s",
-                self.rounds
+                "{what}: round {round}/{}: {rate:.0} requests/s beside pgbench -S at {:.0} tps: {:.3} ×",
+                self.rounds,
+                paired.pgbench_tps,
+                paired.ratio()
             );
-            rates.push(rate);
+            rounds.push(paired);
+            pgbench_runs.push(pgbench);
         }
-        let cpu = cpu_before.until(&self.meter.sample());
         Ok(Endpoint {
             what: what.to_owned(),
-            median_per_second: median(&rates),
-            rounds_per_second: rates,
+            median_per_second: median(
+                &rounds
+                    .iter()
+                    .map(|r| r.requests_per_second)
+                    .collect::<Vec<_>>(),
+            ),
+            rounds,
             p50_ms: percentile(&latencies, 0.5),
             p99_ms: percentile(&latencies, 0.99),
             requests: latencies.len(),
-            cpu,
+            cpu: CpuUse::sum(&cpu),
+            pgbench: PgbenchCpu::sum(&pgbench_runs),
+        })
+    }
+
+    /// One `pgbench -S` run on the idle server, and the CPU it took.
+    async fn pgbench_select(&self) -> anyhow::Result<PgbenchCpu> {
+        let before = self.meter.sample();
+        let url = self.pgbench_url.to_owned();
+        let seconds = self.pgbench_seconds;
+        let run = tokio::task::spawn_blocking(move || pgbench(&url, "-S", seconds)).await??;
+        Ok(PgbenchCpu {
+            runs: vec![run],
+            cpu: before.until(&self.meter.sample()),
         })
     }
 }
@@ -225,11 +306,9 @@ impl Server {
     }
 }
 
-pub async fn run(
-    rounds: usize,
-    duration: Duration,
-    pgbench_seconds: u32,
-) -> anyhow::Result<ApiRun> {
+/// `rounds` rounds of `duration` per endpoint, each paired with a pgbench
+/// -S run as long (in whole seconds, at least one).
+pub async fn run(rounds: usize, duration: Duration) -> anyhow::Result<ApiRun> {
     let db = ScratchDb::create("api")?;
     let dir = tempfile::tempdir()?;
     let repo = dir.path().join("repo");
@@ -305,20 +384,14 @@ timeout = "1m"
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // The baseline, on the same database, while the server idles.
+    // The baseline's tables, on the same database.
     pgbench_init(&db.url, 10)?;
-    progress!("pgbench -S for {pgbench_seconds} s");
     let meter = CpuMeter::new(&postgres_admin_url());
-    let before = meter.sample();
-    let run = pgbench(&db.url, "-S", pgbench_seconds)?;
-    let pgbench_select = PgbenchCpu {
-        run,
-        cpu: before.until(&meter.sample()),
-    };
-
     let rounds = Rounds {
         rounds,
         duration,
+        pgbench_seconds: pgbench_seconds(duration),
+        pgbench_url: &db.url,
         meter: &meter,
         server: &server,
     };
@@ -372,7 +445,7 @@ timeout = "1m"
     drop(db);
     Ok(ApiRun {
         workers: WORKERS,
-        pgbench_select,
+        pgbench_select: PgbenchCpu::sum(endpoints.iter().map(|e| &e.pgbench)),
         endpoints,
     })
 }
@@ -390,57 +463,99 @@ mod tests {
         }
     }
 
-    fn endpoint(cpu: CpuUse, requests: usize) -> Endpoint {
+    fn endpoint(
+        cpu: CpuUse,
+        requests: usize,
+        rounds: Vec<PairedRound>,
+        pgbench: PgbenchCpu,
+    ) -> Endpoint {
         Endpoint {
             what: "a read".into(),
-            rounds_per_second: vec![],
+            rounds,
             median_per_second: 0.0,
             p50_ms: 0.0,
             p99_ms: 0.0,
             requests,
             cpu,
+            pgbench,
         }
     }
 
-    fn pgbench_s(cpu: CpuUse, transactions: u64) -> PgbenchCpu {
+    fn pgbench_s(cpu: CpuUse, tps: f64, transactions: u64) -> PgbenchCpu {
         PgbenchCpu {
-            run: PgbenchRun {
-                args: "pgbench -S -c 8 -j 2 -T 15 -P 1".into(),
-                tps: 0.0,
+            runs: vec![PgbenchRun {
+                args: "pgbench -S -c 8 -j 2 -T 5 -P 1".into(),
+                tps,
                 transactions,
-                median_tps_per_second: 0.0,
+                median_tps_per_second: tps,
                 mean_latency_ms: 0.0,
-            },
+            }],
             cpu,
+        }
+    }
+
+    fn round(requests_per_second: f64, pgbench_tps: f64) -> PairedRound {
+        PairedRound {
+            requests_per_second,
+            pgbench_tps,
         }
     }
 
     #[test]
     fn the_cpu_ratio_sets_a_transaction_s_cpu_over_a_request_s() {
         // pgbench 10 µs + Postgres 40 µs a transaction; a request 60 + 40.
-        let baseline = pgbench_s(cpu(Some(4.0), 0.0, 1.0), 100_000);
-        let read = endpoint(cpu(Some(2.0), 3.0, 0.0), 50_000);
+        let baseline = pgbench_s(cpu(Some(4.0), 0.0, 1.0), 0.0, 100_000);
+        assert!((baseline.pgbench_us_per_transaction().unwrap() - 10.0).abs() < 1e-9);
+        let read = endpoint(cpu(Some(2.0), 3.0, 0.0), 50_000, vec![], baseline);
         assert!((read.bench_us_per_request().unwrap() - 60.0).abs() < 1e-9);
         assert!((read.postgres_us_per_request().unwrap() - 40.0).abs() < 1e-9);
-        assert!((baseline.pgbench_us_per_transaction().unwrap() - 10.0).abs() < 1e-9);
-        assert!((read.cpu_ratio(&baseline).unwrap() - 0.5).abs() < 1e-9);
+        assert!((read.cpu_ratio().unwrap() - 0.5).abs() < 1e-9);
     }
 
     #[test]
     fn no_cpu_ratio_without_postgres_s_figure_or_a_count() {
-        let baseline = pgbench_s(cpu(Some(4.0), 0.0, 1.0), 100_000);
-        assert_eq!(
-            endpoint(cpu(None, 3.0, 0.0), 50_000).cpu_ratio(&baseline),
-            None
+        let baseline = || pgbench_s(cpu(Some(4.0), 0.0, 1.0), 0.0, 100_000);
+        let read = |postgres, requests, pgbench| {
+            endpoint(cpu(postgres, 3.0, 0.0), requests, vec![], pgbench)
+        };
+        assert_eq!(read(None, 50_000, baseline()).cpu_ratio(), None);
+        assert_eq!(read(Some(2.0), 0, baseline()).cpu_ratio(), None);
+        let unmeasured = pgbench_s(cpu(None, 0.0, 1.0), 0.0, 100_000);
+        assert_eq!(read(Some(2.0), 50_000, unmeasured).cpu_ratio(), None);
+    }
+
+    #[test]
+    fn each_round_is_stated_in_the_pgbench_run_paired_with_it() {
+        // The machine halves its speed between rounds: both halves of a
+        // pair move, and every round reads 0.5.
+        let baseline = pgbench_s(cpu(Some(4.0), 0.0, 1.0), 20_000.0, 100_000);
+        let read = endpoint(
+            cpu(Some(2.0), 3.0, 0.0),
+            50_000,
+            vec![
+                round(10_000.0, 20_000.0),
+                round(5_000.0, 10_000.0),
+                round(12_000.0, 20_000.0),
+            ],
+            baseline,
         );
-        assert_eq!(
-            endpoint(cpu(Some(2.0), 3.0, 0.0), 0).cpu_ratio(&baseline),
-            None
+        assert_eq!(read.ratios(), vec![0.5, 0.5, 0.6]);
+        assert!(
+            (read.ratio() - 0.5).abs() < 1e-9,
+            "the median of the rounds"
         );
-        let unmeasured = pgbench_s(cpu(None, 0.0, 1.0), 100_000);
-        assert_eq!(
-            endpoint(cpu(Some(2.0), 3.0, 0.0), 50_000).cpu_ratio(&unmeasured),
-            None
-        );
+    }
+
+    #[test]
+    fn paired_runs_sum_their_transactions_and_cpu() {
+        let a = pgbench_s(cpu(Some(2.0), 0.0, 0.5), 20_000.0, 100_000);
+        let b = pgbench_s(cpu(Some(3.0), 0.0, 1.0), 30_000.0, 150_000);
+        let c = pgbench_s(cpu(Some(1.0), 0.0, 0.5), 10_000.0, 50_000);
+        let all = PgbenchCpu::sum([&a, &b, &c]);
+        assert_eq!(all.transactions(), 300_000);
+        assert!((all.median_tps() - 20_000.0).abs() < 1e-9);
+        // 6 s of Postgres and 2 s of pgbench over 300 000 transactions.
+        assert!((all.postgres_us_per_transaction().unwrap() - 20.0).abs() < 1e-9);
+        assert!((all.pgbench_us_per_transaction().unwrap() - 20.0 / 3.0).abs() < 1e-9);
     }
 }

@@ -52,7 +52,6 @@ const DEFAULT_LOAD: Load = Load {
 /// Durations of one run; `--quick` shrinks them for a smoke test.
 #[derive(Debug, Clone, Copy)]
 struct Plan {
-    pgbench_seconds: u32,
     warmup: Duration,
     windows: usize,
     window: Duration,
@@ -67,7 +66,6 @@ struct Plan {
 impl Plan {
     fn full() -> Self {
         Self {
-            pgbench_seconds: 15,
             warmup: Duration::from_secs(3),
             windows: 5,
             window: Duration::from_secs(3),
@@ -81,7 +79,6 @@ impl Plan {
 
     fn quick() -> Self {
         Self {
-            pgbench_seconds: 3,
             warmup: Duration::from_secs(1),
             windows: 3,
             window: Duration::from_secs(1),
@@ -146,7 +143,7 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
             Some(pipeline::Baseline {
                 url: &pgbench_db.url,
                 mode: "-N",
-                seconds: u32::try_from(plan.window.as_secs().max(1)).unwrap_or(u32::MAX),
+                seconds: support::pgbench_seconds(plan.window),
             }),
         )
         .await?
@@ -327,13 +324,13 @@ async fn bench_latency(plan: Plan, machine: &Machine) -> anyhow::Result<serde_js
 }
 
 async fn bench_api(plan: Plan, machine: &Machine) -> anyhow::Result<serde_json::Value> {
-    let run = api::run(plan.api_rounds, plan.api_round, plan.pgbench_seconds).await?;
+    let run = api::run(plan.api_rounds, plan.api_round).await?;
     let pg = &run.pgbench_select;
     let us = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0} µs"));
     let times = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"));
     println!();
     println!(
-        "| api, Postgres, {} keep-alive workers | requests/s (median of {} × {:.0} s) | ratio to pgbench -S | p50 | p99 | CPU per request: this process / Postgres | CPU ratio |",
+        "| api, Postgres, {} keep-alive workers | requests/s (median of {} × {:.0} s) | ratio to pgbench -S (median (least–greatest) of the paired rounds) | p50 | p99 | CPU per request: this process / Postgres | CPU ratio |",
         run.workers,
         plan.api_rounds,
         plan.api_round.as_secs_f64()
@@ -341,34 +338,32 @@ async fn bench_api(plan: Plan, machine: &Machine) -> anyhow::Result<serde_json::
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for e in &run.endpoints {
         println!(
-            "| {} | {:.0} | {:.3} | {:.2} ms | {:.2} ms | {} / {} | {} |",
+            "| {} | {:.0} | {} | {:.2} ms | {:.2} ms | {} / {} | {} |",
             e.what,
             e.median_per_second,
-            ratio(e.median_per_second, pg.run.tps),
+            spread(&e.ratios(), 3),
             e.p50_ms,
             e.p99_ms,
             us(e.bench_us_per_request()),
             us(e.postgres_us_per_request()),
-            times(e.cpu_ratio(pg)),
+            times(e.cpu_ratio()),
         );
     }
     println!(
-        "| pgbench -S -c 8 -j 2 | {:.0} | 1 | | {:.2} ms mean | {} / {} (pgbench / Postgres) | 1 |",
-        pg.run.tps,
-        pg.run.mean_latency_ms,
+        "| pgbench -S -c 8 -j 2, one run after each round | {} | 1 | | | {} / {} (pgbench / Postgres) | 1 |",
+        spread(&pg.runs.iter().map(|r| r.tps).collect::<Vec<_>>(), 0),
         us(pg.pgbench_us_per_transaction()),
         us(pg.postgres_us_per_transaction()),
     );
     println!(
-        "CPU ratio: a pgbench -S transaction's CPU (pgbench's and Postgres's) over a request's (this process's, its clients included, and Postgres's); the throughput ratio a machine kept busy by both would show"
+        "CPU ratio: a pgbench -S transaction's CPU (pgbench's and Postgres's, over the endpoint's paired runs) over a request's (this process's, its clients included, and Postgres's); the throughput ratio a machine kept busy by both would show"
     );
-    let reads = run
+    for e in run
         .endpoints
         .iter()
         .filter(|e| e.what.starts_with("greenness"))
-        .collect::<Vec<_>>();
-    for e in &reads {
-        let r = ratio(e.median_per_second, pg.run.tps);
+    {
+        let r = e.ratio();
         println!(
             "{}: {r:.3} × pgbench -S (target ≥ 0.5: {}), p99 {:.2} ms (target ≤ 10 ms: {})",
             e.what,
@@ -383,10 +378,11 @@ async fn bench_api(plan: Plan, machine: &Machine) -> anyhow::Result<serde_json::
         .map(|e| {
             json!({
                 "what": e.what,
-                "ratio_to_pgbench_s": ratio(e.median_per_second, pg.run.tps),
+                "ratio_to_pgbench_s": e.ratio(),
+                "ratios_of_rounds": e.ratios(),
                 "bench_us_per_request": e.bench_us_per_request(),
                 "postgres_us_per_request": e.postgres_us_per_request(),
-                "cpu_ratio_to_pgbench_s": e.cpu_ratio(pg),
+                "cpu_ratio_to_pgbench_s": e.cpu_ratio(),
             })
         })
         .collect();

@@ -279,6 +279,12 @@ pub struct PgbenchRun {
     pub mean_latency_ms: f64,
 }
 
+/// `d` as pgbench's `-T`: rounded up to whole seconds, at least one.
+pub fn pgbench_seconds(d: Duration) -> u32 {
+    let up = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    u32::try_from(up).unwrap_or(u32::MAX).max(1)
+}
+
 /// `pgbench -i -s <scale>` on `url`.
 pub fn pgbench_init(url: &str, scale: u32) -> anyhow::Result<()> {
     let out = Command::new("pgbench")
@@ -378,6 +384,14 @@ pub fn write_json(dir: &Path, name: &str, value: &serde_json::Value) -> anyhow::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pgbench_run_lasts_whole_seconds_and_at_least_one() {
+        assert_eq!(pgbench_seconds(Duration::from_secs(5)), 5);
+        assert_eq!(pgbench_seconds(Duration::from_millis(1_500)), 2);
+        assert_eq!(pgbench_seconds(Duration::from_millis(200)), 1);
+        assert_eq!(pgbench_seconds(Duration::ZERO), 1);
+    }
 
     #[test]
     fn scratch_databases_are_kept_only_when_asked() {
