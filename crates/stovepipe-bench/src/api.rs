@@ -127,10 +127,12 @@ impl Endpoint {
     /// Postgres's): the share of pgbench's throughput the endpoint would
     /// reach on a machine both kept busy.
     pub fn cpu_ratio(&self) -> Option<f64> {
-        let request = self.bench_us_per_request()? + self.postgres_us_per_request()?;
-        let transaction = self.pgbench.pgbench_us_per_transaction()?
-            + self.pgbench.postgres_us_per_transaction()?;
-        Some(ratio(transaction, request))
+        CpuUse::ratio_to_baseline(
+            &self.cpu,
+            self.requests as u64,
+            &self.pgbench.cpu,
+            self.pgbench.transactions(),
+        )
     }
 }
 

@@ -78,6 +78,24 @@ impl CpuUse {
         crate::support::per(self.reaped_children_seconds * 1e3, count)
     }
 
+    /// The CPU of one of a baseline's `transactions` (its client's, a
+    /// child this process reaped, and Postgres's) over the CPU of one of
+    /// `measured`'s `done` things (this process's, whatever load it drove
+    /// included, and Postgres's): the throughput ratio a machine both kept
+    /// equally busy would show. `None` without Postgres's figures or a
+    /// count.
+    pub fn ratio_to_baseline(
+        measured: &CpuUse,
+        done: u64,
+        baseline: &CpuUse,
+        transactions: u64,
+    ) -> Option<f64> {
+        let thing = measured.this_process_ms_per(done)? + measured.server_ms_per(done)?;
+        let transaction = baseline.reaped_children_ms_per(transactions)?
+            + baseline.server_ms_per(transactions)?;
+        Some(crate::support::ratio(transaction, thing))
+    }
+
     /// The CPU of several stretches together; the machine's busy share is
     /// their mean (the stretches are of about equal length).
     pub fn sum<'a>(uses: impl IntoIterator<Item = &'a CpuUse>) -> CpuUse {

@@ -160,6 +160,14 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
         .iter()
         .filter_map(pipeline::PairedRound::wal)
         .collect();
+    let cpu_ratios: Vec<f64> = rounds
+        .iter()
+        .filter_map(pipeline::PairedRound::cpu_ratio)
+        .collect();
+    let busy_ratios: Vec<f64> = rounds
+        .iter()
+        .map(pipeline::PairedRound::busy_ratio)
+        .collect();
     let transactions: u64 = rounds.iter().map(|r| r.baseline.transactions).sum();
     let pgbench_cpu = cpu::CpuUse::sum(rounds.iter().map(|r| &r.baseline_cpu));
     // The server's CPU per pgbench transaction: the unit of the target.
@@ -267,8 +275,15 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
         verdict(pg_ratio >= 0.25),
         verdict(sqlite_ratio >= 1.0)
     );
+    println!(
+        "… of which CPU ratio {} (a pgbench -N transaction's CPU, pgbench's and the server's, over a request's, this process's and the server's) × busy ratio {} (the machine busy under the pipeline over under pgbench)",
+        spread(&cpu_ratios, 3),
+        spread(&busy_ratios, 2)
+    );
     Ok(json!({
         "machine": machine,
+        "cpu_ratio_to_pgbench_n_per_round": cpu_ratios,
+        "busy_ratio_to_pgbench_n_per_round": busy_ratios,
         "pgbench_n_median_tps": median(&pgbench_tps),
         "pgbench_n_cpu": pgbench_cpu,
         "pgbench_n_postgres_cpu_ms_per_transaction": pgbench_cpu_ms,

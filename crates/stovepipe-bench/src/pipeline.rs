@@ -463,6 +463,28 @@ impl PairedRound {
         in_units(self.wal_bytes_per_fact(), self.wal_bytes_per_transaction())
     }
 
+    /// A baseline transaction's CPU (pgbench's and the server's) over a
+    /// request's (this process's, the loops and the pipeline, and the
+    /// server's): the ratio the round would read with the machine as busy
+    /// under the pipeline as under pgbench.
+    pub fn cpu_ratio(&self) -> Option<f64> {
+        CpuUse::ratio_to_baseline(
+            &self.pipeline_cpu,
+            self.pipeline_facts,
+            &self.baseline_cpu,
+            self.baseline.transactions,
+        )
+    }
+
+    /// How busy the machine was under the pipeline over under pgbench: the
+    /// other factor of [`Self::ratio`], about `cpu_ratio × busy_ratio`.
+    pub fn busy_ratio(&self) -> f64 {
+        ratio(
+            self.pipeline_cpu.machine_busy_share,
+            self.baseline_cpu.machine_busy_share,
+        )
+    }
+
     /// The round in one line, for the progress of a run.
     pub fn summary(&self) -> String {
         let work = self
@@ -794,6 +816,19 @@ mod tests {
             round(None, Some(3.75)).summary(),
             "300 requests/s beside `pgbench -N -c 8 -j 2 -T 3 -P 1` at 5000 tps: 0.060 ×"
         );
+    }
+
+    #[test]
+    fn a_round_s_ratio_is_its_cpu_ratio_times_its_busy_ratio() {
+        // A request: 1.5 ms of the server and 0.5 ms of this process; a
+        // transaction 0.4 ms of the server and 0.1 ms of pgbench.
+        let mut r = round(Some(1.5), Some(6.0));
+        r.pipeline_cpu.this_process_seconds = 0.5;
+        r.pipeline_cpu.machine_busy_share = 0.75;
+        r.baseline_cpu.reaped_children_seconds = 1.5;
+        assert!((r.cpu_ratio().unwrap() - 0.25).abs() < 1e-9);
+        assert!((r.busy_ratio() - 0.75 / 0.9).abs() < 1e-9);
+        assert_eq!(round(None, Some(6.0)).cpu_ratio(), None);
     }
 
     #[test]
