@@ -528,8 +528,9 @@ mod tests {
 
     #[test]
     fn each_round_is_stated_in_the_pgbench_run_paired_with_it() {
-        // The machine halves its speed between rounds: both halves of a
-        // pair move, and every round reads 0.5.
+        // The machine halves its speed between the first two rounds: both
+        // halves of a pair move, and both rounds read 0.5; the endpoint
+        // reads the median of its rounds.
         let baseline = pgbench_s(cpu(Some(4.0), 0.0, 1.0), 20_000.0, 100_000);
         let read = endpoint(
             cpu(Some(2.0), 3.0, 0.0),
