@@ -127,8 +127,7 @@ impl Endpoint {
     /// Postgres's): the share of pgbench's throughput the endpoint would
     /// reach on a machine both kept busy.
     pub fn cpu_ratio(&self) -> Option<f64> {
-        CpuUse::ratio_to_baseline(
-            &self.cpu,
+        self.cpu.ratio_to_baseline(
             self.requests as u64,
             &self.pgbench.cpu,
             self.pgbench.transactions(),
@@ -203,13 +202,17 @@ impl Rounds<'_> {
         let mut cpu = Vec::new();
         let mut pgbench_runs = Vec::new();
         for round in 1..=self.rounds {
+            // Connected before the round's clock and CPU start.
+            let mut connections = Vec::with_capacity(WORKERS);
+            for _ in 0..WORKERS {
+                connections.push(self.server.connect().await?);
+            }
             let cpu_before = self.meter.sample();
             let started = Instant::now();
             let deadline = started + self.duration;
             let mut workers = tokio::task::JoinSet::new();
-            for worker in 0..WORKERS {
+            for (worker, mut connection) in connections.into_iter().enumerate() {
                 let calls = calls.clone();
-                let mut connection = self.server.connect().await?;
                 workers.spawn(async move {
                     let call = &calls[worker % calls.len()];
                     let mut samples = Vec::new();

@@ -80,17 +80,17 @@ impl CpuUse {
 
     /// The CPU of one of a baseline's `transactions` (its client's, a
     /// child this process reaped, and Postgres's) over the CPU of one of
-    /// `measured`'s `done` things (this process's, whatever load it drove
-    /// included, and Postgres's): the throughput ratio a machine both kept
-    /// equally busy would show. `None` without Postgres's figures or a
+    /// the `done` things of this stretch (this process's, whatever load it
+    /// drove included, and Postgres's): the throughput ratio a machine both
+    /// kept equally busy would show. `None` without Postgres's figures or a
     /// count.
     pub fn ratio_to_baseline(
-        measured: &CpuUse,
+        &self,
         done: u64,
         baseline: &CpuUse,
         transactions: u64,
     ) -> Option<f64> {
-        let thing = measured.this_process_ms_per(done)? + measured.server_ms_per(done)?;
+        let thing = self.this_process_ms_per(done)? + self.server_ms_per(done)?;
         let transaction = baseline.reaped_children_ms_per(transactions)?
             + baseline.server_ms_per(transactions)?;
         Some(crate::support::ratio(transaction, thing))

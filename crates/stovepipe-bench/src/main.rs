@@ -152,18 +152,13 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
     let rounds = &postgres.rounds;
     let pgbench_tps: Vec<f64> = rounds.iter().map(|r| r.baseline.tps).collect();
     let ratios: Vec<f64> = rounds.iter().map(pipeline::PairedRound::ratio).collect();
-    let works: Vec<f64> = rounds
-        .iter()
-        .filter_map(pipeline::PairedRound::work)
-        .collect();
-    let wals: Vec<f64> = rounds
-        .iter()
-        .filter_map(pipeline::PairedRound::wal)
-        .collect();
-    let cpu_ratios: Vec<f64> = rounds
-        .iter()
-        .filter_map(pipeline::PairedRound::cpu_ratio)
-        .collect();
+    // A figure of every round that has it.
+    let measured = |figure: fn(&pipeline::PairedRound) -> Option<f64>| -> Vec<f64> {
+        rounds.iter().filter_map(figure).collect()
+    };
+    let works = measured(pipeline::PairedRound::work);
+    let wals = measured(pipeline::PairedRound::wal);
+    let cpu_ratios = measured(pipeline::PairedRound::cpu_ratio);
     let busy_ratios: Vec<f64> = rounds
         .iter()
         .map(pipeline::PairedRound::busy_ratio)

@@ -468,8 +468,7 @@ impl PairedRound {
     /// server's): the ratio the round would read with the machine as busy
     /// under the pipeline as under pgbench.
     pub fn cpu_ratio(&self) -> Option<f64> {
-        CpuUse::ratio_to_baseline(
-            &self.pipeline_cpu,
+        self.pipeline_cpu.ratio_to_baseline(
             self.pipeline_facts,
             &self.baseline_cpu,
             self.baseline.transactions,
