@@ -1,11 +1,15 @@
 //! Group commit: work that arrives while earlier work is being written
 //! goes out together when a lane frees up.
 //!
-//! An item joins the pending list and waits for one of the lanes; the
-//! caller that gets a lane takes every pending item (in chunks of at most
-//! `max_batch`), hands each chunk to the flush, which answers every item
-//! of it, and then returns its own answer, given by its own flush or by
-//! another lane's. An item that finds a lane free and nothing pending is
+//! An item joins the pending list and waits for its answer or one of the
+//! lanes, whichever comes first. The caller that gets a lane takes every
+//! pending item (in chunks of at most `max_batch`), hands each chunk to
+//! the flush, which answers every item of it, and then returns its own
+//! answer, given by its own flush or by another lane's. A caller whose
+//! item another caller's flush answered returns then, without taking a
+//! lane (until 2026-12-07 it queued for one all the same, so the answered
+//! items of a batch took the lane in turn, task after task, ahead of the
+//! next batch). An item that finds a lane free and nothing pending is
 //! flushed alone at once, so an idle backend pays no latency for this. The
 //! users are `acks` (one lane: every ack of a chunk in one statement) and
 //! `write_batch` (the stores' writes in one transaction).
@@ -66,8 +70,16 @@ impl<I, A> GroupCommit<I, A> {
     {
         let (done, mut answer) = oneshot::channel();
         self.lock_pending().push(Pending { item, done });
+        // The lane or the answer, whichever comes first: an item that
+        // another caller's flush answered returns at once instead of
+        // queueing for a lane it no longer needs.
+        let lane = tokio::select! {
+            biased;
+            answered = &mut answer => return answered.unwrap_or_else(|_| abandoned()),
+            lane = self.lanes.acquire() => lane,
+        };
         // The semaphore is never closed.
-        let Ok(lane) = self.lanes.acquire().await else {
+        let Ok(lane) = lane else {
             return abandoned();
         };
         match answer.try_recv() {
@@ -139,6 +151,45 @@ mod tests {
             *doubler.flushes.lock().unwrap(),
             vec![vec![1], vec![2, 3, 4], vec![5, 6]],
             "the first alone, then the waiting ones in arrival order, chunked"
+        );
+    }
+
+    /// An item that another caller's flush answered returns then, not
+    /// once that caller lets go of the lane: waiting for the lane as well
+    /// made every answered item of a batch take the lane in turn, one task
+    /// after another, before the next batch could go out.
+    #[tokio::test(start_paused = true)]
+    async fn an_answered_item_returns_without_waiting_for_the_lane() {
+        let commit = GroupCommit::new(1, 8);
+        let start = tokio::time::Instant::now();
+        let finished = Mutex::new(Vec::new());
+        // Answers its chunk after 10 ms, then keeps the lane 100 ms more.
+        let flush = |chunk: Vec<Pending<u32, u32>>| async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            for p in chunk {
+                let n = p.item;
+                p.answer(n * 2);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let submit = |n| {
+            let (commit, finished) = (&commit, &finished);
+            async move {
+                let answer = commit.submit(n, abandoned, flush).await;
+                let at = start.elapsed().as_millis();
+                finished.lock().unwrap().push((n, at));
+                answer
+            }
+        };
+        let answers = futures::future::join_all((1..=3).map(submit)).await;
+        assert_eq!(answers, vec![2, 4, 6], "each its own answer");
+        // 1 flushes alone (answered at 10 ms, the lane free at 110); 2
+        // takes the lane and flushes 2 and 3 (answered at 120 ms, the lane
+        // free at 220).
+        assert_eq!(
+            *finished.lock().unwrap(),
+            vec![(1, 110), (3, 120), (2, 220)],
+            "3, taken and answered by 2's flush, returned at its answer"
         );
     }
 
