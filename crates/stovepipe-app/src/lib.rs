@@ -144,6 +144,7 @@ impl Pipeline {
             set.spawn(runtime::run_consumer(
                 handler,
                 self.deps.mq.clone(),
+                self.deps.clock.clone(),
                 policy.clone(),
                 s,
                 cancel.clone(),

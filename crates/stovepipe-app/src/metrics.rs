@@ -6,6 +6,8 @@
 //! | `stovepipe_ingest_total` | counter | queue, created |
 //! | `stovepipe_stage_deliveries_total` | counter | topic, outcome (ack, hold, retry, dead_letter, lease_lost) |
 //! | `stovepipe_consumer_in_flight` | gauge | topic (deliveries being handled) |
+//! | `stovepipe_stage_wait_seconds` | histogram | topic (a message's first delivery: from its publish to its handler, by the wall clock: how far the stage is behind) |
+//! | `stovepipe_stage_handle_seconds` | histogram | topic (a delivery's handler, without its settlement) |
 //! | `stovepipe_consumer_full_total` | counter | topic (waits with `server.max_in_flight` deliveries in flight: a rising rate means the setting, not the database, bounds the stage) |
 //! | `stovepipe_gate_holds_total` | counter | queue |
 //! | `stovepipe_superseded_total` | counter | queue |
@@ -29,9 +31,11 @@
 //! while the live stream keeps up; alert on it staying above a few seconds);
 //! see its `feed` module.
 
-use metrics::{Counter, Gauge, counter, gauge, histogram};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use stovepipe_entity::{BuildStrategy, Fact, QueueName, Request, Timestamp};
-use stovepipe_ports::Topic;
+use stovepipe_ports::{Delivery, Topic};
 
 use crate::cache::Served;
 
@@ -83,6 +87,32 @@ pub fn delivery(topic: &Topic, outcome: &'static str) {
 pub(crate) struct ConsumerMetrics {
     in_flight: Gauge,
     full: Counter,
+    timings: StageTimings,
+}
+
+/// How long one topic's deliveries waited and took, handed to each
+/// delivery's task.
+#[derive(Clone)]
+pub(crate) struct StageTimings {
+    wait: Histogram,
+    handle: Histogram,
+}
+
+impl StageTimings {
+    /// A delivery handed to its handler at `now`: its wait since the
+    /// message's publish, on its first delivery only (a later one's would
+    /// count its backoff or hold, which the stage chose).
+    pub(crate) fn waited(&self, delivery: &Delivery, now: Timestamp) {
+        if delivery.is_first() {
+            self.wait
+                .record(now.since(delivery.published_at).as_secs_f64());
+        }
+    }
+
+    /// A delivery's handler took `took` (its settlement not counted).
+    pub(crate) fn handled(&self, took: Duration) {
+        self.handle.record(took.as_secs_f64());
+    }
 }
 
 impl ConsumerMetrics {
@@ -90,8 +120,16 @@ impl ConsumerMetrics {
         let topic = topic.to_string();
         Self {
             in_flight: gauge!("stovepipe_consumer_in_flight", "topic" => topic.clone()),
-            full: counter!("stovepipe_consumer_full_total", "topic" => topic),
+            full: counter!("stovepipe_consumer_full_total", "topic" => topic.clone()),
+            timings: StageTimings {
+                wait: histogram!("stovepipe_stage_wait_seconds", "topic" => topic.clone()),
+                handle: histogram!("stovepipe_stage_handle_seconds", "topic" => topic),
+            },
         }
+    }
+
+    pub(crate) fn timings(&self) -> StageTimings {
+        self.timings.clone()
     }
 
     pub(crate) fn in_flight(&self, deliveries: usize) {

@@ -3,8 +3,10 @@
 //! It owns everything about a delivery except the business decision:
 //! turning the handler's result into ack / hold / retry with exponential
 //! backoff / dead-letter ([`settle`]), renewing the lease while the handler
-//! runs, running different partitions concurrently, and draining in-flight
-//! deliveries on shutdown through a cancellation token.
+//! runs, running different partitions concurrently, timing each delivery's
+//! wait since its publish (by `clock`, the clock the message queue stamps
+//! with) and its handling, and draining in-flight deliveries on shutdown
+//! through a cancellation token.
 //!
 //! [`Pump`] is the same settlement logic driven synchronously, for tests and
 //! embedders that want deterministic, single-threaded progress under a
@@ -14,13 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stovepipe_entity::Timestamp;
-use stovepipe_ports::{Delivery, MessageQueue, MqError, Topic};
+use stovepipe_ports::{Clock, Delivery, MessageQueue, MqError, Topic};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info_span, warn};
 
 use crate::error::StageError;
-use crate::metrics;
+use crate::metrics::{self, StageTimings};
 use crate::stages::{Handler, Outcome};
 
 /// Attempts and backoff for retryable errors.
@@ -138,16 +140,22 @@ fn delivery_span(delivery: &Delivery) -> tracing::Span {
     )
 }
 
-/// Runs the handler on one delivery and settles it.
-pub async fn deliver(
+/// Runs the handler on one delivery, timing it when `timings` are given,
+/// and settles it.
+pub(crate) async fn deliver(
     handler: &dyn Handler,
     mq: &dyn MessageQueue,
     policy: &RetryPolicy,
     delivery: &Delivery,
+    timings: Option<&StageTimings>,
 ) -> Result<Settlement, MqError> {
     let span = delivery_span(delivery);
     async {
+        let started = tokio::time::Instant::now();
         let result = handler.handle(delivery).await;
+        if let Some(timings) = timings {
+            timings.handled(started.elapsed());
+        }
         settle(mq, policy, delivery, result).await
     }
     .instrument(span)
@@ -198,6 +206,7 @@ impl ConsumerSettings {
 pub async fn run_consumer(
     handler: Arc<dyn Handler>,
     mq: Arc<dyn MessageQueue>,
+    clock: Arc<dyn Clock>,
     policy: RetryPolicy,
     settings: ConsumerSettings,
     cancel: CancellationToken,
@@ -222,7 +231,9 @@ pub async fn run_consumer(
             {
                 Ok(deliveries) => {
                     drained = deliveries.len() < free;
+                    let now = clock.now();
                     for delivery in deliveries {
+                        meters.timings().waited(&delivery, now);
                         tasks.spawn(handle_with_renewal(
                             handler.clone(),
                             mq.clone(),
@@ -230,6 +241,7 @@ pub async fn run_consumer(
                             settings.lease,
                             delivery,
                             due.clone(),
+                            meters.timings(),
                         ));
                     }
                 }
@@ -273,6 +285,7 @@ async fn handle_with_renewal(
     lease: Duration,
     delivery: Delivery,
     due: Arc<NextDue>,
+    timings: StageTimings,
 ) {
     let renew = async {
         let mut tick = tokio::time::interval(lease / 3);
@@ -286,7 +299,13 @@ async fn handle_with_renewal(
             }
         }
     };
-    let work = deliver(handler.as_ref(), mq.as_ref(), &policy, &delivery);
+    let work = deliver(
+        handler.as_ref(),
+        mq.as_ref(),
+        &policy,
+        &delivery,
+        Some(&timings),
+    );
     tokio::select! {
         settled = work => match settled {
             Ok(Settlement::Held(delay) | Settlement::Retried(delay)) => due.note(delay),
@@ -381,8 +400,14 @@ impl Pump {
             for handler in &self.handlers {
                 let topic = handler.topic();
                 for delivery in self.mq.receive(&topic, "pump", 64, PUMP_LEASE).await? {
-                    if let Err(e) =
-                        deliver(handler.as_ref(), self.mq.as_ref(), &self.policy, &delivery).await
+                    if let Err(e) = deliver(
+                        handler.as_ref(),
+                        self.mq.as_ref(),
+                        &self.policy,
+                        &delivery,
+                        None,
+                    )
+                    .await
                     {
                         // As in the runtime: the message stays leased and is
                         // redelivered when the lease expires.

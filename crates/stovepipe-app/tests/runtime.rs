@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use stovepipe_adapter_memory::{
-    MemoryBackend, ScriptedBuildRunner, ScriptedRepo, ScriptedRunnerFactory, ScriptedScmFactory,
+    ManualClock, MemoryBackend, ScriptedBuildRunner, ScriptedRepo, ScriptedRunnerFactory,
+    ScriptedScmFactory,
 };
 use stovepipe_app::runtime::run_consumer;
 use stovepipe_app::{ConsumerSettings, Deps, Handler, Outcome, Pipeline, RetryPolicy, StageError};
-use stovepipe_entity::{ProjectName, QueueConfig, QueueName};
+use stovepipe_entity::{ProjectName, QueueConfig, QueueName, Timestamp};
 use stovepipe_ports::{
     Delivery, MessageQueue, OutgoingMessage, QueueConfigStore, StoreFactory, Stores, SystemClock,
     Topic,
@@ -39,6 +40,7 @@ fn spawn_consumer(
     tokio::spawn(run_consumer(
         handler,
         mq.clone(),
+        Arc::new(SystemClock::default()),
         RetryPolicy::default(),
         settings,
         cancel.clone(),
@@ -400,6 +402,74 @@ async fn max_in_flight_bounds_the_deliveries_handled_at_once() {
     // Ten deliveries through four slots: full at least twice.
     let full = value(r#"stovepipe_consumer_full_total{topic="wide"} "#);
     assert!(full.is_some_and(|n| n >= 2), "{text}");
+}
+
+/// Each topic's deliveries are timed for operators: how long a message
+/// waited from its publish to its handler, and how long the handler took.
+/// (One thread: the metrics recorder is the test's own.)
+#[tokio::test]
+async fn each_delivery_s_wait_and_handling_are_timed_by_topic() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let scrape = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_000_000)));
+    let backend = MemoryBackend::new(clock.clone());
+    let mq: Arc<dyn MessageQueue> = backend.clone();
+    for partition in 0..3 {
+        mq.publish(OutgoingMessage::new(
+            Topic::new("timed"),
+            format!("p{partition}"),
+            "m",
+            serde_json::json!({}),
+        ))
+        .await
+        .unwrap();
+    }
+    // Two seconds pass before a consumer takes them.
+    clock.advance(Duration::from_secs(2));
+    let handler = Sleeper::new("timed", Duration::from_millis(100));
+    let cancel = CancellationToken::new();
+    let consumer = tokio::spawn(run_consumer(
+        handler.clone(),
+        mq.clone(),
+        clock.clone(),
+        RetryPolicy::default(),
+        fast_settings("a"),
+        cancel.clone(),
+    ));
+    eventually("every delivery is handled", async || {
+        handler.done.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    cancel.cancel();
+    consumer.await.unwrap();
+    let text = scrape.render();
+    let value = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|n| n.parse::<f64>().ok())
+    };
+    let timed = |metric: &str, part: &str| value(&format!("{metric}_{part}{{topic=\"timed\"}} "));
+    assert_eq!(
+        timed("stovepipe_stage_wait_seconds", "count"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        timed("stovepipe_stage_wait_seconds", "sum"),
+        Some(6.0),
+        "each waited the two seconds: {text}"
+    );
+    assert_eq!(
+        timed("stovepipe_stage_handle_seconds", "count"),
+        Some(3.0),
+        "{text}"
+    );
+    let handling = timed("stovepipe_stage_handle_seconds", "sum").unwrap();
+    assert!(
+        (0.3..3.0).contains(&handling),
+        "three handlings of 100 ms each: {handling} s"
+    );
 }
 
 /// Shutdown waits for an in-flight delivery to finish and settle.

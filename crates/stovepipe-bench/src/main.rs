@@ -25,7 +25,7 @@ mod cpu;
 mod http1;
 mod memory;
 mod pipeline;
-mod row_reads;
+mod recorder;
 mod support;
 
 use std::path::PathBuf;
@@ -37,6 +37,7 @@ use serde_json::json;
 
 use cpu::CpuMeter;
 use pipeline::Load;
+use recorder::StageTime;
 use support::{
     Machine, ScratchDb, median, per, pgbench_init, postgres_admin_url, ratio, write_json,
 };
@@ -190,6 +191,7 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
                 reads.fetched_during_write
             );
         }
+        print_stage_times(&t.backend, &t.stage_times, t.latency_p50_ms);
     }
     let pg_ratio = median(&ratios);
     let work = (!works.is_empty()).then(|| median(&works));
@@ -298,6 +300,22 @@ async fn bench_pipeline(plan: Plan, machine: &Machine) -> anyhow::Result<serde_j
     }))
 }
 
+/// One line of where a request's time went: each stage's mean wait for its
+/// hop, from the hop's publish (stamped as the write that carries it is
+/// built, so the wait includes that write's batch, which the stage before
+/// counts as handling too) to the stage's handler, and the mean time in
+/// the stage's handler (its ack not counted).
+fn print_stage_times(backend: &str, stages: &[StageTime], p50_ms: f64) {
+    if stages.is_empty() {
+        return;
+    }
+    let each: Vec<String> = stages.iter().map(StageTime::summary).collect();
+    println!(
+        "time by stage, {backend} (from a hop's publish to its handler + the handler's own time, means): {}; ingest-to-fact p50 {p50_ms:.1} ms",
+        each.join(", ")
+    );
+}
+
 async fn bench_latency(plan: Plan, machine: &Machine) -> anyhow::Result<serde_json::Value> {
     let sqlite = pipeline::latency("sqlite", None, 20, plan.latency_samples).await?;
     let postgres = {
@@ -312,6 +330,9 @@ async fn bench_latency(plan: Plan, machine: &Machine) -> anyhow::Result<serde_js
             "| {} | {} | {:.1} ms | {:.1} ms | {:.1} ms |",
             l.backend, l.samples, l.p50_ms, l.p99_ms, l.max_ms
         );
+    }
+    for l in [&sqlite, &postgres] {
+        print_stage_times(&l.backend, &l.stage_times, l.p50_ms);
     }
     for l in [&sqlite, &postgres] {
         println!(
@@ -532,7 +553,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    row_reads::install();
+    recorder::install();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args).await {
         Ok(()) => ExitCode::SUCCESS,

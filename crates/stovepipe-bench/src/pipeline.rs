@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cpu::{CpuMeter, CpuUse};
-use crate::row_reads::{self, ReadsPerFact};
+use crate::recorder::{self, ReadsPerFact, StageTime};
 use crate::support::{
     PgbenchRun, Rss, in_units, median, ms, per, percentile, pgbench, progress, ratio, wal_position,
 };
@@ -389,8 +389,13 @@ pub struct Throughput {
     pub cpu: CpuUse,
     /// The pipeline's row-cache reads over the measured windows (counted
     /// from the same instants as `db_transactions_per_fact`), per recorded
-    /// fact, by where they were served from (`row_reads`).
+    /// fact, by where they were served from (`recorder`).
     pub row_cache_reads_per_fact: Option<ReadsPerFact>,
+    /// Where a request's time went over the measured windows, stage by
+    /// stage: the wait for each stage to take its hop and its handling
+    /// (`recorder`). On Postgres the windows' spans include the pauses
+    /// for pgbench, in which nothing is delivered.
+    pub stage_times: Vec<StageTime>,
     /// `cpu`'s server and process time per recorded fact, in ms.
     pub postgres_cpu_ms_per_fact: Option<f64>,
     pub bench_cpu_ms_per_fact: Option<f64>,
@@ -621,7 +626,8 @@ pub async fn throughput(
     tokio::time::sleep(warmup).await;
     analyze(database_url)?;
     let xacts_before = db_transactions(database_url)?;
-    let reads_before = row_reads::counts();
+    let reads_before = recorder::counts();
+    let timings_before = recorder::stage_timings();
     let mut rates = Vec::with_capacity(windows);
     let mut rounds = Vec::new();
     let mut spans = Vec::with_capacity(windows);
@@ -685,7 +691,8 @@ pub async fn throughput(
     let db_transactions_per_fact = xacts_before
         .zip(db_transactions(database_url)?)
         .and_then(|(before, after)| per_fact(after.saturating_sub(before) as f64));
-    let row_cache_reads_per_fact = row_reads::counts().per_fact_since(reads_before, facts_measured);
+    let row_cache_reads_per_fact = recorder::counts().per_fact_since(reads_before, facts_measured);
+    let stage_times = recorder::stage_timings().per_fact_since(&timings_before, facts_measured);
     // The server's CPU is measured on both runs; only Postgres's is ours.
     let postgres_cpu_ms_per_fact = database_url.and(cpu.server_ms_per(facts_measured));
     let bench_cpu_ms_per_fact = cpu.this_process_ms_per(facts_measured);
@@ -716,6 +723,7 @@ pub async fn throughput(
         db_transactions_per_fact,
         wal_bytes_per_fact,
         row_cache_reads_per_fact,
+        stage_times,
         cpu,
         postgres_cpu_ms_per_fact,
         bench_cpu_ms_per_fact,
@@ -732,6 +740,8 @@ pub struct Latency {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Where a request's time went, stage by stage (`recorder`).
+    pub stage_times: Vec<StageTime>,
 }
 
 pub async fn latency(
@@ -756,7 +766,10 @@ pub async fn latency(
         )
     };
     run(warmup, 0).await?;
+    let timings_before = recorder::stage_timings();
     let (latencies, _) = run(samples, 1_000_000).await?;
+    let stage_times =
+        recorder::stage_timings().per_fact_since(&timings_before, latencies.len() as u64);
     harness.stop().await;
     Ok(Latency {
         backend: backend.to_owned(),
@@ -764,6 +777,7 @@ pub async fn latency(
         p50_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
         max_ms: percentile(&latencies, 1.0),
+        stage_times,
     })
 }
 
