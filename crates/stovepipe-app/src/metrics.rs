@@ -6,7 +6,7 @@
 //! | `stovepipe_ingest_total` | counter | queue, created |
 //! | `stovepipe_stage_deliveries_total` | counter | topic, outcome (ack, hold, retry, dead_letter, lease_lost) |
 //! | `stovepipe_consumer_in_flight` | gauge | topic (deliveries being handled) |
-//! | `stovepipe_stage_wait_seconds` | histogram | topic (a message's first delivery: from its publish to its handler, by the wall clock: how far the stage is behind) |
+//! | `stovepipe_stage_wait_seconds` | histogram | topic (from a message's publish to its handler, by the wall clock, on deliveries that are not retries: how far the stage is behind; a held message's next delivery counts its hold) |
 //! | `stovepipe_stage_handle_seconds` | histogram | topic (a delivery's handler, without its settlement) |
 //! | `stovepipe_consumer_full_total` | counter | topic (waits with `server.max_in_flight` deliveries in flight: a rising rate means the setting, not the database, bounds the stage) |
 //! | `stovepipe_gate_holds_total` | counter | queue |
@@ -100,8 +100,9 @@ pub(crate) struct StageTimings {
 
 impl StageTimings {
     /// A delivery handed to its handler at `now`: its wait since the
-    /// message's publish, on its first delivery only (a later one's would
-    /// count its backoff or hold, which the stage chose).
+    /// message's publish, unless it is a retry (whose wait would count
+    /// the backoff the stage chose). A held message's next delivery is
+    /// not a retry, and counts its hold: the stage was that far behind.
     pub(crate) fn waited(&self, delivery: &Delivery, now: Timestamp) {
         if delivery.is_first() {
             self.wait

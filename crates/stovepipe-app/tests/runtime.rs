@@ -368,16 +368,7 @@ async fn max_in_flight_bounds_the_deliveries_handled_at_once() {
     let _local = metrics::set_default_local_recorder(&recorder);
     let backend = MemoryBackend::new(Arc::new(SystemClock::default()));
     let mq: Arc<dyn MessageQueue> = backend.clone();
-    for partition in 0..10 {
-        mq.publish(OutgoingMessage::new(
-            Topic::new("wide"),
-            format!("p{partition}"),
-            "m",
-            serde_json::json!({}),
-        ))
-        .await
-        .unwrap();
-    }
+    publish_one_per_partition(&mq, "wide", 10).await;
     let handler = Sleeper::new("wide", Duration::from_millis(100));
     let mut settings = fast_settings("a");
     settings.max_in_flight = 4;
@@ -391,17 +382,12 @@ async fn max_in_flight_bounds_the_deliveries_handled_at_once() {
     consumer.await.unwrap();
     assert_eq!(handler.most.load(Ordering::SeqCst), 4);
     let text = scrape.render();
-    let value = |prefix: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .and_then(|n| n.parse::<u32>().ok())
-    };
     // The last count the loop saw, never above the bound.
-    let in_flight = value(r#"stovepipe_consumer_in_flight{topic="wide"} "#);
-    assert!(in_flight.is_some_and(|n| n <= 4), "{text}");
+    let in_flight = scraped(&text, r#"stovepipe_consumer_in_flight{topic="wide"}"#);
+    assert!(in_flight.is_some_and(|n| n <= 4.0), "{text}");
     // Ten deliveries through four slots: full at least twice.
-    let full = value(r#"stovepipe_consumer_full_total{topic="wide"} "#);
-    assert!(full.is_some_and(|n| n >= 2), "{text}");
+    let full = scraped(&text, r#"stovepipe_consumer_full_total{topic="wide"}"#);
+    assert!(full.is_some_and(|n| n >= 2.0), "{text}");
 }
 
 /// Each topic's deliveries are timed for operators: how long a message
@@ -415,16 +401,7 @@ async fn each_delivery_s_wait_and_handling_are_timed_by_topic() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_000_000)));
     let backend = MemoryBackend::new(clock.clone());
     let mq: Arc<dyn MessageQueue> = backend.clone();
-    for partition in 0..3 {
-        mq.publish(OutgoingMessage::new(
-            Topic::new("timed"),
-            format!("p{partition}"),
-            "m",
-            serde_json::json!({}),
-        ))
-        .await
-        .unwrap();
-    }
+    publish_one_per_partition(&mq, "timed", 3).await;
     // Two seconds pass before a consumer takes them.
     clock.advance(Duration::from_secs(2));
     let handler = Sleeper::new("timed", Duration::from_millis(100));
@@ -444,12 +421,8 @@ async fn each_delivery_s_wait_and_handling_are_timed_by_topic() {
     cancel.cancel();
     consumer.await.unwrap();
     let text = scrape.render();
-    let value = |prefix: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .and_then(|n| n.parse::<f64>().ok())
-    };
-    let timed = |metric: &str, part: &str| value(&format!("{metric}_{part}{{topic=\"timed\"}} "));
+    let timed =
+        |metric: &str, part: &str| scraped(&text, &format!("{metric}_{part}{{topic=\"timed\"}}"));
     assert_eq!(
         timed("stovepipe_stage_wait_seconds", "count"),
         Some(3.0),
@@ -470,6 +443,28 @@ async fn each_delivery_s_wait_and_handling_are_timed_by_topic() {
         (0.3..3.0).contains(&handling),
         "three handlings of 100 ms each: {handling} s"
     );
+}
+
+/// Publishes one message to each of `partitions` partitions of `topic`.
+async fn publish_one_per_partition(mq: &Arc<dyn MessageQueue>, topic: &str, partitions: usize) {
+    for partition in 0..partitions {
+        mq.publish(OutgoingMessage::new(
+            Topic::new(topic),
+            format!("p{partition}"),
+            "m",
+            serde_json::json!({}),
+        ))
+        .await
+        .unwrap();
+    }
+}
+
+/// The value of the series `series` (name and labels) in a Prometheus
+/// scrape.
+fn scraped(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|n| n.parse().ok())
 }
 
 /// Shutdown waits for an in-flight delivery to finish and settle.

@@ -60,7 +60,7 @@ pub struct ReadsPerFact {
 }
 
 /// One stage's timings so far: the seconds and the count of its
-/// deliveries' waits (first deliveries only) and of their handling.
+/// deliveries' waits (all but retries) and of their handlers.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StageTotals {
     pub wait: Sum,
@@ -133,8 +133,8 @@ pub struct StageTime {
     /// Deliveries handled per recorded fact (1 for a stage every request
     /// passes once).
     pub deliveries_per_fact: f64,
-    /// Mean wait of a first delivery, from its publish to its handler
-    /// (millisecond clock; `None` when none was a first delivery).
+    /// Mean wait of a delivery that is not a retry, from its publish to
+    /// its handler (millisecond clock; `None` without such a delivery).
     pub wait_ms: Option<f64>,
     /// Mean time of a delivery in its handler (its settlement not counted).
     pub handle_ms: f64,
