@@ -129,8 +129,8 @@ impl ConsumerMetrics {
         }
     }
 
-    pub(crate) fn timings(&self) -> StageTimings {
-        self.timings.clone()
+    pub(crate) fn timings(&self) -> &StageTimings {
+        &self.timings
     }
 
     pub(crate) fn in_flight(&self, deliveries: usize) {

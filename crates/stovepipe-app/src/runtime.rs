@@ -241,7 +241,7 @@ pub async fn run_consumer(
                             settings.lease,
                             delivery,
                             due.clone(),
-                            meters.timings(),
+                            meters.timings().clone(),
                         ));
                     }
                 }

@@ -35,7 +35,7 @@ use stovepipe_server::serve::start;
 use crate::cpu::{CpuMeter, CpuUse};
 use crate::http1::{Call, Connection};
 use crate::support::{
-    PgbenchRun, ScratchDb, median, ms, percentile, pgbench, pgbench_init, pgbench_seconds,
+    PgbenchRun, ScratchDb, median, ms, percentile, pgbench_init, pgbench_measured, pgbench_seconds,
     postgres_admin_url, progress, ratio,
 };
 
@@ -265,13 +265,11 @@ impl Rounds<'_> {
 
     /// One `pgbench -S` run on the idle server, and the CPU it took.
     async fn pgbench_select(&self) -> anyhow::Result<PgbenchCpu> {
-        let before = self.meter.sample();
-        let url = self.pgbench_url.to_owned();
-        let seconds = self.pgbench_seconds;
-        let run = tokio::task::spawn_blocking(move || pgbench(&url, "-S", seconds)).await??;
+        let (run, cpu) =
+            pgbench_measured(self.meter, self.pgbench_url, "-S", self.pgbench_seconds).await?;
         Ok(PgbenchCpu {
             runs: vec![run],
-            cpu: before.until(&self.meter.sample()),
+            cpu,
         })
     }
 }

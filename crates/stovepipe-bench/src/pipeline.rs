@@ -33,7 +33,8 @@ use tokio_util::sync::CancellationToken;
 use crate::cpu::{CpuMeter, CpuUse};
 use crate::recorder::{self, ReadsPerFact, StageTime};
 use crate::support::{
-    PgbenchRun, Rss, in_units, median, ms, per, percentile, pgbench, progress, ratio, wal_position,
+    PgbenchRun, Rss, in_units, median, ms, per, percentile, pgbench_measured, progress, ratio,
+    wal_position,
 };
 
 /// How long a paired round lets the loops restart before its window
@@ -654,12 +655,9 @@ pub async fn throughput(
                 rates.push(rate);
                 paused = Some(gate.write().await);
                 let pipeline = span.end()?;
-                let (cpu, wal) = (meter.sample(), wal_position(baseline.url)?);
-                let (url, mode) = (baseline.url.to_owned(), baseline.mode.to_owned());
-                let run =
-                    tokio::task::spawn_blocking(move || pgbench(&url, &mode, baseline.seconds))
-                        .await??;
-                let baseline_cpu = cpu.until(&meter.sample());
+                let wal = wal_position(baseline.url)?;
+                let (run, baseline_cpu) =
+                    pgbench_measured(meter, baseline.url, baseline.mode, baseline.seconds).await?;
                 let baseline_wal_bytes = wal_position(baseline.url)?.saturating_sub(wal);
                 let round = PairedRound {
                     pipeline_per_second: rate,

@@ -164,12 +164,19 @@ struct Counters {
     fetched_during_write: Arc<AtomicU64>,
 }
 
-/// What the recorder keeps: the reads' counters and a sum per stage
-/// timing, registered once per consumer loop.
+/// What the recorder keeps: the reads' counters and, by topic, the sums
+/// of its two stage timings, registered once per consumer loop.
 #[derive(Default)]
 struct Recorded {
     reads: Counters,
-    timings: Mutex<BTreeMap<(String, &'static str), Arc<Timing>>>,
+    timings: Mutex<BTreeMap<String, StageSums>>,
+}
+
+/// One topic's two histograms, as sums.
+#[derive(Default)]
+struct StageSums {
+    wait: Arc<Timing>,
+    handle: Arc<Timing>,
 }
 
 /// The sum of one histogram's records.
@@ -227,23 +234,20 @@ impl Counters {
 }
 
 impl Recorded {
-    fn lock_timings(
-        &self,
-    ) -> std::sync::MutexGuard<'_, BTreeMap<(String, &'static str), Arc<Timing>>> {
+    fn lock_timings(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StageSums>> {
         self.timings.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn stage_timings(&self) -> StageTimings {
-        let mut stages = BTreeMap::<String, StageTotals>::new();
-        for ((topic, metric), timing) in self.lock_timings().iter() {
-            let totals = stages.entry(topic.clone()).or_default();
-            if *metric == STAGE_WAIT {
-                totals.wait = timing.sum();
-            } else {
-                totals.handle = timing.sum();
-            }
-        }
-        StageTimings(stages)
+        let timings = self.lock_timings();
+        let stages = timings.iter().map(|(topic, sums)| {
+            let totals = StageTotals {
+                wait: sums.wait.sum(),
+                handle: sums.handle.sum(),
+            };
+            (topic.clone(), totals)
+        });
+        StageTimings(stages.collect())
     }
 }
 
@@ -275,21 +279,17 @@ impl Recorder for BenchRecorder {
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        let metric = match key.name() {
-            STAGE_WAIT => STAGE_WAIT,
-            STAGE_HANDLE => STAGE_HANDLE,
+        let wait = match key.name() {
+            STAGE_WAIT => true,
+            STAGE_HANDLE => false,
             _ => return Histogram::noop(),
         };
         let Some(topic) = key.labels().find(|l| l.key() == "topic") else {
             return Histogram::noop();
         };
-        let timing = self
-            .0
-            .lock_timings()
-            .entry((topic.value().to_owned(), metric))
-            .or_default()
-            .clone();
-        Histogram::from_arc(timing)
+        let mut timings = self.0.lock_timings();
+        let sums = timings.entry(topic.value().to_owned()).or_default();
+        Histogram::from_arc(if wait { &sums.wait } else { &sums.handle }.clone())
     }
 }
 

@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
+use crate::cpu::{CpuMeter, CpuUse};
+
 /// The Postgres server benchmarks use (an admin-capable URL; benchmarks
 /// create and drop their own databases on it), over plain TCP unless the
 /// URL names its own `sslmode` ([`without_tls_unless_told`]).
@@ -298,6 +300,20 @@ pub fn pgbench_init(url: &str, scale: u32) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// [`pgbench`] off the async runtime, and the CPU it took by `meter`
+/// (Postgres's and pgbench's own, a child this process reaps).
+pub async fn pgbench_measured(
+    meter: &CpuMeter,
+    url: &str,
+    mode: &str,
+    seconds: u32,
+) -> anyhow::Result<(PgbenchRun, CpuUse)> {
+    let before = meter.sample();
+    let (url, mode) = (url.to_owned(), mode.to_owned());
+    let run = tokio::task::spawn_blocking(move || pgbench(&url, &mode, seconds)).await??;
+    Ok((run, before.until(&meter.sample())))
 }
 
 /// `pgbench <mode> -c 8 -j 2 -T <seconds> -P 1` on `url`.
