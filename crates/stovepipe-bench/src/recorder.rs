@@ -20,10 +20,19 @@ use metrics::{
     Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
 use serde::Serialize;
+use stovepipe_ports::Topic;
 
 const READS: &str = "stovepipe_row_cache_reads_total";
 const STAGE_WAIT: &str = "stovepipe_stage_wait_seconds";
 const STAGE_HANDLE: &str = "stovepipe_stage_handle_seconds";
+
+/// The stages a request passes, in the order it passes them.
+const PIPELINE_ORDER: [&str; 4] = [
+    Topic::PROCESS,
+    Topic::BUILD,
+    Topic::BUILDSIGNAL,
+    Topic::RECORD,
+];
 
 /// Reads so far, by where they were served from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -116,7 +125,7 @@ impl StageTimings {
             })
             .collect();
         let place = |topic: &str| {
-            ["process", "build", "buildsignal", "record"]
+            PIPELINE_ORDER
                 .iter()
                 .position(|t| *t == topic)
                 .unwrap_or(usize::MAX)
