@@ -252,21 +252,32 @@ async fn read_model_suite_catches_textual_id_order() {
     .await;
 }
 
-// --- a read model that serves commit records from a cache ------------------
+// --- read models whose commit records go wrong ------------------------------
+
+type RecordKey = (QueueName, Uri, ProjectName);
 
 #[derive(Default)]
-struct KeptRecords(Mutex<HashMap<(QueueName, Uri, ProjectName), CommitRecord>>);
+struct KeptRecords(Mutex<HashMap<RecordKey, CommitRecord>>);
 
 impl KeptRecords {
-    fn map(&self) -> MutexGuard<'_, HashMap<(QueueName, Uri, ProjectName), CommitRecord>> {
+    fn map(&self) -> MutexGuard<'_, HashMap<RecordKey, CommitRecord>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-struct CachedRecords(Arc<MemoryBackend>, KeptRecords);
+/// How a [`BrokenRecords`] answers a commit record wrongly.
+enum RecordBug {
+    /// The first answer about a commit is served ever after.
+    Cached(KeptRecords),
+    /// Reads that overlap all get the record of the key asked last (as a
+    /// merged statement whose rows went to the wrong readers would).
+    Crossed(Mutex<Option<RecordKey>>),
+}
+
+struct BrokenRecords(Arc<MemoryBackend>, RecordBug);
 
 #[async_trait]
-impl ReadModel for CachedRecords {
+impl ReadModel for BrokenRecords {
     async fn queues(&self) -> Result<Vec<Queue>, StoreError> {
         self.0.queues().await
     }
@@ -314,33 +325,59 @@ impl ReadModel for CachedRecords {
         u: &Uri,
         p: &ProjectName,
     ) -> Result<CommitRecord, StoreError> {
-        // The bug: the first answer about a commit is served ever after.
         let key = (q.clone(), u.clone(), p.clone());
-        if let Some(kept) = self.1.map().get(&key) {
-            return Ok(kept.clone());
+        match &self.1 {
+            RecordBug::Cached(kept) => {
+                if let Some(kept) = kept.map().get(&key) {
+                    return Ok(kept.clone());
+                }
+                let fresh = self.0.commit_record(q, u, p).await?;
+                kept.map().insert(key, fresh.clone());
+                Ok(fresh)
+            }
+            RecordBug::Crossed(last) => {
+                let lock = || last.lock().unwrap_or_else(PoisonError::into_inner);
+                *lock() = Some(key.clone());
+                tokio::task::yield_now().await;
+                let (q, u, p) = lock().clone().unwrap_or(key);
+                self.0.commit_record(&q, &u, &p).await
+            }
         }
-        let fresh = self.0.commit_record(q, u, p).await?;
-        self.1.map().insert(key, fresh.clone());
-        Ok(fresh)
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn read_model_suite_catches_cached_commit_records() {
+/// The read model suite, its read model `BrokenRecords` with `bug`.
+async fn read_model_suite_with(case: &str, bug: fn() -> RecordBug) {
     assert_suite_fails(
         "read_model",
-        "commit_record_reads_the_current_request",
+        case,
         stovepipe_contract::read_model::run(|| async {
             let (b, _) = backend();
             StoreFixture {
                 stores: b.clone(),
-                read_model: Arc::new(CachedRecords(b.clone(), KeptRecords::default())),
+                read_model: Arc::new(BrokenRecords(b.clone(), bug())),
                 feed: b.clone(),
                 messages: b.clone(),
                 hooks: b,
             }
         }),
     )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_model_suite_catches_cached_commit_records() {
+    read_model_suite_with("commit_record_reads_the_current_request", || {
+        RecordBug::Cached(KeptRecords::default())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_model_suite_catches_crossed_commit_records() {
+    read_model_suite_with("commit_records_read_at_once_are_each_their_own", || {
+        RecordBug::Crossed(Mutex::default())
+    })
     .await;
 }
 

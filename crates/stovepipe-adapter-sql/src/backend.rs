@@ -12,6 +12,7 @@
 use crate::error;
 use crate::feed::{self, FeedHub};
 use crate::held::HeldConnections;
+use crate::merged_read::{MergedRead, MergedReads};
 use crate::presence::{PRESENCE_CHANNEL, Presence};
 use crate::row_write::{self, RowWrite};
 use crate::sqlite_writer::{HeldWriter, SqliteWriter, WRITE_HIT};
@@ -151,6 +152,9 @@ pub(crate) struct Shared {
     /// Postgres: the stores' writes waiting to commit together (see
     /// `write_batch`).
     writes: crate::write_batch::WriteBatch,
+    /// Postgres: the reads that wait together and go out as one statement
+    /// (see `merged_read`).
+    merged_reads: MergedReads<QueryResult>,
     /// Postgres: the LISTEN task, the presence heartbeat and the change-log
     /// tail.
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -351,6 +355,7 @@ impl SqlBackend {
                 Dialect::Postgres => options.write_lanes,
                 Dialect::Sqlite => 1,
             }),
+            merged_reads: MergedReads::new(),
             tasks: Mutex::new(Vec::new()),
         });
         // A database not yet migrated has no change log: nothing to tail.
@@ -621,6 +626,24 @@ impl Shared {
         values: Vec<Value>,
     ) -> Result<Vec<QueryResult>, DbErr> {
         self.statement(Role::Read, sql, values).await
+    }
+
+    /// Runs the read `merge` for one key, `values`: on Postgres like
+    /// [`Self::query_all`], merged with the same reads waiting beside it
+    /// into one statement (`merged_read`); on SQLite on the reader, alone
+    /// (a reader's statement costs no round trip).
+    pub(crate) async fn query_merged(
+        &self,
+        merge: &'static MergedRead,
+        values: Vec<Value>,
+    ) -> Result<Vec<QueryResult>, DbErr> {
+        match &self.held {
+            Held::Postgres(_) => {
+                let run = |sql, values| self.query_all(sql, values);
+                self.merged_reads.read(merge, values, run).await
+            }
+            Held::Sqlite { .. } => self.query_all(merge.text(1), values).await,
+        }
     }
 
     pub(crate) async fn query_one(

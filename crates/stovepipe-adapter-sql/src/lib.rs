@@ -36,6 +36,7 @@ mod group_commit;
 mod held;
 mod hooks;
 mod literal;
+mod merged_read;
 mod mq;
 mod presence;
 mod read_model;

@@ -6,11 +6,11 @@
 //! commit record of a greenness read. Does not own: any write.
 
 use crate::backend::{big, limit, values};
+use crate::merged_read::MergedRead;
 use crate::rows::{self, BUILD_COLUMNS, Cols, FACT_COLUMNS, QUEUE_COLUMNS, REQUEST_COLUMNS};
 use crate::{SqlBackend, error};
 use async_trait::async_trait;
 use sea_orm::{DbErr, QueryResult, Value};
-use std::sync::LazyLock;
 use stovepipe_entity::{
     Build, BuildId, Fact, ProjectName, Queue, QueueName, Request, RequestId, Uri,
 };
@@ -23,23 +23,38 @@ const URI_CHUNK: usize = 500;
 const RECORD_FACT: Cols = Cols::prefixed("f_");
 const RECORD_REQUEST: Cols = Cols::prefixed("r_");
 
-/// The commit record as one statement: one row whatever exists (the `one`
-/// row), the fact of `($1, $2, $3)` and the request the URI index names
-/// for `($1, $2)` left-joined to it. Each join is a primary-key lookup
+/// The commit record as one statement, for each of `keys` keys `(queue,
+/// uri, project)` (`$1, $2, $3` the first, `$4, $5, $6` the next, …): one
+/// row per key whatever exists, in the keys' order (the `MergedRead`
+/// rule), the fact of the key and the request the URI index names for its
+/// queue and URI left-joined to it. Each join is a primary-key lookup
 /// (`facts`, `request_uris`) or an index lookup (`requests_queue_uri`); the
 /// request must also carry the indexed id, so at most one row matches.
-static COMMIT_RECORD: LazyLock<String> = LazyLock::new(|| {
+fn commit_records_sql(keys: usize) -> String {
+    let rows: Vec<String> = (0..keys)
+        .map(|k| {
+            let p = 3 * k;
+            format!("(${}, ${}, ${}, {k})", p + 1, p + 2, p + 3)
+        })
+        .collect();
     format!(
-        "SELECT {}, {} FROM (SELECT 1 AS one) AS k \
-         LEFT JOIN facts f ON f.queue = $1 AND f.uri = $2 AND f.project = $3 \
-         LEFT JOIN request_uris i ON i.queue = $1 AND i.uri = $2 \
-         LEFT JOIN requests r ON r.queue = i.queue AND r.uri = i.uri AND r.id = i.request_id",
+        "WITH k (queue, uri, project, n) AS (VALUES {}) \
+         SELECT {}, {} FROM k \
+         LEFT JOIN facts f ON f.queue = k.queue AND f.uri = k.uri AND f.project = k.project \
+         LEFT JOIN request_uris i ON i.queue = k.queue AND i.uri = k.uri \
+         LEFT JOIN requests r ON r.queue = i.queue AND r.uri = i.uri AND r.id = i.request_id \
+         ORDER BY k.n",
+        rows.join(", "),
         RECORD_FACT.select("f", FACT_COLUMNS),
         RECORD_REQUEST.select("r", REQUEST_COLUMNS),
     )
-});
+}
 
-/// Decodes the row of [`COMMIT_RECORD`]: a side whose key column is null
+/// The greenness read of a commit: concurrent ones go to Postgres as one
+/// statement (`merged_read`).
+static COMMIT_RECORD: MergedRead = MergedRead::new(commit_records_sql);
+
+/// Decodes a row of [`COMMIT_RECORD`]: a side whose key column is null
 /// did not match.
 fn commit_record(row: &QueryResult) -> Result<CommitRecord, DbErr> {
     let present = |cols: Cols, key| -> Result<bool, DbErr> {
@@ -227,13 +242,17 @@ impl ReadModel for SqlBackend {
         uri: &Uri,
         project: &ProjectName,
     ) -> Result<CommitRecord, StoreError> {
-        let mut found = self
-            .list(
+        let found = self
+            .shared
+            .query_merged(
                 &COMMIT_RECORD,
                 values![queue.as_str(), uri.as_str(), project.as_str()],
-                commit_record,
             )
-            .await?;
-        Ok(found.pop().unwrap_or_default())
+            .await
+            .map_err(error::store)?;
+        match found.first() {
+            Some(row) => commit_record(row).map_err(error::store),
+            None => Ok(CommitRecord::default()),
+        }
     }
 }

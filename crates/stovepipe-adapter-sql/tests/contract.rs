@@ -212,6 +212,7 @@ suite!(
         commit_record_request_comes_from_the_uri_index_only,
         commit_record_stays_in_its_queue,
         commit_record_reads_the_current_request,
+        commit_records_read_at_once_are_each_their_own,
     ]
 );
 suite!(

@@ -27,6 +27,7 @@ crate::suite!($, read_model, read_model_tests, StoreFixture, [
     commit_record_request_comes_from_the_uri_index_only,
     commit_record_stays_in_its_queue,
     commit_record_reads_the_current_request,
+    commit_records_read_at_once_are_each_their_own,
 ]);
 
 async fn put(fx: &StoreFixture, requests: &[Request]) {
@@ -484,4 +485,44 @@ async fn commit_record_reads_the_current_request(fx: StoreFixture) {
     let f = fact(&queue_a(), &r.uri, &whole, 1.0, 1);
     s.facts.create(&f, Outbox::none()).await.unwrap();
     assert_eq!(read().await.fact, Some(f), "a fact recorded since");
+}
+
+/// Many commit records read at once (a backend may answer them in one
+/// statement) are each the record of its own key, in whatever order they
+/// come back.
+async fn commit_records_read_at_once_are_each_their_own(fx: StoreFixture) {
+    let whole = ProjectName::whole_repo();
+    let mut expected = Vec::new();
+    for n in 1..=12_u64 {
+        let r = request(&queue_a(), n);
+        let c = format!("c{n}");
+        // Requests 1 to 8; a fact for each even one; 9 to 12 unknown.
+        let stored = (n <= 8).then(|| r.clone());
+        if stored.is_some() {
+            ingested(&fx, &r).await;
+        }
+        let f = (n % 2 == 0 && n <= 8).then(|| fact(&queue_a(), &r.uri, &whole, 1.0, n));
+        if let Some(f) = &f {
+            let facts = fx.stores.for_queue(&queue_a()).facts;
+            facts.create(f, Outbox::none()).await.unwrap();
+        }
+        expected.push((
+            queue_a(),
+            c.clone(),
+            CommitRecord {
+                fact: f,
+                request: stored,
+            },
+        ));
+        // The same commit in another queue: nothing there.
+        expected.push((queue_b(), c, CommitRecord::default()));
+    }
+    let reads = expected.iter().map(|(q, c, _)| {
+        let (rm, w) = (fx.read_model.clone(), whole.clone());
+        async move { rm.commit_record(q, &uri(c), &w).await.unwrap() }
+    });
+    let records = futures::future::join_all(reads).await;
+    for ((q, c, want), got) in expected.iter().zip(&records) {
+        assert_eq!(got, want, "{q} {c}");
+    }
 }
