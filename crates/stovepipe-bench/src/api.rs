@@ -174,6 +174,9 @@ impl PgbenchCpu {
 #[derive(Debug, Clone, Serialize)]
 pub struct ApiRun {
     pub workers: usize,
+    /// The server's `database.write_lanes` as set (`--write-lanes`); `None`:
+    /// its default.
+    pub write_lanes: Option<usize>,
     /// Every endpoint's paired pgbench -S runs together.
     pub pgbench_select: PgbenchCpu,
     pub endpoints: Vec<Endpoint>,
@@ -310,8 +313,13 @@ impl Server {
 }
 
 /// `rounds` rounds of `duration` per endpoint, each paired with a pgbench
-/// -S run as long (in whole seconds, at least one).
-pub async fn run(rounds: usize, duration: Duration) -> anyhow::Result<ApiRun> {
+/// -S run as long (in whole seconds, at least one), the server's
+/// `database.write_lanes` `write_lanes` (its default when `None`).
+pub async fn run(
+    rounds: usize,
+    duration: Duration,
+    write_lanes: Option<usize>,
+) -> anyhow::Result<ApiRun> {
     let db = ScratchDb::create("api")?;
     let dir = tempfile::tempdir()?;
     let repo = dir.path().join("repo");
@@ -330,7 +338,7 @@ data_dir = "{data}"
 drain_timeout = "5s"
 [database]
 url = "{url}"
-[auth]
+{lanes}[auth]
 hs256_secret = "{SECRET}"
 [[queue]]
 name = "bench/api"
@@ -347,6 +355,7 @@ timeout = "1m"
         data = dir.path().join("data").display(),
         url = db.url,
         repo = repo.display(),
+        lanes = write_lanes.map_or_else(String::new, |n| format!("write_lanes = {n}\n")),
     ))
     .map_err(|e| anyhow::anyhow!("api bench settings: {e}"))?;
     let running = start(settings, Arc::new(SystemClock::default())).await?;
@@ -448,6 +457,7 @@ timeout = "1m"
     drop(db);
     Ok(ApiRun {
         workers: WORKERS,
+        write_lanes,
         pgbench_select: PgbenchCpu::sum(endpoints.iter().map(|e| &e.pgbench)),
         endpoints,
     })

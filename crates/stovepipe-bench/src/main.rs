@@ -16,8 +16,9 @@
 //! `target/bench`). `--queues N` sets how many queues the `pipeline` and
 //! `memory` benchmarks drive at once (each a closed loop of one request in
 //! flight): the default leaves part of a 2-core machine idle, a larger
-//! count measures the pipeline at saturation. `--write-lanes N` sets their
-//! `database.write_lanes` (Postgres; the server's default otherwise).
+//! count measures the pipeline at saturation. `--write-lanes N` sets the
+//! `database.write_lanes` of their servers and the `api` benchmark's
+//! (Postgres; the server's default otherwise).
 
 mod ancestry;
 mod api;
@@ -355,14 +356,16 @@ async fn bench_latency(plan: Plan, machine: &Machine) -> anyhow::Result<serde_js
 }
 
 async fn bench_api(plan: Plan, machine: &Machine) -> anyhow::Result<serde_json::Value> {
-    let run = api::run(plan.api_rounds, plan.api_round).await?;
+    let run = api::run(plan.api_rounds, plan.api_round, plan.load.write_lanes).await?;
     let pg = &run.pgbench_select;
     let us = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0} µs"));
     let times = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"));
     println!();
     println!(
-        "| api, Postgres, {} keep-alive workers | requests/s (median of {} × {:.0} s) | ratio to pgbench -S (median (least–greatest) of the paired rounds) | p50 | p99 | CPU per request: this process / Postgres | CPU ratio |",
+        "| api, Postgres, {} keep-alive workers, write lanes {} | requests/s (median of {} × {:.0} s) | ratio to pgbench -S (median (least–greatest) of the paired rounds) | p50 | p99 | CPU per request: this process / Postgres | CPU ratio |",
         run.workers,
+        run.write_lanes
+            .map_or_else(|| "default".to_owned(), |n| n.to_string()),
         plan.api_rounds,
         plan.api_round.as_secs_f64()
     );
