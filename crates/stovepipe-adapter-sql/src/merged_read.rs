@@ -23,13 +23,23 @@
 //! reads was asked. When it fails, or its rows do not match its keys (a
 //! text that breaks the rule), each of its reads runs again alone with
 //! the one-key text, to get its own answer.
+//!
+//! Operators see it in `stovepipe_db_merged_reads_total` by `path`:
+//! `alone` (a statement of its own), `merged` (one statement with others)
+//! and `again_alone` (its merged statement failed or its rows did not
+//! match, and it ran again alone). Merged over all is the share of these
+//! reads that shared a statement.
 
 use std::future::Future;
 use std::sync::OnceLock;
 
+use metrics::counter;
 use sea_orm::{DbErr, Value};
 
 use crate::group_commit::{GroupCommit, Pending};
+
+/// The reads, by `path` (see the module).
+const READS: &str = "stovepipe_db_merged_reads_total";
 
 /// At most this many keys per merged statement (each key count is a text
 /// of its own, prepared on each connection that runs it).
@@ -139,7 +149,11 @@ async fn merged<R, F, Fut>(
     Fut: Future<Output = Answer<R>>,
 {
     let keys = same.len();
+    let count = |path: &'static str, reads: usize| {
+        counter!(READS, "path" => path).increment(reads as u64);
+    };
     if keys == 1 {
+        count("alone", 1);
         let p = same.remove(0);
         let values = p.item.values.clone();
         p.answer(run(read.text(1), values).await);
@@ -151,6 +165,7 @@ async fn merged<R, F, Fut>(
         .collect();
     match run(read.text(keys), values).await {
         Ok(rows) if rows.len() == keys => {
+            count("merged", keys);
             for (p, row) in same.into_iter().zip(rows) {
                 p.answer(Ok(vec![row]));
             }
@@ -166,6 +181,7 @@ async fn merged<R, F, Fut>(
                     tracing::debug!(keys, error = %e, "a merged read failed; each runs alone");
                 }
             }
+            count("again_alone", keys);
             for p in same {
                 let values = p.item.values.clone();
                 p.answer(run(read.text(1), values).await);
@@ -343,6 +359,28 @@ mod tests {
                 ("one", 1)
             ]
         );
+    }
+
+    /// The counter an operator reads: how many reads went alone, merged,
+    /// or alone again after their merged statement failed.
+    #[tokio::test(start_paused = true)]
+    async fn the_counter_tells_reads_alone_from_merged() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let scrape = recorder.handle();
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let (reads, db) = (MergedReads::new(), Doubler::new(10));
+        for keys in [[1, 2, 3], [4, 0, 5]] {
+            futures::future::join_all(keys.map(|k| read(&reads, &db, &DOUBLE, k))).await;
+        }
+        let text = scrape.render();
+        for line in [
+            // The first of each round; then each round's failed key alone.
+            r#"stovepipe_db_merged_reads_total{path="alone"} 2"#,
+            r#"stovepipe_db_merged_reads_total{path="merged"} 2"#,
+            r#"stovepipe_db_merged_reads_total{path="again_alone"} 2"#,
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
     }
 
     /// A merged statement whose rows do not match its keys gives no read
