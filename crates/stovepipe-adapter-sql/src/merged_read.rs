@@ -154,9 +154,7 @@ async fn merged<R, F, Fut>(
     };
     if keys == 1 {
         count("alone", 1);
-        let p = same.remove(0);
-        let values = p.item.values.clone();
-        p.answer(run(read.text(1), values).await);
+        alone(read, same.remove(0), run).await;
         return;
     }
     let values = same
@@ -183,11 +181,20 @@ async fn merged<R, F, Fut>(
             }
             count("again_alone", keys);
             for p in same {
-                let values = p.item.values.clone();
-                p.answer(run(read.text(1), values).await);
+                alone(read, p, run).await;
             }
         }
     }
+}
+
+/// Runs the read `p` alone, with the one-key text of `read`.
+async fn alone<R, F, Fut>(read: &'static MergedRead, mut p: Pending<Key, Answer<R>>, run: &F)
+where
+    F: Fn(&'static str, Vec<Value>) -> Fut,
+    Fut: Future<Output = Answer<R>>,
+{
+    let values = std::mem::take(&mut p.item.values);
+    p.answer(run(read.text(1), values).await);
 }
 
 #[cfg(test)]
