@@ -12,7 +12,7 @@
 use crate::error;
 use crate::feed::{self, FeedHub};
 use crate::held::HeldConnections;
-use crate::merged_read::{MergedRead, MergedReads};
+use crate::merged_read::MergedReads;
 use crate::presence::{PRESENCE_CHANNEL, Presence};
 use crate::row_write::{self, RowWrite};
 use crate::sqlite_writer::{HeldWriter, SqliteWriter, WRITE_HIT};
@@ -152,9 +152,9 @@ pub(crate) struct Shared {
     /// Postgres: the stores' writes waiting to commit together (see
     /// `write_batch`).
     writes: crate::write_batch::WriteBatch,
-    /// Postgres: the reads that wait together and go out as one statement
-    /// (see `merged_read`).
-    merged_reads: MergedReads<QueryResult>,
+    /// The greenness reads of commits (`read_model`); on Postgres those
+    /// that wait together go out as one statement (see `merged_read`).
+    commit_records: MergedReads<QueryResult>,
     /// Postgres: the LISTEN task, the presence heartbeat and the change-log
     /// tail.
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -355,7 +355,7 @@ impl SqlBackend {
                 Dialect::Postgres => options.write_lanes,
                 Dialect::Sqlite => 1,
             }),
-            merged_reads: MergedReads::new(),
+            commit_records: MergedReads::new(crate::read_model::commit_records_sql),
             tasks: Mutex::new(Vec::new()),
         });
         // A database not yet migrated has no change log: nothing to tail.
@@ -628,21 +628,21 @@ impl Shared {
         self.statement(Role::Read, sql, values).await
     }
 
-    /// Runs the read `merge` for one key, `values`: on Postgres like
-    /// [`Self::query_all`], merged with the same reads waiting beside it
-    /// into one statement (`merged_read`); on SQLite on the reader, alone
-    /// (a reader's statement costs no round trip).
-    pub(crate) async fn query_merged(
+    /// Reads the commit record of one key, `values` (`read_model`): on
+    /// Postgres like [`Self::query_all`], merged with the ones waiting
+    /// beside it into one statement (`merged_read`); on SQLite on the
+    /// reader, alone (a reader's statement costs no round trip).
+    pub(crate) async fn commit_record_rows(
         &self,
-        merge: &'static MergedRead,
         values: Vec<Value>,
     ) -> Result<Vec<QueryResult>, DbErr> {
+        let records = &self.commit_records;
         match &self.held {
             Held::Postgres(_) => {
                 let run = |sql, values| self.query_all(sql, values);
-                self.merged_reads.read(merge, values, run).await
+                records.read(values, run).await
             }
-            Held::Sqlite { .. } => self.query_all(merge.text(1), values).await,
+            Held::Sqlite { .. } => self.query_all(records.text(1), values).await,
         }
     }
 

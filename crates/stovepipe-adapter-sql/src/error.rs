@@ -123,6 +123,15 @@ pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> DbErr {
     DbErr::Custom(format!("stored {what} does not decode: {detail}"))
 }
 
+/// The answer to work whose flush (`group_commit`) was cancelled before
+/// its result: `what` was abandoned, and whether it ran is unknown
+/// (retryable, as for a lost connection).
+pub(crate) fn abandoned(what: &str) -> DbErr {
+    DbErr::Conn(RuntimeErr::Internal(format!(
+        "{what} was abandoned before its result"
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

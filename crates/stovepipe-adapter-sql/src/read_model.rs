@@ -6,7 +6,6 @@
 //! commit record of a greenness read. Does not own: any write.
 
 use crate::backend::{big, limit, values};
-use crate::merged_read::MergedRead;
 use crate::rows::{self, BUILD_COLUMNS, Cols, FACT_COLUMNS, QUEUE_COLUMNS, REQUEST_COLUMNS};
 use crate::{SqlBackend, error};
 use async_trait::async_trait;
@@ -25,12 +24,13 @@ const RECORD_REQUEST: Cols = Cols::prefixed("r_");
 
 /// The commit record as one statement, for each of `keys` keys `(queue,
 /// uri, project)` (`$1, $2, $3` the first, `$4, $5, $6` the next, …): one
-/// row per key whatever exists, in the keys' order (the `MergedRead`
+/// row per key whatever exists, in the keys' order (the `merged_read`
 /// rule), the fact of the key and the request the URI index names for its
 /// queue and URI left-joined to it. Each join is a primary-key lookup
 /// (`facts`, `request_uris`) or an index lookup (`requests_queue_uri`); the
 /// request must also carry the indexed id, so at most one row matches.
-fn commit_records_sql(keys: usize) -> String {
+/// The backend's `commit_records` runs it (`merged_read`).
+pub(crate) fn commit_records_sql(keys: usize) -> String {
     let rows: Vec<String> = (0..keys)
         .map(|k| {
             let p = 3 * k;
@@ -50,11 +50,7 @@ fn commit_records_sql(keys: usize) -> String {
     )
 }
 
-/// The greenness read of a commit: concurrent ones go to Postgres as one
-/// statement (`merged_read`).
-static COMMIT_RECORD: MergedRead = MergedRead::new(commit_records_sql);
-
-/// Decodes a row of [`COMMIT_RECORD`]: a side whose key column is null
+/// Decodes a row of [`commit_records_sql`]: a side whose key column is null
 /// did not match.
 fn commit_record(row: &QueryResult) -> Result<CommitRecord, DbErr> {
     let present = |cols: Cols, key| -> Result<bool, DbErr> {
@@ -244,10 +240,7 @@ impl ReadModel for SqlBackend {
     ) -> Result<CommitRecord, StoreError> {
         let found = self
             .shared
-            .query_merged(
-                &COMMIT_RECORD,
-                values![queue.as_str(), uri.as_str(), project.as_str()],
-            )
+            .commit_record_rows(values![queue.as_str(), uri.as_str(), project.as_str()])
             .await
             .map_err(error::store)?;
         match found.first() {

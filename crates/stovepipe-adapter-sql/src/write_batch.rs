@@ -250,18 +250,11 @@ impl WriteBatch {
         self.0
             .submit(
                 (role, (sql.to_owned(), values)),
-                || Err(abandoned()),
+                || Err(error::abandoned("the write's batch")),
                 |chunk| flush(target, chunk),
             )
             .await
     }
-}
-
-/// The flusher that took a write was cancelled before its result.
-fn abandoned() -> DbErr {
-    DbErr::Conn(sea_orm::RuntimeErr::Internal(
-        "the write's batch was abandoned before its result".into(),
-    ))
 }
 
 /// Runs `chunk` as one transaction (alone: as a transaction of its own)

@@ -36,7 +36,7 @@ use crate::cpu::{CpuMeter, CpuUse};
 use crate::http1::{Call, Connection};
 use crate::support::{
     PgbenchRun, ScratchDb, median, ms, percentile, pgbench_init, pgbench_measured, pgbench_seconds,
-    postgres_admin_url, progress, ratio,
+    postgres_admin_url, progress, ratio, write_lanes_setting,
 };
 
 const SECRET: &str = "bench-secret-0123456789abcdef-0123456789";
@@ -355,7 +355,7 @@ timeout = "1m"
         data = dir.path().join("data").display(),
         url = db.url,
         repo = repo.display(),
-        lanes = write_lanes.map_or_else(String::new, |n| format!("write_lanes = {n}\n")),
+        lanes = write_lanes_setting(write_lanes),
     ))
     .map_err(|e| anyhow::anyhow!("api bench settings: {e}"))?;
     let running = start(settings, Arc::new(SystemClock::default())).await?;

@@ -34,7 +34,7 @@ use crate::cpu::{CpuMeter, CpuUse};
 use crate::recorder::{self, ReadsPerFact, StageTime};
 use crate::support::{
     PgbenchRun, Rss, in_units, median, ms, per, percentile, pgbench_measured, progress, ratio,
-    wal_position,
+    wal_position, write_lanes_setting,
 };
 
 /// How long a paired round lets the loops restart before its window
@@ -250,9 +250,7 @@ impl Harness {
             || format!("sqlite://{}/bench.db?mode=rwc", dir.path().display()),
             str::to_owned,
         );
-        let lanes = load
-            .write_lanes
-            .map_or_else(String::new, |n| format!("write_lanes = {n}\n"));
+        let lanes = write_lanes_setting(load.write_lanes);
         let settings = Settings::from_toml(&format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[database]\nurl = \"{url}\"\n{lanes}",
             dir.path().join("data").display()

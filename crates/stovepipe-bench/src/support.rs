@@ -51,6 +51,12 @@ macro_rules! progress {
 pub(crate) use progress;
 
 /// The median of `values` (0 when empty).
+/// The `[database]` setting line of `write_lanes` lanes, or nothing for
+/// the server's default.
+pub fn write_lanes_setting(write_lanes: Option<usize>) -> String {
+    write_lanes.map_or_else(String::new, |n| format!("write_lanes = {n}\n"))
+}
+
 pub fn median(values: &[f64]) -> f64 {
     percentile(values, 0.5)
 }
